@@ -1,0 +1,43 @@
+// Matrix product, 2-D and batched 3-D, on the blocked GEMM.
+
+import { recordOp } from '../tensor/autograd.js';
+import { formatShape, ShapeError } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import { matmulInto } from './gemm.js';
+
+/**
+ * C = A B.  a: (M, K) and b: (K, N) -> (M, N); or a: (B, M, K) and b: (B, K, N) -> (B, M, N).
+ * Backward (from dC = dL/dC):  dA = dC B^T,  dB = A^T dC  (per batch for 3-D).
+ */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const batched = a.rank === 3 && b.rank === 3;
+  if (!(batched || (a.rank === 2 && b.rank === 2))) {
+    throw new ShapeError(`matmul: expected two 2-D or two 3-D tensors, got ${formatShape(a.shape)} and ${formatShape(b.shape)}`);
+  }
+  const batch = batched ? a.shape[0] : 1;
+  const [M, K] = batched ? [a.shape[1], a.shape[2]] : [a.shape[0], a.shape[1]];
+  const [K2, N] = batched ? [b.shape[1], b.shape[2]] : [b.shape[0], b.shape[1]];
+  if (K !== K2 || (batched && b.shape[0] !== batch)) {
+    throw new ShapeError(`matmul: cannot multiply ${formatShape(a.shape)} by ${formatShape(b.shape)} (inner dimensions ${K} and ${K2}${batched ? `, batches ${batch} and ${b.shape[0]}` : ''})`);
+  }
+  const out = new Float32Array(batch * M * N);
+  for (let i = 0; i < batch; i++) {
+    matmulInto(a.data, b.data, out, M, N, K, { aOffset: i * M * K, bOffset: i * K * N, cOffset: i * M * N });
+  }
+  const outShape = batched ? [batch, M, N] : [M, N];
+  return recordOp(new Tensor(out, outShape), 'matmul', [a, b], { a: a.data, b: b.data }, (dC, s, needs) => {
+    let dA: Float32Array | null = null;
+    let dB: Float32Array | null = null;
+    if (needs[0]) {
+      dA = new Float32Array(batch * M * K);
+      // dA (M x K) = dC (M x N) * B^T (N x K)
+      for (let i = 0; i < batch; i++) matmulInto(dC, s.b, dA, M, K, N, { transB: true, aOffset: i * M * N, bOffset: i * K * N, cOffset: i * M * K });
+    }
+    if (needs[1]) {
+      dB = new Float32Array(batch * K * N);
+      // dB (K x N) = A^T (K x M) * dC (M x N)
+      for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
+    }
+    return [dA, dB];
+  }, 'C = A B  ->  dA = dC B^T, dB = A^T dC');
+}

@@ -1,0 +1,6 @@
+export * from './shape.js';
+export * from './rng.js';
+export * from './tensor.js';
+export * from './autograd.js';
+export * from './safetensors.js';
+export * from './gradcheck.js';

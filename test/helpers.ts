@@ -1,0 +1,95 @@
+// Shared test helpers: PyTorch fixtures and closeness checks.
+
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
+import { parseSafetensors, type StoredTensor } from '../src/tensor/safetensors.js';
+import { Tensor } from '../src/tensor/tensor.js';
+
+export const FIXTURE_DIR = fileURLToPath(new URL('./fixtures/', import.meta.url));
+
+export interface FixtureCase {
+  name: string;
+  config: Record<string, unknown>;
+}
+
+export class Fixture {
+  readonly cases: FixtureCase[];
+  private readonly tensors: Map<string, StoredTensor>;
+
+  constructor(readonly file: string) {
+    const parsed = parseSafetensors(readFileSync(FIXTURE_DIR + file + '.safetensors'), file);
+    this.tensors = parsed.tensors;
+    this.cases = JSON.parse(parsed.metadata.cases) as FixtureCase[];
+  }
+
+  has(caseName: string, key: string): boolean {
+    return this.tensors.has(`${caseName}/${key}`);
+  }
+
+  /** A float tensor of a case: in0, in1, gy, out, grad0, ... */
+  tensor(caseName: string, key: string, requiresGrad = false): Tensor {
+    const t = this.tensors.get(`${caseName}/${key}`);
+    if (t === undefined) throw new Error(`fixture ${this.file}: no tensor '${caseName}/${key}'`);
+    if (!(t.data instanceof Float32Array)) throw new Error(`fixture ${this.file}: '${caseName}/${key}' is ${t.dtype}, not F32`);
+    return new Tensor(t.data.slice(), t.shape, requiresGrad);
+  }
+
+  /** An integer tensor (labels) as plain numbers. */
+  ints(caseName: string, key: string): Int32Array {
+    const t = this.tensors.get(`${caseName}/${key}`);
+    if (t === undefined) throw new Error(`fixture ${this.file}: no tensor '${caseName}/${key}'`);
+    if (t.data instanceof BigInt64Array) return Int32Array.from(t.data, (v) => Number(v));
+    if (t.data instanceof Int32Array) return t.data;
+    throw new Error(`fixture ${this.file}: '${caseName}/${key}' is ${t.dtype}, not an integer type`);
+  }
+
+  case(name: string): FixtureCase {
+    const c = this.cases.find((x) => x.name === name);
+    if (!c) throw new Error(`fixture ${this.file}: no case '${name}'`);
+    return c;
+  }
+}
+
+/** Element-wise |a - b| <= atol + rtol * |b|, with a message naming the worst element. */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol = 1e-4, atol = 1e-5): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const excess = Math.abs(actual[i] - expected[i]) - (atol + rtol * Math.abs(expected[i]));
+    if (!(excess <= 0) && (worst < 0 || excess > worstExcess || Number.isNaN(excess))) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    expect.fail(`${what}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (rtol ${rtol}, atol ${atol})`);
+  }
+}
+
+/**
+ * Run `fn` on a fixture case's inputs (in0..inK, gradients where the fixture has them), back-
+ * propagate the case's gy, and compare the output and every input gradient with PyTorch's.
+ */
+export function checkFixtureCase(fixture: Fixture, caseName: string, fn: (...inputs: Tensor[]) => Tensor, tol: { rtol?: number; atol?: number } = {}): Tensor[] {
+  const inputs: Tensor[] = [];
+  for (let i = 0; fixture.has(caseName, `in${i}`); i++) {
+    inputs.push(fixture.tensor(caseName, `in${i}`, fixture.has(caseName, `grad${i}`)));
+  }
+  const y = fn(...inputs);
+  const out = fixture.tensor(caseName, 'out');
+  expect([...y.shape], `${caseName}: output shape`).toEqual([...out.shape]);
+  expectClose(y.data, out.data, `${caseName}: output`, tol.rtol, tol.atol);
+  if (inputs.some((x) => x.requiresGrad)) {
+    y.backward(fixture.tensor(caseName, 'gy'));
+    inputs.forEach((x, i) => {
+      if (!x.requiresGrad) return;
+      const expected = fixture.tensor(caseName, `grad${i}`);
+      expect(x.grad, `${caseName}: grad of input ${i} missing`).not.toBeNull();
+      expect([...x.grad!.shape]).toEqual([...expected.shape]);
+      expectClose(x.grad!.data, expected.data, `${caseName}: grad of input ${i}`, tol.rtol, tol.atol);
+    });
+  }
+  return inputs;
+}

@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    // The kernels are CPU-bound; two forks match the two cores of the reference machine.
+    pool: 'forks',
+    maxWorkers: 2,
+  },
+});
