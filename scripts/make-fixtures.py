@@ -59,6 +59,10 @@ class FixtureFile:
     def rand(self, *shape, low=0.0, high=1.0):
         return low + (high - low) * torch.rand(tuple(shape), generator=self.gen, dtype=torch.float32)
 
+    def extra(self, name, key, tensor):
+        """Store an additional tensor for a case (e.g. BatchNorm running statistics)."""
+        self.tensors.append((f"{name}/{key}", tensor.detach().float()))
+
     def case(self, name, fn, inputs, config=None, grad_inputs=None):
         """Run fn on float64 copies of float32 inputs; record output and input gradients."""
         grad_inputs = grad_inputs if grad_inputs is not None else [True] * len(inputs)
@@ -126,7 +130,97 @@ def core_ops():
     f.write()
 
 
-GROUPS = {"core": core_ops}
+def conv_ops():
+    f = FixtureFile("conv", seed=4)
+    # (name, N, Cin, H, W, Cout, k, stride, padding, dilation, groups, bias)
+    convs = [
+        ("k3_s1_p1", 2, 3, 7, 6, 5, 3, 1, 1, 1, 1, True),
+        ("k3_s2_p1", 1, 3, 9, 9, 8, 3, 2, 1, 1, 1, False),
+        ("k3_s2_p0_odd", 2, 4, 11, 7, 6, 3, 2, 0, 1, 1, True),
+        ("k1_s1_p0", 2, 6, 5, 5, 7, 1, 1, 0, 1, 1, True),
+        ("k5_s1_p2", 1, 2, 8, 8, 3, 5, 1, 2, 1, 1, True),
+        ("k3_groups2", 2, 4, 6, 6, 6, 3, 1, 1, 1, 2, True),
+        ("k3_dilation2", 1, 3, 9, 9, 4, 3, 1, 2, 2, 1, False),
+        ("k2_s2_p0", 1, 3, 6, 6, 4, 2, 2, 0, 1, 1, True),
+    ]
+    for name, n, cin, h, w, cout, k, s, p, d, g, bias in convs:
+        x = f.randn(n, cin, h, w)
+        wt = f.randn(cout, cin // g, k, k) * 0.5
+        cfg = {"stride": s, "padding": p, "dilation": d, "groups": g, "bias": bias}
+        if bias:
+            f.case("conv2d_" + name, lambda a, b, c: F.conv2d(a, b, c, stride=s, padding=p, dilation=d, groups=g), [x, wt, f.randn(cout)], cfg)
+        else:
+            f.case("conv2d_" + name, lambda a, b: F.conv2d(a, b, None, stride=s, padding=p, dilation=d, groups=g), [x, wt], cfg)
+    # Depthwise: groups = channels, one filter per channel.
+    dws = [
+        ("k3_s1_p1", 2, 5, 7, 9, 3, 1, 1, False),
+        ("k3_s2_p1", 2, 5, 9, 8, 3, 2, 1, False),
+        ("k3_s2_p0", 1, 3, 10, 10, 3, 2, 0, True),
+        ("k5_s1_p2", 1, 4, 8, 7, 5, 1, 2, True),
+        ("k3_s1_p0_1x1out", 1, 2, 3, 3, 3, 1, 0, False),
+        ("k3_s1_p1_big", 1, 16, 14, 14, 3, 1, 1, False),
+    ]
+    for name, n, c, h, w, k, s, p, bias in dws:
+        x = f.randn(n, c, h, w)
+        wt = f.randn(c, 1, k, k) * 0.5
+        cfg = {"stride": s, "padding": p, "bias": bias}
+        if bias:
+            f.case("depthwise_" + name, lambda a, b, cc: F.conv2d(a, b, cc, stride=s, padding=p, groups=c), [x, wt, f.randn(c)], cfg)
+        else:
+            f.case("depthwise_" + name, lambda a, b: F.conv2d(a, b, None, stride=s, padding=p, groups=c), [x, wt], cfg)
+    for name, n, cin, h, w, cout, bias in [("a", 2, 6, 5, 7, 9, False), ("b", 1, 17, 3, 3, 5, True)]:
+        x = f.randn(n, cin, h, w)
+        wt = f.randn(cout, cin, 1, 1) * 0.5
+        if bias:
+            f.case("pointwise_" + name, lambda a, b, c: F.conv2d(a, b, c), [x, wt, f.randn(cout)], {"bias": True})
+        else:
+            f.case("pointwise_" + name, lambda a, b: F.conv2d(a, b), [x, wt], {"bias": False})
+    f.write()
+
+
+def layer_ops():
+    f = FixtureFile("layers", seed=5)
+    # BatchNorm2d, training mode: batch statistics, running statistics updated (momentum 0.1).
+    for name, shape, momentum, eps in [("a", (2, 3, 4, 5), 0.1, 1e-5), ("b", (1, 4, 3, 3), 0.3, 1e-3), ("c", (4, 2, 1, 1), 0.1, 1e-5)]:
+        x = f.randn(*shape) * 2 + 0.5
+        gamma = f.rand(shape[1], low=0.5, high=1.5)
+        beta = f.randn(shape[1])
+        rm = f.randn(shape[1]) * 0.1
+        rv = f.rand(shape[1], low=0.5, high=2.0)
+        rm64, rv64 = rm.double().clone(), rv.double().clone()
+        f.case("batchnorm_train_" + name, lambda a, g, b: F.batch_norm(a, rm64, rv64, g, b, training=True, momentum=momentum, eps=eps), [x, gamma, beta], {"training": True, "momentum": momentum, "eps": eps})
+        f.extra("batchnorm_train_" + name, "running_mean_before", rm)
+        f.extra("batchnorm_train_" + name, "running_var_before", rv)
+        f.extra("batchnorm_train_" + name, "running_mean_after", rm64)
+        f.extra("batchnorm_train_" + name, "running_var_after", rv64)
+    x = f.randn(2, 3, 4, 4)
+    gamma, beta, rm, rv = f.rand(3, low=0.5, high=1.5), f.randn(3), f.randn(3) * 0.1, f.rand(3, low=0.5, high=2.0)
+    f.case("batchnorm_eval", lambda a, g, b: F.batch_norm(a, rm.double(), rv.double(), g, b, training=False, eps=1e-5), [x, gamma, beta], {"training": False, "eps": 1e-5})
+    f.extra("batchnorm_eval", "running_mean_before", rm)
+    f.extra("batchnorm_eval", "running_var_before", rv)
+
+    def away_from(t, points, margin=0.05):
+        for pt in points:
+            t = torch.where((t - pt).abs() < margin, t + 2 * margin, t)
+        return t
+
+    x = away_from(f.randn(2, 3, 4, 5) * 4, [0.0, 6.0])
+    f.case("relu", F.relu, [x])
+    f.case("relu6", F.relu6, [away_from(f.randn(2, 3, 4, 5) * 5 + 2, [0.0, 6.0])])
+    for name, shape, k, s, p in [("k2_s2", (2, 3, 6, 6), 2, 2, 0), ("k3_s2_p1", (1, 2, 7, 7), 3, 2, 1), ("k3_s1", (1, 2, 5, 6), 3, 1, 0)]:
+        f.case("maxpool_" + name, lambda a: F.max_pool2d(a, k, s, p), [f.randn(*shape)], {"kernel": k, "stride": s, "padding": p})
+        f.case("avgpool_" + name, lambda a: F.avg_pool2d(a, k, s, p), [f.randn(*shape)], {"kernel": k, "stride": s, "padding": p})
+    f.case("globalavgpool", lambda a: F.adaptive_avg_pool2d(a, 1), [f.randn(2, 5, 3, 4)])
+    f.case("linear_bias", F.linear, [f.randn(4, 7), f.randn(3, 7), f.randn(3)])
+    f.case("linear_nobias", F.linear, [f.randn(5, 13), f.randn(6, 13)])
+    for name, n, c, smoothing in [("plain", 5, 4, 0.0), ("smooth", 6, 10, 0.1), ("one", 1, 3, 0.0), ("big_logits", 3, 5, 0.0)]:
+        logits = f.randn(n, c) * (30 if name == "big_logits" else 2)
+        labels = torch.randint(0, c, (n,), generator=f.gen)
+        f.case("crossentropy_" + name, lambda a, y: F.cross_entropy(a, y, label_smoothing=smoothing), [logits, labels], {"labelSmoothing": smoothing}, grad_inputs=[True, False])
+    f.write()
+
+
+GROUPS = {"core": core_ops, "conv": conv_ops, "layers": layer_ops}
 
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)

@@ -1,0 +1,37 @@
+// ReLU and ReLU6. Each keeps a byte mask of where the gradient passes, nothing more.
+
+import { needsGraph, recordOp } from '../tensor/autograd.js';
+import { Tensor } from '../tensor/tensor.js';
+
+/** Clamp x to [low, high]; mask[i] = 1 where low < x < high (strictly: the derivative there is 1). */
+function clampWithMask(x: Tensor, low: number, high: number, keepMask: boolean): { y: Float32Array; mask: Uint8Array | null } {
+  const xd = x.data;
+  const y = new Float32Array(xd.length);
+  const mask = keepMask ? new Uint8Array(xd.length) : null;
+  for (let i = 0; i < xd.length; i++) {
+    const v = xd[i];
+    // NaN propagates (v > low is false for NaN, so test the clamps explicitly).
+    y[i] = v <= low ? low : v >= high ? high : v;
+    if (mask !== null) mask[i] = v > low && v < high ? 1 : 0;
+  }
+  return { y, mask };
+}
+
+function maskedBackward(dy: Float32Array, saved: { mask: Uint8Array }): Float32Array[] {
+  const dx = new Float32Array(dy.length);
+  const m = saved.mask;
+  for (let i = 0; i < dy.length; i++) dx[i] = m[i] === 1 ? dy[i] : 0;
+  return [dx];
+}
+
+/** y = max(0, x). Backward: dx = dy * [x > 0] (0 at x = 0, as in PyTorch). */
+export function relu(x: Tensor): Tensor {
+  const { y, mask } = clampWithMask(x, 0, Infinity, needsGraph(x));
+  return recordOp(new Tensor(y, x.shape), 'relu', [x], { mask: mask! }, maskedBackward, 'y = max(0, x)  ->  dx = dy * [x > 0]');
+}
+
+/** y = min(max(0, x), 6). Backward: dx = dy * [0 < x < 6]. */
+export function relu6(x: Tensor): Tensor {
+  const { y, mask } = clampWithMask(x, 0, 6, needsGraph(x));
+  return recordOp(new Tensor(y, x.shape), 'relu6', [x], { mask: mask! }, maskedBackward, 'y = min(max(0, x), 6)  ->  dx = dy * [0 < x < 6]');
+}

@@ -1,0 +1,277 @@
+// Standard 2-D convolution (cross-correlation, as in PyTorch): im2col + GEMM.
+//
+//   x: (N, Cin, H, W)   weight: (Cout, Cin/groups, kH, kW)   bias: (Cout)   y: (N, Cout, Hout, Wout)
+//   Hout = floor((H + 2 pad - dilation (kH - 1) - 1) / stride) + 1   (likewise Wout)
+//
+//   y[n, co, oy, ox] = bias[co] + sum_{ci, ky, kx} weight[co, ci, ky, kx] * x[n, g*Cg + ci, oy*s - p + ky*d, ox*s - p + kx*d]
+//
+// im2col gathers, for one image and one group, every receptive field into a column:
+//   col[(ci*kH + ky)*kW + kx, oy*Wout + ox] = x[n, g*Cg + ci, oy*s - p + ky*d, ox*s - p + kx*d]   (0 in the padding)
+// so that the convolution becomes one matrix product per image and group:
+//   Y_g (Cout/g x Hout*Wout) = W_g (Cout/g x Cg*kH*kW) * col (Cg*kH*kW x Hout*Wout).
+
+import { recordOp } from '../tensor/autograd.js';
+import { formatShape, ShapeError } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import { gemm } from './gemm.js';
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+  dilation?: number;
+  groups?: number;
+}
+
+export const CONV2D_DEFAULTS: Required<Conv2dOptions> = { stride: 1, padding: 0, dilation: 1, groups: 1 };
+
+/** Every size a convolution kernel needs, computed and checked once. */
+export interface ConvGeometry {
+  N: number;
+  Cin: number;
+  H: number;
+  W: number;
+  Cout: number;
+  kH: number;
+  kW: number;
+  stride: number;
+  padding: number;
+  dilation: number;
+  groups: number;
+  Hout: number;
+  Wout: number;
+}
+
+export function convOutputSize(size: number, kernel: number, stride: number, padding: number, dilation: number): number {
+  return Math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1;
+}
+
+/** Validate shapes and options for conv2d (and its depthwise/pointwise specialisations). */
+export function convGeometry(op: string, x: Tensor, weight: Tensor, bias: Tensor | null, options: Conv2dOptions): ConvGeometry {
+  const { stride, padding, dilation, groups } = { ...CONV2D_DEFAULTS, ...options };
+  if (x.rank !== 4) throw new ShapeError(`${op}: input must be (N, C, H, W), got ${formatShape(x.shape)}`);
+  if (weight.rank !== 4) throw new ShapeError(`${op}: weight must be (Cout, Cin/groups, kH, kW), got ${formatShape(weight.shape)}`);
+  for (const [name, v, min] of [['stride', stride, 1], ['padding', padding, 0], ['dilation', dilation, 1], ['groups', groups, 1]] as const) {
+    if (!Number.isInteger(v) || v < min) throw new RangeError(`${op}: ${name} must be an integer >= ${min}, got ${v}`);
+  }
+  const [N, Cin, H, W] = x.shape;
+  const [Cout, CinPerGroup, kH, kW] = weight.shape;
+  if (Cin % groups !== 0 || Cout % groups !== 0) {
+    throw new ShapeError(`${op}: groups=${groups} must divide input channels ${Cin} and output channels ${Cout}`);
+  }
+  if (CinPerGroup * groups !== Cin) {
+    throw new ShapeError(`${op}: input has ${Cin} channels but weight expects ${CinPerGroup * groups} (weight shape ${formatShape(weight.shape)}, groups ${groups})`);
+  }
+  if (bias !== null && (bias.rank !== 1 || bias.shape[0] !== Cout)) {
+    throw new ShapeError(`${op}: bias must have shape [${Cout}], got ${formatShape(bias.shape)}`);
+  }
+  const Hout = convOutputSize(H, kH, stride, padding, dilation);
+  const Wout = convOutputSize(W, kW, stride, padding, dilation);
+  if (Hout < 1 || Wout < 1) {
+    throw new ShapeError(`${op}: input ${formatShape(x.shape)} is too small for a ${kH}x${kW} kernel with padding ${padding} (output would be ${Hout}x${Wout})`);
+  }
+  return { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout };
+}
+
+/** The range of output positions o in [0, outSize) for which o*stride + offset lands inside [0, size). */
+export function validOutputRange(offset: number, stride: number, size: number, outSize: number): [number, number] {
+  const lo = Math.max(0, Math.ceil(-offset / stride));
+  const hi = Math.min(outSize, Math.floor((size - 1 - offset) / stride) + 1);
+  return [lo, Math.max(lo, hi)];
+}
+
+// =============================================================================================
+// im2col / col2im
+// =============================================================================================
+
+/** Gather channels [c0, c0+Cg) of image n into col (Cg*kH*kW x Hout*Wout), zeros in the padding. */
+export function im2col(x: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
+  const { H, W, kH, kW, stride, padding, dilation, Hout, Wout, Cin } = g;
+  const HWout = Hout * Wout;
+  for (let ci = 0; ci < Cg; ci++) {
+    const plane = (n * Cin + c0 + ci) * H * W;
+    for (let ky = 0; ky < kH; ky++) {
+      for (let kx = 0; kx < kW; kx++) {
+        const rowStart = ((ci * kH + ky) * kW + kx) * HWout;
+        const xOffset = kx * dilation - padding; // ix = ox*stride + xOffset
+        const [oxLo, oxHi] = validOutputRange(xOffset, stride, W, Wout);
+        for (let oy = 0; oy < Hout; oy++) {
+          const iy = oy * stride - padding + ky * dilation;
+          const dst = rowStart + oy * Wout;
+          if (iy < 0 || iy >= H) {
+            col.fill(0, dst, dst + Wout);
+            continue;
+          }
+          const src = plane + iy * W + xOffset;
+          for (let ox = 0; ox < oxLo; ox++) col[dst + ox] = 0;
+          if (stride === 1) for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox];
+          else for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox * stride];
+          for (let ox = oxHi; ox < Wout; ox++) col[dst + ox] = 0;
+        }
+      }
+    }
+  }
+}
+
+/** The adjoint of im2col: scatter-add col back into channels [c0, c0+Cg) of image n of dx. */
+export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, dx: Float32Array): void {
+  const { H, W, kH, kW, stride, padding, dilation, Hout, Wout, Cin } = g;
+  const HWout = Hout * Wout;
+  for (let ci = 0; ci < Cg; ci++) {
+    const plane = (n * Cin + c0 + ci) * H * W;
+    for (let ky = 0; ky < kH; ky++) {
+      for (let kx = 0; kx < kW; kx++) {
+        const rowStart = ((ci * kH + ky) * kW + kx) * HWout;
+        const xOffset = kx * dilation - padding;
+        const [oxLo, oxHi] = validOutputRange(xOffset, stride, W, Wout);
+        for (let oy = 0; oy < Hout; oy++) {
+          const iy = oy * stride - padding + ky * dilation;
+          if (iy < 0 || iy >= H) continue;
+          const src = rowStart + oy * Wout;
+          const dst = plane + iy * W + xOffset;
+          for (let ox = oxLo; ox < oxHi; ox++) dx[dst + ox * stride] += col[src + ox];
+        }
+      }
+    }
+  }
+}
+
+// =============================================================================================
+// Forward and backward
+// =============================================================================================
+
+/** y = conv(x, weight) + bias via im2col + GEMM, one GEMM per image and group. */
+export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry, y: Float32Array): void {
+  const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
+  const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
+  const col = new Float32Array(K * HWout);
+  for (let n = 0; n < N; n++) {
+    for (let gi = 0; gi < groups; gi++) {
+      im2col(x, g, n, gi * Cg, Cg, col);
+      // y[n, group gi] (Cog x HWout) = W_g (Cog x K) * col (K x HWout)
+      gemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
+    }
+  }
+  if (bias !== null) addBiasPerChannel(y, bias, N, Cout, HWout);
+}
+
+export function addBiasPerChannel(y: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void {
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const b = bias[c];
+      const start = (n * C + c) * HW;
+      for (let i = start; i < start + HW; i++) y[i] += b;
+    }
+  }
+}
+
+/** dbias[c] = sum over n, oy, ox of dy[n, c, oy, ox]. */
+export function biasGradPerChannel(dy: Float32Array, N: number, C: number, HW: number): Float32Array {
+  const dbias = new Float32Array(C);
+  for (let c = 0; c < C; c++) {
+    let acc = 0;
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW;
+      for (let i = start; i < start + HW; i++) acc += dy[i];
+    }
+    dbias[c] = acc;
+  }
+  return dbias;
+}
+
+/**
+ * Backward of y = W * col(x):
+ *   dW_g  += dY_g (Cog x HW) * col^T (HW x K)        (summed over images)
+ *   dcol   = W_g^T (K x Cog) * dY_g (Cog x HW),  dx = col2im(dcol)
+ * The columns are rebuilt from x rather than kept from the forward: cheap next to the GEMMs,
+ * and it saves K*HW floats per image of memory between forward and backward.
+ */
+export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array | null): void {
+  const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
+  const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
+  const col = new Float32Array(K * HWout);
+  for (let n = 0; n < N; n++) {
+    for (let gi = 0; gi < groups; gi++) {
+      const dyOffset = (n * Cout + gi * Cog) * HWout;
+      if (dweight !== null) {
+        im2col(x, g, n, gi * Cg, Cg, col);
+        gemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
+      }
+      if (dx !== null) {
+        gemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
+        col2im(col, g, n, gi * Cg, Cg, dx);
+      }
+    }
+  }
+}
+
+/** conv2d as an autograd op. */
+export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
+  const g = convGeometry('conv2d', x, weight, bias, options);
+  const y = new Float32Array(g.N * g.Cout * g.Hout * g.Wout);
+  conv2dForward(x.data, weight.data, bias?.data ?? null, g, y);
+  const inputs = bias === null ? [x, weight] : [x, weight, bias];
+  return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'conv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+    const dx = needs[0] ? new Float32Array(s.x.length) : null;
+    const dweight = needs[1] ? new Float32Array(s.weight.length) : null;
+    conv2dBackward(s.x, s.weight, dy, s.g, dx, dweight);
+    const grads: (Float32Array | null)[] = [dx, dweight];
+    if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
+    return grads;
+  }, `y = W * im2col(x) + b  (k${g.kH}x${g.kW} s${g.stride} p${g.padding}${g.groups > 1 ? ` g${g.groups}` : ''})  ->  dW = dy col^T, dx = col2im(W^T dy), db = sum dy`);
+}
+
+// =============================================================================================
+// Naive twin: the definition, seven nested loops, for tests.
+// =============================================================================================
+
+export function conv2dNaiveForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry): Float32Array {
+  const { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout } = g;
+  const Cg = Cin / groups, Cog = Cout / groups;
+  const y = new Float32Array(N * Cout * Hout * Wout);
+  for (let n = 0; n < N; n++)
+    for (let co = 0; co < Cout; co++) {
+      const gi = Math.floor(co / Cog);
+      for (let oy = 0; oy < Hout; oy++)
+        for (let ox = 0; ox < Wout; ox++) {
+          let acc = bias ? bias[co] : 0;
+          for (let ci = 0; ci < Cg; ci++)
+            for (let ky = 0; ky < kH; ky++)
+              for (let kx = 0; kx < kW; kx++) {
+                const iy = oy * stride - padding + ky * dilation;
+                const ix = ox * stride - padding + kx * dilation;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                acc += weight[((co * Cg + ci) * kH + ky) * kW + kx] * x[((n * Cin + gi * Cg + ci) * H + iy) * W + ix];
+              }
+          y[((n * Cout + co) * Hout + oy) * Wout + ox] = acc;
+        }
+    }
+  return y;
+}
+
+/** Naive backward: the same loops, each multiply-add sending dy to both factors. */
+export function conv2dNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry): { dx: Float32Array; dweight: Float32Array; dbias: Float32Array } {
+  const { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout } = g;
+  const Cg = Cin / groups, Cog = Cout / groups;
+  const dx = new Float32Array(x.length), dweight = new Float32Array(weight.length), dbias = new Float32Array(Cout);
+  for (let n = 0; n < N; n++)
+    for (let co = 0; co < Cout; co++) {
+      const gi = Math.floor(co / Cog);
+      for (let oy = 0; oy < Hout; oy++)
+        for (let ox = 0; ox < Wout; ox++) {
+          const gy = dy[((n * Cout + co) * Hout + oy) * Wout + ox];
+          dbias[co] += gy;
+          for (let ci = 0; ci < Cg; ci++)
+            for (let ky = 0; ky < kH; ky++)
+              for (let kx = 0; kx < kW; kx++) {
+                const iy = oy * stride - padding + ky * dilation;
+                const ix = ox * stride - padding + kx * dilation;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                const wi = ((co * Cg + ci) * kH + ky) * kW + kx;
+                const xi = ((n * Cin + gi * Cg + ci) * H + iy) * W + ix;
+                dweight[wi] += gy * x[xi];
+                dx[xi] += gy * weight[wi];
+              }
+        }
+    }
+  return { dx, dweight, dbias };
+}

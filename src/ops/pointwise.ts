@@ -1,0 +1,86 @@
+// Pointwise (1x1) convolution: a GEMM straight on the NCHW planes, no im2col.
+//
+//   x: (N, Cin, H, W)   weight: (Cout, Cin, 1, 1)   bias: (Cout)   y: (N, Cout, H, W)
+//   For each image n, with X_n = x[n] viewed as a (Cin x H*W) matrix:  Y_n = W (Cout x Cin) * X_n.
+// In NCHW each channel's plane is already a contiguous row of X_n, so the convolution is a
+// matrix product over memory that is already in place.
+
+import { recordOp } from '../tensor/autograd.js';
+import { formatShape, ShapeError } from '../tensor/shape.js';
+import { Tensor } from '../tensor/tensor.js';
+import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
+import { gemm, gemmNaive, type GemmArgs } from './gemm.js';
+
+export interface PointwiseGeometry {
+  N: number;
+  Cin: number;
+  Cout: number;
+  HW: number;
+}
+
+export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null): PointwiseGeometry {
+  if (x.rank !== 4) throw new ShapeError(`pointwiseConv2d: input must be (N, C, H, W), got ${formatShape(x.shape)}`);
+  const isOneByOne = weight.rank === 4 && weight.shape[2] === 1 && weight.shape[3] === 1;
+  if (!isOneByOne && weight.rank !== 2) throw new ShapeError(`pointwiseConv2d: weight must be (Cout, Cin, 1, 1), got ${formatShape(weight.shape)}`);
+  const [Cout, Cin] = weight.shape;
+  if (Cin !== x.shape[1]) {
+    throw new ShapeError(`pointwiseConv2d: input has ${x.shape[1]} channels but weight expects ${Cin} (weight shape ${formatShape(weight.shape)})`);
+  }
+  if (bias !== null && (bias.rank !== 1 || bias.shape[0] !== Cout)) throw new ShapeError(`pointwiseConv2d: bias must have shape [${Cout}], got ${formatShape(bias.shape)}`);
+  return { N: x.shape[0], Cin, Cout, HW: x.shape[2] * x.shape[3] };
+}
+
+type Gemm = (args: GemmArgs) => void;
+
+/** Y_n = W X_n for every image. */
+export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = gemm): void {
+  const { N, Cin, Cout, HW } = g;
+  for (let n = 0; n < N; n++) {
+    multiply({ transA: false, transB: false, M: Cout, N: HW, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: x, bOffset: n * Cin * HW, ldb: HW, beta: 0, C: y, cOffset: n * Cout * HW, ldc: HW });
+  }
+}
+
+/**
+ * Backward of Y_n = W X_n:  dX_n = W^T dY_n  (Cin x HW),  dW = sum_n dY_n X_n^T  (Cout x Cin).
+ */
+export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = gemm): void {
+  const { N, Cin, Cout, HW } = g;
+  for (let n = 0; n < N; n++) {
+    if (dx !== null) {
+      multiply({ transA: true, transB: false, M: Cin, N: HW, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dy, bOffset: n * Cout * HW, ldb: HW, beta: 0, C: dx, cOffset: n * Cin * HW, ldc: HW });
+    }
+    if (dweight !== null) {
+      multiply({ transA: false, transB: true, M: Cout, N: Cin, K: HW, alpha: 1, A: dy, aOffset: n * Cout * HW, lda: HW, B: x, bOffset: n * Cin * HW, ldb: HW, beta: n === 0 ? 0 : 1, C: dweight, cOffset: 0, ldc: Cin });
+    }
+  }
+}
+
+/** 1x1 convolution (stride 1, no padding) as an autograd op. */
+export function pointwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
+  const g = pointwiseGeometry(x, weight, bias);
+  const y = new Float32Array(g.N * g.Cout * g.HW);
+  pointwiseForward(x.data, weight.data, g, y);
+  if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.HW);
+  const inputs = bias === null ? [x, weight] : [x, weight, bias];
+  return recordOp(new Tensor(y, [g.N, g.Cout, x.shape[2], x.shape[3]]), 'pointwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+    const dx = needs[0] ? new Float32Array(s.x.length) : null;
+    const dweight = needs[1] ? new Float32Array(s.weight.length) : null;
+    pointwiseBackward(s.x, s.weight, dy, s.g, dx, dweight);
+    const grads: (Float32Array | null)[] = [dx, dweight];
+    if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.HW) : null);
+    return grads;
+  }, 'Y_n = W X_n  (1x1 conv)  ->  dX_n = W^T dY_n, dW = sum_n dY_n X_n^T');
+}
+
+/** Naive twin: the same products with the textbook triple-loop GEMM. */
+export function pointwiseNaiveForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry): Float32Array {
+  const y = new Float32Array(g.N * g.Cout * g.HW);
+  pointwiseForward(x, weight, g, y, gemmNaive);
+  return y;
+}
+
+export function pointwiseNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry): { dx: Float32Array; dweight: Float32Array } {
+  const dx = new Float32Array(x.length), dweight = new Float32Array(weight.length);
+  pointwiseBackward(x, weight, dy, g, dx, dweight, gemmNaive);
+  return { dx, dweight };
+}

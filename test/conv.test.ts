@@ -1,0 +1,169 @@
+import { describe, expect, it } from 'vitest';
+import { conv2d, conv2dNaiveBackward, conv2dNaiveForward, convGeometry } from '../src/ops/conv2d.js';
+import { depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseConv2d, depthwiseForward, depthwiseGeometry, depthwiseNaiveBackward, depthwiseNaiveForward } from '../src/ops/depthwise.js';
+import { gemm, gemmNaive } from '../src/ops/gemm.js';
+import { pointwiseBackward, pointwiseConv2d, pointwiseForward, pointwiseGeometry, pointwiseNaiveBackward, pointwiseNaiveForward } from '../src/ops/pointwise.js';
+import { assertGradcheck } from '../src/tensor/gradcheck.js';
+import { Rng } from '../src/tensor/rng.js';
+import { randn, Tensor } from '../src/tensor/tensor.js';
+import { checkFixtureCase, expectClose, Fixture } from './helpers.js';
+
+const fixture = new Fixture('conv');
+const opt = (c: Record<string, unknown>) => ({ stride: c.stride as number, padding: c.padding as number, dilation: (c.dilation as number) ?? 1, groups: (c.groups as number) ?? 1 });
+
+describe('conv kernels match PyTorch 1.13', () => {
+  for (const c of fixture.cases) {
+    it(`${c.name} ${JSON.stringify(c.config)}`, () => {
+      const cfg = c.config;
+      if (c.name.startsWith('conv2d_')) checkFixtureCase(fixture, c.name, (x, w, b) => conv2d(x, w, b ?? null, opt(cfg)));
+      else if (c.name.startsWith('depthwise_')) checkFixtureCase(fixture, c.name, (x, w, b) => depthwiseConv2d(x, w, b ?? null, { stride: cfg.stride as number, padding: cfg.padding as number }));
+      else if (c.name.startsWith('pointwise_')) checkFixtureCase(fixture, c.name, (x, w, b) => pointwiseConv2d(x, w, b ?? null));
+      else throw new Error(`no runner for ${c.name}`);
+    });
+  }
+});
+
+describe('GEMM equals its naive twin', () => {
+  const rng = new Rng(11);
+  const sizes: [number, number, number][] = [[1, 1, 1], [3, 5, 7], [4, 4, 4], [17, 9, 300], [130, 67, 33], [5, 2100, 3]];
+  for (const [M, N, K] of sizes) {
+    for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+      it(`M=${M} N=${N} K=${K} transA=${transA} transB=${transB}, alpha 0.5 beta 2, offsets and padded ld`, () => {
+        const lda = (transA ? M : K) + 3, ldb = (transB ? K : N) + 1, ldc = N + 2;
+        const A = randn([(transA ? K : M) * lda + 5], rng).data, B = randn([(transB ? N : K) * ldb + 5], rng).data;
+        const C0 = randn([M * ldc + 4], rng).data;
+        const fast = C0.slice(), naive = C0.slice();
+        const args = { transA, transB, M, N, K, alpha: 0.5, A, aOffset: 2, lda, B, bOffset: 1, ldb, beta: 2, cOffset: 3, ldc };
+        gemm({ ...args, C: fast });
+        gemmNaive({ ...args, C: naive });
+        expectClose(fast, naive, 'gemm', 1e-5, 1e-5);
+      });
+    }
+  }
+  it('beta = 0 overwrites NaN garbage in C', () => {
+    const C = new Float32Array(4).fill(NaN);
+    gemm({ transA: false, transB: false, M: 2, N: 2, K: 1, alpha: 1, A: Float32Array.of(1, 2), aOffset: 0, lda: 1, B: Float32Array.of(3, 4), bOffset: 0, ldb: 2, beta: 0, C, cOffset: 0, ldc: 2 });
+    expect(Array.from(C)).toEqual([3, 4, 6, 8]);
+  });
+  it('rejects a buffer too small for its sizes', () => {
+    expect(() => gemm({ transA: false, transB: false, M: 2, N: 2, K: 2, alpha: 1, A: new Float32Array(3), aOffset: 0, lda: 2, B: new Float32Array(4), bOffset: 0, ldb: 2, beta: 0, C: new Float32Array(4), cOffset: 0, ldc: 2 })).toThrow(/gemm: A \(2x2, lda 2, offset 0\) overruns its buffer of 3/);
+  });
+});
+
+describe('fast conv kernels equal their naive twins', () => {
+  const rng = new Rng(3);
+  const convCases = [
+    { x: [2, 3, 9, 7], w: [4, 3, 3, 3], o: { stride: 1, padding: 1 } },
+    { x: [1, 4, 10, 10], w: [6, 2, 3, 3], o: { stride: 2, padding: 1, groups: 2 } },
+    { x: [3, 5, 6, 5], w: [7, 5, 1, 1], o: {} },
+    { x: [1, 2, 11, 11], w: [3, 2, 3, 3], o: { stride: 3, padding: 2, dilation: 2 } },
+  ];
+  for (const c of convCases) {
+    it(`conv2d x=${c.x.join('x')} w=${c.w.join('x')} ${JSON.stringify(c.o)}`, () => {
+      const x = randn(c.x, rng, 0, 1, { requiresGrad: true }), w = randn(c.w, rng, 0, 1, { requiresGrad: true }), b = randn([c.w[0]], rng, 0, 1, { requiresGrad: true });
+      const g = convGeometry('conv2d', x, w, b, c.o);
+      const y = conv2d(x, w, b, c.o);
+      expectClose(y.data, conv2dNaiveForward(x.data, w.data, b.data, g), 'forward', 1e-5, 1e-5);
+      const dy = randn([...y.shape], rng);
+      y.backward(dy);
+      const ref = conv2dNaiveBackward(x.data, w.data, dy.data, g);
+      expectClose(x.grad!.data, ref.dx, 'dx', 1e-5, 1e-5);
+      expectClose(w.grad!.data, ref.dweight, 'dweight', 1e-5, 1e-4);
+      expectClose(b.grad!.data, ref.dbias, 'dbias', 1e-5, 1e-4);
+    });
+  }
+  const dwCases = [
+    [2, 5, 9, 8, 3, 1, 1], [2, 5, 9, 8, 3, 2, 1], [1, 3, 10, 11, 3, 2, 0], [1, 3, 4, 4, 3, 1, 2], [1, 4, 8, 7, 5, 1, 2], [1, 2, 2, 2, 3, 1, 1], [1, 3, 7, 7, 3, 3, 1], [2, 3, 16, 16, 3, 1, 0], [1, 2, 6, 6, 1, 2, 0],
+  ];
+  for (const [N, C, H, W, k, s, p] of dwCases) {
+    it(`depthwise x=${N}x${C}x${H}x${W} k${k} s${s} p${p}`, () => {
+      const x = randn([N, C, H, W], rng), w = randn([C, 1, k, k], rng);
+      const g = depthwiseGeometry(x, w, null, { stride: s, padding: p });
+      const y = new Float32Array(N * C * g.Hout * g.Wout);
+      depthwiseForward(x.data, w.data, g, y);
+      expectClose(y, depthwiseNaiveForward(x.data, w.data, g), 'forward', 1e-5, 1e-5);
+      const dy = randn([N, C, g.Hout, g.Wout], rng).data;
+      const dx = new Float32Array(x.numel).fill(NaN), dw = new Float32Array(w.numel).fill(NaN);
+      depthwiseBackwardInput(dy, w.data, g, dx);
+      depthwiseBackwardFilter(dy, x.data, g, dw);
+      const ref = depthwiseNaiveBackward(x.data, w.data, dy, g);
+      expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
+      expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-4);
+    });
+  }
+  it('pointwise forward and backward equal the naive-GEMM twin', () => {
+    const x = randn([2, 13, 5, 6], rng), w = randn([9, 13, 1, 1], rng);
+    const g = pointwiseGeometry(x, w, null);
+    const y = new Float32Array(2 * 9 * 30);
+    pointwiseForward(x.data, w.data, g, y);
+    expectClose(y, pointwiseNaiveForward(x.data, w.data, g), 'forward', 1e-5, 1e-5);
+    const dy = randn([2, 9, 5, 6], rng).data;
+    const dx = new Float32Array(x.numel), dw = new Float32Array(w.numel);
+    pointwiseBackward(x.data, w.data, dy, g, dx, dw);
+    const ref = pointwiseNaiveBackward(x.data, w.data, dy, g);
+    expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
+    expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-5);
+  });
+});
+
+describe('metamorphic identities', () => {
+  const rng = new Rng(5);
+  function gradsOf(f: (x: Tensor, w: Tensor) => Tensor, x0: Tensor, w0: Tensor, dy: Tensor) {
+    const x = new Tensor(x0.data.slice(), x0.shape, true), w = new Tensor(w0.data.slice(), w0.shape, true);
+    const y = f(x, w);
+    y.backward(dy);
+    return { y: y.data, dx: x.grad!.data, dw: w.grad!.data };
+  }
+  it('depthwise conv == conv2d with groups = channels (forward and gradients), stride 1 and 2', () => {
+    for (const stride of [1, 2]) {
+      const x = randn([2, 6, 9, 9], rng), w = randn([6, 1, 3, 3], rng);
+      const dy = randn([2, 6, stride === 1 ? 9 : 5, stride === 1 ? 9 : 5], rng);
+      const a = gradsOf((x, w) => depthwiseConv2d(x, w, null, { stride, padding: 1 }), x, w, dy);
+      const b = gradsOf((x, w) => conv2d(x, w, null, { stride, padding: 1, groups: 6 }), x, w, dy);
+      expectClose(a.y, b.y, 'y', 1e-5, 1e-5);
+      expectClose(a.dx, b.dx, 'dx', 1e-5, 1e-5);
+      expectClose(a.dw, b.dw, 'dw', 1e-5, 1e-4);
+    }
+  });
+  it('pointwise conv == conv2d with a 1x1 kernel', () => {
+    const x = randn([2, 7, 4, 5], rng), w = randn([3, 7, 1, 1], rng), dy = randn([2, 3, 4, 5], rng);
+    const a = gradsOf((x, w) => pointwiseConv2d(x, w), x, w, dy);
+    const b = gradsOf((x, w) => conv2d(x, w), x, w, dy);
+    expectClose(a.y, b.y, 'y', 1e-5, 1e-5);
+    expectClose(a.dx, b.dx, 'dx', 1e-5, 1e-5);
+    expectClose(a.dw, b.dw, 'dw', 1e-5, 1e-5);
+  });
+});
+
+describe('conv kernels pass finite-difference checks', () => {
+  const rng = new Rng(9);
+  const p = (shape: number[]) => randn(shape, rng, 0, 1, { requiresGrad: true });
+  it('conv2d k3 s2 p1 with bias, grouped conv', () => {
+    assertGradcheck('conv2d', (x, w, b) => conv2d(x, w, b, { stride: 2, padding: 1 }), [p([2, 3, 7, 6]), p([4, 3, 3, 3]), p([4])]);
+    assertGradcheck('conv2d groups', (x, w) => conv2d(x, w, null, { padding: 1, groups: 2 }), [p([1, 4, 5, 5]), p([4, 2, 3, 3])]);
+  });
+  it('depthwise k3 s1/s2 and k5', () => {
+    assertGradcheck('depthwise s1', (x, w, b) => depthwiseConv2d(x, w, b, { padding: 1 }), [p([2, 3, 6, 7]), p([3, 1, 3, 3]), p([3])]);
+    assertGradcheck('depthwise s2', (x, w) => depthwiseConv2d(x, w, null, { stride: 2, padding: 1 }), [p([1, 3, 7, 7]), p([3, 1, 3, 3])]);
+    assertGradcheck('depthwise k5', (x, w) => depthwiseConv2d(x, w, null, { padding: 2 }), [p([1, 2, 6, 6]), p([2, 1, 5, 5])]);
+  });
+  it('pointwise', () => {
+    assertGradcheck('pointwise', (x, w, b) => pointwiseConv2d(x, w, b), [p([2, 5, 3, 4]), p([6, 5, 1, 1]), p([6])]);
+  });
+});
+
+describe('conv shape errors name the op and the shapes', () => {
+  const rng = new Rng(1);
+  it('depthwise weight that does not match the channels', () => {
+    expect(() => depthwiseConv2d(randn([1, 16, 8, 8], rng), randn([32, 1, 3, 3], rng))).toThrow('depthwiseConv2d: weight [32, 1, 3, 3] does not match input channels 16 (expected [16, 1, k, k])');
+  });
+  it('conv2d channel mismatch, too-small input, bad stride', () => {
+    expect(() => conv2d(randn([1, 16, 8, 8], rng), randn([32, 8, 3, 3], rng))).toThrow('conv2d: input has 16 channels but weight expects 8 (weight shape [32, 8, 3, 3], groups 1)');
+    expect(() => conv2d(randn([1, 3, 2, 2], rng), randn([4, 3, 3, 3], rng))).toThrow(/conv2d: input \[1, 3, 2, 2\] is too small for a 3x3 kernel/);
+    expect(() => conv2d(randn([1, 3, 8, 8], rng), randn([4, 3, 3, 3], rng), null, { stride: 0 })).toThrow('conv2d: stride must be an integer >= 1, got 0');
+    expect(() => conv2d(randn([3, 8, 8], rng), randn([4, 3, 3, 3], rng))).toThrow('conv2d: input must be (N, C, H, W), got [3, 8, 8]');
+  });
+  it('pointwise channel mismatch', () => {
+    expect(() => pointwiseConv2d(randn([1, 16, 4, 4], rng), randn([8, 12, 1, 1], rng))).toThrow('pointwiseConv2d: input has 16 channels but weight expects 12 (weight shape [8, 12, 1, 1])');
+  });
+});
