@@ -220,7 +220,97 @@ def layer_ops():
     f.write()
 
 
-GROUPS = {"core": core_ops, "conv": conv_ops, "layers": layer_ops}
+class DepthwiseSeparable(torch.nn.Module):
+    """MobileNetV1's block with the same child names as src/nn/layers.ts."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.dw = torch.nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.dw_bn = torch.nn.BatchNorm2d(cin)
+        self.dw_relu = torch.nn.ReLU()
+        self.pw = torch.nn.Conv2d(cin, cout, 1, bias=False)
+        self.pw_bn = torch.nn.BatchNorm2d(cout)
+        self.pw_relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.pw_relu(self.pw_bn(self.pw(self.dw_relu(self.dw_bn(self.dw(x))))))
+
+
+V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+
+
+class MobileNetV1(torch.nn.Module):
+    """The paper's Table 1, keyed like src/nn/mobilenet.ts (an independent PyTorch definition)."""
+
+    def __init__(self, alpha, num_classes):
+        super().__init__()
+        c = round(32 * alpha)
+        layers = [torch.nn.Sequential(torch.nn.Conv2d(3, c, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(c), torch.nn.ReLU())]
+        for out, s in V1_BLOCKS:
+            out = int(out * alpha)
+            layers.append(DepthwiseSeparable(c, out, s))
+            c = out
+        self.features = torch.nn.Sequential(*layers)
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(c, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def normalized_error(a, ref):
+    """max |a - ref| / max(max |ref|, 1e-6), as test/models.test.ts computes it."""
+    return ((a.double() - ref.double()).abs().max() / max(ref.double().abs().max().item(), 1e-6)).item()
+
+
+def model_fixture(name, model, seed, batch, resolution, num_classes):
+    """Weights, a batch, and PyTorch's logits, loss, every parameter gradient and updated BN
+    statistics in train mode (float64), then the logits and gradients of an eval-mode pass.
+
+    Deep train-mode BatchNorm on a small batch is ill-conditioned in float32, so the file also
+    records how far PyTorch's own float32 run lands from its float64 run, per gradient tensor:
+    the tests hold the engine to that standard rather than to an arbitrary tolerance.
+    """
+    import copy
+
+    gen = torch.Generator().manual_seed(seed)
+    model32 = copy.deepcopy(model).float().train()
+    model = model.double().train()
+    x = torch.rand((batch, 3, resolution, resolution), generator=gen, dtype=torch.float32)
+    labels = torch.randint(0, num_classes, (batch,), generator=gen)
+    tensors = [(f"param.{k}", v.float() if v.dtype.is_floating_point else v) for k, v in model.state_dict().items()]
+    logits = model(x.double())
+    loss = F.cross_entropy(logits, labels)
+    loss.backward()
+    F.cross_entropy(model32(x), labels).backward()
+    torch_f32_errors = {k: normalized_error(p32.grad, p.grad) for (k, p), (_, p32) in zip(model.named_parameters(), model32.named_parameters())}
+    tensors += [("input", x), ("labels", labels), ("logits", logits.detach().float()), ("loss", loss.detach().float().reshape(()))]
+    tensors += [(f"grad.{k}", p.grad.float()) for k, p in model.named_parameters()]
+    tensors += [(f"buffer_after.{k}", b.float()) for k, b in model.named_buffers() if b.dtype.is_floating_point]
+    # Eval mode: BatchNorm uses the (now updated) running statistics; gradients are well conditioned.
+    model.eval()
+    model.zero_grad()
+    eval_logits = model(x.double())
+    F.cross_entropy(eval_logits, labels).backward()
+    tensors += [("eval_logits", eval_logits.detach().float())]
+    tensors += [(f"eval_grad.{k}", p.grad.float()) for k, p in model.named_parameters()]
+    path = os.path.join(OUT_DIR, f"model_{name}.safetensors")
+    meta = {"torch": torch.__version__, "batch": str(batch), "resolution": str(resolution), "torch_f32_grad_errors": json.dumps({k: float(f"{v:.4g}") for k, v in torch_f32_errors.items()})}
+    write_safetensors(path, tensors, meta)
+    print(f"wrote {os.path.relpath(path, ROOT)} (PyTorch float32 vs float64, worst gradient: {max(torch_f32_errors.values()):.3g})")
+
+
+def models():
+    import torchvision
+
+    torch.manual_seed(10)
+    model_fixture("v1_a0.25", MobileNetV1(0.25, 10), seed=11, batch=4, resolution=32, num_classes=10)
+    torch.manual_seed(20)
+    v2 = torchvision.models.mobilenet_v2(weights=None, width_mult=0.35, num_classes=10)
+    v2.classifier[0].p = 0.0  # dropout off so that the train-mode pass is deterministic
+    model_fixture("v2_a0.35", v2, seed=21, batch=4, resolution=32, num_classes=10)
+
+
+GROUPS = {"core": core_ops, "conv": conv_ops, "layers": layer_ops, "models": models}
 
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)

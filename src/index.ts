@@ -2,3 +2,4 @@
 // tensor (data, autograd, RNG, file format) <- ops (kernels) <- nn (modules, models) <- train.
 export * from './tensor/index.js';
 export * from './ops/index.js';
+export * from './nn/index.js';

@@ -1,0 +1,43 @@
+// Weights in and out as safetensors with PyTorch's state-dict keys. For MobileNetV2 the keys
+// are torchvision's (`features.1.conv.0.0.weight`, ...), so a file written here loads with
+// `model.load_state_dict(safetensors_to_dict(path))` in torchvision, and torchvision's weights
+// (converted by scripts/export-torchvision.py) load here.
+
+import { loadSafetensors, parseSafetensors, saveSafetensors, type SafetensorsFile, type TensorToWrite } from '../tensor/safetensors.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { Module } from './module.js';
+
+/** BatchNorm's step counter is an int64 in PyTorch; everything else is float32. */
+function isCounter(key: string): boolean {
+  return key.endsWith('num_batches_tracked');
+}
+
+/** The model's state dict as safetensors entries (float32, counters as int64). */
+export function stateDictEntries(model: Module): Map<string, TensorToWrite> {
+  const out = new Map<string, TensorToWrite>();
+  for (const [key, t] of model.stateDict()) {
+    out.set(key, isCounter(key) ? { shape: [...t.shape], data: BigInt64Array.of(BigInt(Math.round(t.data[0]))) } : { shape: [...t.shape], data: t.data });
+  }
+  return out;
+}
+
+export function saveWeights(model: Module, path: string, metadata: Record<string, string> = {}): void {
+  saveSafetensors(path, stateDictEntries(model), metadata);
+}
+
+/** Float32 tensors from a parsed file, keys optionally filtered by prefix (which is removed). */
+export function tensorsFromFile(file: SafetensorsFile, prefix = ''): Map<string, Tensor> {
+  const dict = new Map<string, Tensor>();
+  for (const [key, stored] of file.tensors) {
+    if (!key.startsWith(prefix)) continue;
+    const data = stored.data instanceof Float32Array ? stored.data : Float32Array.from(stored.data as ArrayLike<number | bigint>, (v) => Number(v));
+    dict.set(key.slice(prefix.length), new Tensor(data, stored.shape));
+  }
+  return dict;
+}
+
+/** Load weights written by `saveWeights` or by scripts/export-torchvision.py. */
+export function loadWeights(model: Module, source: string | Uint8Array, options: { strict?: boolean } = {}): void {
+  const file = typeof source === 'string' ? loadSafetensors(source) : parseSafetensors(source);
+  model.loadStateDict(tensorsFromFile(file), options);
+}

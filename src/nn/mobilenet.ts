@@ -1,0 +1,252 @@
+// MobileNetV1 (Howard et al. 2017), MobileNetV2 (Sandler et al. 2018) and the paper's
+// full-convolution baseline, each read from its architecture table by a loop.
+
+import { add } from '../ops/elementwise.js';
+import { Rng } from '../tensor/rng.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { BatchNorm2d, Conv2d, DepthwiseSeparable, Dropout, Flatten, GlobalAvgPool2d, Linear, ReLU, ReLU6 } from './layers.js';
+import { Module, Sequential } from './module.js';
+
+// =============================================================================================
+// MobileNetV1
+// =============================================================================================
+
+/** Table 1 of the paper after the stem: (pointwise output channels, depthwise stride) per block. */
+export const MOBILENET_V1_BLOCKS: readonly (readonly [channels: number, stride: number])[] = [
+  [64, 1],
+  [128, 2],
+  [128, 1],
+  [256, 2],
+  [256, 1],
+  [512, 2],
+  [512, 1],
+  [512, 1],
+  [512, 1],
+  [512, 1],
+  [512, 1],
+  [1024, 2],
+  [1024, 1],
+];
+
+export const MOBILENET_V1_STEM_CHANNELS = 32;
+
+export interface MobileNetOptions {
+  /** Width multiplier: every layer's channels are scaled by alpha (paper section 3.3). */
+  alpha?: number;
+  /** Nominal input resolution (the resolution multiplier rho: 224, 192, 160, 128, ...). */
+  resolution?: number;
+  numClasses?: number;
+  inChannels?: number;
+  /** Dropout probability before the classifier. */
+  dropout?: number;
+  /** Seed for weight initialisation and the dropout generator. */
+  seed?: number;
+}
+
+export interface ModelInfo {
+  architecture: 'v1' | 'v2' | 'baseline';
+  alpha: number;
+  resolution: number;
+  numClasses: number;
+  inChannels: number;
+  dropout: number;
+}
+
+/** Common shape of the three models: features -> global pool -> flatten -> classifier. */
+export abstract class ImageClassifier extends Module {
+  abstract readonly info: ModelInfo;
+  abstract readonly features: Sequential;
+  abstract readonly classifier: Sequential;
+  protected readonly pool = new GlobalAvgPool2d();
+  protected readonly flatten = new Flatten();
+
+  forward(x: Tensor): Tensor {
+    const f = this.features.forward(x);
+    return this.classifier.forward(this.flatten.forward(this.pool.forward(f)));
+  }
+
+  /** Register children in execution order (the cost table walks them in that order). */
+  protected registerHead(features: Sequential, classifier: Sequential): void {
+    this.registerModule('features', features);
+    this.registerModule('pool', this.pool);
+    this.registerModule('flatten', this.flatten);
+    this.registerModule('classifier', classifier);
+  }
+}
+
+function checkAlpha(model: string, alpha: number): void {
+  if (!(alpha > 0 && alpha <= 4)) throw new RangeError(`${model}: alpha must be in (0, 4], got ${alpha}`);
+}
+
+function resolveOptions(options: MobileNetOptions, defaultDropout: number): Required<MobileNetOptions> {
+  const o = { alpha: 1, resolution: 224, numClasses: 1000, inChannels: 3, dropout: defaultDropout, seed: 0, ...options };
+  if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`numClasses must be an integer >= 1, got ${o.numClasses}`);
+  if (!Number.isInteger(o.inChannels) || o.inChannels < 1) throw new RangeError(`inChannels must be an integer >= 1, got ${o.inChannels}`);
+  if (!Number.isInteger(o.resolution) || o.resolution < 8) throw new RangeError(`resolution must be an integer >= 8, got ${o.resolution}`);
+  return o;
+}
+
+/** conv 3x3 -> BN -> ReLU (or ReLU6), the stem of both networks. */
+function convBnAct(inC: number, outC: number, kernel: number, stride: number, rng: Rng, activation: 'relu' | 'relu6', groups = 1): Sequential {
+  return new Sequential(
+    new Conv2d(inC, outC, kernel, { stride, padding: (kernel - 1) >> 1, groups, rng }),
+    new BatchNorm2d(outC),
+    activation === 'relu' ? new ReLU() : new ReLU6(),
+  );
+}
+
+/**
+ * MobileNetV1: stem conv 3x3 s2 (round(32 alpha) channels) -> 13 depthwise separable blocks
+ * (channels floor(c alpha)) -> global average pool -> (dropout) -> fully connected.
+ * Keys: features.0.{0,1} (stem conv, BN), features.k.{dw, dw_bn, pw, pw_bn}, classifier.1.
+ */
+export class MobileNetV1 extends ImageClassifier {
+  readonly info: ModelInfo;
+  readonly features: Sequential;
+  readonly classifier: Sequential;
+
+  constructor(options: MobileNetOptions = {}) {
+    super();
+    const o = resolveOptions(options, 0);
+    checkAlpha('MobileNetV1', o.alpha);
+    this.info = { architecture: 'v1', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    const rng = new Rng(o.seed);
+    let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
+    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
+    for (const [c, stride] of MOBILENET_V1_BLOCKS) {
+      const out = Math.max(1, Math.floor(c * o.alpha));
+      layers.push(new DepthwiseSeparable(channels, out, stride, rng));
+      channels = out;
+    }
+    this.features = new Sequential(...layers);
+    this.classifier = new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(channels, o.numClasses, { rng }));
+    this.registerHead(this.features, this.classifier);
+  }
+}
+
+/**
+ * The paper's "Conv MobileNet" baseline (Table 4): MobileNetV1 with every depthwise separable
+ * block replaced by one standard 3x3 convolution (same channels and stride) -> BN -> ReLU.
+ */
+export class FullConvMobileNet extends ImageClassifier {
+  readonly info: ModelInfo;
+  readonly features: Sequential;
+  readonly classifier: Sequential;
+
+  constructor(options: MobileNetOptions = {}) {
+    super();
+    const o = resolveOptions(options, 0);
+    checkAlpha('FullConvMobileNet', o.alpha);
+    this.info = { architecture: 'baseline', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    const rng = new Rng(o.seed);
+    let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
+    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
+    for (const [c, stride] of MOBILENET_V1_BLOCKS) {
+      const out = Math.max(1, Math.floor(c * o.alpha));
+      layers.push(convBnAct(channels, out, 3, stride, rng, 'relu'));
+      channels = out;
+    }
+    this.features = new Sequential(...layers);
+    this.classifier = new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(channels, o.numClasses, { rng }));
+    this.registerHead(this.features, this.classifier);
+  }
+}
+
+// =============================================================================================
+// MobileNetV2
+// =============================================================================================
+
+/** Table 2 of Sandler et al.: expansion t, output channels c, repeats n, first stride s. */
+export const MOBILENET_V2_SETTINGS: readonly (readonly [t: number, c: number, n: number, s: number])[] = [
+  [1, 16, 1, 1],
+  [6, 24, 2, 2],
+  [6, 32, 3, 2],
+  [6, 64, 4, 2],
+  [6, 96, 3, 1],
+  [6, 160, 3, 2],
+  [6, 320, 1, 1],
+];
+
+/**
+ * Round channels to a multiple of `divisor` (8), never below `divisor` and never more than 10%
+ * below the requested value (torchvision's `_make_divisible`).
+ */
+export function makeDivisible(value: number, divisor = 8, minValue = divisor): number {
+  let rounded = Math.max(minValue, Math.floor((value + divisor / 2) / divisor) * divisor);
+  if (rounded < 0.9 * value) rounded += divisor;
+  return rounded;
+}
+
+/**
+ * Inverted residual block: expand 1x1 (t x channels) -> BN -> ReLU6 -> depthwise 3x3 -> BN ->
+ * ReLU6 -> project 1x1 -> BN (linear bottleneck: no activation), plus the input when stride is 1
+ * and the shapes match. Keys as torchvision: conv.0 (expand), conv.1 (depthwise), conv.2, conv.3.
+ */
+export class InvertedResidual extends Module {
+  readonly conv: Sequential;
+  readonly useResidual: boolean;
+
+  constructor(inChannels: number, outChannels: number, stride: number, expandRatio: number, rng: Rng) {
+    super();
+    const hidden = Math.round(inChannels * expandRatio);
+    this.useResidual = stride === 1 && inChannels === outChannels;
+    const layers: Module[] = [];
+    if (expandRatio !== 1) layers.push(convBnAct(inChannels, hidden, 1, 1, rng, 'relu6'));
+    layers.push(convBnAct(hidden, hidden, 3, stride, rng, 'relu6', hidden));
+    layers.push(new Conv2d(hidden, outChannels, 1, { rng }));
+    layers.push(new BatchNorm2d(outChannels));
+    this.conv = this.registerModule('conv', new Sequential(...layers));
+  }
+
+  forward(x: Tensor): Tensor {
+    const y = this.conv.forward(x);
+    return this.useResidual ? add(x, y) : y;
+  }
+}
+
+/**
+ * MobileNetV2, torchvision-compatible (same state-dict keys as `torchvision.models.mobilenet_v2`):
+ * features.0 stem conv 3x3 s2 (makeDivisible(32 alpha)), features.1..17 inverted residuals,
+ * features.18 1x1 conv to makeDivisible(1280 max(1, alpha)), then pool -> dropout -> linear.
+ */
+export class MobileNetV2 extends ImageClassifier {
+  readonly info: ModelInfo;
+  readonly features: Sequential;
+  readonly classifier: Sequential;
+
+  constructor(options: MobileNetOptions = {}) {
+    super();
+    const o = resolveOptions(options, 0.2);
+    checkAlpha('MobileNetV2', o.alpha);
+    this.info = { architecture: 'v2', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    const rng = new Rng(o.seed);
+    let channels = makeDivisible(32 * o.alpha);
+    const lastChannels = makeDivisible(1280 * Math.max(1, o.alpha));
+    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu6')];
+    for (const [t, c, n, s] of MOBILENET_V2_SETTINGS) {
+      const out = makeDivisible(c * o.alpha);
+      for (let i = 0; i < n; i++) {
+        layers.push(new InvertedResidual(channels, out, i === 0 ? s : 1, t, rng));
+        channels = out;
+      }
+    }
+    layers.push(convBnAct(channels, lastChannels, 1, 1, rng, 'relu6'));
+    this.features = new Sequential(...layers);
+    this.classifier = new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(lastChannels, o.numClasses, { rng }));
+    this.registerHead(this.features, this.classifier);
+  }
+}
+
+export type Architecture = 'v1' | 'v2' | 'baseline';
+
+/** Build a model by name (the CLI's `--model`). */
+export function createModel(architecture: Architecture, options: MobileNetOptions = {}): ImageClassifier {
+  switch (architecture) {
+    case 'v1':
+      return new MobileNetV1(options).nameParameters();
+    case 'v2':
+      return new MobileNetV2(options).nameParameters();
+    case 'baseline':
+      return new FullConvMobileNet(options).nameParameters();
+  }
+}
