@@ -91,19 +91,22 @@ describe('fast conv kernels equal their naive twins', () => {
       expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-4);
     });
   }
-  it('pointwise forward and backward equal the naive-GEMM twin', () => {
-    const x = randn([2, 13, 5, 6], rng), w = randn([9, 13, 1, 1], rng);
-    const g = pointwiseGeometry(x, w, null);
-    const y = new Float32Array(2 * 9 * 30);
-    pointwiseForward(x.data, w.data, g, y);
-    expectClose(y, pointwiseNaiveForward(x.data, w.data, g), 'forward', 1e-5, 1e-5);
-    const dy = randn([2, 9, 5, 6], rng).data;
-    const dx = new Float32Array(x.numel), dw = new Float32Array(w.numel);
-    pointwiseBackward(x.data, w.data, dy, g, dx, dw);
-    const ref = pointwiseNaiveBackward(x.data, w.data, dy, g);
-    expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
-    expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-5);
-  });
+  // Small planes take the batched (channel-major) path, large ones the per-image path.
+  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2]]) {
+    it(`pointwise x=${N}x${Cin}x${H}x${W} -> ${Cout}: forward and backward equal the naive-GEMM twin`, () => {
+      const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin, 1, 1], rng);
+      const g = pointwiseGeometry(x, w, null);
+      const y = new Float32Array(N * Cout * H * W).fill(NaN);
+      pointwiseForward(x.data, w.data, g, y);
+      expectClose(y, pointwiseNaiveForward(x.data, w.data, g), 'forward', 1e-5, 1e-5);
+      const dy = randn([N, Cout, H, W], rng).data;
+      const dx = new Float32Array(x.numel).fill(NaN), dw = new Float32Array(w.numel).fill(NaN);
+      pointwiseBackward(x.data, w.data, dy, g, dx, dw);
+      const ref = pointwiseNaiveBackward(x.data, w.data, dy, g);
+      expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
+      expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-5);
+    });
+  }
 });
 
 describe('metamorphic identities', () => {

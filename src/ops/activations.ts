@@ -3,16 +3,30 @@
 import { needsGraph, recordOp } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
 
-/** Clamp x to [low, high]; mask[i] = 1 where low < x < high (strictly: the derivative there is 1). */
+/**
+ * Clamp x to [low, high]; mask[i] = 1 where low < x < high (strictly: the derivative there is 1).
+ * NaN passes through unchanged (every comparison with NaN is false, so it is neither clamped nor masked in).
+ */
 function clampWithMask(x: Tensor, low: number, high: number, keepMask: boolean): { y: Float32Array; mask: Uint8Array | null } {
   const xd = x.data;
-  const y = new Float32Array(xd.length);
-  const mask = keepMask ? new Uint8Array(xd.length) : null;
-  for (let i = 0; i < xd.length; i++) {
+  const n = xd.length;
+  const y = new Float32Array(n);
+  if (!keepMask) {
+    for (let i = 0; i < n; i++) {
+      const v = xd[i];
+      y[i] = v < low ? low : v > high ? high : v;
+    }
+    return { y, mask: null };
+  }
+  const mask = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
     const v = xd[i];
-    // NaN propagates (v > low is false for NaN, so test the clamps explicitly).
-    y[i] = v <= low ? low : v >= high ? high : v;
-    if (mask !== null) mask[i] = v > low && v < high ? 1 : 0;
+    if (v > low) {
+      if (v < high) {
+        y[i] = v;
+        mask[i] = 1;
+      } else y[i] = high;
+    } else y[i] = v === v ? low : v;
   }
   return { y, mask };
 }

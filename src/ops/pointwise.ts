@@ -32,9 +32,51 @@ export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
 
 type Gemm = (args: GemmArgs) => void;
 
+/**
+ * Below this many pixels per plane, the per-image GEMMs are too thin to run well (late
+ * MobileNet layers have 7x7 down to 1x1 planes: a 1-column GEMM is all packing, no reuse).
+ * Then the batch is regrouped channel-major, X (Cin x N*HW), and one GEMM serves all images.
+ */
+export const POINTWISE_BATCHED_BELOW_HW = 256;
+
+/** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p]. */
+export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array): Float32Array {
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const src = (n * C + c) * HW, dst = c * N * HW + n * HW;
+      for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+    }
+  }
+  return out;
+}
+
+/** (C, N*HW) -> (N, C, HW), the inverse of toChannelMajor. */
+export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array): Float32Array {
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const dst = (n * C + c) * HW, src = c * N * HW + n * HW;
+      for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+    }
+  }
+  return out;
+}
+
+function useBatched(g: PointwiseGeometry): boolean {
+  return g.N > 1 && g.HW < POINTWISE_BATCHED_BELOW_HW;
+}
+
 /** Y_n = W X_n for every image. */
 export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = gemm): void {
   const { N, Cin, Cout, HW } = g;
+  if (useBatched(g)) {
+    // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
+    const cols = N * HW;
+    const xT = toChannelMajor(x, N, Cin, HW, new Float32Array(Cin * cols));
+    const yT = new Float32Array(Cout * cols);
+    multiply({ transA: false, transB: false, M: Cout, N: cols, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: xT, bOffset: 0, ldb: cols, beta: 0, C: yT, cOffset: 0, ldc: cols });
+    fromChannelMajor(yT, N, Cout, HW, y);
+    return;
+  }
   for (let n = 0; n < N; n++) {
     multiply({ transA: false, transB: false, M: Cout, N: HW, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: x, bOffset: n * Cin * HW, ldb: HW, beta: 0, C: y, cOffset: n * Cout * HW, ldc: HW });
   }
@@ -45,6 +87,22 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
  */
 export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = gemm): void {
   const { N, Cin, Cout, HW } = g;
+  if (useBatched(g)) {
+    const cols = N * HW;
+    const dyT = toChannelMajor(dy, N, Cout, HW, new Float32Array(Cout * cols));
+    if (dweight !== null) {
+      const xT = toChannelMajor(x, N, Cin, HW, new Float32Array(Cin * cols));
+      // dW (Cout x Cin) = dY (Cout x N*HW) * X^T (N*HW x Cin)
+      multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dyT, aOffset: 0, lda: cols, B: xT, bOffset: 0, ldb: cols, beta: 0, C: dweight, cOffset: 0, ldc: Cin });
+    }
+    if (dx !== null) {
+      // dX (Cin x N*HW) = W^T (Cin x Cout) * dY (Cout x N*HW)
+      const dxT = new Float32Array(Cin * cols);
+      multiply({ transA: true, transB: false, M: Cin, N: cols, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dyT, bOffset: 0, ldb: cols, beta: 0, C: dxT, cOffset: 0, ldc: cols });
+      fromChannelMajor(dxT, N, Cin, HW, dx);
+    }
+    return;
+  }
   for (let n = 0; n < N; n++) {
     if (dx !== null) {
       multiply({ transA: true, transB: false, M: Cin, N: HW, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dy, bOffset: n * Cout * HW, ldb: HW, beta: 0, C: dx, cOffset: n * Cin * HW, ldc: HW });
