@@ -3,3 +3,4 @@
 export * from './tensor/index.js';
 export * from './ops/index.js';
 export * from './nn/index.js';
+export * from './train/index.js';

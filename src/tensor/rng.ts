@@ -21,6 +21,19 @@ function splitmix32(seed: number): () => number {
   };
 }
 
+/**
+ * A seed derived from several integers (e.g. run seed, epoch, batch index): independent streams
+ * that can be recreated from their coordinates, so a resumed run can jump to any batch.
+ */
+export function deriveSeed(...parts: number[]): number {
+  let h = 0x811c9dc5;
+  for (const part of parts) {
+    const next = splitmix32((part >>> 0) ^ h);
+    h = (next() ^ Math.imul(h, 0x01000193)) >>> 0;
+  }
+  return h;
+}
+
 export class Rng {
   private s0 = 0;
   private s1 = 0;

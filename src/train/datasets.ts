@@ -1,0 +1,241 @@
+// Datasets held in memory as uint8 pixels: IDX (MNIST / Fashion-MNIST, raw or .gz), CIFAR-10
+// binary batches, and image folders (one subfolder per class, decoded and resized with sharp).
+// Every reader checks sizes against the real file before it allocates.
+
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+
+/** Images (N, C, H, W) as bytes 0..255, labels as class indices. */
+export interface ImageDataset {
+  name: string;
+  images: Uint8Array;
+  labels: Uint8Array;
+  count: number;
+  channels: number;
+  height: number;
+  width: number;
+  classNames: string[];
+}
+
+/** A dataset file that is missing, malformed or inconsistent. The message names the file. */
+export class DatasetError extends Error {
+  override name = 'DatasetError';
+}
+
+export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
+
+/** Largest decompressed IDX file we accept (the full MNIST training images are 47 MB). */
+export const MAX_IDX_BYTES = 1 << 30;
+
+// =============================================================================================
+// IDX
+// =============================================================================================
+
+const IDX_UBYTE = 0x08;
+
+/**
+ * Parse an IDX file: magic [0, 0, type, dims], then `dims` big-endian uint32 sizes, then data.
+ * Only unsigned bytes (type 0x08) are supported, as MNIST and Fashion-MNIST use.
+ */
+export function parseIdx(bytes: Uint8Array, source: string): { dims: number[]; data: Uint8Array } {
+  const fail = (msg: string): never => {
+    throw new DatasetError(`${source}: ${msg}`);
+  };
+  if (bytes.length < 4) fail(`file is ${bytes.length} bytes, too short for an IDX header`);
+  if (bytes[0] !== 0 || bytes[1] !== 0) fail(`wrong magic number 0x${Buffer.from(bytes.subarray(0, 4)).toString('hex')} (an IDX file starts with 0x0000)`);
+  if (bytes[2] !== IDX_UBYTE) fail(`unsupported IDX element type 0x${bytes[2].toString(16).padStart(2, '0')} (only unsigned bytes, 0x08, are supported)`);
+  const rank = bytes[3];
+  if (rank < 1 || rank > 4) fail(`IDX rank ${rank} is not between 1 and 4`);
+  const headerBytes = 4 + 4 * rank;
+  if (bytes.length < headerBytes) fail(`file is ${bytes.length} bytes, too short for a rank-${rank} IDX header`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const dims: number[] = [];
+  for (let i = 0; i < rank; i++) dims.push(view.getUint32(4 + 4 * i, false));
+  const expected = dims.reduce((p, d) => p * d, 1);
+  if (expected !== bytes.length - headerBytes) {
+    fail(`header says ${dims.join(' x ')} = ${expected} bytes of data but the file holds ${bytes.length - headerBytes}`);
+  }
+  return { dims, data: bytes.subarray(headerBytes) };
+}
+
+/** Read an IDX file, gunzipping when it ends in .gz (output bounded before it is allocated). */
+export function readIdxFile(path: string): { dims: number[]; data: Uint8Array } {
+  let raw: Uint8Array;
+  try {
+    raw = readFileSync(path);
+  } catch (e) {
+    throw new DatasetError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (path.endsWith('.gz')) {
+    try {
+      raw = gunzipSync(raw, { maxOutputLength: MAX_IDX_BYTES });
+    } catch (e) {
+      throw new DatasetError(`${path}: not a valid gzip file (${(e as Error).message})`);
+    }
+  }
+  return parseIdx(raw, path);
+}
+
+function findFile(dir: string, base: string): string | null {
+  for (const name of [base, base + '.gz']) {
+    const p = join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return null;
+}
+
+/**
+ * MNIST-format dataset from a folder holding `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
+ * `split` is 'train' or 'test'.
+ */
+export function loadIdxDataset(dir: string, split: 'train' | 'test', name = 'fashion-mnist', classNames = FASHION_MNIST_CLASSES): ImageDataset {
+  const prefix = split === 'train' ? 'train' : 't10k';
+  const imagesPath = findFile(dir, `${prefix}-images-idx3-ubyte`);
+  const labelsPath = findFile(dir, `${prefix}-labels-idx1-ubyte`);
+  if (imagesPath === null || labelsPath === null) {
+    throw new DatasetError(
+      `${dir}: no ${prefix}-images-idx3-ubyte[.gz] and ${prefix}-labels-idx1-ubyte[.gz] found` +
+        ` (Fashion-MNIST: install the Debian package dataset-fashion-mnist, which puts them in /usr/share/datasets/fashion-mnist)`,
+    );
+  }
+  const images = readIdxFile(imagesPath);
+  const labels = readIdxFile(labelsPath);
+  if (images.dims.length !== 3) throw new DatasetError(`${imagesPath}: expected a rank-3 image file (count, rows, cols), got rank ${images.dims.length}`);
+  if (labels.dims.length !== 1) throw new DatasetError(`${labelsPath}: expected a rank-1 label file, got rank ${labels.dims.length}`);
+  if (images.dims[0] !== labels.dims[0]) {
+    throw new DatasetError(`${labelsPath}: ${labels.dims[0]} labels for ${images.dims[0]} images in ${basename(imagesPath)}`);
+  }
+  const numClasses = classNames.length;
+  for (let i = 0; i < labels.data.length; i++) {
+    if (labels.data[i] >= numClasses) throw new DatasetError(`${labelsPath}: label ${labels.data[i]} at index ${i} is not a class (0..${numClasses - 1})`);
+  }
+  return { name, images: images.data, labels: labels.data, count: images.dims[0], channels: 1, height: images.dims[1], width: images.dims[2], classNames };
+}
+
+/** Serialise images or labels as IDX bytes (for the bundled subset and for tests). */
+export function encodeIdx(dims: number[], data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(4 + 4 * dims.length + data.length);
+  const view = new DataView(out.buffer);
+  out[2] = IDX_UBYTE;
+  out[3] = dims.length;
+  dims.forEach((d, i) => view.setUint32(4 + 4 * i, d, false));
+  out.set(data, 4 + 4 * dims.length);
+  return out;
+}
+
+// =============================================================================================
+// CIFAR-10 binary
+// =============================================================================================
+
+export const CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32;
+
+/** CIFAR-10 binary version: `data_batch_1..5.bin` (train) or `test_batch.bin`, 3073-byte records. */
+export function loadCifar10(dir: string, split: 'train' | 'test'): ImageDataset {
+  const files = split === 'train' ? [1, 2, 3, 4, 5].map((i) => `data_batch_${i}.bin`) : ['test_batch.bin'];
+  const paths = files.map((f) => join(dir, f));
+  const missing = paths.filter((p) => !existsSync(p));
+  if (missing.length > 0) {
+    throw new DatasetError(`${dir}: missing ${missing.map((p) => basename(p)).join(', ')} (the "CIFAR-10 binary version": cifar-10-binary.tar.gz, extracted)`);
+  }
+  let total = 0;
+  for (const p of paths) {
+    const size = statSync(p).size;
+    if (size === 0 || size % CIFAR_RECORD_BYTES !== 0) throw new DatasetError(`${p}: size ${size} is not a whole number of ${CIFAR_RECORD_BYTES}-byte records`);
+    total += size / CIFAR_RECORD_BYTES;
+  }
+  const images = new Uint8Array(total * 3 * 1024);
+  const labels = new Uint8Array(total);
+  let n = 0;
+  for (const p of paths) {
+    const bytes = readFileSync(p);
+    for (let r = 0; r < bytes.length / CIFAR_RECORD_BYTES; r++, n++) {
+      const rec = r * CIFAR_RECORD_BYTES;
+      if (bytes[rec] >= 10) throw new DatasetError(`${p}: record ${r} has label ${bytes[rec]}, not a CIFAR-10 class (0..9)`);
+      labels[n] = bytes[rec];
+      images.set(bytes.subarray(rec + 1, rec + CIFAR_RECORD_BYTES), n * 3072);
+    }
+  }
+  return { name: 'cifar10', images, labels, count: total, channels: 3, height: 32, width: 32, classNames: CIFAR10_CLASSES };
+}
+
+// =============================================================================================
+// Image folder (like torchvision's ImageFolder), decoded with sharp
+// =============================================================================================
+
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
+
+export interface ImageFolderOptions {
+  /** Every image is resized (stretched) to size x size. */
+  size: number;
+  /** 3 for RGB (default) or 1 for grayscale. */
+  channels?: 1 | 3;
+  /** 'skip' a file sharp cannot decode (with a warning through `onWarning`) or stop ('fail', default). */
+  onCorrupt?: 'skip' | 'fail';
+  onWarning?: (message: string) => void;
+}
+
+/** List class folders and image files, sorted (class index = position in sorted folder names). */
+export function scanImageFolder(root: string): { classNames: string[]; files: { path: string; label: number }[] } {
+  if (!existsSync(root) || !statSync(root).isDirectory()) throw new DatasetError(`${root}: not a folder (expected one subfolder of images per class)`);
+  const classNames = readdirSync(root, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  if (classNames.length === 0) throw new DatasetError(`${root}: no class subfolders (expected ${root}/<class>/<image>.jpg ...)`);
+  const files: { path: string; label: number }[] = [];
+  classNames.forEach((cls, label) => {
+    const images = readdirSync(join(root, cls)).filter((f) => IMAGE_EXTENSIONS.some((e) => f.toLowerCase().endsWith(e))).sort();
+    if (images.length === 0) throw new DatasetError(`${join(root, cls)}: class folder '${cls}' has no images (${IMAGE_EXTENSIONS.join(', ')})`);
+    for (const f of images) files.push({ path: join(root, cls, f), label });
+  });
+  return { classNames, files };
+}
+
+/** Decode one image with sharp to size x size x channels bytes (CHW order). */
+export async function decodeImage(path: string, size: number, channels: 1 | 3): Promise<Uint8Array> {
+  const { default: sharp } = await import('sharp');
+  let pipeline = sharp(path, { failOn: 'error' }).removeAlpha().resize(size, size, { fit: 'fill' });
+  pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
+  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  // 16-bit inputs come out as 8-bit raw by default; guard the layout anyway.
+  if (info.channels !== channels || info.width !== size || info.height !== size || data.length !== size * size * channels) {
+    throw new DatasetError(`${path}: decoded to ${info.width}x${info.height}x${info.channels}, expected ${size}x${size}x${channels}`);
+  }
+  // HWC (sharp) -> CHW (NCHW tensors)
+  const out = new Uint8Array(size * size * channels);
+  for (let c = 0; c < channels; c++) for (let i = 0; i < size * size; i++) out[c * size * size + i] = data[i * channels + c];
+  return out;
+}
+
+export async function loadImageFolder(root: string, options: ImageFolderOptions): Promise<ImageDataset> {
+  const channels = options.channels ?? 3;
+  const { classNames, files } = scanImageFolder(root);
+  const plane = options.size * options.size * channels;
+  const images = new Uint8Array(files.length * plane);
+  const labels = new Uint8Array(files.length);
+  let n = 0;
+  for (const f of files) {
+    let pixels: Uint8Array;
+    try {
+      pixels = await decodeImage(f.path, options.size, channels);
+    } catch (e) {
+      const message = `${f.path}: cannot decode image (${(e as Error).message})`;
+      if ((options.onCorrupt ?? 'fail') === 'fail') throw new DatasetError(message);
+      options.onWarning?.(`skipping ${message}`);
+      continue;
+    }
+    images.set(pixels, n * plane);
+    labels[n++] = f.label;
+  }
+  if (n === 0) throw new DatasetError(`${root}: no image could be decoded`);
+  return { name: basename(root), images: images.subarray(0, n * plane), labels: labels.subarray(0, n), count: n, channels, height: options.size, width: options.size, classNames };
+}
+
+/** A short fingerprint of the data (sha256 of shapes, labels and pixels), stored in checkpoints. */
+export function datasetFingerprint(ds: ImageDataset): string {
+  const h = createHash('sha256');
+  h.update(`${ds.count}x${ds.channels}x${ds.height}x${ds.width}:${ds.classNames.join(',')}`);
+  h.update(ds.labels);
+  h.update(ds.images);
+  return h.digest('hex').slice(0, 16);
+}

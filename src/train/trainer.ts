@@ -1,0 +1,407 @@
+// The training loop. It emits events and prints nothing; the CLI renders them, a library user
+// subscribes to the same events.
+
+import { createModel, type Architecture, type ImageClassifier } from '../nn/mobilenet.js';
+import { softmaxCrossEntropy } from '../ops/loss.js';
+import { noGrad } from '../tensor/autograd.js';
+import { Tensor } from '../tensor/tensor.js';
+import { atomicWriter, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
+import { datasetFingerprint, type ImageDataset } from './datasets.js';
+import { DataLoader, type AugmentOptions } from './loader.js';
+import { ClassificationMetrics } from './metrics.js';
+import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
+import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
+
+export const OPTIMIZERS = ['sgd', 'sgd_nesterov', 'rmsprop', 'adam', 'adamw'] as const;
+export const SCHEDULERS = ['constant', 'steplr', 'multisteplr', 'cosineannealinglr', 'exponentiallr', 'onecycle', 'plateau'] as const;
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+export type SchedulerName = (typeof SCHEDULERS)[number];
+
+/** Everything that defines a run; stored in every checkpoint. Names follow torchvision's reference script. */
+export interface TrainConfig {
+  model: Architecture;
+  alpha: number;
+  resolution: number;
+  dropout: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  momentum: number;
+  weightDecay: number;
+  /** Apply weight decay to depthwise filters too (the paper used little or none). */
+  decayDepthwise: boolean;
+  opt: OptimizerName;
+  lrScheduler: SchedulerName;
+  lrStepSize: number;
+  lrGamma: number;
+  lrMilestones: number[];
+  lrWarmupEpochs: number;
+  labelSmoothing: number;
+  augment: Required<AugmentOptions>;
+  seed: number;
+  /** Stop after this many epochs without a better validation top-1 (0 = never). */
+  patience: number;
+  /** Also write `last` every this many batches (0 = at the end of each epoch only). */
+  checkpointEvery: number;
+  /** Batch size for evaluation. */
+  evalBatchSize: number;
+}
+
+export const TRAIN_DEFAULTS: TrainConfig = {
+  model: 'v1',
+  alpha: 0.5,
+  resolution: 28,
+  dropout: 0,
+  epochs: 6,
+  batchSize: 64,
+  lr: 0.2,
+  momentum: 0.9,
+  weightDecay: 5e-5,
+  decayDepthwise: false,
+  opt: 'sgd_nesterov',
+  lrScheduler: 'onecycle',
+  lrStepSize: 3,
+  lrGamma: 0.1,
+  lrMilestones: [],
+  lrWarmupEpochs: 0,
+  labelSmoothing: 0.1,
+  augment: { cropPadding: 2, horizontalFlip: true, randomErasing: 0 },
+  seed: 0,
+  patience: 0,
+  checkpointEvery: 0,
+  evalBatchSize: 250,
+};
+
+/** Validate a config; errors name the option and the allowed values. */
+export function checkConfig(c: TrainConfig): void {
+  const positiveInt = (name: string, v: number, min = 1) => {
+    if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
+  };
+  positiveInt('epochs', c.epochs);
+  positiveInt('batch-size', c.batchSize);
+  positiveInt('resolution', c.resolution, 8);
+  positiveInt('eval batch size', c.evalBatchSize);
+  positiveInt('seed', c.seed, 0);
+  positiveInt('patience', c.patience, 0);
+  positiveInt('checkpoint-every', c.checkpointEvery, 0);
+  if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
+  if (!(c.lr > 0)) throw new RangeError(`lr must be > 0, got ${c.lr}`);
+  if (!(c.labelSmoothing >= 0 && c.labelSmoothing < 1)) throw new RangeError(`label-smoothing must be in [0, 1), got ${c.labelSmoothing}`);
+  if (!OPTIMIZERS.includes(c.opt)) throw new RangeError(`opt must be one of ${OPTIMIZERS.join(', ')}, got ${c.opt}`);
+  if (!SCHEDULERS.includes(c.lrScheduler)) throw new RangeError(`lr-scheduler must be one of ${SCHEDULERS.join(', ')}, got ${c.lrScheduler}`);
+}
+
+export interface TrainerEvents {
+  epochStart: { epoch: number; epochs: number; batches: number; lr: number };
+  batchEnd: { epoch: number; batch: number; batches: number; step: number; loss: number; runningLoss: number; runningAccuracy: number; imagesPerSecond: number; lr: number; dataMs: number; computeMs: number };
+  evalEnd: { epoch: number; loss: number; top1: number; top5: number; perClassAccuracy: number[]; confusion: number[][] };
+  epochEnd: { epoch: number; train: { loss: number; top1: number; top5: number }; val: { loss: number; top1: number; top5: number }; seconds: number; lr: number; bestTop1: number; bestEpoch: number };
+  checkpointSaved: { path: string; kind: 'last' | 'best'; epoch: number; batch: number };
+  nanLoss: { epoch: number; batch: number; step: number; loss: number };
+  earlyStop: { epoch: number; patience: number; bestEpoch: number; bestTop1: number };
+  stopped: { epoch: number; batch: number; checkpoint: string | null };
+  warning: { message: string };
+  done: { epochs: number; bestTop1: number; bestEpoch: number; seconds: number };
+}
+
+type Listener<K extends keyof TrainerEvents> = (event: TrainerEvents[K]) => void;
+
+/** Where the run is: the next batch to train is `batch` of epoch `epoch`. */
+export interface Progress {
+  epoch: number;
+  batch: number;
+  step: number;
+  bestTop1: number;
+  bestEpoch: number;
+  epochsWithoutImprovement: number;
+}
+
+/** Training stopped on purpose (NaN loss); the message says why and what was kept. */
+export class TrainingStoppedError extends Error {
+  override name = 'TrainingStoppedError';
+}
+
+export interface TrainerOptions {
+  /** Directory for checkpoints; none are written without it. */
+  outputDir?: string;
+  signal?: AbortSignal;
+  writer?: CheckpointWriter;
+}
+
+/** Per-channel mean and std of the training images at the model's resolution (0..1 scale). */
+export function channelStats(loader: DataLoader): { mean: number[]; std: number[] } {
+  const probe = new DataLoader(loader.dataset, { batchSize: 1000, resolution: loader.resolution, channels: loader.channels });
+  const C = loader.channels, plane = loader.resolution ** 2;
+  const sum = new Float64Array(C), sumSq = new Float64Array(C);
+  for (const batch of probe.epoch(0)) {
+    const x = batch.x.data;
+    for (let n = 0; n < batch.labels.length; n++)
+      for (let c = 0; c < C; c++)
+        for (let i = (n * C + c) * plane; i < (n * C + c + 1) * plane; i++) {
+          sum[c] += x[i];
+          sumSq[c] += x[i] * x[i];
+        }
+  }
+  const count = probe.count * plane;
+  const mean = Array.from(sum, (s) => s / count);
+  const std = Array.from(sumSq, (s, c) => Math.sqrt(Math.max(1e-12, s / count - mean[c] ** 2)));
+  return { mean, std };
+}
+
+export class Trainer {
+  readonly model: ImageClassifier;
+  readonly trainLoader: DataLoader;
+  readonly valLoader: DataLoader;
+  readonly optimizer: Optimizer;
+  readonly scheduler: LRScheduler;
+  readonly normalization: { mean: number[]; std: number[] };
+  progress: Progress = { epoch: 0, batch: 0, step: 0, bestTop1: -1, bestEpoch: -1, epochsWithoutImprovement: 0 };
+  private readonly listeners = new Map<keyof TrainerEvents, Listener<keyof TrainerEvents>[]>();
+  private readonly fingerprint: string;
+
+  constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, normalization?: { mean: number[]; std: number[] }) {
+    checkConfig(config);
+    if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
+    const inChannels = train.channels;
+    this.model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed });
+    const common = { resolution: config.resolution, channels: inChannels };
+    this.normalization = normalization ?? channelStats(new DataLoader(train, { batchSize: 1000, ...common }));
+    this.trainLoader = new DataLoader(train, { ...common, ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
+    this.valLoader = new DataLoader(val, { ...common, ...this.normalization, batchSize: config.evalBatchSize });
+    this.fingerprint = datasetFingerprint(train);
+    const depthwiseNames = new Set([...this.model.namedModules()].filter(([, m]) => m.typeName === 'DepthwiseConv2d').map(([n]) => `${n}.weight`));
+    const groups = weightDecayGroups(this.model.namedParameters(), config.weightDecay, { decayDepthwise: config.decayDepthwise, depthwiseNames });
+    this.optimizer = this.makeOptimizer(groups);
+    this.scheduler = this.makeScheduler();
+  }
+
+  private makeOptimizer(groups: ReturnType<typeof weightDecayGroups>): Optimizer {
+    const c = this.config;
+    switch (c.opt) {
+      case 'sgd':
+        return new SGD(groups, { lr: c.lr, momentum: c.momentum });
+      case 'sgd_nesterov':
+        return new SGD(groups, { lr: c.lr, momentum: c.momentum, nesterov: true });
+      case 'rmsprop':
+        return new RMSprop(groups, { lr: c.lr, momentum: c.momentum, alpha: 0.9, eps: 0.0316, epsInsideSqrt: false });
+      case 'adam':
+        return new Adam(groups, { lr: c.lr });
+      case 'adamw':
+        return new AdamW(groups, { lr: c.lr });
+    }
+  }
+
+  private makeScheduler(): LRScheduler {
+    const c = this.config;
+    const steps = this.trainLoader.batchesPerEpoch;
+    const warmupEpochs = c.lrWarmupEpochs;
+    const mainEpochs = Math.max(1, c.epochs - warmupEpochs);
+    let s: LRScheduler;
+    switch (c.lrScheduler) {
+      case 'onecycle':
+        return new OneCycleLR(this.optimizer, { maxLr: c.lr, totalSteps: c.epochs * steps });
+      case 'steplr':
+        s = new StepLR(this.optimizer, c.lrStepSize, c.lrGamma);
+        break;
+      case 'multisteplr':
+        s = new MultiStepLR(this.optimizer, c.lrMilestones, c.lrGamma);
+        break;
+      case 'exponentiallr':
+        s = new ExponentialLR(this.optimizer, c.lrGamma);
+        break;
+      case 'cosineannealinglr':
+        s = new CosineAnnealingLR(this.optimizer, mainEpochs * steps, 0, true);
+        break;
+      case 'plateau':
+        s = new ReduceLROnPlateau(this.optimizer, { patience: 2, factor: c.lrGamma });
+        break;
+      case 'constant':
+        s = new ConstantLR(this.optimizer, false);
+        break;
+    }
+    if (warmupEpochs > 0) {
+      // Warmup counts in the inner schedule's units (steps or epochs).
+      const w = new WarmupLR(s, s.perStep ? warmupEpochs * steps : warmupEpochs, 0.01);
+      w.apply();
+      return w;
+    }
+    s.apply();
+    return s;
+  }
+
+  on<K extends keyof TrainerEvents>(event: K, listener: Listener<K>): this {
+    const list = this.listeners.get(event) ?? [];
+    list.push(listener as Listener<keyof TrainerEvents>);
+    this.listeners.set(event, list);
+    return this;
+  }
+
+  private emit<K extends keyof TrainerEvents>(event: K, payload: TrainerEvents[K]): void {
+    for (const l of this.listeners.get(event) ?? []) (l as Listener<K>)(payload);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Checkpoints
+  // -------------------------------------------------------------------------------------------
+
+  checkpointBytes(): Uint8Array {
+    const rngs: Record<string, number[]> = {};
+    for (const [name, rng] of this.model.namedRngs()) rngs[name] = rng.getState();
+    const model = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+    for (const [k, t] of this.model.stateDict()) model.set(k, { shape: t.shape, data: t.data });
+    const opt = this.optimizer.stateDict();
+    return serializeCheckpoint({
+      model,
+      optimizer: opt.buffers,
+      meta: {
+        config: this.config,
+        progress: this.progress,
+        optimizer: opt.scalars,
+        scheduler: this.scheduler.stateDict(),
+        rngs,
+        normalization: this.normalization,
+        dataset: { name: this.train.name, fingerprint: this.fingerprint, classNames: this.train.classNames, channels: this.train.channels },
+        model: this.model.info,
+      },
+    });
+  }
+
+  /** Restore everything from a checkpoint written by this trainer's configuration. */
+  restore(ckpt: LoadedCheckpoint, source: string): void {
+    const dataset = ckpt.meta.dataset as { fingerprint: string; name: string };
+    if (dataset.fingerprint !== this.fingerprint) {
+      this.emit('warning', { message: `${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}` });
+    }
+    const dict = new Map<string, Tensor>();
+    for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
+    this.model.loadStateDict(dict);
+    this.optimizer.loadStateDict({ buffers: ckpt.optimizer, scalars: ckpt.meta.optimizer as Record<string, unknown> });
+    this.scheduler.loadStateDict(ckpt.meta.scheduler as { t: number });
+    const rngs = ckpt.meta.rngs as Record<string, number[]>;
+    for (const [name, rng] of this.model.namedRngs()) if (rngs[name]) rng.setState(rngs[name]);
+    this.progress = { ...(ckpt.meta.progress as Progress) };
+  }
+
+  /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
+  static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}): { trainer: Trainer; path: string } {
+    const found = findResumableCheckpoint(path, warn);
+    const config = { ...(found.checkpoint.meta.config as TrainConfig), ...overrides };
+    const trainer = new Trainer(config, train, val, found.checkpoint.meta.normalization as { mean: number[]; std: number[] });
+    trainer.restore(found.checkpoint, found.path);
+    return { trainer, path: found.path };
+  }
+
+  private saveLast(options: TrainerOptions): string | null {
+    if (!options.outputDir) return null;
+    const path = saveLastCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
+    this.emit('checkpointSaved', { path, kind: 'last', epoch: this.progress.epoch, batch: this.progress.batch });
+    return path;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Evaluation and training
+  // -------------------------------------------------------------------------------------------
+
+  /** Loss, top-1, top-5 and the confusion matrix on a loader, in eval mode without a graph. */
+  evaluate(loader: DataLoader = this.valLoader): ClassificationMetrics {
+    const metrics = new ClassificationMetrics(this.train.classNames.length);
+    const wasTraining = this.model.training;
+    this.model.eval();
+    noGrad(() => {
+      for (const batch of loader.epoch(0)) {
+        const logits = this.model.forward(batch.x);
+        const loss = softmaxCrossEntropy(logits, batch.labels);
+        metrics.update(logits.data, batch.labels, loss.item());
+      }
+    });
+    this.model.train(wasTraining);
+    return metrics;
+  }
+
+  /** Train until `config.epochs` (continuing from `progress` after a resume). */
+  fit(options: TrainerOptions = {}): Progress {
+    const c = this.config;
+    const started = performance.now();
+    const batches = this.trainLoader.batchesPerEpoch;
+    while (this.progress.epoch < c.epochs) {
+      const epoch = this.progress.epoch;
+      const epochStart = performance.now();
+      this.emit('epochStart', { epoch, epochs: c.epochs, batches, lr: this.scheduler.lr });
+      this.model.train();
+      const metrics = new ClassificationMetrics(this.train.classNames.length);
+      let dataStart = performance.now();
+      for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
+        const computeStart = performance.now();
+        const logits = this.model.forward(batch.x);
+        const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: c.labelSmoothing });
+        const lossValue = loss.item();
+        if (!Number.isFinite(lossValue)) {
+          this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: lossValue });
+          throw new TrainingStoppedError(
+            `training stopped: the loss is ${lossValue} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
+              (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
+              '. Try a lower --lr.',
+          );
+        }
+        this.optimizer.zeroGrad();
+        loss.backward();
+        this.optimizer.step();
+        if (this.scheduler.perStep) this.scheduler.step();
+        metrics.update(logits.data, batch.labels, lossValue);
+        this.progress.step++;
+        this.progress.batch = batch.index + 1;
+        const now = performance.now();
+        this.emit('batchEnd', {
+          epoch,
+          batch: batch.index,
+          batches,
+          step: this.progress.step,
+          loss: lossValue,
+          runningLoss: metrics.loss,
+          runningAccuracy: metrics.top1,
+          imagesPerSecond: (batch.labels.length * 1000) / (now - dataStart),
+          lr: this.scheduler.lr,
+          dataMs: computeStart - dataStart,
+          computeMs: now - computeStart,
+        });
+        if (options.signal?.aborted) {
+          const checkpoint = this.saveLast(options);
+          this.emit('stopped', { epoch, batch: this.progress.batch, checkpoint });
+          return this.progress;
+        }
+        if (c.checkpointEvery > 0 && this.progress.step % c.checkpointEvery === 0 && this.progress.batch < batches) this.saveLast(options);
+        dataStart = performance.now();
+      }
+      const val = this.evaluate();
+      const confusion: number[][] = [];
+      const C = this.train.classNames.length;
+      for (let k = 0; k < C; k++) confusion.push(Array.from(val.confusion.subarray(k * C, (k + 1) * C)));
+      this.emit('evalEnd', { epoch, loss: val.loss, top1: val.top1, top5: val.top5, perClassAccuracy: val.perClassAccuracy(), confusion });
+      if (!this.scheduler.perStep) this.scheduler.step(val.loss);
+      this.progress.epoch = epoch + 1;
+      this.progress.batch = 0;
+      const improved = val.top1 > this.progress.bestTop1;
+      if (improved) {
+        this.progress.bestTop1 = val.top1;
+        this.progress.bestEpoch = epoch;
+        this.progress.epochsWithoutImprovement = 0;
+      } else this.progress.epochsWithoutImprovement++;
+      this.saveLast(options);
+      if (improved && options.outputDir) {
+        const path = saveBestCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
+        this.emit('checkpointSaved', { path, kind: 'best', epoch: this.progress.epoch, batch: 0 });
+      }
+      this.emit('epochEnd', { epoch, train: metrics.summary(), val: val.summary(), seconds: (performance.now() - epochStart) / 1000, lr: this.scheduler.lr, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch });
+      if (c.patience > 0 && this.progress.epochsWithoutImprovement >= c.patience) {
+        this.emit('earlyStop', { epoch, patience: c.patience, bestEpoch: this.progress.bestEpoch, bestTop1: this.progress.bestTop1 });
+        break;
+      }
+      if (options.signal?.aborted) {
+        this.emit('stopped', { epoch: this.progress.epoch, batch: 0, checkpoint: options.outputDir ? `${options.outputDir}/last.safetensors` : null });
+        return this.progress;
+      }
+    }
+    this.emit('done', { epochs: this.progress.epoch, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch, seconds: (performance.now() - started) / 1000 });
+    return this.progress;
+  }
+}
