@@ -310,7 +310,81 @@ def models():
     model_fixture("v2_a0.35", v2, seed=21, batch=4, resolution=32, num_classes=10)
 
 
-GROUPS = {"core": core_ops, "conv": conv_ops, "layers": layer_ops, "models": models}
+OPTIMIZER_CASES = [
+    ("sgd", "SGD", {"lr": 0.1}),
+    ("sgd_momentum_wd", "SGD", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.01}),
+    ("sgd_dampening", "SGD", {"lr": 0.05, "momentum": 0.8, "dampening": 0.3}),
+    ("sgd_nesterov", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}),
+    ("rmsprop", "RMSprop", {"lr": 0.01}),
+    ("rmsprop_centered_momentum", "RMSprop", {"lr": 0.005, "alpha": 0.9, "eps": 1e-3, "momentum": 0.9, "centered": True, "weight_decay": 1e-3}),
+    ("adam", "Adam", {"lr": 0.01, "weight_decay": 0.01}),
+    ("adamw", "AdamW", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+]
+
+
+def optimizers():
+    """20 steps of each optimizer on a fixed least-squares problem: the parameters after every step."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn((8, 3), generator=gen, dtype=torch.float32)
+    y = torch.randn((8, 4), generator=gen, dtype=torch.float32)
+    w0 = torch.randn((4, 3), generator=gen, dtype=torch.float32)
+    b0 = torch.randn((4,), generator=gen, dtype=torch.float32)
+    tensors = [("x", x), ("y", y), ("w0", w0), ("b0", b0)]
+    for name, cls, kwargs in OPTIMIZER_CASES:
+        w = w0.double().clone().requires_grad_(True)
+        b = b0.double().clone().requires_grad_(True)
+        # Bias without weight decay: a second parameter group, as the trainer builds them.
+        opt = getattr(torch.optim, cls)([{"params": [w]}, {"params": [b], "weight_decay": 0.0}], **kwargs)
+        ws, bs = [], []
+        for _ in range(20):
+            opt.zero_grad()
+            loss = ((F.linear(x.double(), w, b) - y.double()) ** 2).mean()
+            loss.backward()
+            opt.step()
+            ws.append(w.detach().float().clone())
+            bs.append(b.detach().float().clone())
+        tensors += [(f"{name}/w", torch.stack(ws)), (f"{name}/b", torch.stack(bs))]
+    cases = [{"name": n, "type": c, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}} for n, c, kw in OPTIMIZER_CASES]
+    path = os.path.join(OUT_DIR, "optimizers.safetensors")
+    write_safetensors(path, tensors, {"cases": json.dumps(cases), "torch": torch.__version__})
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+def schedules():
+    """Learning rates (and one-cycle momentum) of PyTorch's schedulers over 30 steps, as JSON."""
+    from torch.optim import lr_scheduler as S
+
+    def run(make, steps=30, metrics=None):
+        p = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+        sched = make(opt)
+        lrs, moms = [], []
+        for t in range(steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            moms.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            sched.step(metrics[t]) if metrics is not None else sched.step()
+        return {"lr": lrs, "momentum": moms}
+
+    plateau_metrics = [1.0, 0.9, 0.8, 0.8, 0.8, 0.8, 0.79, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7] + [0.7] * 14
+    out = {
+        "steplr": run(lambda o: S.StepLR(o, step_size=7, gamma=0.5)),
+        "multisteplr": run(lambda o: S.MultiStepLR(o, milestones=[5, 12, 20], gamma=0.3)),
+        "exponentiallr": run(lambda o: S.ExponentialLR(o, gamma=0.9)),
+        "cosineannealinglr": run(lambda o: S.CosineAnnealingLR(o, T_max=20, eta_min=0.001)),
+        "warmup_cosine": run(lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.01, total_iters=5), S.CosineAnnealingLR(o, T_max=25)], milestones=[5])),
+        "onecycle": run(lambda o: S.OneCycleLR(o, max_lr=0.4, total_steps=30)),
+        "plateau": run(lambda o: S.ReduceLROnPlateau(o, factor=0.5, patience=2), metrics=plateau_metrics),
+    }
+    out["plateau"]["metrics"] = plateau_metrics
+    path = os.path.join(OUT_DIR, "schedules.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+GROUPS = {"core": core_ops, "conv": conv_ops, "layers": layer_ops, "models": models, "optimizers": optimizers, "schedules": schedules}
 
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)

@@ -13,7 +13,7 @@
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { gemm } from './gemm.js';
+import { parallelGemm } from './parallel.js';
 
 export interface Conv2dOptions {
   stride?: number;
@@ -148,7 +148,7 @@ export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float
     for (let gi = 0; gi < groups; gi++) {
       im2col(x, g, n, gi * Cg, Cg, col);
       // y[n, group gi] (Cog x HWout) = W_g (Cog x K) * col (K x HWout)
-      gemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
+      parallelGemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
     }
   }
   if (bias !== null) addBiasPerChannel(y, bias, N, Cout, HWout);
@@ -194,10 +194,10 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
       const dyOffset = (n * Cout + gi * Cog) * HWout;
       if (dweight !== null) {
         im2col(x, g, n, gi * Cg, Cg, col);
-        gemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
+        parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
       }
       if (dx !== null) {
-        gemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
+        parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
         col2im(col, g, n, gi * Cg, Cg, dx);
       }
     }

@@ -33,12 +33,12 @@ export interface GemmArgs {
 }
 
 /** Micro-tile: MR rows of C by NR columns. */
-const MR = 4;
-const NR = 4;
+export const MR = 4;
+export const NR = 4;
 /** Cache blocking, tuned with `npm run bench -- --workloads G1` on the 2-core reference machine. */
-const KC = 256;
-const MC = 96;
-const NC = 2048;
+export const KC = 256;
+export const MC = 96;
+export const NC = 2048;
 
 // Packing buffers, grown on demand and reused, so a GEMM call does not allocate once warm.
 // They hold float64: the micro-kernel then reads doubles directly instead of converting each
@@ -47,7 +47,7 @@ let packedA = new Float64Array(MC * KC);
 let packedB = new Float64Array(NC * KC);
 
 /** Scale C by beta first (beta = 0 overwrites, so NaN garbage in C does not leak through 0 * NaN). */
-function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: number, ldc: number): void {
+export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: number, ldc: number): void {
   if (beta === 1) return;
   for (let i = 0; i < M; i++) {
     const row = cOffset + i * ldc;
@@ -56,7 +56,7 @@ function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: nu
   }
 }
 
-function checkGemmArgs(a: GemmArgs): void {
+export function checkGemmArgs(a: GemmArgs): void {
   const { M, N, K, transA, transB, lda, ldb, ldc } = a;
   if (M < 0 || N < 0 || K < 0) throw new RangeError(`gemm: negative size M=${M} N=${N} K=${K}`);
   const aRows = transA ? K : M, aCols = transA ? M : K;
@@ -74,7 +74,7 @@ function checkGemmArgs(a: GemmArgs): void {
  * Pack rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-high panels:
  * packedA[panel * kc * MR + p * MR + r] = op(A)[i0 + panel*MR + r, p0 + p], zero beyond M.
  */
-function packA(A: Float32Array, aOffset: number, lda: number, transA: boolean, i0: number, mc: number, p0: number, kc: number, out: Float64Array): void {
+export function packA(A: Float32Array, aOffset: number, lda: number, transA: boolean, i0: number, mc: number, p0: number, kc: number, out: Float64Array): void {
   let dst = 0;
   for (let ir = 0; ir < mc; ir += MR) {
     const rows = Math.min(MR, mc - ir);
@@ -95,7 +95,7 @@ function packA(A: Float32Array, aOffset: number, lda: number, transA: boolean, i
  * Pack depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) into NR-wide panels:
  * packedB[panel * kc * NR + p * NR + c] = op(B)[p0 + p, j0 + panel*NR + c], zero beyond N.
  */
-function packB(B: Float32Array, bOffset: number, ldb: number, transB: boolean, p0: number, kc: number, j0: number, nc: number, out: Float64Array): void {
+export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boolean, p0: number, kc: number, j0: number, nc: number, out: Float64Array): void {
   let dst = 0;
   for (let jr = 0; jr < nc; jr += NR) {
     const cols = Math.min(NR, nc - jr);
@@ -127,7 +127,7 @@ function packB(B: Float32Array, bOffset: number, ldb: number, transB: boolean, p
  * The micro-kernel: C[i0.., j0..] += alpha * (packed MR x kc panel) * (packed kc x NR panel),
  * writing only the rows < rows and columns < cols that exist (edge tiles).
  */
-function microKernel4x4(
+export function microKernel4x4(
   kc: number,
   Ap: Float64Array,
   aStart: number,
@@ -171,9 +171,17 @@ function microKernel4x4(
   }
 }
 
-/** Blocked, packed GEMM (see the file comment). */
+/** Blocked, packed GEMM (see the file comment), on one thread; `parallelGemm` splits it over threads. */
 export function gemm(args: GemmArgs): void {
   checkGemmArgs(args);
+  gemmCore(args);
+}
+
+/**
+ * The blocked GEMM without argument checks. Self-contained (it uses only the functions and
+ * constants of this file), because worker threads receive it as source text (see parallel.ts).
+ */
+export function gemmCore(args: GemmArgs): void {
   const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc } = args;
   scaleC(M, N, beta, C, cOffset, ldc);
   if (M === 0 || N === 0 || K === 0 || alpha === 0) return;
@@ -221,34 +229,34 @@ export function gemmNaive(args: GemmArgs): void {
   }
 }
 
-/** Shorthand for the common dense case: C(MxN) = op(A) * op(B) (+ C if accumulate). */
-export function matmulInto(
-  A: Float32Array,
-  B: Float32Array,
-  C: Float32Array,
-  M: number,
-  N: number,
-  K: number,
-  options: { transA?: boolean; transB?: boolean; accumulate?: boolean; aOffset?: number; bOffset?: number; cOffset?: number } = {},
-): void {
-  const transA = options.transA ?? false;
-  const transB = options.transB ?? false;
-  gemm({
-    transA,
-    transB,
-    M,
-    N,
-    K,
-    alpha: 1,
-    A,
-    aOffset: options.aOffset ?? 0,
-    lda: transA ? M : K,
-    B,
-    bOffset: options.bOffset ?? 0,
-    ldb: transB ? K : N,
-    beta: options.accumulate ? 1 : 0,
-    C,
-    cOffset: options.cOffset ?? 0,
-    ldc: N,
-  });
+// =============================================================================================
+// Slices for threads (see parallel.ts). These live here so that, shipped to a worker as source
+// text together with the kernels above, they refer only to functions of this file.
+// =============================================================================================
+
+/** Rows (or columns) [start, end) of C for thread `index` of `threads`, aligned to the micro-tile. */
+export function sliceOf(size: number, align: number, threads: number, index: number): [number, number] {
+  const chunk = Math.ceil(size / threads / align) * align;
+  const start = Math.min(size, index * chunk);
+  return [start, Math.min(size, start + chunk)];
+}
+
+/**
+ * Run thread `index`'s slice of the GEMM whose parameters are in `par` (see parallel.ts for the
+ * layout), on operands in `arena`. The longer of M and N is split, never K: each element of C
+ * is computed exactly as on one thread.
+ */
+export function runGemmSlice(par: Float64Array, arena: Float32Array, index: number): void {
+  const transA = par[0] === 1, transB = par[1] === 1;
+  const M = par[2], N = par[3], K = par[4], alpha = par[5];
+  const aOffset = par[6], lda = par[7], bOffset = par[8], ldb = par[9], beta = par[10], cOffset = par[11], ldc = par[12], threads = par[13];
+  if (M >= N) {
+    const [i0, i1] = sliceOf(M, MR, threads, index);
+    if (i1 <= i0) return;
+    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A: arena, aOffset: aOffset + (transA ? i0 : i0 * lda), lda, B: arena, bOffset, ldb, beta, C: arena, cOffset: cOffset + i0 * ldc, ldc });
+  } else {
+    const [j0, j1] = sliceOf(N, NR, threads, index);
+    if (j1 <= j0) return;
+    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A: arena, aOffset, lda, B: arena, bOffset: bOffset + (transB ? j0 * ldb : j0), ldb, beta, C: arena, cOffset: cOffset + j0, ldc });
+  }
 }

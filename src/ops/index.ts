@@ -12,3 +12,4 @@ export * from './pooling.js';
 export * from './linear.js';
 export * from './dropout.js';
 export * from './loss.js';
+export * from './parallel.js';

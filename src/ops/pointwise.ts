@@ -9,7 +9,8 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
-import { gemm, gemmNaive, type GemmArgs } from './gemm.js';
+import { gemmNaive, type GemmArgs } from './gemm.js';
+import { parallelGemm } from './parallel.js';
 
 export interface PointwiseGeometry {
   N: number;
@@ -66,7 +67,7 @@ function useBatched(g: PointwiseGeometry): boolean {
 }
 
 /** Y_n = W X_n for every image. */
-export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = gemm): void {
+export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = parallelGemm): void {
   const { N, Cin, Cout, HW } = g;
   if (useBatched(g)) {
     // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
@@ -85,7 +86,7 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
 /**
  * Backward of Y_n = W X_n:  dX_n = W^T dY_n  (Cin x HW),  dW = sum_n dY_n X_n^T  (Cout x Cin).
  */
-export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = gemm): void {
+export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = parallelGemm): void {
   const { N, Cin, Cout, HW } = g;
   if (useBatched(g)) {
     const cols = N * HW;

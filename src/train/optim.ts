@@ -103,10 +103,12 @@ export abstract class Optimizer {
     for (const [key, data] of state.buffers) {
       const dot = key.indexOf('.');
       const index = Number(key.slice(0, dot));
-      if (!(index >= 0 && index < sizes.length) || data.length !== sizes[index]) {
+      const name = key.slice(dot + 1);
+      const expected = name === 'step' ? 1 : sizes[index];
+      if (!(index >= 0 && index < sizes.length) || data.length !== expected) {
         throw new Error(`optimizer: state '${key}' (${data.length} values) does not fit parameter ${index} (${sizes[index]} values)`);
       }
-      this.slot(index).set(key.slice(dot + 1), data.slice());
+      this.slot(index).set(name, data.slice());
     }
   }
 }

@@ -75,7 +75,7 @@ export class ExponentialLR extends LRScheduler {
   }
 }
 
-/** lr = etaMin + (initial - etaMin) (1 + cos(pi t / tMax)) / 2, held at etaMin after tMax. */
+/** lr = etaMin + (initial - etaMin) (1 + cos(pi t / tMax)) / 2; beyond tMax it rises again, as PyTorch's does. */
 export class CosineAnnealingLR extends LRScheduler {
   constructor(optimizer: Optimizer, readonly tMax: number, readonly etaMin = 0, perStep = false) {
     super(optimizer, perStep);
@@ -85,8 +85,7 @@ export class CosineAnnealingLR extends LRScheduler {
     return 1; // unused: apply() is overridden because etaMin is absolute
   }
   override apply(): void {
-    const tc = Math.min(this.t, this.tMax);
-    for (const g of this.optimizer.groups) g.lr = this.etaMin + ((g.initialLr - this.etaMin) * (1 + Math.cos((Math.PI * tc) / this.tMax))) / 2;
+    for (const g of this.optimizer.groups) g.lr = this.etaMin + ((g.initialLr - this.etaMin) * (1 + Math.cos((Math.PI * this.t) / this.tMax))) / 2;
   }
 }
 
