@@ -1,24 +1,57 @@
 #!/usr/bin/env node
-// The `mobilenet` command line: a thin layer over the library.
+// The `mobilenet` command line: a thin layer over the library. User mistakes are printed
+// without a stack trace (add --verbose for one) and exit with status 2; other failures with 1.
+
 import { Command } from 'commander';
-import { runDemo } from './demo.js';
+import { UsageError, numberIn } from './common.js';
+import { registerEval } from './evaluate.js';
+import { registerInterop } from './interop.js';
+import { registerPredict } from './predict.js';
+import { registerSummary } from './summary.js';
+import { registerTrain } from './train.js';
+import { defaultThreads, setThreads } from '../src/ops/parallel.js';
+import { CheckpointError } from '../src/train/checkpoint.js';
+import { DatasetError } from '../src/train/datasets.js';
+import { TrainingStoppedError } from '../src/train/trainer.js';
+import { SafetensorsError } from '../src/tensor/safetensors.js';
+import { ShapeError } from '../src/tensor/shape.js';
+import { StateDictError } from '../src/nn/module.js';
 
 const program = new Command();
 program
   .name('mobilenet')
-  .description('MobileNet on a pure-TypeScript CPU tensor engine with autograd')
-  .version('0.1.0');
+  .description('MobileNet V1/V2 on a pure-TypeScript CPU tensor engine with autograd')
+  .version('0.1.0')
+  .option('--threads <n>', 'threads for the kernels (default: all cores)', numberIn('--threads', 1, 256, { integer: true }))
+  .option('--verbose', 'show stack traces on errors', false)
+  .hook('preAction', () => setThreads(program.opts<{ threads?: number }>().threads ?? defaultThreads()));
 
-program
-  .command('demo')
-  .description('fit a tiny linear model with the autograd engine and print the loss as it falls')
-  .option('--steps <n>', 'gradient-descent steps', '60')
-  .option('--seed <n>', 'random seed', '0')
-  .action((opts: { steps: string; seed: string }) => {
-    runDemo({ steps: Number(opts.steps), seed: Number(opts.seed) }, (line) => process.stdout.write(line + '\n'));
-  });
+/** Errors a user can act on: their message is the whole story. */
+const USER_ERRORS = [UsageError, DatasetError, CheckpointError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
 
-program.parseAsync(process.argv).catch((e: unknown) => {
-  process.stderr.write(`mobilenet: ${(e as Error).message}\n`);
-  process.exit(1);
-});
+async function run(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const error = e as Error;
+    const verbose = program.opts<{ verbose: boolean }>().verbose;
+    const isUser = USER_ERRORS.some((cls) => error instanceof cls);
+    process.stderr.write(`mobilenet: error: ${error.message}\n`);
+    if (verbose || !isUser) process.stderr.write(`${error.stack ?? ''}\n`);
+    process.exitCode = isUser ? 2 : 1;
+  }
+}
+
+registerTrain(program, run);
+registerEval(program, run);
+registerPredict(program, run);
+registerSummary(program, run);
+registerInterop(program, run);
+
+program.parseAsync(process.argv).then(
+  () => process.exit(process.exitCode ?? 0), // worker threads must not keep a finished command alive
+  (e: unknown) => {
+    process.stderr.write(`mobilenet: error: ${(e as Error).message}\n`);
+    process.exit(1);
+  },
+);

@@ -27,18 +27,18 @@ describe('threads', () => {
     }
   });
 
-  it('training gives bit-identical weights with 1 and 2 threads', () => {
+  it('training gives bit-identical weights with 1 and 2 threads', async () => {
     const full = loadIdxDataset(resolve(import.meta.dirname, '../data/fashion-mnist-subset'), 'train');
     const ds: ImageDataset = { ...full, count: 128, images: full.images.subarray(0, 128 * 784), labels: full.labels.subarray(0, 128) };
-    const run = (threads: number) => {
+    const run = async (threads: number) => {
       setThreads(threads);
       const t = new Trainer({ ...TRAIN_DEFAULTS, alpha: 0.5, epochs: 1, batchSize: 64, evalBatchSize: 128 }, ds, ds);
-      t.fit();
+      await t.fit();
       const h = createHash('sha256');
       for (const [, p] of t.model.stateDict()) h.update(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength));
       return h.digest('hex');
     };
-    expect(run(2)).toBe(run(1));
+    expect(await run(2)).toBe(await run(1));
   });
 
   it('rejects a bad thread count', () => {

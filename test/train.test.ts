@@ -31,7 +31,7 @@ describe('IDX reader', () => {
     for (const l of train.labels) counts[l]++;
     expect(counts).toEqual(new Array(10).fill(1000));
   });
-  it('reads raw and gzipped files alike', () => {
+  it('reads raw and gzipped files alike', async () => {
     const dir = tmp('idx-');
     const images = Uint8Array.from({ length: 3 * 4 * 5 }, (_, i) => i);
     writeFileSync(join(dir, 'train-images-idx3-ubyte'), encodeIdx([3, 4, 5], images));
@@ -55,7 +55,7 @@ describe('IDX reader', () => {
 });
 
 describe('CIFAR-10 binary reader', () => {
-  it('reads 3073-byte records and rejects a bad size or label', () => {
+  it('reads 3073-byte records and rejects a bad size or label', async () => {
     const dir = tmp('cifar-');
     const record = (label: number, fill: number) => Uint8Array.from({ length: 3073 }, (_, i) => (i === 0 ? label : fill));
     const batch = (labels: number[]) => Buffer.concat(labels.map((l, i) => record(l, i + 1)));
@@ -159,66 +159,66 @@ describe('training', () => {
     return h.digest('hex');
   };
 
-  it('learns: the loss falls on a small problem', () => {
+  it('learns: the loss falls on a small problem', async () => {
     const t = new Trainer(config({ epochs: 3, lr: 0.1 }), trainSet, valSet);
     const losses: number[] = [];
     t.on('epochEnd', (e) => losses.push(e.train.loss));
-    t.fit();
+    await t.fit();
     expect(losses[2]).toBeLessThan(losses[0]);
   });
 
-  it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', () => {
+  it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', async () => {
     const straight = new Trainer(config(), trainSet, valSet);
-    straight.fit();
+    await straight.fit();
     const dir = tmp('resume-');
     // The same 2-epoch run (the one-cycle schedule spans both epochs), stopped after the first.
     const controller = new AbortController();
     const first = new Trainer(config(), trainSet, valSet);
     first.on('epochEnd', () => controller.abort());
-    first.fit({ outputDir: dir, signal: controller.signal });
+    await first.fit({ outputDir: dir, signal: controller.signal });
     const { trainer: resumed } = Trainer.resume(dir, trainSet, valSet, () => {});
     expect(resumed.progress.epoch).toBe(1);
-    resumed.fit({ outputDir: dir });
+    await resumed.fit({ outputDir: dir });
     expect(weightsHash(resumed)).toBe(weightsHash(straight));
     expect(readdirSync(dir).sort()).toEqual(['best.safetensors', 'last.safetensors', 'previous.safetensors']);
   });
 
-  it('resume is bit-exact mid-epoch too (stopped by an AbortSignal after batch 3)', () => {
+  it('resume is bit-exact mid-epoch too (stopped by an AbortSignal after batch 3)', async () => {
     const straight = new Trainer(config(), trainSet, valSet);
-    straight.fit();
+    await straight.fit();
     const dir = tmp('abort-');
     const controller = new AbortController();
     const first = new Trainer(config(), trainSet, valSet);
     first.on('batchEnd', (e) => { if (e.step === 3) controller.abort(); });
     const stops: unknown[] = [];
     first.on('stopped', (e) => stops.push(e));
-    first.fit({ outputDir: dir, signal: controller.signal });
+    await first.fit({ outputDir: dir, signal: controller.signal });
     expect(stops).toEqual([{ epoch: 0, batch: 3, checkpoint: join(dir, 'last.safetensors') }]);
     const { trainer: resumed } = Trainer.resume(dir, trainSet, valSet, () => {});
     expect(resumed.progress).toMatchObject({ epoch: 0, batch: 3, step: 3 });
-    resumed.fit({ outputDir: dir });
+    await resumed.fit({ outputDir: dir });
     expect(weightsHash(resumed)).toBe(weightsHash(straight));
   });
 
-  it('a NaN loss stops training with the epoch and step, and keeps the last good checkpoint intact', () => {
+  it('a NaN loss stops training with the epoch and step, and keeps the last good checkpoint intact', async () => {
     const dir = tmp('nan-');
     const t = new Trainer(config({ epochs: 3, lr: 1e-3, lrScheduler: 'constant' }), trainSet, valSet);
-    t.fit({ outputDir: join(dir) }); // 3 good epochs
+    await t.fit({ outputDir: join(dir) }); // 3 good epochs
     const before = readFileSync(join(dir, 'last.safetensors'));
     const { trainer } = Trainer.resume(dir, trainSet, valSet, () => {}, { epochs: 4 });
     // Poison one weight: the next forward produces NaN.
     trainer.model.parameters()[0].data[0] = NaN;
     const events: unknown[] = [];
     trainer.on('nanLoss', (e) => events.push(e));
-    expect(() => trainer.fit({ outputDir: dir })).toThrow(TrainingStoppedError);
-    expect(() => trainer.fit({ outputDir: dir })).toThrow(/the loss is NaN at epoch 4, batch 1 \(step 19\); the last good checkpoint is kept in/);
+    await expect(trainer.fit({ outputDir: dir })).rejects.toThrow(TrainingStoppedError);
+    await expect(trainer.fit({ outputDir: dir })).rejects.toThrow(/the loss is NaN at epoch 4, batch 1 \(step 19\); the last good checkpoint is kept in/);
     expect(events[0]).toMatchObject({ epoch: 3, batch: 0, step: 18 });
     expect(readFileSync(join(dir, 'last.safetensors')).equals(before)).toBe(true);
   });
 
-  it('checkpoints verify their payload sha256; --resume falls back to previous when last is corrupt', () => {
+  it('checkpoints verify their payload sha256; --resume falls back to previous when last is corrupt', async () => {
     const dir = tmp('corrupt-');
-    new Trainer(config(), trainSet, valSet).fit({ outputDir: dir });
+    await new Trainer(config(), trainSet, valSet).fit({ outputDir: dir });
     const last = join(dir, 'last.safetensors');
     const bytes = readFileSync(last);
     bytes[bytes.length - 10] ^= 0xff;
@@ -234,13 +234,13 @@ describe('training', () => {
     expect(() => Trainer.resume(dir, trainSet, valSet, () => {})).toThrow(/cannot resume: .*last\.safetensors: payload sha256.*previous\.safetensors/);
   });
 
-  it('a failing checkpoint write leaves the previous checkpoint intact and stops with the error', () => {
+  it('a failing checkpoint write leaves the previous checkpoint intact and stops with the error', async () => {
     const dir = tmp('fail-');
-    new Trainer(config({ epochs: 1 }), trainSet, valSet).fit({ outputDir: dir });
+    await new Trainer(config({ epochs: 1 }), trainSet, valSet).fit({ outputDir: dir });
     const before = readFileSync(join(dir, 'last.safetensors'));
     const full: CheckpointWriter = { write: () => { throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }); } };
     const { trainer } = Trainer.resume(dir, trainSet, valSet, () => {}, { epochs: 2 });
-    expect(() => trainer.fit({ outputDir: dir, writer: full })).toThrow(/ENOSPC/);
+    await expect(trainer.fit({ outputDir: dir, writer: full })).rejects.toThrow(/ENOSPC/);
     expect(readFileSync(join(dir, 'last.safetensors')).equals(before)).toBe(true);
     expect(readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([]);
   });

@@ -61,8 +61,12 @@ export abstract class ImageClassifier extends Module {
   protected readonly flatten = new Flatten();
 
   forward(x: Tensor): Tensor {
-    const f = this.features.forward(x);
-    return this.classifier.forward(this.flatten.forward(this.pool.forward(f)));
+    return this.forwardHead(this.features.forward(x));
+  }
+
+  /** From the last feature map (N, C, h, w) to logits: pool, flatten, classifier (Grad-CAM starts here). */
+  forwardHead(features: Tensor): Tensor {
+    return this.classifier.forward(this.flatten.forward(this.pool.forward(features)));
   }
 
   /** Register children in execution order (the cost table walks them in that order). */

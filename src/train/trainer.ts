@@ -148,6 +148,10 @@ export function channelStats(loader: DataLoader): { mean: number[]; std: number[
   return { mean, std };
 }
 
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 export class Trainer {
   readonly model: ImageClassifier;
   readonly trainLoader: DataLoader;
@@ -318,8 +322,12 @@ export class Trainer {
     return metrics;
   }
 
-  /** Train until `config.epochs` (continuing from `progress` after a resume). */
-  fit(options: TrainerOptions = {}): Progress {
+  /**
+   * Train until `config.epochs` (continuing from `progress` after a resume). The work is
+   * synchronous, but the loop yields to the event loop after every batch, so signal handlers
+   * (Ctrl-C) and timers run while it trains.
+   */
+  async fit(options: TrainerOptions = {}): Promise<Progress> {
     const c = this.config;
     const started = performance.now();
     const batches = this.trainLoader.batchesPerEpoch;
@@ -370,6 +378,7 @@ export class Trainer {
           return this.progress;
         }
         if (c.checkpointEvery > 0 && this.progress.step % c.checkpointEvery === 0 && this.progress.batch < batches) this.saveLast(options);
+        await yieldToEventLoop();
         dataStart = performance.now();
       }
       const val = this.evaluate();

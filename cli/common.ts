@@ -1,0 +1,144 @@
+// Shared CLI pieces: user errors, flag parsers, dataset resolution, checkpoint loading.
+
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InvalidArgumentError } from 'commander';
+import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { loadCifar10, loadIdxDataset, loadImageFolder, type ImageDataset } from '../src/train/datasets.js';
+import { Rng } from '../src/tensor/rng.js';
+import type { TrainConfig } from '../src/train/trainer.js';
+
+/** A mistake the user can fix: printed without a stack trace (unless --verbose), exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The package root (works from cli/*.ts under tsx and from dist/cli/*.js). */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+export const BUNDLED_FASHION_MNIST = () => join(packageRoot(), 'data', 'fashion-mnist-subset');
+
+// ---------------------------------------------------------------------------------------------
+// Flag parsers: errors name the flag and the allowed values.
+// ---------------------------------------------------------------------------------------------
+
+export function numberIn(flag: string, min: number, max: number, options: { integer?: boolean; minExclusive?: boolean } = {}) {
+  return (value: string): number => {
+    const v = Number(value);
+    const okMin = options.minExclusive ? v > min : v >= min;
+    if (value.trim() === '' || !Number.isFinite(v) || !okMin || v > max || (options.integer && !Number.isInteger(v))) {
+      const range = `${options.minExclusive ? '(' : '['}${min}, ${max === Infinity ? 'inf)' : `${max}]`}`;
+      throw new InvalidArgumentError(`${flag} must be ${options.integer ? 'an integer' : 'a number'} in ${range}, got '${value}'.`);
+    }
+    return v;
+  };
+}
+
+export function oneOf<T extends string>(flag: string, allowed: readonly T[]) {
+  return (value: string): T => {
+    if (!(allowed as readonly string[]).includes(value)) throw new InvalidArgumentError(`${flag} must be one of ${allowed.join(', ')}, got '${value}'.`);
+    return value as T;
+  };
+}
+
+export function integerList(flag: string) {
+  return (value: string): number[] => {
+    const list = value.split(',').map((s) => Number(s.trim()));
+    if (list.some((v) => !Number.isInteger(v) || v < 0)) throw new InvalidArgumentError(`${flag} must be a comma-separated list of integers >= 0, got '${value}'.`);
+    return list;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datasets
+// ---------------------------------------------------------------------------------------------
+
+export interface DataChoice {
+  data: string;
+  dataPath?: string;
+  resolution: number;
+  seed: number;
+  onWarning: (message: string) => void;
+}
+
+/** Split a dataset into train / validation by a seeded permutation (for folders without val/). */
+function splitDataset(ds: ImageDataset, valFraction: number, seed: number): { train: ImageDataset; val: ImageDataset } {
+  const order = new Rng(seed).permutation(ds.count);
+  const nVal = Math.max(1, Math.round(ds.count * valFraction));
+  const plane = ds.channels * ds.height * ds.width;
+  const pick = (idx: Int32Array, name: string): ImageDataset => {
+    const images = new Uint8Array(idx.length * plane), labels = new Uint8Array(idx.length);
+    idx.forEach((src, dst) => {
+      images.set(ds.images.subarray(src * plane, (src + 1) * plane), dst * plane);
+      labels[dst] = ds.labels[src];
+    });
+    return { ...ds, name, images, labels, count: idx.length };
+  };
+  return { val: pick(order.subarray(0, nVal), `${ds.name}-val`), train: pick(order.subarray(nVal), ds.name) };
+}
+
+/**
+ * `fashion-mnist` (default path: the subset bundled in the repo), `cifar10` (needs --data-path),
+ * or a folder: with train/ and val/ (or test/) subfolders of class folders, or class folders
+ * directly (then 10% is held out for validation, chosen with the seed).
+ */
+export async function loadData(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
+  const { data } = choice;
+  if (data === 'fashion-mnist' || data === 'mnist') {
+    const dir = choice.dataPath ?? BUNDLED_FASHION_MNIST();
+    return { train: loadIdxDataset(dir, 'train', data), val: loadIdxDataset(dir, 'test', data) };
+  }
+  if (data === 'cifar10') {
+    if (!choice.dataPath) throw new UsageError('--data cifar10 needs --data-path DIR: a folder with data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the "CIFAR-10 binary version")');
+    return { train: loadCifar10(choice.dataPath, 'train'), val: loadCifar10(choice.dataPath, 'test') };
+  }
+  const root = resolve(choice.dataPath ?? data);
+  if (!existsSync(root) || !statSync(root).isDirectory()) {
+    throw new UsageError(`--data ${data}: no such folder (use fashion-mnist, cifar10, or a folder of class subfolders of images)`);
+  }
+  const folder = { size: choice.resolution, channels: 3 as const, onCorrupt: 'skip' as const, onWarning: choice.onWarning };
+  const sub = readdirSync(root);
+  const valName = ['val', 'test'].find((n) => sub.includes(n));
+  if (sub.includes('train') && valName) {
+    return { train: await loadImageFolder(join(root, 'train'), folder), val: await loadImageFolder(join(root, valName), folder) };
+  }
+  return splitDataset(await loadImageFolder(root, folder), 0.1, choice.seed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints as a model to run
+// ---------------------------------------------------------------------------------------------
+
+export interface LoadedModel {
+  model: ImageClassifier;
+  config: TrainConfig;
+  classNames: string[];
+  channels: number;
+  normalization: { mean: number[]; std: number[] };
+  datasetName: string;
+}
+
+/** A model in eval mode from a checkpoint (`last.safetensors`, `best.safetensors`, or a run folder). */
+export function loadModelFromCheckpoint(path: string): LoadedModel {
+  let file = path;
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    file = ['best.safetensors', 'last.safetensors'].map((f) => join(path, f)).find((f) => existsSync(f)) ?? join(path, 'best.safetensors');
+  }
+  if (!existsSync(file)) throw new UsageError(`checkpoint ${file} not found (give a .safetensors checkpoint or a run folder holding best.safetensors)`);
+  const ckpt = readCheckpoint(file);
+  const config = ckpt.meta.config as TrainConfig;
+  const dataset = ckpt.meta.dataset as { name: string; classNames: string[]; channels: number };
+  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout });
+  const dict = new Map<string, Tensor>();
+  for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
+  model.loadStateDict(dict);
+  model.eval();
+  return { model, config, classNames: dataset.classNames, channels: dataset.channels, normalization: ckpt.meta.normalization as { mean: number[]; std: number[] }, datasetName: dataset.name };
+}

@@ -1,0 +1,63 @@
+// `mobilenet eval`: a checkpoint on a dataset -> loss, top-1, top-5, per-class accuracy,
+// confusion matrix (printed as a table and saved as PNG).
+
+import { join } from 'node:path';
+import { type Command } from 'commander';
+import { loadData, loadModelFromCheckpoint, numberIn } from './common.js';
+import { confusionSvg, writePng } from './plots.js';
+import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { noGrad } from '../src/tensor/autograd.js';
+import { DataLoader } from '../src/train/loader.js';
+import { ClassificationMetrics } from '../src/train/metrics.js';
+
+interface EvalFlags {
+  data?: string;
+  dataPath?: string;
+  batchSize: number;
+  confusion?: string;
+}
+
+export function registerEval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('eval')
+    .description('evaluate a checkpoint on a dataset\'s validation split')
+    .argument('<checkpoint>', 'a .safetensors checkpoint or a run folder (uses best.safetensors)')
+    .option('--data <name>', 'dataset (default: the one the checkpoint was trained on)')
+    .option('--data-path <dir>', 'where the dataset files are')
+    .option('-b, --batch-size <n>', 'batch size', numberIn('--batch-size', 1, 65536, { integer: true }), 250)
+    .option('--confusion <png>', 'where to write the confusion matrix PNG (default: confusion-eval.png beside the checkpoint)')
+    .action((checkpoint: string, flags: EvalFlags) => run(() => evaluate(checkpoint, flags)));
+}
+
+async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
+  const m = loadModelFromCheckpoint(checkpoint);
+  const name = flags.data ?? (m.datasetName === 'cifar10' || m.datasetName === 'mnist' || m.datasetName === 'fashion-mnist' ? m.datasetName : 'fashion-mnist');
+  const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`) });
+  const loader = new DataLoader(val, { batchSize: flags.batchSize, resolution: m.config.resolution, channels: m.channels, ...m.normalization });
+  const metrics = new ClassificationMetrics(m.classNames.length);
+  const started = performance.now();
+  noGrad(() => {
+    for (const batch of loader.epoch(0)) {
+      const logits = m.model.forward(batch.x);
+      metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
+    }
+  });
+  const seconds = (performance.now() - started) / 1000;
+  const out = process.stdout;
+  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  out.write(`${val.name}: ${metrics.count} images in ${seconds.toFixed(1)}s (${(metrics.count / seconds).toFixed(0)} img/s)\n`);
+  out.write(`loss ${metrics.loss.toFixed(4)}   top-1 ${pct(metrics.top1)}   top-5 ${pct(metrics.top5)}\n\n`);
+  const C = m.classNames.length;
+  const width = Math.max(12, ...m.classNames.map((n) => n.length));
+  out.write(`${'class'.padEnd(width)}  accuracy   confusion row (predicted: ${m.classNames.map((_, i) => i).join(' ')})\n`);
+  const perClass = metrics.perClassAccuracy();
+  const cellWidth = Math.max(3, String(Math.max(...metrics.confusion)).length);
+  for (let k = 0; k < C; k++) {
+    const row = Array.from(metrics.confusion.subarray(k * C, (k + 1) * C), (v) => String(v).padStart(cellWidth)).join(' ');
+    out.write(`${`${k} ${m.classNames[k]}`.padEnd(width + 2)}${pct(perClass[k]).padStart(8)}   ${row}\n`);
+  }
+  const matrix = Array.from({ length: C }, (_, k) => Array.from(metrics.confusion.subarray(k * C, (k + 1) * C)));
+  const png = flags.confusion ?? join(checkpoint.endsWith('.safetensors') ? join(checkpoint, '..') : checkpoint, 'confusion-eval.png');
+  await writePng(confusionSvg(matrix, m.classNames, `Confusion matrix (${val.name}, top-1 ${pct(metrics.top1)})`), png);
+  out.write(`\nconfusion matrix: ${png}\n`);
+}

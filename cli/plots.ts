@@ -1,0 +1,108 @@
+// Plots as SVG written by hand (no plotting dependency), rendered to PNG with sharp.
+
+import { writeFileSync } from 'node:fs';
+import sharp from 'sharp';
+
+export interface Series {
+  name: string;
+  color: string;
+  points: [number, number][];
+}
+
+const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** Round tick steps: 1, 2 or 5 times a power of ten. */
+function niceTicks(min: number, max: number, count = 5): number[] {
+  if (!(max > min)) return [min];
+  const raw = (max - min) / count;
+  const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) ?? raw;
+  const ticks: number[] = [];
+  for (let v = Math.ceil(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return ticks;
+}
+
+/** A line chart with axes, ticks, grid, axis labels and a legend. */
+export function lineChartSvg(options: { title: string; xLabel: string; yLabel: string; series: Series[]; yMin?: number; yMax?: number; width?: number; height?: number }): string {
+  const W = options.width ?? 720, H = options.height ?? 420;
+  const m = { left: 70, right: 20, top: 44, bottom: 56 };
+  const all = options.series.flatMap((s) => s.points);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]).filter(Number.isFinite);
+  let xMin = Math.min(...xs, 0), xMax = Math.max(...xs, 1);
+  let yMin = options.yMin ?? Math.min(...ys), yMax = options.yMax ?? Math.max(...ys);
+  if (!(yMax > yMin)) [yMin, yMax] = [yMin - 1, yMax + 1];
+  if (!(xMax > xMin)) xMax = xMin + 1;
+  const pad = (yMax - yMin) * 0.05;
+  if (options.yMin === undefined) yMin -= pad;
+  if (options.yMax === undefined) yMax += pad;
+  const px = (x: number) => m.left + ((x - xMin) / (xMax - xMin)) * (W - m.left - m.right);
+  const py = (y: number) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(`<text x="${W / 2}" y="26" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(options.title)}</text>`);
+  for (const t of niceTicks(yMin, yMax)) {
+    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
+    out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
+  }
+  for (const t of niceTicks(xMin, xMax, 8)) {
+    out.push(`<line x1="${px(t)}" x2="${px(t)}" y1="${H - m.bottom}" y2="${H - m.bottom + 5}" stroke="black"/>`);
+    out.push(`<text x="${px(t)}" y="${H - m.bottom + 20}" font-size="12" text-anchor="middle">${t}</text>`);
+  }
+  out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${H - m.bottom}" y2="${H - m.bottom}" stroke="black"/>`);
+  out.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${H - m.bottom}" stroke="black"/>`);
+  out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 12}" font-size="14" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
+  out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" font-size="14" text-anchor="middle">${escapeXml(options.yLabel)}</text>`);
+  options.series.forEach((s, i) => {
+    const pts = s.points.filter((p) => Number.isFinite(p[1]));
+    if (pts.length > 0) {
+      out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2.2" points="${pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')}"/>`);
+      if (pts.length <= 60) for (const p of pts) out.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${s.color}"/>`);
+    }
+    const ly = m.top + 8 + i * 20;
+    out.push(`<line x1="${W - m.right - 150}" x2="${W - m.right - 124}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/>`);
+    out.push(`<text x="${W - m.right - 118}" y="${ly + 4}" font-size="13">${escapeXml(s.name)}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+/** A confusion matrix heat map: rows are true classes, columns predictions, counts in the cells. */
+export function confusionSvg(matrix: number[][], classNames: string[], title = 'Confusion matrix (validation)'): string {
+  const C = classNames.length;
+  const cell = Math.max(28, Math.min(56, Math.floor(560 / C)));
+  const left = 150, top = 70;
+  const W = left + C * cell + 30, H = top + C * cell + 120;
+  const rowTotals = matrix.map((r) => r.reduce((a, b) => a + b, 0));
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(`<text x="${W / 2}" y="28" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(title)}</text>`);
+  for (let i = 0; i < C; i++) {
+    for (let j = 0; j < C; j++) {
+      // Colour by the share of the true class's samples (row-normalised), white to dark blue.
+      const share = rowTotals[i] > 0 ? matrix[i][j] / rowTotals[i] : 0;
+      const shade = Math.round(255 - share * 205);
+      const fill = `rgb(${shade},${Math.round(255 - share * 150)},255)`;
+      const x = left + j * cell, y = top + i * cell;
+      out.push(`<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="${fill}" stroke="#bbbbbb"/>`);
+      if (matrix[i][j] > 0) out.push(`<text x="${x + cell / 2}" y="${y + cell / 2 + 4}" font-size="${cell > 40 ? 13 : 10}" text-anchor="middle" fill="${share > 0.55 ? 'white' : 'black'}">${matrix[i][j]}</text>`);
+    }
+    out.push(`<text x="${left - 8}" y="${top + i * cell + cell / 2 + 4}" font-size="12" text-anchor="end">${escapeXml(classNames[i])}</text>`);
+    const cx = left + i * cell + cell / 2, cy = top + C * cell + 10;
+    out.push(`<text transform="translate(${cx + 4} ${cy}) rotate(60)" font-size="12">${escapeXml(classNames[i])}</text>`);
+  }
+  out.push(`<text transform="translate(16 ${top + (C * cell) / 2}) rotate(-90)" font-size="14" text-anchor="middle">true class</text>`);
+  out.push(`<text x="${left + (C * cell) / 2}" y="${H - 8}" font-size="14" text-anchor="middle">predicted class</text>`);
+  out.push('</svg>');
+  return out.join('\n');
+}
+
+export async function writePng(svg: string, path: string): Promise<void> {
+  const png = await sharp(Buffer.from(svg)).png().toBuffer();
+  writeFileSync(path, png);
+}
