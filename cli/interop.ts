@@ -4,9 +4,9 @@ import { type Command } from 'commander';
 import { loadModelFromCheckpoint, numberIn, oneOf } from './common.js';
 import { loadWeights, saveWeights } from '../src/nn/interop.js';
 import { createModel } from '../src/nn/mobilenet.js';
-import { Trainer, TRAIN_DEFAULTS } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
+import { serializeCheckpoint } from '../src/train/checkpoint.js';
 import { writeFileAtomic } from '../src/tensor/safetensors.js';
-import type { ImageDataset } from '../src/train/datasets.js';
 
 export function registerInterop(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
@@ -36,11 +36,19 @@ export function registerInterop(program: Command, run: (fn: () => Promise<void>)
         const classNames = f.classNames ? f.classNames.split(',') : Array.from({ length: f.numClasses }, (_, i) => `class${i}`);
         const model = createModel(f.model, { alpha: f.alpha, numClasses: classNames.length });
         loadWeights(model, weights);
-        // A checkpoint carries a training config and normalisation: ImageNet's, as torchvision uses.
-        const placeholder: ImageDataset = { name: 'imported', images: new Uint8Array(3 * 8 * 8 * 2), labels: Uint8Array.of(0, 0), count: 2, channels: 3, height: 8, width: 8, classNames };
-        const trainer = new Trainer({ ...TRAIN_DEFAULTS, model: f.model, alpha: f.alpha, resolution: f.resolution, epochs: 1, batchSize: 2 }, placeholder, placeholder, { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
-        trainer.model.loadStateDict(model.stateDict());
-        writeFileAtomic(output, trainer.checkpointBytes());
+        // A weights-only checkpoint: the model, the config eval/predict need, and ImageNet's
+        // normalisation (torchvision's). It has no optimizer state, so it cannot be resumed.
+        const model2 = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+        for (const [k, t] of model.stateDict()) model2.set(k, { shape: t.shape, data: t.data });
+        const config = { ...TRAIN_DEFAULTS, model: f.model, alpha: f.alpha, resolution: f.resolution, dropout: model.info.dropout };
+        const meta = {
+          config,
+          normalization: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+          dataset: { name: 'imported', fingerprint: 'none', classNames, channels: 3 },
+          model: model.info,
+          source: weights,
+        };
+        writeFileAtomic(output, serializeCheckpoint({ model: model2, optimizer: new Map(), meta }));
         process.stdout.write(`wrote checkpoint ${output} (MobileNet ${f.model}, alpha ${f.alpha}, ${classNames.length} classes, ImageNet normalisation)\n`);
       }),
     );

@@ -5,7 +5,7 @@ import { createModel, type Architecture, type ImageClassifier } from '../nn/mobi
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { noGrad } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
-import { atomicWriter, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
+import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, type AugmentOptions } from './loader.js';
 import { ClassificationMetrics } from './metrics.js';
@@ -272,6 +272,9 @@ export class Trainer {
 
   /** Restore everything from a checkpoint written by this trainer's configuration. */
   restore(ckpt: LoadedCheckpoint, source: string): void {
+    if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
+      throw new CheckpointError(`${source}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; use it with eval or predict`);
+    }
     const dataset = ckpt.meta.dataset as { fingerprint: string; name: string };
     if (dataset.fingerprint !== this.fingerprint) {
       this.emit('warning', { message: `${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}` });

@@ -1,0 +1,185 @@
+// The CLI as a user runs it: real processes, real files, exit codes.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import sharp from 'sharp';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
+import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
+
+function cli(args: string[], options: { cwd?: string } = {}) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A small Fashion-MNIST in the real IDX format: the first n train / m test images of the bundled subset. */
+function tinyFashionMnist(n: number, m: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tiny-fmnist-'));
+  for (const [split, prefix, count] of [['train', 'train', n], ['test', 't10k', m]] as const) {
+    const ds = loadIdxDataset(BUNDLED, split);
+    writeFileSync(join(dir, `${prefix}-images-idx3-ubyte.gz`), gzipSync(encodeIdx([count, 28, 28], ds.images.subarray(0, count * 784))));
+    writeFileSync(join(dir, `${prefix}-labels-idx1-ubyte.gz`), gzipSync(encodeIdx([count], ds.labels.subarray(0, count))));
+  }
+  return dir;
+}
+
+function isPng(path: string): boolean {
+  return existsSync(path) && readFileSync(path).subarray(1, 4).toString() === 'PNG';
+}
+
+let data: string;
+let run: string;
+let trainResult: ReturnType<typeof cli>;
+
+beforeAll(() => {
+  data = tinyFashionMnist(96, 40);
+  run = join(mkdtempSync(join(tmpdir(), 'cli-run-')), 'run');
+  trainResult = cli(['--threads', '1', 'train', '--data-path', data, '--epochs', '2', '--alpha', '0.25', '-b', '32', '--output-dir', run, '--log-interval', '0']);
+}, 180_000);
+
+describe('mobilenet train', () => {
+  it('trains, prints plain progress lines and a summary per epoch when not on a terminal', () => {
+    expect(trainResult.stderr).toBe('');
+    expect(trainResult.code).toBe(0);
+    expect(trainResult.stdout).toMatch(/training MobileNet v1 alpha 0.25 at 28x28 \(\d[\d,]* parameters\) on fashion-mnist: 96 train \/ 40 validation images, 2 epochs of 3 batches/);
+    expect(trainResult.stdout).toMatch(/epoch 1\/2 batch 3\/3 ETA 0:00 \d+ img\/s loss \d\.\d{4} acc \d+\.\d% lr /);
+    expect(trainResult.stdout).toMatch(/epoch 2\/2 {2}train loss \d\.\d{4} top1 \d+\.\d\d% {2}\| {2}val loss \d\.\d{4} top1 \d+\.\d\d% top5 \d+\.\d\d%/);
+    expect(trainResult.stdout).toMatch(/done: 2 epochs in \d:\d\d; best validation top-1/);
+    expect(trainResult.stdout).not.toContain('\r');
+  });
+  it('writes metrics.jsonl, metrics.csv, config.json, checkpoints and readable PNG plots', async () => {
+    const events = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string });
+    expect(events.filter((e) => e.event === 'batchEnd')).toHaveLength(6);
+    expect(events.filter((e) => e.event === 'epochEnd')).toHaveLength(2);
+    const csv = readFileSync(join(run, 'metrics.csv'), 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds');
+    expect(csv).toHaveLength(3);
+    const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
+    expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32 });
+    for (const f of ['last.safetensors', 'best.safetensors', 'previous.safetensors']) expect(existsSync(join(run, f)), f).toBe(true);
+    for (const f of ['loss.png', 'accuracy.png', 'confusion.png']) {
+      expect(isPng(join(run, f)), f).toBe(true);
+      const meta = await sharp(join(run, f)).metadata();
+      expect(meta.width).toBeGreaterThan(400);
+    }
+  });
+  it('resumes a finished run to more epochs with --resume', () => {
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--resume', run, '--log-interval', '0']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('resuming from');
+  });
+  it('renders a live progress bar in a pseudo-terminal', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'tty-')), 'run');
+    const cmd = [process.execPath, '--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1', 'train', '--data-path', data, '--epochs', '1', '--alpha', '0.25', '-b', '32', '--output-dir', out].join(' ');
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/\repoch 1\/1 \[#{8}\.{16}\] 1\/3 ETA /);
+    expect(r.stdout).toMatch(/\repoch 1\/1 \[#{24}\] 3\/3 ETA 0:00/);
+    expect(r.stdout).toContain('\x1b[K');
+  });
+});
+
+describe('mobilenet eval / predict / export / summary', () => {
+  it('eval prints loss, top-1, top-5, the per-class table and writes the confusion PNG', () => {
+    const png = join(run, 'eval-confusion.png');
+    const r = cli(['--threads', '1', 'eval', run, '--data-path', data, '--confusion', png]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/fashion-mnist: 40 images in/);
+    expect(r.stdout).toMatch(/loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5 \d+\.\d\d%/);
+    expect(r.stdout).toMatch(/9 Ankle boot +(\d+\.\d\d|NaN)%/);
+    expect(isPng(png)).toBe(true);
+  });
+  it('predict shows top-k probabilities and --explain writes a Grad-CAM PNG', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'predict-'));
+    const ds = loadIdxDataset(BUNDLED, 'test');
+    const image = join(dir, 'boot.png');
+    await sharp(Buffer.from(ds.images.subarray(0, 784)), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(image);
+    const r = cli(['--threads', '1', 'predict', run, image, '-k', '2', '--explain', '--output-dir', dir]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n').filter((l) => /^ +\d+\.\d\d% {2}\S/.test(l))).toHaveLength(2);
+    expect(r.stdout).toContain('Grad-CAM for');
+    expect(isPng(join(dir, 'boot.gradcam.png'))).toBe(true);
+    expect((await sharp(join(dir, 'boot.gradcam.png')).metadata()).width).toBe(224);
+  });
+  it('export writes PyTorch-named weights', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'export-')), 'w.safetensors');
+    const r = cli(['export', run, out]);
+    expect(r.code).toBe(0);
+    const keys = [...loadSafetensors(out).tensors.keys()];
+    expect(keys).toContain('features.1.dw.weight');
+    expect(keys).toContain('classifier.1.bias');
+  });
+  it('import turns torchvision weights into a checkpoint that eval and predict can use', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'import-'));
+    // torchvision mobilenet_v2 weights (width 0.35, 100 classes) as scripts/export-torchvision.py writes them.
+    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
+    const weights = new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')));
+    const weightsPath = join(dir, 'mobilenet_v2.safetensors');
+    writeFileSync(weightsPath, serializeSafetensors(weights));
+    const ckpt = join(dir, 'tv.safetensors');
+    const r = cli(['import', weightsPath, ckpt, '--model', 'v2', '--alpha', '0.35', '--num-classes', '100', '--resolution', '64']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const image = join(dir, 'img.png');
+    await sharp({ create: { width: 80, height: 60, channels: 3, background: { r: 30, g: 160, b: 90 } } }).png().toFile(image);
+    const p = cli(['--threads', '1', 'predict', ckpt, image]);
+    expect(p.code).toBe(0);
+    expect(p.stdout).toMatch(/% {2}class\d+/);
+    // Strict loading: extra tensors in the weights file are named.
+    const bad = cli(['import', join(ROOT, 'test/fixtures/torchvision_v2.safetensors'), ckpt, '--model', 'v2', '--alpha', '0.35', '--num-classes', '100']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/unexpected keys: @input, @logits_eval, @logits_train/);
+  });
+  it('summary prints the per-layer table and --compare-baseline the paper\'s Table 4 comparison', () => {
+    const r = cli(['summary', '--alpha', '0.25', '--resolution', '128']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/features\.13\.pw +PointwiseConv2d +\[1, 256, 4, 4\]/);
+    const c = cli(['summary', '--compare-baseline']);
+    expect(c.stdout).toMatch(/Conv MobileNet \(baseline\) +4867\.3M +29\.3M/);
+    expect(c.stdout).toMatch(/MobileNet \(V1\) +568\.7M +4\.2M/);
+    expect(c.stdout).toMatch(/Conv 1x1 +94\.86% of mult-adds/);
+  });
+});
+
+describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
+  it('a missing dataset says what was looked for and how to get it', () => {
+    const r = cli(['train', '--data-path', '/nonexistent/fmnist']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/\/nonexistent\/fmnist: no train-images-idx3-ubyte\[\.gz\].*dataset-fashion-mnist/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+  it('--verbose adds the stack trace', () => {
+    const r = cli(['--verbose', 'train', '--data-path', '/nonexistent/fmnist']);
+    expect(r.stderr).toMatch(/\n\s+at /);
+  });
+  for (const [flag, value, message] of [
+    ['--alpha', '0', /--alpha must be a number in \(0, 4\], got '0'/],
+    ['--resolution', '7', /--resolution must be an integer in \[8, 1024\], got '7'/],
+    ['--batch-size', '0', /--batch-size must be an integer in \[1, 65536\], got '0'/],
+    ['--opt', 'lbfgs', /--opt must be one of sgd, sgd_nesterov, rmsprop, adam, adamw, got 'lbfgs'/],
+    ['--lr', 'fast', /--lr must be a number in \(0, 100\], got 'fast'/],
+  ] as const) {
+    it(`${flag} ${value} names the flag and the allowed values`, () => {
+      const r = cli(['train', flag, value]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+    });
+  }
+  it('a corrupt image is named, with a non-zero exit', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bad-'));
+    writeFileSync(join(dir, 'broken.jpg'), 'definitely not a JPEG');
+    const r = cli(['--threads', '1', 'predict', run, join(dir, 'broken.jpg')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/broken\.jpg: cannot decode image/);
+  });
+  it('a checkpoint that does not exist is named', () => {
+    const r = cli(['eval', '/nonexistent/run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/checkpoint \/nonexistent\/run not found \(give a \.safetensors checkpoint or a run folder/);
+  });
+});
