@@ -4,3 +4,4 @@ export * from './layers.js';
 export * from './mobilenet.js';
 export * from './cost.js';
 export * from './interop.js';
+export * from './tiny.js';

@@ -8,7 +8,7 @@
 //   xhat = (x - mean) * invStd,  invStd = 1 / sqrt(var + eps);   y = gamma xhat + beta
 // Saved for backward: the input x, mean and invStd per channel (xhat is recomputed: M floats saved).
 
-import { recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -76,7 +76,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     }
   }
   const training = options.training;
-  return recordOp(new Tensor(y, x.shape), 'batchNorm2d', [x, gamma, beta], { x: xd, gamma: gamma.data, mean, invStd }, (dy, s, needs) => {
+  return withReplay(recordOp(new Tensor(y, x.shape), 'batchNorm2d', [x, gamma, beta], { x: xd, gamma: gamma.data, mean, invStd }, (dy, s, needs) => {
     // Per channel: sumDy = sum dy = dbeta, sumDyXhat = sum dy * xhat = dgamma.
     // Training (mean and var depend on x):
     //   dx = gamma invStd / M * (M dy - sumDy - xhat sumDyXhat)
@@ -110,7 +110,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
   }, training
     ? 'y = gamma (x - mean) / sqrt(var + eps) + beta  ->  dx = gamma invStd (dy - mean(dy) - xhat mean(dy xhat)), dgamma = sum dy xhat, dbeta = sum dy'
-    : 'y = gamma (x - runningMean) / sqrt(runningVar + eps) + beta  ->  dx = gamma invStd dy');
+    : 'y = gamma (x - runningMean) / sqrt(runningVar + eps) + beta  ->  dx = gamma invStd dy'), (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options));
 }
 
 /**

@@ -8,7 +8,7 @@
 // and each tap (ky, kx) the valid range of ox is computed once, and the inner loop is a plain
 // strided multiply-add over that range with every offset hoisted out.
 
-import { recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, validOutputRange, type ConvGeometry } from './conv2d.js';
@@ -307,7 +307,7 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
   depthwiseForward(x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
-  return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+  return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
     let dx: Float32Array | null = null;
     let dweight: Float32Array | null = null;
     if (needs[0]) depthwiseBackwardInput(dy, s.weight, s.g, (dx = new Float32Array(s.x.length)));
@@ -315,7 +315,7 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;
-  }, `y[c] = w[c] * x[c]  (k${g.kH} s${g.stride} p${g.padding}, per channel)  ->  dx[c] = scatter(w[c] dy[c]), dw[c] = sum dy[c] x[c] (shifted)`);
+  }, `y[c] = w[c] * x[c]  (k${g.kH} s${g.stride} p${g.padding}, per channel)  ->  dx[c] = scatter(w[c] dy[c]), dw[c] = sum dy[c] x[c] (shifted)`), (xs) => depthwiseConv2d(xs[0], xs[1], xs[2] ?? null, options));
 }
 
 // =============================================================================================

@@ -1,7 +1,7 @@
 // Inverted dropout: in training, zero each element with probability p and scale the rest by
 // 1 / (1 - p), so that the expected value is unchanged and evaluation needs no rescaling.
 
-import { needsGraph, recordOp } from '../tensor/autograd.js';
+import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
 import type { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -18,9 +18,9 @@ export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tens
     y[i] = keep ? x.data[i] * scale : 0;
   }
   if (!needsGraph(x)) return new Tensor(y, x.shape);
-  return recordOp(new Tensor(y, x.shape), 'dropout', [x], { mask, scale }, (dy, s) => {
+  return withReplay(recordOp(new Tensor(y, x.shape), 'dropout', [x], { mask, scale }, (dy, s) => {
     const dx = new Float32Array(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = s.mask[i] === 1 ? dy[i] * s.scale : 0;
     return [dx];
-  }, `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`);
+  }, `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`), (xs) => new Tensor(xs[0].data.map((v, i) => (mask[i] === 1 ? v * scale : 0)), xs[0].shape));
 }

@@ -5,7 +5,7 @@
 // contributed to sends its gradient back, so the gradient is summed over the broadcast axes
 // (`reduceToShape`) and has the input's own shape again.
 
-import { recordOp, needsGraph } from '../tensor/autograd.js';
+import { withReplay, recordOp, needsGraph } from '../tensor/autograd.js';
 import { broadcastShapes, numelOf, sameShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -97,16 +97,16 @@ function expandTo(x: Tensor, outShape: readonly number[]): Float32Array {
 /** z = a + b (broadcast). Backward: da = sum_broadcast(dz), db = sum_broadcast(dz). */
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('add', a, b, (x, y) => x + y);
-  return recordOp(out, 'add', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => [
+  return withReplay(recordOp(out, 'add', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => [
     needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null,
     needs[1] ? reduceToShape(dz, s.outShape, s.bShape) : null,
-  ], 'z = a + b  ->  da = dz, db = dz (summed over broadcast axes)');
+  ], 'z = a + b  ->  da = dz, db = dz (summed over broadcast axes)'), (xs) => add(xs[0], xs[1]));
 }
 
 /** z = a - b. Backward: da = dz, db = -dz. */
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('sub', a, b, (x, y) => x - y);
-  return recordOp(out, 'sub', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => {
+  return withReplay(recordOp(out, 'sub', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => {
     let db: Float32Array | null = null;
     if (needs[1]) {
       const neg = new Float32Array(dz.length);
@@ -114,13 +114,13 @@ export function sub(a: Tensor, b: Tensor): Tensor {
       db = reduceToShape(neg, s.outShape, s.bShape);
     }
     return [needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null, db];
-  }, 'z = a - b  ->  da = dz, db = -dz');
+  }, 'z = a - b  ->  da = dz, db = -dz'), (xs) => sub(xs[0], xs[1]));
 }
 
 /** z = a * b. Backward: da = dz * b, db = dz * a. */
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('mul', a, b, (x, y) => x * y);
-  return recordOp(out, 'mul', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
+  return withReplay(recordOp(out, 'mul', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
     const grads: (Float32Array | null)[] = [null, null];
     if (needs[0]) {
       const bx = expandTo(s.b, s.outShape);
@@ -135,13 +135,13 @@ export function mul(a: Tensor, b: Tensor): Tensor {
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
     return grads;
-  }, 'z = a * b  ->  da = dz * b, db = dz * a');
+  }, 'z = a * b  ->  da = dz * b, db = dz * a'), (xs) => mul(xs[0], xs[1]));
 }
 
 /** z = a / b. Backward: da = dz / b, db = -dz * a / b^2. */
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('div', a, b, (x, y) => x / y);
-  return recordOp(out, 'div', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
+  return withReplay(recordOp(out, 'div', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
     const grads: (Float32Array | null)[] = [null, null];
     const bx = expandTo(s.b, s.outShape);
     if (needs[0]) {
@@ -156,7 +156,7 @@ export function div(a: Tensor, b: Tensor): Tensor {
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
     return grads;
-  }, 'z = a / b  ->  da = dz / b, db = -dz * a / b^2');
+  }, 'z = a / b  ->  da = dz / b, db = -dz * a / b^2'), (xs) => div(xs[0], xs[1]));
 }
 
 // =============================================================================================
@@ -170,11 +170,11 @@ function unary(op: string, x: Tensor, f: (v: number) => number, formula: string,
   for (let i = 0; i < out.length; i++) out[i] = f(xd[i]);
   const y = new Tensor(out, x.shape);
   if (!needsGraph(x)) return y;
-  return recordOp(y, op, [x], { x: xd, y: out }, (dy, s) => {
+  return withReplay(recordOp(y, op, [x], { x: xd, y: out }, (dy, s) => {
     const dx = new Float32Array(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = dy[i] * derivative(s.x[i], s.y[i]);
     return [dx];
-  }, formula);
+  }, formula), (xs) => unary(op, xs[0], f, formula, derivative));
 }
 
 export function neg(x: Tensor): Tensor {

@@ -6,7 +6,7 @@
 //   loss = mean over n of  -sum_c q_c log p_c
 //   Backward: dlogits = dLoss * (softmax(logits) - q) / N
 
-import { recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -44,7 +44,7 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
   }
   const loss = new Tensor(Float32Array.of(total / N), []);
   const labelCopy = Int32Array.from(labels);
-  return recordOp(loss, 'softmaxCrossEntropy', [logits], { probs, labels: labelCopy }, (dLoss, s) => {
+  return withReplay(recordOp(loss, 'softmaxCrossEntropy', [logits], { probs, labels: labelCopy }, (dLoss, s) => {
     const dlogits = new Float32Array(N * C);
     const scale = dLoss[0] / N;
     for (let n = 0; n < N; n++) {
@@ -52,5 +52,5 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
       dlogits[n * C + s.labels[n]] -= (1 - eps) * scale;
     }
     return [dlogits];
-  }, `loss = mean_n -sum_c q_c log softmax(z)_c${eps > 0 ? ` (label smoothing ${eps})` : ''}  ->  dz = (softmax(z) - q) / N`);
+  }, `loss = mean_n -sum_c q_c log softmax(z)_c${eps > 0 ? ` (label smoothing ${eps})` : ''}  ->  dz = (softmax(z) - q) / N`), (xs) => softmaxCrossEntropy(xs[0], labels, options));
 }

@@ -1,7 +1,7 @@
 // Pooling: max, average, and global average.
 //   x: (N, C, H, W) -> y: (N, C, Hout, Wout),  Hout = floor((H + 2 pad - k) / stride) + 1
 
-import { recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { convOutputSize } from './conv2d.js';
@@ -57,11 +57,11 @@ export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
       }
     }
   }
-  return recordOp(new Tensor(y, [N, C, Hout, Wout]), 'maxPool2d', [x], { argmax, n: xd.length }, (dy, s) => {
+  return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'maxPool2d', [x], { argmax, n: xd.length }, (dy, s) => {
     const dx = new Float32Array(s.n);
     for (let i = 0; i < dy.length; i++) dx[s.argmax[i]] += dy[i];
     return [dx];
-  }, `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`);
+  }, `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`), (xs) => maxPool2d(xs[0], options));
 }
 
 /**
@@ -89,7 +89,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
         y[o] = acc / area;
       }
   }
-  return recordOp(new Tensor(y, [N, C, Hout, Wout]), 'avgPool2d', [x], { n: xd.length }, (dy, s) => {
+  return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'avgPool2d', [x], { n: xd.length }, (dy, s) => {
     const dx = new Float32Array(s.n);
     let i = 0;
     for (let plane = 0; plane < N * C; plane++) {
@@ -108,7 +108,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
         }
     }
     return [dx];
-  }, `y = mean over ${k}x${k} windows  ->  dx += dy / ${area} over each window`);
+  }, `y = mean over ${k}x${k} windows  ->  dx += dy / ${area} over each window`), (xs) => avgPool2d(xs[0], options));
 }
 
 /** y[n, c, 0, 0] = mean over H, W of x[n, c]. Backward: dx = dy / (H W) everywhere in the plane. */
@@ -123,9 +123,9 @@ export function globalAvgPool2d(x: Tensor): Tensor {
     for (let i = base; i < base + HW; i++) acc += x.data[i];
     y[plane] = acc / HW;
   }
-  return recordOp(new Tensor(y, [N, C, 1, 1]), 'globalAvgPool2d', [x], { n: x.numel }, (dy, s) => {
+  return withReplay(recordOp(new Tensor(y, [N, C, 1, 1]), 'globalAvgPool2d', [x], { n: x.numel }, (dy, s) => {
     const dx = new Float32Array(s.n);
     for (let plane = 0; plane < N * C; plane++) dx.fill(dy[plane] / HW, plane * HW, (plane + 1) * HW);
     return [dx];
-  }, 'y = mean over H, W  ->  dx = dy / (H W)');
+  }, 'y = mean over H, W  ->  dx = dy / (H W)'), (xs) => globalAvgPool2d(xs[0]));
 }

@@ -1,7 +1,7 @@
 // Shape ops: reshape and flatten are free (same data, new shape); permute and transpose copy,
 // because every tensor here is contiguous row-major.
 
-import { recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, normalizeAxis, numelOf, ShapeError, stridesOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -22,7 +22,7 @@ function resolveShape(op: string, from: readonly number[], to: readonly number[]
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const outShape = resolveShape('reshape', x.shape, shape);
   const y = new Tensor(x.data, outShape);
-  return recordOp(y, 'reshape', [x], {}, (dy) => [dy], `y = reshape(x, ${formatShape(outShape)})  ->  dx = reshape(dy, ${formatShape(x.shape)})`);
+  return withReplay(recordOp(y, 'reshape', [x], {}, (dy) => [dy], `y = reshape(x, ${formatShape(outShape)})  ->  dx = reshape(dy, ${formatShape(x.shape)})`), (xs) => reshape(xs[0], shape));
 }
 
 /** Merge dimensions startDim..endDim into one (like torch.flatten). */
@@ -69,7 +69,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const y = new Tensor(permuteData(x.data, x.shape, normalized), outShape);
   const inverse = new Array<number>(rank);
   normalized.forEach((p, i) => (inverse[p] = i));
-  return recordOp(y, 'permute', [x], { outShape, inverse }, (dy, s) => [permuteData(dy, s.outShape, s.inverse)], `y = permute(x, [${normalized.join(', ')}])  ->  dx = permute(dy, [${inverse.join(', ')}])`);
+  return withReplay(recordOp(y, 'permute', [x], { outShape, inverse }, (dy, s) => [permuteData(dy, s.outShape, s.inverse)], `y = permute(x, [${normalized.join(', ')}])  ->  dx = permute(dy, [${inverse.join(', ')}])`), (xs) => permute(xs[0], perm));
 }
 
 /** Swap two axes (copy). */

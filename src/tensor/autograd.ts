@@ -16,9 +16,17 @@ import { Tensor } from './tensor.js';
 /** Backward of one op: gradient of the loss w.r.t. each input, or null where not needed. */
 export type BackwardFn<S> = (gradOutput: Float32Array, saved: S, needsInputGrad: readonly boolean[]) => (Float32Array | null)[];
 
+/** Recompute a node's output from (possibly different) inputs, without recording a graph. */
+export type ReplayFn = (inputs: Tensor[]) => Tensor;
+
 /** A recorded op. Read-only view for users; ops create them through `recordOp`. */
 export interface GraphNode {
   readonly op: string;
+  /**
+   * Re-run the op's forward on other inputs (numeric checks of the backward stepper). It reads
+   * only the inputs and the op's options, never the saved tensors, so it works after backward.
+   */
+  replay?: ReplayFn;
   readonly inputs: readonly Tensor[];
   /** `forward  ->  derivative`, short, for learners. */
   readonly formula: string;
@@ -29,6 +37,7 @@ export interface GraphNode {
 
 class OpNode<S> implements GraphNode {
   freed = false;
+  replay?: ReplayFn;
   constructor(
     readonly op: string,
     readonly inputs: readonly Tensor[],
@@ -90,6 +99,14 @@ export function recordOp<S>(output: Tensor, op: string, inputs: readonly Tensor[
   if (!needsGraph(...inputs)) return output;
   output.requiresGrad = true;
   output.node = new OpNode<S>(op, inputs, saved, backward, formula);
+  return output;
+}
+
+/** Give the node of `output` (if any) a replay function; returns `output`. */
+export function withReplay(output: Tensor, replay: ReplayFn): Tensor {
+  if (output.node !== null) {
+    output.node.replay = (inputs) => noGrad(() => replay(inputs));
+  }
   return output;
 }
 

@@ -4,3 +4,4 @@ export * from './tensor.js';
 export * from './autograd.js';
 export * from './safetensors.js';
 export * from './gradcheck.js';
+export * from './stepper.js';

@@ -1,0 +1,210 @@
+// Backprop one node at a time, explained and checked: what `mobilenet step` shows.
+//
+// `describeStep` turns a step of the engine's own backward generator (`loss.backwardSteps()`)
+// into a report: op, formula, shapes, statistics of the incoming gradient and of what is sent
+// to each input, and which inputs are named parameters.
+//
+// `checkStep` verifies one node numerically, two ways, with central differences:
+//  - local: for a few sampled entries j of input i, perturb x_j, recompute this node alone (its
+//    replay function) and project the change of its output on the incoming gradient dL/dy in
+//    float64: (<dL/dy, f(x + h e_j)> - <dL/dy, f(x - h e_j)>) / 2h must equal the gradient the
+//    node sent for x_j. This isolates the node's backward, so a wrong one cannot hide.
+//  - whole loss: perturb the input as this node sees it along a random +-1 direction v (other
+//    consumers of the same tensor keep the original), recompute this node and everything
+//    downstream, and compare (L(x + h v) - L(x - h v)) / 2h with <sent gradient, v>. A single
+//    entry's effect on a float32 loss is often below its rounding (a 1e-6 gradient times a
+//    1e-2 step), while a direction over all entries moves the loss measurably.
+
+import { topologicalOrder, type BackwardStep } from './autograd.js';
+import { Rng } from './rng.js';
+import { Tensor } from './tensor.js';
+
+export interface TensorStats {
+  mean: number;
+  std: number;
+  min: number;
+  max: number;
+  l2: number;
+  zeroFraction: number;
+  /** Count of NaN and +-Infinity values. */
+  nonFinite: number;
+}
+
+export function tensorStats(data: ArrayLike<number>): TensorStats {
+  let sum = 0, sumSq = 0, min = Infinity, max = -Infinity, zeros = 0, nonFinite = 0, n = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (!Number.isFinite(v)) {
+      nonFinite++;
+      continue;
+    }
+    n++;
+    sum += v;
+    sumSq += v * v;
+    if (v < min) min = v;
+    if (v > max) max = v;
+    if (v === 0) zeros++;
+  }
+  const mean = n > 0 ? sum / n : NaN;
+  return { mean, std: n > 0 ? Math.sqrt(Math.max(0, sumSq / n - mean * mean)) : NaN, min, max, l2: Math.sqrt(sumSq), zeroFraction: data.length > 0 ? zeros / data.length : 0, nonFinite };
+}
+
+export interface StepInputReport {
+  shape: number[];
+  /** A leaf that requires grad: a parameter (named when its module named it) or an input. */
+  isParameter: boolean;
+  name: string | null;
+  /** The op that produced this input, or null for a leaf. */
+  producer: string | null;
+  gradStats: TensorStats | null;
+}
+
+export interface StepReport {
+  index: number;
+  total: number;
+  op: string;
+  formula: string;
+  outputShape: number[];
+  gradOutputStats: TensorStats;
+  inputs: StepInputReport[];
+}
+
+export function describeStep(step: BackwardStep): StepReport {
+  return {
+    index: step.index,
+    total: step.total,
+    op: step.op,
+    formula: step.formula,
+    outputShape: [...step.output.shape],
+    gradOutputStats: tensorStats(step.gradOutput),
+    inputs: step.inputs.map((t, i) => {
+      const g = step.inputGrads[i];
+      return {
+        shape: [...t.shape],
+        isParameter: t.node === null && t.requiresGrad,
+        name: t.name ?? null,
+        producer: t.node?.op ?? null,
+        gradStats: g === null || !t.requiresGrad ? null : tensorStats(g),
+      };
+    }),
+  };
+}
+
+export interface CheckOptions {
+  /** Entries sampled per input for the local check. */
+  samples?: number;
+  /** Relative error bound. */
+  tolerance?: number;
+  seed?: number;
+}
+
+export const CHECK_DEFAULTS: Required<CheckOptions> = { samples: 4, tolerance: 0.05, seed: 7 };
+
+export interface InputCheck {
+  inputIndex: number;
+  name: string | null;
+  /** Local check (decides `ok`): sampled entries compared, skipped at kinks, worst relative error. */
+  checked: number;
+  skippedKinks: number;
+  localError: number;
+  /** Whole-loss directional check: relative error, or null when the loss did not move measurably. */
+  wholeLossError: number | null;
+  ok: boolean;
+  worst: { index: number; analytic: number; numeric: number } | null;
+}
+
+/** The loss after replacing `output` by `replacement` and recomputing everything downstream. */
+function lossWith(root: Tensor, forwardOrder: Tensor[], output: Tensor, replacement: Tensor): number {
+  const replaced = new Map<Tensor, Tensor>([[output, replacement]]);
+  const start = forwardOrder.indexOf(output);
+  for (let k = start + 1; k < forwardOrder.length; k++) {
+    const t = forwardOrder[k];
+    const node = t.node!;
+    if (!node.inputs.some((x) => replaced.has(x))) continue;
+    if (node.replay === undefined) throw new Error(`checkStep: op '${node.op}' cannot be replayed`);
+    replaced.set(t, node.replay(node.inputs.map((x) => replaced.get(x) ?? x)));
+  }
+  return (replaced.get(root) ?? root).data[0];
+}
+
+function dot64(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/** Numerically check the gradients one backward step sent to its inputs (see the file comment). */
+export function checkStep(root: Tensor, step: BackwardStep, options: CheckOptions = {}, forwardOrder: Tensor[] = topologicalOrder(root).reverse()): InputCheck[] {
+  const o = { ...CHECK_DEFAULTS, ...options };
+  if (root.numel !== 1) throw new RangeError('checkStep: the root must be a scalar loss');
+  const node = step.output.node!;
+  const replay = node.replay;
+  if (replay === undefined) throw new Error(`checkStep: op '${node.op}' cannot be replayed`);
+  const rng = new Rng(o.seed + step.index);
+  const results: InputCheck[] = [];
+  step.inputs.forEach((input, i) => {
+    const sent = step.inputGrads[i];
+    if (sent === null || !input.requiresGrad) return;
+    const scale = Math.max(...Array.from(sent, Math.abs));
+    const rms = Math.sqrt(dot64(input.data, input.data) / Math.max(1, input.numel));
+    const withInput = (x: Tensor) => replay(step.inputs.map((t, k) => (k === i ? x : t)) as Tensor[]);
+    const result: InputCheck = { inputIndex: i, name: input.name ?? null, checked: 0, skippedKinks: 0, localError: 0, wholeLossError: null, ok: true, worst: null };
+
+    // Local: <dL/dy, f(x + h e_j)> in float64.
+    const local = (j: number, value: number) => {
+      const perturbed = new Tensor(input.data.slice(), input.shape);
+      perturbed.data[j] = value;
+      return dot64(step.gradOutput, withInput(perturbed).data);
+    };
+    const indices = input.numel <= o.samples ? [...Array(input.numel).keys()] : Array.from(rng.permutation(input.numel).subarray(0, o.samples));
+    // Three step sizes: a large step errs by curvature (BatchNorm over a few values is very
+    // curved), a small one by float32 rounding of the output; the best of the three counts.
+    const steps = [1e-1, 1e-2, 1e-3].map((f) => f * Math.max(rms, 1e-2));
+    for (const j of indices) {
+      const x = input.data[j];
+      const analytic = sent[j];
+      let best: { error: number; numeric: number } | null = null;
+      for (const h of steps) {
+        const up = Math.fround(x + h), down = Math.fround(x - h);
+        const plus = local(j, up), minus = local(j, down), center = local(j, x);
+        const right = (plus - center) / (up - x), left = (center - minus) / (x - down);
+        const kink = Math.abs(right - left) > 0.25 * Math.max(Math.abs(right), Math.abs(left)) + 1e-3 * scale;
+        if (kink) continue; // a ReLU boundary or a max tie inside [x - h, x + h]
+        const numeric = (plus - minus) / (up - down);
+        const error = Math.abs(analytic - numeric) / Math.max(Math.abs(analytic), Math.abs(numeric), 1e-3 * scale, 1e-30);
+        if (best === null || error < best.error) best = { error, numeric };
+      }
+      if (best === null) {
+        result.skippedKinks++;
+        continue;
+      }
+      result.checked++;
+      if (best.error >= result.localError) {
+        result.localError = best.error;
+        result.worst = { index: j, analytic, numeric: best.numeric };
+      }
+    }
+
+    // Whole loss along a random direction v.
+    const v = Float32Array.from({ length: input.numel }, () => (rng.uniform() < 0.5 ? -1 : 1));
+    const hv = 1e-3 * Math.max(rms, 1e-3);
+    const along = (sign: number) => {
+      const moved = new Tensor(Float32Array.from(input.data, (x, k) => x + sign * hv * v[k]), input.shape);
+      return lossWith(root, forwardOrder, step.output, withInput(moved));
+    };
+    const lossPlus = along(1), lossMinus = along(-1);
+    const expected = dot64(sent, v);
+    const numeric = (lossPlus - lossMinus) / (2 * hv);
+    // The loss is float32: changes below ~100 of its rounding steps are not measurable.
+    const resolution = 100 * Math.abs(root.data[0]) * 1.2e-7;
+    if (Math.abs(lossPlus - lossMinus) > resolution || Math.abs(expected * 2 * hv) > resolution) {
+      result.wholeLossError = Math.abs(numeric - expected) / Math.max(Math.abs(numeric), Math.abs(expected), 1e-30);
+    }
+    // Pass/fail is the local check: it isolates this node's backward. The whole-loss figure is
+    // reported for insight; in train mode, batch statistics make the loss too curved along a
+    // direction that moves a whole activation tensor for it to be a sharp test.
+    result.ok = result.checked > 0 ? result.localError <= o.tolerance : true;
+    results.push(result);
+  });
+  return results;
+}
