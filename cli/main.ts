@@ -7,6 +7,7 @@ import { UsageError, numberIn } from './common.js';
 import { registerEval } from './evaluate.js';
 import { registerInterop } from './interop.js';
 import { registerPredict } from './predict.js';
+import { registerStep } from './step.js';
 import { registerSummary } from './summary.js';
 import { registerTrain } from './train.js';
 import { defaultThreads, setThreads } from '../src/ops/parallel.js';
@@ -47,6 +48,7 @@ registerEval(program, run);
 registerPredict(program, run);
 registerSummary(program, run);
 registerInterop(program, run);
+registerStep(program, run);
 
 program.parseAsync(process.argv).then(
   () => process.exit(process.exitCode ?? 0), // worker threads must not keep a finished command alive

@@ -1,0 +1,134 @@
+// `mobilenet step` and the stepper library, driven as a learner would: in a real terminal (tmux).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TinyNet } from '../src/nn/tiny.js';
+import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { topologicalOrder } from '../src/tensor/autograd.js';
+import { checkStep, describeStep } from '../src/tensor/stepper.js';
+import { Rng } from '../src/tensor/rng.js';
+import { randn } from '../src/tensor/tensor.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const CLI = [process.execPath, '--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1'];
+
+function cli(args: string[]) {
+  const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('stepper library', () => {
+  const setup = () => {
+    const model = new TinyNet();
+    const loss = softmaxCrossEntropy(model.forward(randn([2, 1, 12, 12], new Rng(3))), [1, 4]);
+    return { model, loss, order: topologicalOrder(loss).reverse() };
+  };
+  it('describes every node: op, formula, shapes, gradient statistics, parameter names', () => {
+    const { loss } = setup();
+    const reports = [...loss.backwardSteps()].map(describeStep);
+    expect(reports.map((r) => r.op)).toEqual(['softmaxCrossEntropy', 'linear', 'reshape', 'globalAvgPool2d', 'relu', 'batchNorm2d', 'pointwiseConv2d', 'relu', 'batchNorm2d', 'depthwiseConv2d', 'relu', 'batchNorm2d', 'conv2d']);
+    const linear = reports[1];
+    expect(linear.formula).toBe('y = x W^T + b  ->  dx = dy W, dW = dy^T x, db = sum_n dy');
+    expect(linear.inputs.map((i) => i.name)).toEqual([null, 'head.2.weight', 'head.2.bias']);
+    expect(linear.inputs[1].isParameter).toBe(true);
+    expect(reports[4].formula).toBe('y = max(0, x)  ->  dx = dy * [x > 0]');
+    expect(reports[4].inputs[0].gradStats!.zeroFraction).toBeGreaterThan(0.2);
+  });
+  it('checks every node numerically and catches a deliberately wrong backward', () => {
+    const good = setup();
+    for (const s of good.loss.backwardSteps()) for (const c of checkStep(good.loss, s, {}, good.order)) expect(c.ok, `${s.op} input ${c.inputIndex}: ${c.localError}`).toBe(true);
+    // Swap in a wrong backward for the depthwise conv: its gradients come out 1.5x too large.
+    const bad = setup();
+    const node = bad.order.find((t) => t.node!.op === 'depthwiseConv2d')!.node!;
+    const original = node.runBackward.bind(node);
+    Object.assign(node, { runBackward: (g: Float32Array, r: boolean) => original(g, r).map((d) => d && d.map((v) => v * 1.5)) });
+    const failed = [...bad.loss.backwardSteps()].flatMap((s) => checkStep(bad.loss, s, {}, bad.order).filter((c) => !c.ok).map(() => s.op));
+    expect(failed).toEqual(['depthwiseConv2d', 'depthwiseConv2d']);
+  });
+});
+
+describe('mobilenet step (non-interactive)', () => {
+  it('--check passes on the tiny model and on MobileNetV1 alpha 0.25, with a graph picture', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'step-'));
+    const r = cli(['step', '--no-interactive', '--check', '--graph', join(dir, 'g.png')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/forward pass: 13 nodes, 1 image \(\S+\), train mode/);
+    expect(r.stdout).toMatch(/\[5\/13\] relu {2}output \[1, 16, 14, 14\]/);
+    expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error \S+ \(bound 0.05\): PASS/);
+    expect(readFileSync(join(dir, 'g.png')).subarray(1, 4).toString()).toBe('PNG');
+    const v1 = cli(['step', '--model', 'v1', '--alpha', '0.25', '--no-interactive', '--check', '--graph', join(dir, 'g.dot')]);
+    expect(v1.code).toBe(0);
+    expect(v1.stdout).toMatch(/check: 85 nodes, \d+ entries, worst relative error \S+ \(bound 0.05\): PASS/);
+    expect(v1.stdout).toContain('parameter features.3.dw.weight');
+    expect(readFileSync(join(dir, 'g.dot'), 'utf8')).toMatch(/^digraph tape \{/);
+  });
+  it('--check fails loudly (exit 1) when a backward is deliberately broken', () => {
+    const r = cli(['step', '--no-interactive', '--check', '--sabotage', 'pointwiseConv2d']);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error 3\.33e-1 \(bound 0.05\): FAIL \(2 input gradients off\)/);
+  });
+  it('--json emits one object per step with the documented fields', () => {
+    const r = cli(['step', '--json']);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(13);
+    for (const [i, s] of lines.entries()) {
+      expect(s).toMatchObject({ index: i, total: 13, op: expect.any(String), formula: expect.any(String), outputShape: expect.any(Array) });
+      expect(Object.keys(s.gradOutputStats).sort()).toEqual(['l2', 'max', 'mean', 'min', 'nonFinite', 'std', 'zeroFraction']);
+      for (const input of s.inputs) expect(Object.keys(input).sort()).toEqual(['gradStats', 'isParameter', 'name', 'producer', 'shape']);
+    }
+  });
+});
+
+const hasTmux = spawnSync('tmux', ['-V']).status === 0;
+
+describe.skipIf(!hasTmux)('mobilenet step (interactive, in a real terminal under tmux)', () => {
+  const session = `step-${process.pid}`;
+  const tmux = (...args: string[]) => execFileSync('tmux', args, { encoding: 'utf8' });
+  const screen = () => tmux('capture-pane', '-p', '-J', '-S', '-200', '-t', session);
+  async function waitFor(pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = screen();
+      if (pattern.test(text)) return text;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}; screen:\n${text}`);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+  }
+  it('Enter steps, b OP breaks at the next OP, p prints the gradient, g writes the graph, c runs to the end, q quits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tty-step-'));
+    const graph = join(dir, 'now.svg');
+    tmux('new-session', '-d', '-s', session, '-x', '220', '-y', '50', `${CLI.join(' ')} step --graph ${graph}; echo EXITED $?; sleep 60`);
+    try {
+      await waitFor(/\[1\/13\] softmaxCrossEntropy[\s\S]*step> $/m);
+      tmux('send-keys', '-t', session, 'Enter');
+      await waitFor(/\[2\/13\] linear[\s\S]*step> $/m);
+      tmux('send-keys', '-t', session, 'b batchNorm2d', 'Enter');
+      let text = await waitFor(/\[6\/13\] batchNorm2d[\s\S]*step> $/m);
+      expect(text).not.toMatch(/\[4\/13\]/); // skipped silently to the break
+      tmux('send-keys', '-t', session, 'p', 'Enter');
+      await waitFor(/dL\/d\(output\) of batchNorm2d:\ntensor\(\[\[\[\[/);
+      tmux('send-keys', '-t', session, 'g', 'Enter');
+      await waitFor(/graph written to .*now\.svg \(current node highlighted\)/);
+      expect(readFileSync(graph, 'utf8')).toContain('#ffd54f');
+      tmux('send-keys', '-t', session, 'c', 'Enter');
+      text = await waitFor(/EXITED 0/);
+      expect(text).toMatch(/\[13\/13\] conv2d/);
+      expect(text).toContain("backward done: every parameter's .grad holds dL/dparameter");
+    } finally {
+      spawnSync('tmux', ['kill-session', '-t', session]);
+    }
+    // q quits at once.
+    tmux('new-session', '-d', '-s', session, '-x', '200', '-y', '40', `${CLI.join(' ')} step; echo EXITED $?; sleep 60`);
+    try {
+      await waitFor(/step> $/m);
+      tmux('send-keys', '-t', session, 'q', 'Enter');
+      const text = await waitFor(/EXITED 0/);
+      expect(text).not.toMatch(/\[2\/13\]/);
+    } finally {
+      spawnSync('tmux', ['kill-session', '-t', session]);
+    }
+    expect(existsSync(graph)).toBe(true);
+  }, 120_000);
+});
