@@ -2,12 +2,21 @@
 // ../shared/WORKLOADS.md, timed as specified there: 2 warm-up steps, then at least 5 timed steps
 // (and at least --min-seconds), median reported.
 
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { layerCosts } from '../src/nn/cost.js';
+import { createModel } from '../src/nn/mobilenet.js';
+import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { setThreads } from '../src/ops/parallel.js';
+import { noGrad } from '../src/tensor/autograd.js';
+import { rand } from '../src/tensor/tensor.js';
+import { SGD } from '../src/train/optim.js';
 import { convGeometry } from '../src/ops/conv2d.js';
 import { depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward } from '../src/ops/depthwise.js';
-import { gemm } from '../src/ops/gemm.js';
+import { parallelGemm } from '../src/ops/parallel.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 
@@ -40,6 +49,47 @@ interface Row {
   steps: number;
   figure: string;
   value: number;
+  /** Peak resident memory of the process that ran only this workload, MB. */
+  peakRssMb?: number;
+}
+
+/** WORKLOADS.md's model workloads: model, alpha, batch, resolution, classes, train or inference. */
+const MODEL_WORKLOADS: Record<string, { arch: 'v1' | 'v2'; alpha: number; batch: number; resolution: number; classes: number; train: boolean }> = {
+  T1: { arch: 'v1', alpha: 0.25, batch: 32, resolution: 32, classes: 10, train: true },
+  T2: { arch: 'v1', alpha: 0.5, batch: 8, resolution: 128, classes: 10, train: true },
+  T3: { arch: 'v2', alpha: 0.35, batch: 16, resolution: 96, classes: 10, train: true },
+  I1: { arch: 'v1', alpha: 1.0, batch: 1, resolution: 224, classes: 1000, train: false },
+  I2: { arch: 'v1', alpha: 1.0, batch: 8, resolution: 224, classes: 1000, train: false },
+};
+
+/** One model workload: a train step (forward, softmax-CE, backward, SGD momentum 0.9) or an eval forward. */
+function modelWorkload(id: string, minSeconds: number, threads: number): Row[] {
+  const w = MODEL_WORKLOADS[id];
+  const rng = new Rng(3);
+  const model = createModel(w.arch, { alpha: w.alpha, numClasses: w.classes, resolution: w.resolution, seed: 1 });
+  const x = rand([w.batch, 3, w.resolution, w.resolution], rng);
+  const labels = Array.from({ length: w.batch }, () => rng.int(0, w.classes));
+  const multAdds = layerCosts(model, [w.batch, 3, w.resolution, w.resolution]).totalMultAdds * w.batch;
+  let step: () => void;
+  if (w.train) {
+    model.train();
+    const opt = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+    step = () => {
+      opt.zeroGrad();
+      softmaxCrossEntropy(model.forward(x), labels).backward();
+      opt.step();
+    };
+  } else {
+    model.eval();
+    step = () => void noGrad(() => model.forward(x));
+  }
+  const t = timeSteps(step, 5, minSeconds);
+  // A training step is about 3x the forward's multiply-adds (forward, input and weight gradients).
+  const flops = 2 * multAdds * (w.train ? 3 : 1);
+  return [
+    { workload: id, what: `${w.arch} a${w.alpha} ${w.batch}x3x${w.resolution}x${w.resolution} ${w.train ? 'train step' : 'inference'}`, threads, medianMs: t.medianMs, steps: t.steps, figure: 'img/s', value: (w.batch * 1000) / t.medianMs },
+    { workload: id, what: '  (achieved, from the cost model)', threads, medianMs: t.medianMs, steps: t.steps, figure: 'GFLOP/s', value: flops / (t.medianMs * 1e6) },
+  ];
 }
 
 const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
@@ -48,7 +98,7 @@ const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
     const n = 512;
     const rng = new Rng(1);
     const A = randn([n, n], rng).data, B = randn([n, n], rng).data, C = new Float32Array(n * n);
-    const t = timeSteps(() => gemm({ transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A, aOffset: 0, lda: n, B, bOffset: 0, ldb: n, beta: 0, C, cOffset: 0, ldc: n }), 5, minSeconds);
+    const t = timeSteps(() => parallelGemm({ transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A, aOffset: 0, lda: n, B, bOffset: 0, ldb: n, beta: 0, C, cOffset: 0, ldc: n }), 5, minSeconds);
     const gflops = (2 * n ** 3) / (t.medianMs * 1e6);
     return [{ workload: 'G1', what: 'sgemm 512^3', threads: 1, medianMs: t.medianMs, steps: t.steps, figure: 'GFLOP/s', value: gflops }];
   },
@@ -72,27 +122,54 @@ const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
   },
 };
 
+const ALL_IDS = ['G1', 'D1', ...Object.keys(MODEL_WORKLOADS)];
+
+/** Run one workload in this process (used by the parent in a fresh child per workload). */
+function runHere(id: string, threads: number, minSeconds: number): Row[] {
+  setThreads(threads);
+  const rows = id in MODEL_WORKLOADS ? modelWorkload(id, minSeconds, threads) : WORKLOADS[id](minSeconds).map((r) => ({ ...r, threads }));
+  const peak = process.resourceUsage().maxRSS / 1024;
+  return rows.map((r) => ({ ...r, peakRssMb: peak }));
+}
+
 function main(): void {
   const program = new Command()
     .name('bench')
-    .option('--workloads <ids>', `comma-separated workload ids (${Object.keys(WORKLOADS).join(', ')})`, Object.keys(WORKLOADS).join(','))
-    .option('--min-seconds <s>', 'minimum timed seconds per measurement', '2')
+    .option('--workloads <ids>', `comma-separated workload ids (${ALL_IDS.join(', ')})`, ALL_IDS.join(','))
+    .option('--threads <list>', 'thread counts to measure, e.g. 1,2', '1,2')
+    .option('--min-seconds <s>', 'minimum timed seconds per measurement (WORKLOADS.md: >= 5 steps or >= 10 s)', '2')
     .option('--json <path>', 'write the results as JSON to this file')
+    .option('--child <id:threads>', 'internal: run one workload and print its rows as JSON')
     .parse(process.argv);
-  const opts = program.opts<{ workloads: string; minSeconds: string; json?: string }>();
+  const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string }>();
+  if (opts.child) {
+    const [id, threads] = opts.child.split(':');
+    process.stdout.write(JSON.stringify(runHere(id, Number(threads), Number(opts.minSeconds))) + '\n');
+    process.exit(0);
+  }
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
-  const unknown = ids.filter((id) => !(id in WORKLOADS));
+  const threadCounts = opts.threads.split(',').map(Number);
+  const unknown = ids.filter((id) => !ALL_IDS.includes(id));
   if (unknown.length > 0) {
-    process.stderr.write(`bench: unknown workload(s) ${unknown.join(', ')}; known: ${Object.keys(WORKLOADS).join(', ')}\n`);
+    process.stderr.write(`bench: unknown workload(s) ${unknown.join(', ')}; known: ${ALL_IDS.join(', ')}\n`);
     process.exit(2);
   }
   const rows: Row[] = [];
   process.stdout.write(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, node ${process.version}\n`);
-  process.stdout.write(`${'workload'.padEnd(9)}${'what'.padEnd(34)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}  figure\n`);
+  process.stdout.write(`${'workload'.padEnd(9)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure\n`);
+  const self = fileURLToPath(import.meta.url);
   for (const id of ids) {
-    for (const row of WORKLOADS[id](Number(opts.minSeconds))) {
-      rows.push(row);
-      process.stdout.write(`${row.workload.padEnd(9)}${row.what.padEnd(34)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}  ${row.value.toFixed(2)} ${row.figure}\n`);
+    for (const threads of threadCounts) {
+      // Each workload in its own process: clean JIT state and a peak RSS of its own.
+      const child = spawnSync(process.execPath, [...process.execArgv, self, '--child', `${id}:${threads}`, '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      if (child.status !== 0) {
+        process.stderr.write(`bench: ${id} with ${threads} threads failed:\n${child.stderr}\n`);
+        process.exit(1);
+      }
+      for (const row of JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[]) {
+        rows.push(row);
+        process.stdout.write(`${row.workload.padEnd(9)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}\n`);
+      }
     }
   }
   if (opts.json) writeFileSync(opts.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2) + '\n');
