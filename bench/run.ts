@@ -66,7 +66,7 @@ const MODEL_WORKLOADS: Record<string, { arch: 'v1' | 'v2'; alpha: number; batch:
 function modelWorkload(id: string, minSeconds: number, threads: number): Row[] {
   const w = MODEL_WORKLOADS[id];
   const rng = new Rng(3);
-  const model = createModel(w.arch, { alpha: w.alpha, numClasses: w.classes, resolution: w.resolution, seed: 1 });
+  const model = createModel(w.arch, { alpha: w.alpha, numClasses: w.classes, resolution: w.resolution, seed: 1 }).fuseActivations();
   const x = rand([w.batch, 3, w.resolution, w.resolution], rng);
   const labels = Array.from({ length: w.batch }, () => rng.int(0, w.classes));
   const multAdds = layerCosts(model, [w.batch, 3, w.resolution, w.resolution]).totalMultAdds * w.batch;

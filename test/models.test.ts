@@ -242,3 +242,24 @@ describe('Module API', () => {
   });
 });
 
+
+describe('fused BatchNorm + activation', () => {
+  it('gives bit-identical logits and gradients to separate BatchNorm and ReLU / ReLU6 (V1 and V2, train mode)', () => {
+    for (const arch of ['v1', 'v2'] as const) {
+      const run = (fuse: boolean) => {
+        const m = createModel(arch, { alpha: 0.35, numClasses: 5, resolution: 32, dropout: 0, seed: 4 }).fuseActivations(fuse);
+        const x = rand([3, 3, 32, 32], new Rng(8));
+        const logits = m.forward(x);
+        softmaxCrossEntropy(logits, [0, 3, 4]).backward();
+        const ops = new Set<string>();
+        for (let n = logits.node; n !== null && n !== undefined; n = n.inputs[0]?.node) ops.add(n.op);
+        return { logits: Array.from(logits.data), grads: m.parameters().map((p) => Array.from(p.grad!.data)), ops };
+      };
+      const fused = run(true), separate = run(false);
+      expect(fused.logits).toEqual(separate.logits);
+      expect(fused.grads).toEqual(separate.grads);
+      expect([...fused.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(true);
+      expect([...separate.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(false);
+    }
+  });
+});

@@ -127,6 +127,12 @@ export class BatchNorm2d extends Module {
     return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps });
   }
 
+  /** BatchNorm followed by ReLU or ReLU6 as one op (see Module.fuseActivations). */
+  forwardFused(x: Tensor, activation: 'relu' | 'relu6'): Tensor {
+    if (this.training) this.numBatchesTracked.data[0] += 1;
+    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps, activation });
+  }
+
   override describeLayer(inputShape: readonly number[]): LayerDescription {
     return { outputShape: [...inputShape], multAdds: 0, kind: 'BatchNorm' };
   }
@@ -139,12 +145,14 @@ abstract class ShapePreserving extends Module {
 }
 
 export class ReLU extends ShapePreserving {
+  readonly fusedName = 'relu' as const;
   forward(x: Tensor): Tensor {
     return relu(x);
   }
 }
 
 export class ReLU6 extends ShapePreserving {
+  readonly fusedName = 'relu6' as const;
   forward(x: Tensor): Tensor {
     return relu6(x);
   }

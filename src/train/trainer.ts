@@ -167,7 +167,7 @@ export class Trainer {
     checkConfig(config);
     if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
     const inChannels = train.channels;
-    this.model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed });
+    this.model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed }).fuseActivations();
     const common = { resolution: config.resolution, channels: inChannels };
     this.normalization = normalization ?? channelStats(new DataLoader(train, { batchSize: 1000, ...common }));
     this.trainLoader = new DataLoader(train, { ...common, ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
