@@ -38,12 +38,29 @@ function softmax(logits: Float32Array): Float64Array {
   return e.map((v) => v / s);
 }
 
-/** Grad-CAM of class `cls` for input x (1, C, R, R): a (h x w) map in [0, 1]. */
+/** Feature maps smaller than this many positions make a blank Grad-CAM (a 1x1 map is a constant). */
+const GRADCAM_MIN_POSITIONS = 16;
+
+/**
+ * Grad-CAM of class `cls` for input x (1, C, R, R): a (h x w) map in [0, 1]. It uses the last
+ * feature map with at least 4 x 4 positions: at 28 x 28 input the very last one is 1 x 1.
+ */
 export function gradCam(model: ImageClassifier, x: Tensor, cls: number): { cam: Float32Array; h: number; w: number } {
-  // The feature map as a leaf that requires grad, so backward fills its .grad.
-  const features = noGrad(() => model.features.forward(x));
-  const A = new Tensor(features.data, features.shape, true);
-  const logits = model.forwardHead(A);
+  const blocks = model.features.children();
+  // Forward without a graph, keeping each block's output, to find the layer to explain.
+  const outputs = noGrad(() => {
+    const list: Tensor[] = [];
+    let f = x;
+    for (const b of blocks) list.push((f = b.forward(f)));
+    return list;
+  });
+  let at = outputs.length - 1;
+  while (at > 0 && outputs[at].shape[2] * outputs[at].shape[3] < GRADCAM_MIN_POSITIONS) at--;
+  // That feature map as a leaf that requires grad, so backward fills its .grad.
+  const A = new Tensor(outputs[at].data, outputs[at].shape, true);
+  let f: Tensor = A;
+  for (const b of blocks.slice(at + 1)) f = b.forward(f);
+  const logits = model.forwardHead(f);
   const onehot = new Float32Array(logits.numel);
   onehot[cls] = 1;
   logits.backward(new Tensor(onehot, logits.shape));

@@ -130,6 +130,7 @@ async function step(flags: StepFlags): Promise<void> {
   let mode = (interactive ? 'step' : 'continue') as StepMode;
   let failures = 0, checkedNodes = 0, checkedEntries = 0, worst = 0;
   let stoppedOnNan = false;
+  let quitAt: number | null = null;
   try {
     for (const s of loss.backwardSteps()) {
       const report = describeStep(s);
@@ -155,14 +156,17 @@ async function step(flags: StepFlags): Promise<void> {
         break;
       }
       if (rl && mode === 'step') {
-        const quit = await prompt(rl, s, loss, graphPath, (m) => (mode = m));
-        if (quit) break;
+        if (await prompt(rl, s, loss, graphPath, (m) => (mode = m))) {
+          quitAt = s.index;
+          break;
+        }
       }
     }
   } finally {
     rl?.close();
   }
-  if (!flags.json && !stoppedOnNan) out.write(`backward done: every parameter's .grad holds dL/dparameter\n`);
+  if (!flags.json && quitAt !== null) out.write(`quit after node ${quitAt + 1}; the rest of the backward pass did not run\n`);
+  else if (!flags.json && !stoppedOnNan) out.write(`backward done: every parameter's .grad holds dL/dparameter\n`);
   if (flags.check) {
     const verdict = failures === 0 ? 'PASS' : `FAIL (${failures} input gradient${failures > 1 ? 's' : ''} off)`;
     const summary = `check: ${checkedNodes} nodes, ${checkedEntries} entries, worst relative error ${worst.toExponential(2)} (bound ${CHECK_DEFAULTS.tolerance}): ${verdict}`;

@@ -64,7 +64,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--label-smoothing <x>', 'label smoothing, in [0, 1)', numberIn('--label-smoothing', 0, 0.999), D.labelSmoothing)
     .option('--dropout <p>', 'dropout before the classifier, in [0, 1)', numberIn('--dropout', 0, 0.999), D.dropout)
     .option('--crop-padding <n>', 'random crop with this much zero padding (0 = off)', numberIn('--crop-padding', 0, 64, { integer: true }), D.augment.cropPadding)
-    .option('--no-hflip', 'turn off random horizontal flips')
+    .option('--hflip', 'random horizontal flips', D.augment.horizontalFlip)
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
     .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')
     .option('--resume <path>', 'continue from a checkpoint or a run folder (uses its last.safetensors)')

