@@ -44,11 +44,13 @@ function weightsDigest(checkpoint: string): string {
 describe('kill -9 during training', () => {
   it(`${KILLS} SIGKILLs at random moments, each followed by --resume, end with the same weights as an uninterrupted run`, async () => {
     const data = tinyData(192, 32);
-    const args = ['train', '--data-path', data, '--epochs', '3', '--alpha', '0.25', '-b', '16', '--checkpoint-every', '1', '--log-interval', '0'];
+    // Enough steps that every kill lands mid-training (a kill comes 1-8 steps after the last).
+    const epochs = Math.max(3, Math.ceil((KILLS * 5) / 12));
+    const args = ['train', '--data-path', data, '--epochs', String(epochs), '--alpha', '0.25', '-b', '16', '--checkpoint-every', '1', '--log-interval', '0'];
     const straight = join(mkdtempSync(join(tmpdir(), 'straight-')), 'run');
     const s = spawnSync(process.execPath, [...CLI, ...args, '--output-dir', straight], { cwd: ROOT, encoding: 'utf8' });
     expect(s.status, s.stderr).toBe(0);
-    const totalSteps = 3 * 12;
+    const totalSteps = epochs * 12;
 
     const run = join(mkdtempSync(join(tmpdir(), 'killed-')), 'run');
     const rng = new Rng(2026);
