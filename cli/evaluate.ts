@@ -3,7 +3,7 @@
 
 import { join } from 'node:path';
 import { type Command } from 'commander';
-import { loadData, loadModelFromCheckpoint, numberIn } from './common.js';
+import { loadData, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
 import { confusionSvg, writePng } from './plots.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { noGrad } from '../src/tensor/autograd.js';
@@ -31,7 +31,11 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
 
 async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   const m = loadModelFromCheckpoint(checkpoint);
-  const name = flags.data ?? (m.datasetName === 'cifar10' || m.datasetName === 'mnist' || m.datasetName === 'fashion-mnist' ? m.datasetName : 'fashion-mnist');
+  const known = ['fashion-mnist', 'mnist', 'cifar10'];
+  if (flags.data === undefined && !known.includes(m.datasetName)) {
+    throw new UsageError(`this checkpoint was trained on '${m.datasetName}', an image folder: give --data <folder> to evaluate it`);
+  }
+  const name = flags.data ?? m.datasetName;
   const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`) });
   const loader = new DataLoader(val, { batchSize: flags.batchSize, resolution: m.config.resolution, channels: m.channels, ...m.normalization });
   const metrics = new ClassificationMetrics(m.classNames.length);

@@ -100,8 +100,27 @@ function convBnAct(inC: number, outC: number, kernel: number, stride: number, rn
 }
 
 /**
- * MobileNetV1: stem conv 3x3 s2 (round(32 alpha) channels) -> 13 depthwise separable blocks
- * (channels floor(c alpha)) -> global average pool -> (dropout) -> fully connected.
+ * The V1 body of Table 1, shared by MobileNetV1 and the full-convolution baseline: stem conv 3x3
+ * s2 (round(32 alpha) channels), then one block per table row (channels floor(c alpha)), then
+ * global average pool -> (dropout) -> fully connected. `block` builds a row's block.
+ */
+function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, outC: number, stride: number, rng: Rng) => Module): { features: Sequential; classifier: Sequential } {
+  const rng = new Rng(o.seed);
+  let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
+  const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
+  for (const [c, stride] of MOBILENET_V1_BLOCKS) {
+    const out = Math.max(1, Math.floor(c * o.alpha));
+    layers.push(block(channels, out, stride, rng));
+    channels = out;
+  }
+  return {
+    features: new Sequential(...layers),
+    classifier: new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(channels, o.numClasses, { rng })),
+  };
+}
+
+/**
+ * MobileNetV1: the Table 1 body with depthwise separable blocks.
  * Keys: features.0.{0,1} (stem conv, BN), features.k.{dw, dw_bn, pw, pw_bn}, classifier.1.
  */
 export class MobileNetV1 extends ImageClassifier {
@@ -114,16 +133,7 @@ export class MobileNetV1 extends ImageClassifier {
     const o = resolveOptions(options, 0);
     checkAlpha('MobileNetV1', o.alpha);
     this.info = { architecture: 'v1', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
-    const rng = new Rng(o.seed);
-    let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
-    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
-    for (const [c, stride] of MOBILENET_V1_BLOCKS) {
-      const out = Math.max(1, Math.floor(c * o.alpha));
-      layers.push(new DepthwiseSeparable(channels, out, stride, rng));
-      channels = out;
-    }
-    this.features = new Sequential(...layers);
-    this.classifier = new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(channels, o.numClasses, { rng }));
+    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, (inC, outC, stride, rng) => new DepthwiseSeparable(inC, outC, stride, rng)));
     this.registerHead(this.features, this.classifier);
   }
 }
@@ -142,16 +152,7 @@ export class FullConvMobileNet extends ImageClassifier {
     const o = resolveOptions(options, 0);
     checkAlpha('FullConvMobileNet', o.alpha);
     this.info = { architecture: 'baseline', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
-    const rng = new Rng(o.seed);
-    let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
-    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
-    for (const [c, stride] of MOBILENET_V1_BLOCKS) {
-      const out = Math.max(1, Math.floor(c * o.alpha));
-      layers.push(convBnAct(channels, out, 3, stride, rng, 'relu'));
-      channels = out;
-    }
-    this.features = new Sequential(...layers);
-    this.classifier = new Sequential(new Dropout(o.dropout, new Rng(o.seed + 1)), new Linear(channels, o.numClasses, { rng }));
+    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, (inC, outC, stride, rng) => convBnAct(inC, outC, 3, stride, rng, 'relu')));
     this.registerHead(this.features, this.classifier);
   }
 }

@@ -278,13 +278,13 @@ export class Trainer {
   }
 
   /** Restore everything from a checkpoint written by this trainer's configuration. */
-  restore(ckpt: LoadedCheckpoint, source: string): void {
+  restore(ckpt: LoadedCheckpoint, source: string, warn: (message: string) => void = (message) => this.emit('warning', { message })): void {
     if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
       throw new CheckpointError(`${source}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; use it with eval or predict`);
     }
     const dataset = ckpt.meta.dataset as { fingerprint: string; name: string };
     if (dataset.fingerprint !== this.fingerprint) {
-      this.emit('warning', { message: `${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}` });
+      warn(`${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}`);
     }
     const dict = new Map<string, Tensor>();
     for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
@@ -301,7 +301,7 @@ export class Trainer {
     const found = findResumableCheckpoint(path, warn);
     const config = { ...(found.checkpoint.meta.config as TrainConfig), ...overrides };
     const trainer = new Trainer(config, train, val, found.checkpoint.meta.normalization as { mean: number[]; std: number[] });
-    trainer.restore(found.checkpoint, found.path);
+    trainer.restore(found.checkpoint, found.path, warn);
     return { trainer, path: found.path };
   }
 
