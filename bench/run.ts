@@ -26,13 +26,17 @@ export interface Timing {
   steps: number;
 }
 
-/** Time `step`: 2 warm-ups, then >= minSteps steps and >= minSeconds; median in ms. */
+/** WORKLOADS.md: time >= 5 steps, or >= 10 s when steps are slow. */
+const ENOUGH_SECONDS = 10;
+
+/** Time `step`: 2 warm-ups, then >= minSteps steps (or >= 10 s of them) and >= minSeconds; median in ms. */
 export function timeSteps(step: () => void, minSteps = 5, minSeconds = 2): Timing {
   step();
   step();
   const times: number[] = [];
   const start = performance.now();
-  while (times.length < minSteps || performance.now() - start < minSeconds * 1000) {
+  const elapsed = () => (performance.now() - start) / 1000;
+  while (times.length === 0 || (times.length < minSteps && elapsed() < ENOUGH_SECONDS) || elapsed() < minSeconds) {
     const t0 = performance.now();
     step();
     times.push(performance.now() - t0);
@@ -51,6 +55,8 @@ interface Row {
   value: number;
   /** Peak resident memory of the process that ran only this workload, MB. */
   peakRssMb?: number;
+  /** 'mobilenet-ts' or 'tfjs <version>'. */
+  engine?: string;
 }
 
 /** WORKLOADS.md's model workloads: model, alpha, batch, resolution, classes, train or inference. */
@@ -124,6 +130,25 @@ const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
 
 const ALL_IDS = ['G1', 'D1', ...Object.keys(MODEL_WORKLOADS)];
 
+/** The same workload on TensorFlow.js (CPU backend, one thread), loaded only when asked for. */
+async function runTfjs(id: string, minSeconds: number): Promise<Row[]> {
+  const t = await import('./tfjs.js');
+  const engine = `tfjs ${t.TFJS_VERSION}`;
+  if (id === 'G1') {
+    const r = timeSteps(t.tfjsGemm(512), 5, minSeconds);
+    return [{ workload: 'G1', what: 'sgemm 512^3', threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'GFLOP/s', value: (2 * 512 ** 3) / (r.medianMs * 1e6), engine }];
+  }
+  if (id === 'D1') {
+    return Object.entries(t.tfjsDepthwise()).map(([what, step]) => {
+      const r = timeSteps(step, 5, minSeconds);
+      return { workload: 'D1', what: `depthwise 3x3 ${what}`, threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'ms', value: r.medianMs, engine };
+    });
+  }
+  const w = MODEL_WORKLOADS[id];
+  const r = timeSteps(t.tfjsModelStep(w.arch, w.alpha, w.batch, w.resolution, w.classes, w.train), 5, minSeconds);
+  return [{ workload: id, what: `${w.arch} a${w.alpha} ${w.batch}x3x${w.resolution}x${w.resolution} ${w.train ? 'train step' : 'inference'}`, threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'img/s', value: (w.batch * 1000) / r.medianMs, engine }];
+}
+
 /** Run one workload in this process (used by the parent in a fresh child per workload). */
 function runHere(id: string, threads: number, minSeconds: number): Row[] {
   setThreads(threads);
@@ -132,20 +157,27 @@ function runHere(id: string, threads: number, minSeconds: number): Row[] {
   return rows.map((r) => ({ ...r, peakRssMb: peak }));
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const program = new Command()
     .name('bench')
     .option('--workloads <ids>', `comma-separated workload ids (${ALL_IDS.join(', ')})`, ALL_IDS.join(','))
     .option('--threads <list>', 'thread counts to measure, e.g. 1,2', '1,2')
     .option('--min-seconds <s>', 'minimum timed seconds per measurement (WORKLOADS.md: >= 5 steps or >= 10 s)', '2')
     .option('--json <path>', 'write the results as JSON to this file')
-    .option('--child <id:threads>', 'internal: run one workload and print its rows as JSON')
+    .option('--compare <engine>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend), interleaved, with our speed-up')
+    .option('--child <id:threads:engine>', 'internal: run one workload and print its rows as JSON')
     .parse(process.argv);
-  const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string }>();
+  const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string; compare?: string }>();
   if (opts.child) {
-    const [id, threads] = opts.child.split(':');
-    process.stdout.write(JSON.stringify(runHere(id, Number(threads), Number(opts.minSeconds))) + '\n');
+    const [id, threads, engine] = opts.child.split(':');
+    const rows = engine === 'tfjs' ? await runTfjs(id, Number(opts.minSeconds)) : runHere(id, Number(threads), Number(opts.minSeconds));
+    const peak = process.resourceUsage().maxRSS / 1024;
+    process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peakRssMb: peak, engine: r.engine ?? 'mobilenet-ts' }))) + '\n');
     process.exit(0);
+  }
+  if (opts.compare !== undefined && opts.compare !== 'tfjs') {
+    process.stderr.write(`bench: --compare supports only tfjs, got '${opts.compare}'\n`);
+    process.exit(2);
   }
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
   const threadCounts = opts.threads.split(',').map(Number);
@@ -156,23 +188,36 @@ function main(): void {
   }
   const rows: Row[] = [];
   process.stdout.write(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, node ${process.version}\n`);
-  process.stdout.write(`${'workload'.padEnd(9)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure\n`);
+  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${opts.compare ? '     speed-up vs tfjs' : ''}\n`);
   const self = fileURLToPath(import.meta.url);
+  const runChild = (id: string, threads: number, engine: string): Row[] => {
+    // Each workload in its own process: clean JIT state and a peak RSS of its own.
+    const child = spawnSync(process.execPath, [...process.execArgv, self, '--child', `${id}:${threads}:${engine}`, '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    if (child.status !== 0) {
+      process.stderr.write(`bench: ${id} on ${engine} with ${threads} threads failed:\n${child.stderr}\n`);
+      process.exit(1);
+    }
+    return JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[];
+  };
+  const print = (row: Row, reference?: Row) => {
+    const ratio = reference && row.engine === 'mobilenet-ts' ? `     ${(reference.medianMs / row.medianMs).toFixed(1)}x` : '';
+    process.stdout.write(`${row.workload.padEnd(9)}${(row.engine ?? '').padEnd(14)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}${ratio}\n`);
+  };
   for (const id of ids) {
+    // Interleaved: for each workload, the reference engine, then ours at each thread count.
+    const reference = opts.compare ? runChild(id, 1, 'tfjs') : [];
+    for (const row of reference) {
+      rows.push(row);
+      print(row);
+    }
     for (const threads of threadCounts) {
-      // Each workload in its own process: clean JIT state and a peak RSS of its own.
-      const child = spawnSync(process.execPath, [...process.execArgv, self, '--child', `${id}:${threads}`, '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24 });
-      if (child.status !== 0) {
-        process.stderr.write(`bench: ${id} with ${threads} threads failed:\n${child.stderr}\n`);
-        process.exit(1);
-      }
-      for (const row of JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[]) {
+      for (const row of runChild(id, threads, 'ours')) {
         rows.push(row);
-        process.stdout.write(`${row.workload.padEnd(9)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}\n`);
+        print(row, reference.find((r) => r.what === row.what));
       }
     }
   }
   if (opts.json) writeFileSync(opts.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, rows }, null, 2) + '\n');
 }
 
-main();
+void main();
