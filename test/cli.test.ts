@@ -84,6 +84,28 @@ describe('mobilenet train', () => {
   });
 });
 
+describe('mobilenet train on an image folder', () => {
+  it('trains on class subfolders (10% held out by seed), and eval asks for the folder again', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'folder-'));
+    const colours = { red: { r: 220, g: 20, b: 20 }, green: { r: 20, g: 200, b: 40 }, blue: { r: 20, g: 30, b: 220 } };
+    for (const [name, c] of Object.entries(colours)) {
+      mkdirSync(join(root, name));
+      for (let i = 0; i < 8; i++) await sharp({ create: { width: 20 + i, height: 18, channels: 3, background: { ...c, r: Math.min(255, c.r + 4 * i) } } }).png().toFile(join(root, name, `${i}.png`));
+    }
+    const out = join(mkdtempSync(join(tmpdir(), 'folder-run-')), 'run');
+    const r = cli(['--threads', '1', 'train', '--data', root, '--resolution', '16', '--epochs', '1', '-b', '8', '--output-dir', out]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/on folder-\w+: 22 train \/ 2 validation images/);
+    const noData = cli(['eval', out]);
+    expect(noData.code).toBe(2);
+    expect(noData.stderr).toMatch(/this checkpoint was trained on 'folder-\w+', an image folder: give --data <folder> to evaluate it/);
+    const ok = cli(['--threads', '1', 'eval', out, '--data', root]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/folder-\w+-val: 2 images in/);
+  });
+});
+
 describe('mobilenet eval / predict / export / summary', () => {
   it('eval prints loss, top-1, top-5, the per-class table and writes the confusion PNG', () => {
     const png = join(run, 'eval-confusion.png');
