@@ -173,6 +173,21 @@ export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
   return convGeometry('depthwiseConv2d', x, weight, bias, { stride: options.stride ?? 1, padding: options.padding ?? 0, groups: x.rank === 4 ? x.shape[1] : 1 });
 }
 
+/**
+ * For the generic (non-3x3) loops: for each tap column kx, the range [lo, hi) of output columns
+ * whose input column ox*stride - padding + kx lies inside the row. It depends only on kx, so it is
+ * computed once per call, not once per output row. ranges[2kx] = lo, ranges[2kx + 1] = hi.
+ */
+function tapColumnRanges(g: ConvGeometry): Int32Array {
+  const ranges = new Int32Array(2 * g.kW);
+  for (let kx = 0; kx < g.kW; kx++) {
+    const [lo, hi] = validOutputRange(kx - g.padding, g.stride, g.W, g.Wout);
+    ranges[2 * kx] = lo;
+    ranges[2 * kx + 1] = hi;
+  }
+  return ranges;
+}
+
 /** Forward over planes [plane0, plane1) of the N*C planes (a plane range lets threads split the work). */
 export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const { Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
@@ -183,6 +198,7 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
     }
     return;
   }
+  const ranges = tapColumnRanges(g);
   for (let plane = plane0; plane < plane1; plane++) {
     const c = plane % C;
     const xBase = plane * planeIn;
@@ -198,7 +214,7 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
         for (let kx = 0; kx < kW; kx++) {
           const w = weight[wBase + ky * kW + kx];
           const xOffset = kx - padding; // ix = ox*stride + xOffset
-          const [lo, hi] = validOutputRange(xOffset, stride, W, Wout);
+          const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
           const src = xRow + xOffset;
           if (stride === 1) for (let ox = lo; ox < hi; ox++) y[yRow + ox] += w * x[src + ox];
           else for (let ox = lo; ox < hi; ox++) y[yRow + ox] += w * x[src + ox * stride];
@@ -232,6 +248,7 @@ export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g
     }
     return;
   }
+  const ranges = tapColumnRanges(g);
   for (let plane = plane0; plane < plane1; plane++) {
     const c = plane % C;
     const xBase = plane * planeIn;
@@ -247,7 +264,7 @@ export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g
         for (let kx = 0; kx < kW; kx++) {
           const w = weight[wBase + ky * kW + kx];
           const xOffset = kx - padding;
-          const [lo, hi] = validOutputRange(xOffset, stride, W, Wout);
+          const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
           const dst = xRow + xOffset;
           if (stride === 1) for (let ox = lo; ox < hi; ox++) dx[dst + ox] += w * dy[yRow + ox];
           else for (let ox = lo; ox < hi; ox++) dx[dst + ox * stride] += w * dy[yRow + ox];
@@ -268,6 +285,7 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
   const planeIn = H * W, planeOut = Hout * Wout;
   const taps = new Float64Array(kH * kW);
+  const ranges = tapColumnRanges(g);
   for (let c = c0; c < c1; c++) {
     taps.fill(0);
     for (let n = 0; n < N; n++) {
@@ -286,7 +304,7 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
           const xRow = xBase + iy * W;
           for (let kx = 0; kx < kW; kx++) {
             const xOffset = kx - padding;
-            const [lo, hi] = validOutputRange(xOffset, stride, W, Wout);
+            const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
             const src = xRow + xOffset;
             let acc = 0;
             if (stride === 1) for (let ox = lo; ox < hi; ox++) acc += dy[yRow + ox] * x[src + ox];
