@@ -12,6 +12,7 @@ import { createModel } from '../src/nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { setThreads } from '../src/ops/parallel.js';
 import { noGrad } from '../src/tensor/autograd.js';
+import { reuseBuffers } from '../src/tensor/buffers.js';
 import { rand } from '../src/tensor/tensor.js';
 import { SGD } from '../src/train/optim.js';
 import { convGeometry } from '../src/ops/conv2d.js';
@@ -80,14 +81,17 @@ function modelWorkload(id: string, minSeconds: number, threads: number): Row[] {
   if (w.train) {
     model.train();
     const opt = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
-    step = () => {
-      opt.zeroGrad();
-      softmaxCrossEntropy(model.forward(x), labels).backward();
-      opt.step();
-    };
+    // The step the trainer runs: one buffer-reuse scope per step (src/tensor/buffers.ts).
+    step = () =>
+      reuseBuffers(() => {
+        opt.zeroGrad();
+        softmaxCrossEntropy(model.forward(x), labels).backward();
+        opt.step();
+        opt.zeroGrad();
+      });
   } else {
     model.eval();
-    step = () => void noGrad(() => model.forward(x));
+    step = () => reuseBuffers(() => void noGrad(() => model.forward(x)));
   }
   const t = timeSteps(step, 5, minSeconds);
   // A training step is about 3x the forward's multiply-adds (forward, input and weight gradients).

@@ -1,6 +1,7 @@
 // `mobilenet eval`: a checkpoint on a dataset -> loss, top-1, top-5, per-class accuracy,
 // confusion matrix (printed as a table and saved as PNG).
 
+import { reuseBuffers } from '../src/tensor/buffers.js';
 import { join } from 'node:path';
 import { type Command } from 'commander';
 import { loadData, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
@@ -42,8 +43,10 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   const started = performance.now();
   noGrad(() => {
     for (const batch of loader.epoch(0)) {
-      const logits = m.model.forward(batch.x);
-      metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
+      reuseBuffers(() => {
+        const logits = m.model.forward(batch.x);
+        metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
+      });
     }
   });
   const seconds = (performance.now() - started) / 1000;

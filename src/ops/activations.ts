@@ -1,5 +1,6 @@
 // ReLU and ReLU6. Each keeps a byte mask of where the gradient passes, nothing more.
 
+import { alloc } from '../tensor/buffers.js';
 import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -10,7 +11,7 @@ import { Tensor } from '../tensor/tensor.js';
 function clampWithMask(x: Tensor, low: number, high: number, keepMask: boolean): { y: Float32Array; mask: Uint8Array | null } {
   const xd = x.data;
   const n = xd.length;
-  const y = new Float32Array(n);
+  const y = alloc(n);
   if (!keepMask) {
     for (let i = 0; i < n; i++) {
       const v = xd[i];
@@ -32,7 +33,7 @@ function clampWithMask(x: Tensor, low: number, high: number, keepMask: boolean):
 }
 
 function maskedBackward(dy: Float32Array, saved: { mask: Uint8Array }): Float32Array[] {
-  const dx = new Float32Array(dy.length);
+  const dx = alloc(dy.length);
   const m = saved.mask;
   for (let i = 0; i < dy.length; i++) dx[i] = m[i] === 1 ? dy[i] : 0;
   return [dx];

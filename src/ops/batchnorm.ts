@@ -8,6 +8,7 @@
 //   xhat = (x - mean) * invStd,  invStd = 1 / sqrt(var + eps);   y = gamma xhat + beta
 // Saved for backward: the input x, mean and invStd per channel (xhat is recomputed: M floats saved).
 
+import { alloc } from '../tensor/buffers.js';
 import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -70,7 +71,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
       invStd[c] = 1 / Math.sqrt(runningVar.data[c] + eps);
     }
   }
-  const y = new Float32Array(xd.length);
+  const y = alloc(xd.length);
   const activation = options.activation;
   // With a fused activation: clamp to [0, high], and keep mask[i] = 1 where 0 < y < high.
   const high = activation === 'relu6' ? 6 : Infinity;
@@ -102,15 +103,15 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     // Fused activation first: dy = dyIn * mask (the ReLU's backward), then BatchNorm's.
     let dy = dyIn;
     if (s.mask !== null) {
-      dy = new Float32Array(dyIn.length);
+      dy = alloc(dyIn.length);
       for (let i = 0; i < dy.length; i++) if (s.mask[i] === 1) dy[i] = dyIn[i];
     }
     // Per channel: sumDy = sum dy = dbeta, sumDyXhat = sum dy * xhat = dgamma.
     // Training (mean and var depend on x):
     //   dx = gamma invStd / M * (M dy - sumDy - xhat sumDyXhat)
     // Eval (statistics are constants): dx = gamma invStd dy.
-    const dx = needs[0] ? new Float32Array(s.x.length) : null;
-    const dgamma = new Float32Array(C), dbeta = new Float32Array(C);
+    const dx = needs[0] ? alloc(s.x.length) : null;
+    const dgamma = alloc(C), dbeta = alloc(C);
     for (let c = 0; c < C; c++) {
       const m = s.mean[c], is = s.invStd[c];
       let sumDy = 0, sumDyXhat = 0;

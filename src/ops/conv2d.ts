@@ -10,6 +10,7 @@
 // so that the convolution becomes one matrix product per image and group:
 //   Y_g (Cout/g x Hout*Wout) = W_g (Cout/g x Cg*kH*kW) * col (Cg*kH*kW x Hout*Wout).
 
+import { alloc, release } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -143,7 +144,7 @@ export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number
 export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry, y: Float32Array): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = new Float32Array(K * HWout);
+  const col = alloc(K * HWout);
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
       im2col(x, g, n, gi * Cg, Cg, col);
@@ -151,6 +152,7 @@ export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float
       parallelGemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
     }
   }
+  release(col);
   if (bias !== null) addBiasPerChannel(y, bias, N, Cout, HWout);
 }
 
@@ -166,7 +168,7 @@ export function addBiasPerChannel(y: Float32Array, bias: Float32Array, N: number
 
 /** dbias[c] = sum over n, oy, ox of dy[n, c, oy, ox]. */
 export function biasGradPerChannel(dy: Float32Array, N: number, C: number, HW: number): Float32Array {
-  const dbias = new Float32Array(C);
+  const dbias = alloc(C);
   for (let c = 0; c < C; c++) {
     let acc = 0;
     for (let n = 0; n < N; n++) {
@@ -188,7 +190,7 @@ export function biasGradPerChannel(dy: Float32Array, N: number, C: number, HW: n
 export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array | null): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = new Float32Array(K * HWout);
+  const col = alloc(K * HWout);
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
       const dyOffset = (n * Cout + gi * Cog) * HWout;
@@ -202,17 +204,18 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
       }
     }
   }
+  release(col);
 }
 
 /** conv2d as an autograd op. */
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
   const g = convGeometry('conv2d', x, weight, bias, options);
-  const y = new Float32Array(g.N * g.Cout * g.Hout * g.Wout);
+  const y = alloc(g.N * g.Cout * g.Hout * g.Wout);
   conv2dForward(x.data, weight.data, bias?.data ?? null, g, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'conv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
-    const dx = needs[0] ? new Float32Array(s.x.length) : null;
-    const dweight = needs[1] ? new Float32Array(s.weight.length) : null;
+    const dx = needs[0] ? alloc(s.x.length) : null;
+    const dweight = needs[1] ? alloc(s.weight.length) : null;
     conv2dBackward(s.x, s.weight, dy, s.g, dx, dweight);
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
@@ -227,7 +230,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
 export function conv2dNaiveForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry): Float32Array {
   const { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups;
-  const y = new Float32Array(N * Cout * Hout * Wout);
+  const y = alloc(N * Cout * Hout * Wout);
   for (let n = 0; n < N; n++)
     for (let co = 0; co < Cout; co++) {
       const gi = Math.floor(co / Cog);
@@ -252,7 +255,7 @@ export function conv2dNaiveForward(x: Float32Array, weight: Float32Array, bias: 
 export function conv2dNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry): { dx: Float32Array; dweight: Float32Array; dbias: Float32Array } {
   const { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups;
-  const dx = new Float32Array(x.length), dweight = new Float32Array(weight.length), dbias = new Float32Array(Cout);
+  const dx = alloc(x.length), dweight = alloc(weight.length), dbias = alloc(Cout);
   for (let n = 0; n < N; n++)
     for (let co = 0; co < Cout; co++) {
       const gi = Math.floor(co / Cog);

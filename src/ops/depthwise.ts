@@ -8,6 +8,7 @@
 // and each tap (ky, kx) the valid range of ox is computed once, and the inner loop is a plain
 // strided multiply-add over that range with every offset hoisted out.
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -321,15 +322,15 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 /** Depthwise convolution as an autograd op. */
 export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: DepthwiseOptions = {}): Tensor {
   const g = depthwiseGeometry(x, weight, bias, options);
-  const y = new Float32Array(g.N * g.Cout * g.Hout * g.Wout);
+  const y = alloc(g.N * g.Cout * g.Hout * g.Wout);
   depthwiseForward(x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
     let dx: Float32Array | null = null;
     let dweight: Float32Array | null = null;
-    if (needs[0]) depthwiseBackwardInput(dy, s.weight, s.g, (dx = new Float32Array(s.x.length)));
-    if (needs[1]) depthwiseBackwardFilter(dy, s.x, s.g, (dweight = new Float32Array(s.weight.length)));
+    if (needs[0]) depthwiseBackwardInput(dy, s.weight, s.g, (dx = alloc(s.x.length)));
+    if (needs[1]) depthwiseBackwardFilter(dy, s.x, s.g, (dweight = alloc(s.weight.length)));
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;
@@ -342,7 +343,7 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
 
 export function depthwiseNaiveForward(x: Float32Array, weight: Float32Array, g: ConvGeometry): Float32Array {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const y = new Float32Array(N * C * Hout * Wout);
+  const y = alloc(N * C * Hout * Wout);
   for (let n = 0; n < N; n++)
     for (let c = 0; c < C; c++)
       for (let oy = 0; oy < Hout; oy++)
@@ -360,7 +361,7 @@ export function depthwiseNaiveForward(x: Float32Array, weight: Float32Array, g: 
 
 export function depthwiseNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry): { dx: Float32Array; dweight: Float32Array } {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const dx = new Float32Array(x.length), dweight = new Float32Array(weight.length);
+  const dx = alloc(x.length), dweight = alloc(weight.length);
   for (let n = 0; n < N; n++)
     for (let c = 0; c < C; c++)
       for (let oy = 0; oy < Hout; oy++)

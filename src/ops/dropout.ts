@@ -1,6 +1,7 @@
 // Inverted dropout: in training, zero each element with probability p and scale the rest by
 // 1 / (1 - p), so that the expected value is unchanged and evaluation needs no rescaling.
 
+import { alloc } from '../tensor/buffers.js';
 import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
 import type { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -11,7 +12,7 @@ export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tens
   if (!training || p === 0) return x;
   const scale = 1 / (1 - p);
   const mask = new Uint8Array(x.numel);
-  const y = new Float32Array(x.numel);
+  const y = alloc(x.numel);
   for (let i = 0; i < y.length; i++) {
     const keep = rng.uniform() >= p;
     mask[i] = keep ? 1 : 0;
@@ -19,7 +20,7 @@ export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tens
   }
   if (!needsGraph(x)) return new Tensor(y, x.shape);
   return withReplay(recordOp(new Tensor(y, x.shape), 'dropout', [x], { mask, scale }, (dy, s) => {
-    const dx = new Float32Array(dy.length);
+    const dx = alloc(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = s.mask[i] === 1 ? dy[i] * s.scale : 0;
     return [dx];
   }, `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`), (xs) => new Tensor(xs[0].data.map((v, i) => (mask[i] === 1 ? v * scale : 0)), xs[0].shape));

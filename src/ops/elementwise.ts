@@ -5,6 +5,7 @@
 // contributed to sends its gradient back, so the gradient is summed over the broadcast axes
 // (`reduceToShape`) and has the input's own shape again.
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp, needsGraph } from '../tensor/autograd.js';
 import { broadcastShapes, numelOf, sameShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -48,7 +49,7 @@ export function broadcastSourceIndex(outShape: readonly number[], inShape: reado
 /** Sum a gradient of shape `outShape` back to the (broadcast) shape `inShape`. */
 export function reduceToShape(grad: Float32Array, outShape: readonly number[], inShape: readonly number[]): Float32Array {
   if (sameShape(outShape, inShape) || numelOf(outShape) === numelOf(inShape)) return grad;
-  const result = new Float32Array(numelOf(inShape));
+  const result = alloc(numelOf(inShape));
   if (result.length === 1) {
     let acc = 0;
     for (let i = 0; i < grad.length; i++) acc += grad[i];
@@ -63,7 +64,7 @@ export function reduceToShape(grad: Float32Array, outShape: readonly number[], i
 /** Apply f elementwise over two broadcast inputs. */
 function broadcastBinary(op: string, a: Tensor, b: Tensor, f: (x: number, y: number) => number): Tensor {
   const outShape = broadcastShapes(op, a.shape, b.shape);
-  const out = new Float32Array(numelOf(outShape));
+  const out = alloc(numelOf(outShape));
   const ad = a.data, bd = b.data;
   if (sameShape(a.shape, b.shape)) {
     for (let i = 0; i < out.length; i++) out[i] = f(ad[i], bd[i]);
@@ -85,7 +86,7 @@ function broadcastBinary(op: string, a: Tensor, b: Tensor, f: (x: number, y: num
 function expandTo(x: Tensor, outShape: readonly number[]): Float32Array {
   if (sameShape(x.shape, outShape)) return x.data;
   const idx = broadcastSourceIndex(outShape, x.shape);
-  const out = new Float32Array(idx.length);
+  const out = alloc(idx.length);
   for (let i = 0; i < idx.length; i++) out[i] = x.data[idx[i]];
   return out;
 }
@@ -109,7 +110,7 @@ export function sub(a: Tensor, b: Tensor): Tensor {
   return withReplay(recordOp(out, 'sub', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => {
     let db: Float32Array | null = null;
     if (needs[1]) {
-      const neg = new Float32Array(dz.length);
+      const neg = alloc(dz.length);
       for (let i = 0; i < dz.length; i++) neg[i] = -dz[i];
       db = reduceToShape(neg, s.outShape, s.bShape);
     }
@@ -124,13 +125,13 @@ export function mul(a: Tensor, b: Tensor): Tensor {
     const grads: (Float32Array | null)[] = [null, null];
     if (needs[0]) {
       const bx = expandTo(s.b, s.outShape);
-      const g = new Float32Array(dz.length);
+      const g = alloc(dz.length);
       for (let i = 0; i < dz.length; i++) g[i] = dz[i] * bx[i];
       grads[0] = reduceToShape(g, s.outShape, s.a.shape);
     }
     if (needs[1]) {
       const ax = expandTo(s.a, s.outShape);
-      const g = new Float32Array(dz.length);
+      const g = alloc(dz.length);
       for (let i = 0; i < dz.length; i++) g[i] = dz[i] * ax[i];
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
@@ -145,13 +146,13 @@ export function div(a: Tensor, b: Tensor): Tensor {
     const grads: (Float32Array | null)[] = [null, null];
     const bx = expandTo(s.b, s.outShape);
     if (needs[0]) {
-      const g = new Float32Array(dz.length);
+      const g = alloc(dz.length);
       for (let i = 0; i < dz.length; i++) g[i] = dz[i] / bx[i];
       grads[0] = reduceToShape(g, s.outShape, s.a.shape);
     }
     if (needs[1]) {
       const ax = expandTo(s.a, s.outShape);
-      const g = new Float32Array(dz.length);
+      const g = alloc(dz.length);
       for (let i = 0; i < dz.length; i++) g[i] = (-dz[i] * ax[i]) / (bx[i] * bx[i]);
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
@@ -165,13 +166,13 @@ export function div(a: Tensor, b: Tensor): Tensor {
 
 /** Map x -> f(x), recording a backward that multiplies dy by the local derivative. */
 function unary(op: string, x: Tensor, f: (v: number) => number, formula: string, derivative: (xv: number, yv: number) => number): Tensor {
-  const out = new Float32Array(x.numel);
+  const out = alloc(x.numel);
   const xd = x.data;
   for (let i = 0; i < out.length; i++) out[i] = f(xd[i]);
   const y = new Tensor(out, x.shape);
   if (!needsGraph(x)) return y;
   return withReplay(recordOp(y, op, [x], { x: xd, y: out }, (dy, s) => {
-    const dx = new Float32Array(dy.length);
+    const dx = alloc(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = dy[i] * derivative(s.x[i], s.y[i]);
     return [dx];
   }, formula), (xs) => unary(op, xs[0], f, formula, derivative));

@@ -1,6 +1,7 @@
 // Fully connected layer: y = x W^T + b.
 //   x: (N, in)   weight: (out, in)   bias: (out)   y: (N, out)
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -27,21 +28,21 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const [outF, inW] = weight.shape;
   if (inF !== inW) throw new ShapeError(`linear: input has ${inF} features but weight ${formatShape(weight.shape)} expects ${inW}`);
   if (bias !== null && (bias.rank !== 1 || bias.shape[0] !== outF)) throw new ShapeError(`linear: bias must have shape [${outF}], got ${formatShape(bias.shape)}`);
-  const y = new Float32Array(N * outF);
+  const y = alloc(N * outF);
   linearForward(x.data, weight.data, bias?.data ?? null, N, inF, outF, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [N, outF]), 'linear', inputs, { x: x.data, weight: weight.data }, (dy, s, needs) => {
     let dx: Float32Array | null = null, dW: Float32Array | null = null, db: Float32Array | null = null;
     if (needs[0]) {
-      dx = new Float32Array(N * inF);
+      dx = alloc(N * inF);
       parallelGemm({ transA: false, transB: false, M: N, N: inF, K: outF, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.weight, bOffset: 0, ldb: inF, beta: 0, C: dx, cOffset: 0, ldc: inF });
     }
     if (needs[1]) {
-      dW = new Float32Array(outF * inF);
+      dW = alloc(outF * inF);
       parallelGemm({ transA: true, transB: false, M: outF, N: inF, K: N, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.x, bOffset: 0, ldb: inF, beta: 0, C: dW, cOffset: 0, ldc: inF });
     }
     if (inputs.length === 3 && needs[2]) {
-      db = new Float32Array(outF);
+      db = alloc(outF);
       for (let n = 0; n < N; n++) for (let o = 0; o < outF; o++) db[o] += dy[n * outF + o];
     }
     return inputs.length === 3 ? [dx, dW, db] : [dx, dW];
@@ -50,7 +51,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
 
 /** Naive twin of the forward. */
 export function linearNaiveForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, N: number, inF: number, outF: number): Float32Array {
-  const y = new Float32Array(N * outF);
+  const y = alloc(N * outF);
   linearForward(x, weight, bias, N, inF, outF, y, gemmNaive);
   return y;
 }

@@ -6,6 +6,7 @@
 //   loss = mean over n of  -sum_c q_c log p_c
 //   Backward: dlogits = dLoss * (softmax(logits) - q) / N
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -24,7 +25,7 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
     const label = labels[n];
     if (!Number.isInteger(label) || label < 0 || label >= C) throw new RangeError(`softmaxCrossEntropy: label ${label} at position ${n} is outside [0, ${C})`);
   }
-  const probs = new Float32Array(N * C);
+  const probs = alloc(N * C);
   let total = 0;
   for (let n = 0; n < N; n++) {
     const row = n * C;
@@ -45,7 +46,7 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
   const loss = new Tensor(Float32Array.of(total / N), []);
   const labelCopy = Int32Array.from(labels);
   return withReplay(recordOp(loss, 'softmaxCrossEntropy', [logits], { probs, labels: labelCopy }, (dLoss, s) => {
-    const dlogits = new Float32Array(N * C);
+    const dlogits = alloc(N * C);
     const scale = dLoss[0] / N;
     for (let n = 0; n < N; n++) {
       for (let c = 0; c < C; c++) dlogits[n * C + c] = (s.probs[n * C + c] - eps / C) * scale;

@@ -1,5 +1,6 @@
 // Matrix product, 2-D and batched 3-D, on the blocked GEMM.
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -20,7 +21,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   if (K !== K2 || (batched && b.shape[0] !== batch)) {
     throw new ShapeError(`matmul: cannot multiply ${formatShape(a.shape)} by ${formatShape(b.shape)} (inner dimensions ${K} and ${K2}${batched ? `, batches ${batch} and ${b.shape[0]}` : ''})`);
   }
-  const out = new Float32Array(batch * M * N);
+  const out = alloc(batch * M * N);
   for (let i = 0; i < batch; i++) {
     matmulInto(a.data, b.data, out, M, N, K, { aOffset: i * M * K, bOffset: i * K * N, cOffset: i * M * N });
   }
@@ -29,12 +30,12 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     let dA: Float32Array | null = null;
     let dB: Float32Array | null = null;
     if (needs[0]) {
-      dA = new Float32Array(batch * M * K);
+      dA = alloc(batch * M * K);
       // dA (M x K) = dC (M x N) * B^T (N x K)
       for (let i = 0; i < batch; i++) matmulInto(dC, s.b, dA, M, K, N, { transB: true, aOffset: i * M * N, bOffset: i * K * N, cOffset: i * M * K });
     }
     if (needs[1]) {
-      dB = new Float32Array(batch * K * N);
+      dB = alloc(batch * K * N);
       // dB (K x N) = A^T (K x M) * dC (M x N)
       for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
     }

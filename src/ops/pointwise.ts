@@ -5,6 +5,7 @@
 // In NCHW each channel's plane is already a contiguous row of X_n, so the convolution is a
 // matrix product over memory that is already in place.
 
+import { alloc, release } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -72,10 +73,12 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
   if (useBatched(g)) {
     // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
     const cols = N * HW;
-    const xT = toChannelMajor(x, N, Cin, HW, new Float32Array(Cin * cols));
-    const yT = new Float32Array(Cout * cols);
+    const xT = toChannelMajor(x, N, Cin, HW, alloc(Cin * cols));
+    const yT = alloc(Cout * cols);
     multiply({ transA: false, transB: false, M: Cout, N: cols, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: xT, bOffset: 0, ldb: cols, beta: 0, C: yT, cOffset: 0, ldc: cols });
     fromChannelMajor(yT, N, Cout, HW, y);
+    release(xT);
+    release(yT);
     return;
   }
   for (let n = 0; n < N; n++) {
@@ -90,18 +93,21 @@ export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Flo
   const { N, Cin, Cout, HW } = g;
   if (useBatched(g)) {
     const cols = N * HW;
-    const dyT = toChannelMajor(dy, N, Cout, HW, new Float32Array(Cout * cols));
+    const dyT = toChannelMajor(dy, N, Cout, HW, alloc(Cout * cols));
     if (dweight !== null) {
-      const xT = toChannelMajor(x, N, Cin, HW, new Float32Array(Cin * cols));
+      const xT = toChannelMajor(x, N, Cin, HW, alloc(Cin * cols));
       // dW (Cout x Cin) = dY (Cout x N*HW) * X^T (N*HW x Cin)
       multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dyT, aOffset: 0, lda: cols, B: xT, bOffset: 0, ldb: cols, beta: 0, C: dweight, cOffset: 0, ldc: Cin });
+      release(xT);
     }
     if (dx !== null) {
       // dX (Cin x N*HW) = W^T (Cin x Cout) * dY (Cout x N*HW)
-      const dxT = new Float32Array(Cin * cols);
+      const dxT = alloc(Cin * cols);
       multiply({ transA: true, transB: false, M: Cin, N: cols, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dyT, bOffset: 0, ldb: cols, beta: 0, C: dxT, cOffset: 0, ldc: cols });
       fromChannelMajor(dxT, N, Cin, HW, dx);
+      release(dxT);
     }
+    release(dyT);
     return;
   }
   for (let n = 0; n < N; n++) {
@@ -117,13 +123,13 @@ export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Flo
 /** 1x1 convolution (stride 1, no padding) as an autograd op. */
 export function pointwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null): Tensor {
   const g = pointwiseGeometry(x, weight, bias);
-  const y = new Float32Array(g.N * g.Cout * g.HW);
+  const y = alloc(g.N * g.Cout * g.HW);
   pointwiseForward(x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.HW);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, x.shape[2], x.shape[3]]), 'pointwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
-    const dx = needs[0] ? new Float32Array(s.x.length) : null;
-    const dweight = needs[1] ? new Float32Array(s.weight.length) : null;
+    const dx = needs[0] ? alloc(s.x.length) : null;
+    const dweight = needs[1] ? alloc(s.weight.length) : null;
     pointwiseBackward(s.x, s.weight, dy, s.g, dx, dweight);
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.HW) : null);
@@ -133,13 +139,13 @@ export function pointwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
 
 /** Naive twin: the same products with the textbook triple-loop GEMM. */
 export function pointwiseNaiveForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry): Float32Array {
-  const y = new Float32Array(g.N * g.Cout * g.HW);
+  const y = alloc(g.N * g.Cout * g.HW);
   pointwiseForward(x, weight, g, y, gemmNaive);
   return y;
 }
 
 export function pointwiseNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry): { dx: Float32Array; dweight: Float32Array } {
-  const dx = new Float32Array(x.length), dweight = new Float32Array(weight.length);
+  const dx = alloc(x.length), dweight = alloc(weight.length);
   pointwiseBackward(x, weight, dy, g, dx, dweight, gemmNaive);
   return { dx, dweight };
 }

@@ -1,6 +1,7 @@
 // Pooling: max, average, and global average.
 //   x: (N, C, H, W) -> y: (N, C, Hout, Wout),  Hout = floor((H + 2 pad - k) / stride) + 1
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -30,7 +31,7 @@ function poolGeometry(op: string, x: Tensor, o: PoolOptions) {
  */
 export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
   const { N, C, H, W, k, stride, padding, Hout, Wout } = poolGeometry('maxPool2d', x, options);
-  const y = new Float32Array(N * C * Hout * Wout);
+  const y = alloc(N * C * Hout * Wout);
   const argmax = new Int32Array(y.length);
   const xd = x.data;
   let o = 0;
@@ -58,7 +59,7 @@ export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
     }
   }
   return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'maxPool2d', [x], { argmax, n: xd.length }, (dy, s) => {
-    const dx = new Float32Array(s.n);
+    const dx = alloc(s.n);
     for (let i = 0; i < dy.length; i++) dx[s.argmax[i]] += dy[i];
     return [dx];
   }, `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`), (xs) => maxPool2d(xs[0], options));
@@ -70,7 +71,7 @@ export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
  */
 export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
   const { N, C, H, W, k, stride, padding, Hout, Wout } = poolGeometry('avgPool2d', x, options);
-  const y = new Float32Array(N * C * Hout * Wout);
+  const y = alloc(N * C * Hout * Wout);
   const xd = x.data, area = k * k;
   let o = 0;
   for (let plane = 0; plane < N * C; plane++) {
@@ -90,7 +91,7 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
       }
   }
   return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'avgPool2d', [x], { n: xd.length }, (dy, s) => {
-    const dx = new Float32Array(s.n);
+    const dx = alloc(s.n);
     let i = 0;
     for (let plane = 0; plane < N * C; plane++) {
       const base = plane * H * W;
@@ -116,7 +117,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
   if (x.rank !== 4) throw new ShapeError(`globalAvgPool2d: input must be (N, C, H, W), got ${formatShape(x.shape)}`);
   const [N, C, H, W] = x.shape;
   const HW = H * W;
-  const y = new Float32Array(N * C);
+  const y = alloc(N * C);
   for (let plane = 0; plane < N * C; plane++) {
     let acc = 0;
     const base = plane * HW;
@@ -124,7 +125,7 @@ export function globalAvgPool2d(x: Tensor): Tensor {
     y[plane] = acc / HW;
   }
   return withReplay(recordOp(new Tensor(y, [N, C, 1, 1]), 'globalAvgPool2d', [x], { n: x.numel }, (dy, s) => {
-    const dx = new Float32Array(s.n);
+    const dx = alloc(s.n);
     for (let plane = 0; plane < N * C; plane++) dx.fill(dy[plane] / HW, plane * HW, (plane + 1) * HW);
     return [dx];
   }, 'y = mean over H, W  ->  dx = dy / (H W)'), (xs) => globalAvgPool2d(xs[0]));

@@ -1,5 +1,6 @@
 // Reductions: sum and mean over axes, max over one axis.
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { normalizeAxis } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -31,7 +32,7 @@ export function sum(x: Tensor, axes?: number | readonly number[], options: Reduc
   for (let i = 0; i < x.data.length; i++) result[target[i]] += x.data[i];
   const yData = Float32Array.from(result);
   return withReplay(recordOp(new Tensor(yData, out), 'sum', [x], { target }, (dy, s) => {
-    const dx = new Float32Array(s.target.length);
+    const dx = alloc(s.target.length);
     for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]];
     return [dx];
   }, 'y = sum(x)  ->  dx = dy (broadcast back)'), (xs) => sum(xs[0], axes, options));
@@ -44,10 +45,10 @@ export function mean(x: Tensor, axes?: number | readonly number[], options: Redu
   const result = new Float64Array(kept.reduce((p, d) => p * d, 1));
   for (let i = 0; i < x.data.length; i++) result[target[i]] += x.data[i];
   const count = result.length === 0 ? 0 : x.numel / result.length;
-  const yData = new Float32Array(result.length);
+  const yData = alloc(result.length);
   for (let i = 0; i < result.length; i++) yData[i] = result[i] / count;
   return withReplay(recordOp(new Tensor(yData, out), 'mean', [x], { target, count }, (dy, s) => {
-    const dx = new Float32Array(s.target.length);
+    const dx = alloc(s.target.length);
     const scale = 1 / s.count;
     for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]] * scale;
     return [dx];
@@ -66,7 +67,7 @@ export function max(x: Tensor, axis: number, options: ReduceOptions = {}): Tenso
   if (size === 0) throw new RangeError(`max: cannot reduce over axis ${axis} of size 0`);
   const inner = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
   const outer = x.shape.slice(0, a).reduce((p, d) => p * d, 1);
-  const yData = new Float32Array(outer * inner);
+  const yData = alloc(outer * inner);
   const argmax = new Int32Array(outer * inner); // flat index into x of each maximum
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < inner; i++) {
@@ -86,7 +87,7 @@ export function max(x: Tensor, axis: number, options: ReduceOptions = {}): Tenso
     }
   }
   return withReplay(recordOp(new Tensor(yData, out), 'max', [x], { argmax, n: x.numel }, (dy, s) => {
-    const dx = new Float32Array(s.n);
+    const dx = alloc(s.n);
     for (let i = 0; i < s.argmax.length; i++) dx[s.argmax[i]] += dy[i];
     return [dx];
   }, 'y = max_k x_k  ->  dx_k = dy if k = argmax else 0'), (xs) => max(xs[0], axis, options));

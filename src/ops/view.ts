@@ -1,6 +1,7 @@
 // Shape ops: reshape and flatten are free (same data, new shape); permute and transpose copy,
 // because every tensor here is contiguous row-major.
 
+import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, normalizeAxis, numelOf, ShapeError, stridesOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -42,7 +43,7 @@ function permuteData(data: Float32Array, shape: readonly number[], perm: readonl
   const outShape = perm.map((p) => shape[p]);
   // Stride in the input for a step along each output axis.
   const stepStrides = perm.map((p) => inStrides[p]);
-  const out = new Float32Array(data.length);
+  const out = alloc(data.length);
   const counter = new Array<number>(rank).fill(0);
   let src = 0;
   for (let o = 0; o < out.length; o++) {

@@ -10,6 +10,7 @@
 // end, so the learner's stepper and real training take the same path. Topological sorting is
 // iterative (no recursion), so a 100,000-node chain cannot overflow the stack.
 
+import { alloc as allocBuffer, release as releaseBuffer } from './buffers.js';
 import { formatShape, ShapeError } from './shape.js';
 import { Tensor } from './tensor.js';
 
@@ -181,6 +182,11 @@ function accumulateLeafGrad(leaf: Tensor, grad: Float32Array): void {
   }
 }
 
+function isPending(pending: Map<Tensor, Float32Array>, buffer: Float32Array): boolean {
+  for (const g of pending.values()) if (g === buffer) return true;
+  return false;
+}
+
 export function* backwardSteps(root: Tensor, gradient?: Tensor, options: BackwardOptions = {}): Generator<BackwardStep, void, undefined> {
   if (!root.requiresGrad) {
     throw new Error('backward: this tensor does not require grad (no input had requiresGrad, or it was made under noGrad)');
@@ -206,6 +212,7 @@ export function* backwardSteps(root: Tensor, gradient?: Tensor, options: Backwar
       throw new Error(`${node.op} backward: returned ${inputGrads.length} gradients for ${node.inputs.length} inputs`);
     }
     const handedOut = new Set<Float32Array>();
+    const summedIn: Float32Array[] = [];
     for (let i = 0; i < node.inputs.length; i++) {
       const input = node.inputs[i];
       let g = inputGrads[i];
@@ -214,17 +221,31 @@ export function* backwardSteps(root: Tensor, gradient?: Tensor, options: Backwar
         throw new ShapeError(`${node.op} backward: gradient for input ${i} has ${g.length} elements but the input has shape ${formatShape(input.shape)}`);
       }
       // The same buffer may be returned for two inputs (add(x, x)); each owner needs its own.
-      if (handedOut.has(g)) g = g.slice();
+      if (handedOut.has(g)) {
+        const copy = allocBuffer(g.length, false);
+        copy.set(g);
+        g = copy;
+      }
       handedOut.add(g);
       if (input.node === null) {
         accumulateLeafGrad(input, g);
       } else {
         const existing = pending.get(input);
         if (existing === undefined) pending.set(input, g);
-        else for (let j = 0; j < existing.length; j++) existing[j] += g[j];
+        else {
+          for (let j = 0; j < existing.length; j++) existing[j] += g[j];
+          summedIn.push(g);
+        }
       }
     }
     yield { index, total: order.length, op: node.op, formula: node.formula, output, inputs: node.inputs, gradOutput, inputGrads };
+    // This node's output gradient is consumed; unless an op passed it through as an input's
+    // gradient (a reshape does), its buffer can serve a later op of the same step.
+    // Likewise a gradient summed into another one's pending buffer.
+    if (release) {
+      if (!handedOut.has(gradOutput)) releaseBuffer(gradOutput);
+      for (const g of summedIn) if (g !== gradOutput && !isPending(pending, g)) releaseBuffer(g);
+    }
   }
 }
 

@@ -4,6 +4,7 @@
 import { createModel, type Architecture, type ImageClassifier } from '../nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { noGrad } from '../tensor/autograd.js';
+import { reuseBuffers } from '../tensor/buffers.js';
 import { Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
@@ -323,9 +324,11 @@ export class Trainer {
     this.model.eval();
     noGrad(() => {
       for (const batch of loader.epoch(0)) {
-        const logits = this.model.forward(batch.x);
-        const loss = softmaxCrossEntropy(logits, batch.labels);
-        metrics.update(logits.data, batch.labels, loss.item());
+        reuseBuffers(() => {
+          const logits = this.model.forward(batch.x);
+          const loss = softmaxCrossEntropy(logits, batch.labels);
+          metrics.update(logits.data, batch.labels, loss.item());
+        });
       }
     });
     this.model.train(wasTraining);
@@ -350,22 +353,29 @@ export class Trainer {
       let dataStart = performance.now();
       for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
         const computeStart = performance.now();
-        const logits = this.model.forward(batch.x);
-        const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: c.labelSmoothing });
-        const lossValue = loss.item();
-        if (!Number.isFinite(lossValue)) {
-          this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: lossValue });
-          throw new TrainingStoppedError(
-            `training stopped: the loss is ${lossValue} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
-              (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
-              '. Try a lower --lr.',
-          );
-        }
-        this.optimizer.zeroGrad();
-        loss.backward();
-        this.optimizer.step();
+        // One step in a buffer-reuse scope: after the first step, the activations and gradients
+        // of this step reuse the previous step's memory (src/tensor/buffers.ts). The gradients
+        // are cleared before the scope ends, since their memory goes back to the cache.
+        const lossValue = reuseBuffers(() => {
+          const logits = this.model.forward(batch.x);
+          const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: c.labelSmoothing });
+          const value = loss.item();
+          if (!Number.isFinite(value)) {
+            this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
+            throw new TrainingStoppedError(
+              `training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
+                (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
+                '. Try a lower --lr.',
+            );
+          }
+          this.optimizer.zeroGrad();
+          loss.backward();
+          this.optimizer.step();
+          this.optimizer.zeroGrad();
+          metrics.update(logits.data, batch.labels, value);
+          return value;
+        });
         if (this.scheduler.perStep) this.scheduler.step();
-        metrics.update(logits.data, batch.labels, lossValue);
         this.progress.step++;
         this.progress.batch = batch.index + 1;
         const now = performance.now();

@@ -1,0 +1,118 @@
+import { describe, expect, it } from 'vitest';
+import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
+import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { add } from '../src/ops/elementwise.js';
+import { alloc, cacheBytes, emptyCache, isCached, release, reuseBuffers } from '../src/tensor/buffers.js';
+import { Rng } from '../src/tensor/rng.js';
+import { rand, Tensor } from '../src/tensor/tensor.js';
+import { SGD } from '../src/train/optim.js';
+
+/** sha256-free fingerprint: the bytes of every parameter, concatenated. */
+function weightsOf(model: ImageClassifier): Buffer {
+  return Buffer.concat(model.parameters().map((p) => Buffer.from(p.data.buffer, p.data.byteOffset, p.data.byteLength)));
+}
+
+function trainSteps(arch: 'v1' | 'v2', steps: number, scoped: boolean): { weights: Buffer; losses: number[] } {
+  const rng = new Rng(5);
+  const model = createModel(arch, { alpha: 0.25, numClasses: 10, resolution: 32, seed: 3 }).fuseActivations();
+  model.train();
+  const opt = new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 });
+  const x = rand([4, 3, 32, 32], rng);
+  const labels = [1, 2, 3, 4];
+  const losses: number[] = [];
+  const step = () => {
+    opt.zeroGrad();
+    const loss = softmaxCrossEntropy(model.forward(x), labels);
+    losses.push(loss.item());
+    loss.backward();
+    opt.step();
+    opt.zeroGrad();
+  };
+  for (let i = 0; i < steps; i++) {
+    if (scoped) reuseBuffers(step);
+    else step();
+  }
+  return { weights: weightsOf(model), losses };
+}
+
+describe('buffer reuse', () => {
+  it('alloc outside a scope is a plain zeroed array; inside, buffers come back zeroed and are reused', () => {
+    const plain = alloc(8);
+    expect(plain.buffer).toBeInstanceOf(ArrayBuffer);
+    expect(isCached(plain)).toBe(false);
+    let first: Float32Array | undefined;
+    reuseBuffers(() => {
+      first = alloc(1000);
+      first.fill(7);
+      expect(isCached(first)).toBe(true);
+    });
+    reuseBuffers(() => {
+      const again = alloc(1000);
+      expect(again).toBe(first); // the same memory, handed out again
+      expect(again.every((v) => v === 0)).toBe(true);
+      const other = alloc(1000); // in use: a new one
+      expect(other).not.toBe(first);
+    });
+  });
+
+  it('release hands a buffer to the next alloc of the same step, and ignores buffers of other scopes', () => {
+    reuseBuffers(() => {
+      const a = alloc(333);
+      release(a);
+      expect(alloc(333)).toBe(a);
+      const outside = new Float32Array(333);
+      release(outside); // not the cache's: nothing happens
+      expect(alloc(333)).not.toBe(outside);
+    });
+  });
+
+  it('training steps in a reuse scope give bit-identical weights to plain allocation (V1 and V2 with residual adds)', () => {
+    for (const arch of ['v1', 'v2'] as const) {
+      const plain = trainSteps(arch, 3, false);
+      const reused = trainSteps(arch, 3, true);
+      expect(reused.losses).toEqual(plain.losses);
+      expect(reused.weights.equals(plain.weights), arch).toBe(true);
+    }
+  });
+
+  it('add(x, x) of a non-leaf inside a scope: both gradient paths survive', () => {
+    const x = new Tensor(Float32Array.from([1, 2, 3]), [3], true);
+    reuseBuffers(() => {
+      const h = add(x, x); // non-leaf
+      const y = add(add(h, h), h); // h's gradient comes from three places: 3 * 2 = 6 per element
+      y.backward(new Tensor(Float32Array.from([1, 1, 1]), [3]));
+      expect(Array.from(x.grad!.data)).toEqual([6, 6, 6]);
+    });
+  });
+
+  it('after the first step a training step allocates nothing new: cache size flat and RSS flat over 200 steps', () => {
+    const steps = Number(process.env.MOBILENET_MEMORY_STEPS ?? 200);
+    emptyCache();
+    const rng = new Rng(6);
+    const model = createModel('v1', { alpha: 0.25, numClasses: 10, resolution: 32, seed: 1 }).fuseActivations();
+    model.train();
+    const opt = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
+    const x = rand([8, 3, 32, 32], rng);
+    const labels = Array.from({ length: 8 }, (_, i) => i % 10);
+    const step = () =>
+      reuseBuffers(() => {
+        opt.zeroGrad();
+        softmaxCrossEntropy(model.forward(x), labels).backward();
+        opt.step();
+        opt.zeroGrad();
+      });
+    step();
+    step();
+    const cacheAfterWarmup = cacheBytes();
+    expect(cacheAfterWarmup).toBeGreaterThan(0);
+    const rssAt = [process.memoryUsage().rss];
+    for (let i = 0; i < steps; i++) {
+      step();
+      expect(cacheBytes()).toBe(cacheAfterWarmup);
+      if ((i + 1) % 50 === 0) rssAt.push(process.memoryUsage().rss);
+    }
+    // RSS can wobble with the garbage collector's own schedule, never grow with the steps.
+    const growthMb = (Math.max(...rssAt) - rssAt[0]) / 2 ** 20;
+    expect(growthMb, `RSS every 50 steps (MB): ${rssAt.map((r) => (r / 2 ** 20).toFixed(0)).join(', ')}`).toBeLessThan(24);
+  });
+});
