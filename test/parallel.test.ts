@@ -1,9 +1,14 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { gemm } from '../src/ops/gemm.js';
-import { getThreads, parallelGemm, setThreads } from '../src/ops/parallel.js';
+import { getThreads, kernelJob, kernelJobsOnThreads, parallelGemm, registerKernel, setThreads } from '../src/ops/parallel.js';
+import { batchNorm2d } from '../src/ops/batchnorm.js';
+import { depthwiseConv2d } from '../src/ops/depthwise.js';
+import { mul } from '../src/ops/elementwise.js';
+import { sum } from '../src/ops/reduce.js';
+import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
 import { Rng } from '../src/tensor/rng.js';
-import { randn } from '../src/tensor/tensor.js';
+import { randn, Tensor } from '../src/tensor/tensor.js';
 import { loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
 import { TRAIN_DEFAULTS, Trainer } from '../src/train/trainer.js';
 import { resolve } from 'node:path';
@@ -42,6 +47,60 @@ describe('threads', () => {
   });
 
   it('rejects a bad thread count', () => {
-    expect(() => setThreads(0)).toThrow('setThreads: need an integer >= 1, got 0');
+    expect(() => setThreads(0)).toThrow('setThreads: need an integer from 1 to 32, got 0');
+    expect(() => setThreads(33)).toThrow('setThreads: need an integer from 1 to 32, got 33');
+  });
+
+  it('depthwise and BatchNorm kernels split over threads give bit-identical outputs and gradients', () => {
+    const rng = new Rng(9);
+    const cases = [
+      { N: 2, C: 24, H: 30, W: 30, k: 3, stride: 1, padding: 1, act: 'relu6' as const },
+      { N: 4, C: 32, H: 33, W: 31, k: 3, stride: 2, padding: 1, act: 'relu' as const },
+      { N: 2, C: 12, H: 40, W: 40, k: 5, stride: 1, padding: 2, act: undefined },
+    ];
+    for (const { N, C, H, W, k, stride, padding, act } of cases) {
+      const x = randn([N, C, H, W], rng), w = randn([C, 1, k, k], rng), gamma = randn([C], rng), beta = randn([C], rng);
+      const run = (threads: number) => {
+        setThreads(threads);
+        const before = kernelJobsOnThreads();
+        const out = reuseBuffers(() => {
+          // The input in shared memory too (as an activation inside a model is), so every kernel can split.
+          const xShared = alloc(x.numel);
+          xShared.set(x.data);
+          const xs = new Tensor(xShared, x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true);
+          const gs = new Tensor(gamma.data.slice(), [C], true), bs = new Tensor(beta.data.slice(), [C], true);
+          const rm = new Tensor(new Float32Array(C), [C]), rv = new Tensor(new Float32Array(C).fill(1), [C]);
+          const y = batchNorm2d(depthwiseConv2d(xs, ws, null, { stride, padding }), gs, bs, rm, rv, { training: true, activation: act });
+          const yData = y.data.slice();
+          sum(mul(y, y)).backward();
+          return [yData, xs.grad!.data, ws.grad!.data, gs.grad!.data, bs.grad!.data, rm.data, rv.data].map((a) => Buffer.from(a.slice().buffer));
+        });
+        return { out, jobs: kernelJobsOnThreads() - before };
+      };
+      const one = run(1), two = run(2);
+      expect(one.jobs).toBe(0);
+      expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(6);
+      for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `k${k} s${stride}: output ${i}`).toBe(true);
+    }
+  });
+
+  it('a failing worker thread is reported as an error, not a hang', () => {
+    setThreads(1);
+    const failing = registerKernel({
+      run: function failOnWorker(_par: Float64Array, _bufs: unknown, lo: number) {
+        if (lo > 0) throw new Error('kernel blew up on a worker');
+      },
+      deps: [],
+    });
+    setThreads(2);
+    const job = kernelJob(failing, 1 << 20, []);
+    expect(job).not.toBeNull();
+    expect(() => job!.run(2)).toThrow(/a worker thread failed: Error: kernel blew up on a worker/);
+    // The pool still works afterwards.
+    const A = randn([64, 64], new Rng(1)).data, C = new Float32Array(64 * 64), C1 = new Float32Array(64 * 64);
+    const args = { transA: false, transB: false, M: 64, N: 64, K: 64, alpha: 1, A, aOffset: 0, lda: 64, B: A, bOffset: 0, ldb: 64, beta: 0, cOffset: 0, ldc: 64 };
+    parallelGemm({ ...args, C });
+    gemm({ ...args, C: C1 });
+    expect(Buffer.from(C.buffer).equals(Buffer.from(C1.buffer))).toBe(true);
   });
 });

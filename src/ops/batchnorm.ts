@@ -9,7 +9,8 @@
 // Saved for backward: the input x, mean and invStd per channel (xhat is recomputed: M floats saved).
 
 import { alloc } from '../tensor/buffers.js';
-import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
+import { withReplay, recordOp } from '../tensor/autograd.js';
+import { kernelJob, registerKernel } from './parallel.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -27,6 +28,153 @@ export interface BatchNormOptions {
   activation?: 'relu' | 'relu6';
 }
 
+// =============================================================================================
+// Kernels over a range of channels [c0, c1). Channels are independent, so threads split them and
+// every number is computed exactly as on one thread. These run in worker threads as source text
+// (see parallel.ts): they call nothing but each other.
+// =============================================================================================
+
+/** stats[2c] = mean, stats[2c + 1] = biased variance of channel c, in float64 (two passes: stable). */
+export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number): void {
+  const M = N * HW;
+  for (let c = c0; c < c1; c++) {
+    let s = 0;
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW, end = start + HW;
+      for (let i = start; i < end; i++) s += x[i];
+    }
+    const m = s / M;
+    let ss = 0;
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW, end = start + HW;
+      for (let i = start; i < end; i++) {
+        const d = x[i] - m;
+        ss += d * d;
+      }
+    }
+    stats[2 * c] = m;
+    stats[2 * c + 1] = ss / M;
+  }
+}
+
+/**
+ * y = scale_c x + shift_c (coef[2c] = scale, coef[2c + 1] = shift), then the fused activation:
+ * high = 0 none, Infinity ReLU, 6 ReLU6 (clamp to [0, high]; NaN passes through).
+ */
+export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: number, HW: number, coef: Float64Array, high: number, c0: number, c1: number): void {
+  for (let c = c0; c < c1; c++) {
+    const scale = coef[2 * c], shift = coef[2 * c + 1];
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW, end = start + HW;
+      if (high === 0) {
+        for (let i = start; i < end; i++) y[i] = x[i] * scale + shift;
+        continue;
+      }
+      for (let i = start; i < end; i++) {
+        const v = Math.fround(x[i] * scale + shift); // the float32 value the separate BN would store
+        y[i] = v > 0 ? (v < high ? v : high) : v === v ? 0 : v;
+      }
+    }
+  }
+}
+
+/**
+ * Backward for channels [c0, c1). coef[3c..3c+2] = mean, invStd, gamma. With a fused activation
+ * (high > 0) the incoming gradient first passes the activation's mask, read off the output y:
+ * dy = dyIn where 0 < y < high, else 0. Then per channel
+ *   sums[2c] = dbeta = sum dy,  sums[2c + 1] = dgamma = sum dy xhat,
+ *   training: dx = gamma invStd (dy - mean(dy) - xhat mean(dy xhat));  eval: dx = gamma invStd dy.
+ * dx may be null (no input gradient wanted).
+ */
+export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array | null, N: number, C: number, HW: number, coef: Float64Array, sums: Float64Array, high: number, training: boolean, c0: number, c1: number): void {
+  const M = N * HW;
+  for (let c = c0; c < c1; c++) {
+    const m = coef[3 * c], is = coef[3 * c + 1];
+    let sumDy = 0, sumDyXhat = 0;
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW, end = start + HW;
+      if (high === 0) {
+        for (let i = start; i < end; i++) {
+          const d = dyIn[i];
+          sumDy += d;
+          sumDyXhat += d * (x[i] - m) * is;
+        }
+      } else {
+        for (let i = start; i < end; i++) {
+          const v = y[i];
+          if (v > 0 && v < high) {
+            const d = dyIn[i];
+            sumDy += d;
+            sumDyXhat += d * (x[i] - m) * is;
+          }
+        }
+      }
+    }
+    sums[2 * c] = sumDy;
+    sums[2 * c + 1] = sumDyXhat;
+    if (dx === null) continue;
+    const g = coef[3 * c + 2] * is;
+    const meanDy = training ? sumDy / M : 0, meanDyXhat = training ? sumDyXhat / M : 0;
+    for (let n = 0; n < N; n++) {
+      const start = (n * C + c) * HW, end = start + HW;
+      for (let i = start; i < end; i++) {
+        const d = high === 0 || (y[i] > 0 && y[i] < high) ? dyIn[i] : 0;
+        dx[i] = training ? g * (d - meanDy - (x[i] - m) * is * meanDyXhat) : g * d;
+      }
+    }
+  }
+}
+
+const STATS = 0, APPLY = 1, BACKWARD = 2;
+
+/**
+ * Worker-thread entry. par: [mode, N, C, HW, high, training, xId, yId, coefId, outId, dyId, dxId];
+ * [lo, hi) is a channel range.
+ */
+function batchNormSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
+  const N = par[1], C = par[2], HW = par[3], high = par[4];
+  const x = bufs[par[6]] as Float32Array;
+  if (par[0] === 0) batchNormStats(x, N, C, HW, bufs[par[9]] as Float64Array, lo, hi);
+  else if (par[0] === 1) batchNormApply(x, bufs[par[7]] as Float32Array, N, C, HW, bufs[par[8]] as Float64Array, high, lo, hi);
+  else batchNormBackward(bufs[par[10]] as Float32Array, x, bufs[par[7]] as Float32Array, par[11] < 0 ? null : (bufs[par[11]] as Float32Array), N, C, HW, bufs[par[8]] as Float64Array, bufs[par[9]] as Float64Array, high, par[5] === 1, lo, hi);
+}
+
+const BATCHNORM_KERNEL = registerKernel({ run: batchNormSlice, deps: [batchNormStats, batchNormApply, batchNormBackward] });
+
+interface BatchNormCall {
+  N: number;
+  C: number;
+  HW: number;
+  high: number;
+  training: boolean;
+  x: Float32Array;
+  y: Float32Array;
+}
+
+/** One BatchNorm kernel on every thread when the activations are in shared memory, else here. */
+function runBatchNorm(mode: number, call: BatchNormCall, coef: Float64Array | null, out: Float64Array | null, dy: Float32Array | null = null, dx: Float32Array | null = null): void {
+  const { N, C, HW, high, training, x, y } = call;
+  const large = mode === STATS ? [x] : mode === APPLY ? [x, y] : [x, y, dy, dx];
+  const job = kernelJob(BATCHNORM_KERNEL, x.length, large);
+  if (job === null) {
+    if (mode === STATS) batchNormStats(x, N, C, HW, out!, 0, C);
+    else if (mode === APPLY) batchNormApply(x, y, N, C, HW, coef!, high, 0, C);
+    else batchNormBackward(dy!, x, y, dx, N, C, HW, coef!, out!, high, training, 0, C);
+    return;
+  }
+  const p = job.par;
+  [p[0], p[1], p[2], p[3], p[4], p[5]] = [mode, N, C, HW, high, training ? 1 : 0];
+  p[6] = job.shared(x);
+  p[7] = job.shared(y);
+  p[8] = coef === null ? -1 : job.staged(0, coef);
+  const result = out === null ? null : job.scratch64(1, out.length);
+  p[9] = result === null ? -1 : result.id;
+  p[10] = job.shared(dy);
+  p[11] = job.shared(dx);
+  job.run(C);
+  if (out !== null) out.set(result!.data.subarray(0, out.length));
+}
+
 /**
  * Batch normalisation as an autograd op. In training mode the running statistics tensors are
  * updated in place (they are buffers, not parameters: no gradient flows into them).
@@ -40,101 +188,54 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     if (t.rank !== 1 || t.shape[0] !== C) throw new ShapeError(`batchNorm2d: ${name} must have shape [${C}] for an input with ${C} channels, got ${formatShape(t.shape)}`);
   }
   const HW = H * W, M = N * HW;
-  if (options.training && M < 2) throw new ShapeError(`batchNorm2d: training needs more than one value per channel, got input ${formatShape(x.shape)}`);
-  const xd = x.data;
+  const training = options.training;
+  if (training && M < 2) throw new ShapeError(`batchNorm2d: training needs more than one value per channel, got input ${formatShape(x.shape)}`);
+  const activation = options.activation;
+  // The fused activation clamps to [0, high]; high = 0 means no activation.
+  const high = activation === 'relu6' ? 6 : activation === 'relu' ? Infinity : 0;
+  const call: BatchNormCall = { N, C, HW, high, training, x: x.data, y: alloc(x.numel, false) };
   const mean = new Float64Array(C);
   const invStd = new Float64Array(C);
-  for (let c = 0; c < C; c++) {
-    if (options.training) {
-      // Two passes in float64: the mean, then the centred sum of squares (stable).
-      let s = 0;
-      for (let n = 0; n < N; n++) {
-        const start = (n * C + c) * HW;
-        for (let i = start; i < start + HW; i++) s += xd[i];
-      }
-      const m = s / M;
-      let ss = 0;
-      for (let n = 0; n < N; n++) {
-        const start = (n * C + c) * HW;
-        for (let i = start; i < start + HW; i++) {
-          const d = xd[i] - m;
-          ss += d * d;
-        }
-      }
-      const variance = ss / M;
+  if (training) {
+    const stats = new Float64Array(2 * C);
+    runBatchNorm(STATS, call, null, stats);
+    for (let c = 0; c < C; c++) {
+      const m = stats[2 * c], variance = stats[2 * c + 1];
       mean[c] = m;
       invStd[c] = 1 / Math.sqrt(variance + eps);
       runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * m;
       runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * variance * (M / (M - 1));
-    } else {
+    }
+  } else {
+    for (let c = 0; c < C; c++) {
       mean[c] = runningMean.data[c];
       invStd[c] = 1 / Math.sqrt(runningVar.data[c] + eps);
     }
   }
-  const y = alloc(xd.length);
-  const activation = options.activation;
-  // With a fused activation: clamp to [0, high], and keep mask[i] = 1 where 0 < y < high.
-  const high = activation === 'relu6' ? 6 : Infinity;
-  const mask = activation !== undefined && needsGraph(x, gamma, beta) ? new Uint8Array(xd.length) : null;
+  // y = gamma (x - mean) invStd + beta = scale x + shift
+  const coef = new Float64Array(2 * C);
   for (let c = 0; c < C; c++) {
-    // y = gamma (x - mean) invStd + beta = scale x + shift
     const scale = gamma.data[c] * invStd[c];
-    const shift = beta.data[c] - mean[c] * scale;
-    for (let n = 0; n < N; n++) {
-      const start = (n * C + c) * HW;
-      if (activation === undefined) {
-        for (let i = start; i < start + HW; i++) y[i] = xd[i] * scale + shift;
-        continue;
-      }
-      for (let i = start; i < start + HW; i++) {
-        const v = Math.fround(xd[i] * scale + shift); // the float32 value the separate BN would store
-        if (v > 0) {
-          if (v < high) {
-            y[i] = v;
-            if (mask !== null) mask[i] = 1;
-          } else y[i] = high;
-        } else y[i] = v === v ? 0 : v; // NaN passes through
-      }
-    }
+    coef[2 * c] = scale;
+    coef[2 * c + 1] = beta.data[c] - mean[c] * scale;
   }
-  const training = options.training;
+  runBatchNorm(APPLY, call, coef, null);
+  const y = call.y;
   const op = activation === undefined ? 'batchNorm2d' : `batchNorm2d+${activation}`;
-  return withReplay(recordOp(new Tensor(y, x.shape), op, [x, gamma, beta], { x: xd, gamma: gamma.data, mean, invStd, mask }, (dyIn, s, needs) => {
-    // Fused activation first: dy = dyIn * mask (the ReLU's backward), then BatchNorm's.
-    let dy = dyIn;
-    if (s.mask !== null) {
-      dy = alloc(dyIn.length);
-      for (let i = 0; i < dy.length; i++) if (s.mask[i] === 1) dy[i] = dyIn[i];
+  return withReplay(recordOp(new Tensor(y, x.shape), op, [x, gamma, beta], { call, gamma: gamma.data, mean, invStd }, (dyIn, s, needs) => {
+    const backCoef = new Float64Array(3 * C);
+    for (let c = 0; c < C; c++) {
+      backCoef[3 * c] = s.mean[c];
+      backCoef[3 * c + 1] = s.invStd[c];
+      backCoef[3 * c + 2] = s.gamma[c];
     }
-    // Per channel: sumDy = sum dy = dbeta, sumDyXhat = sum dy * xhat = dgamma.
-    // Training (mean and var depend on x):
-    //   dx = gamma invStd / M * (M dy - sumDy - xhat sumDyXhat)
-    // Eval (statistics are constants): dx = gamma invStd dy.
-    const dx = needs[0] ? alloc(s.x.length) : null;
+    const sums = new Float64Array(2 * C);
+    const dx = needs[0] ? alloc(s.call.x.length, false) : null;
+    runBatchNorm(BACKWARD, s.call, backCoef, sums, dyIn, dx);
     const dgamma = alloc(C), dbeta = alloc(C);
     for (let c = 0; c < C; c++) {
-      const m = s.mean[c], is = s.invStd[c];
-      let sumDy = 0, sumDyXhat = 0;
-      for (let n = 0; n < N; n++) {
-        const start = (n * C + c) * HW;
-        for (let i = start; i < start + HW; i++) {
-          sumDy += dy[i];
-          sumDyXhat += dy[i] * (s.x[i] - m) * is;
-        }
-      }
-      dgamma[c] = sumDyXhat;
-      dbeta[c] = sumDy;
-      if (dx === null) continue;
-      const g = s.gamma[c] * is;
-      for (let n = 0; n < N; n++) {
-        const start = (n * C + c) * HW;
-        if (training) {
-          const meanDy = sumDy / M, meanDyXhat = sumDyXhat / M;
-          for (let i = start; i < start + HW; i++) dx[i] = g * (dy[i] - meanDy - (s.x[i] - m) * is * meanDyXhat);
-        } else {
-          for (let i = start; i < start + HW; i++) dx[i] = g * dy[i];
-        }
-      }
+      dbeta[c] = sums[2 * c];
+      dgamma[c] = sums[2 * c + 1];
     }
     return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
   }, (activation ? `${activation} after ` : '') + (training

@@ -12,7 +12,9 @@ import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { addBiasPerChannel, biasGradPerChannel, convGeometry, validOutputRange, type ConvGeometry } from './conv2d.js';
+import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
+import { kernelJob, registerKernel } from './parallel.js';
+import { isCached } from '../tensor/buffers.js';
 
 // =============================================================================================
 // The hot path: 3 x 3 filters. The output plane is split into an interior rectangle, where all
@@ -182,9 +184,12 @@ export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
 function tapColumnRanges(g: ConvGeometry): Int32Array {
   const ranges = new Int32Array(2 * g.kW);
   for (let kx = 0; kx < g.kW; kx++) {
-    const [lo, hi] = validOutputRange(kx - g.padding, g.stride, g.W, g.Wout);
+    // As conv2d's validOutputRange (inlined: this runs in worker threads, which see no imports).
+    const offset = kx - g.padding;
+    const lo = Math.max(0, Math.ceil(-offset / g.stride));
+    const hi = Math.min(g.Wout, Math.floor((g.W - 1 - offset) / g.stride) + 1);
     ranges[2 * kx] = lo;
-    ranges[2 * kx + 1] = hi;
+    ranges[2 * kx + 1] = Math.max(lo, hi);
   }
   return ranges;
 }
@@ -319,18 +324,69 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
   }
 }
 
+// =============================================================================================
+// Both cores: planes (forward, input gradient) or channels (filter gradient) split over threads.
+// Each output element is computed exactly as on one thread, so results are bit-identical.
+// =============================================================================================
+
+const FORWARD = 0, BACKWARD_INPUT = 1, BACKWARD_FILTER = 2;
+
+/**
+ * Worker-thread entry. par: [mode, aId, bId, outId, N, C, H, W, kH, kW, stride, padding, Hout, Wout].
+ * mode 0: out = forward(a = x, b = weight); 1: out = inputGrad(a = dy, b = weight);
+ * 2: out = filterGrad(a = dy, b = x). [lo, hi) are planes for modes 0 and 1, channels for mode 2.
+ */
+function depthwiseSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
+  const C = par[5];
+  const g = { N: par[4], Cin: C, H: par[6], W: par[7], Cout: C, kH: par[8], kW: par[9], stride: par[10], padding: par[11], dilation: 1, groups: C, Hout: par[12], Wout: par[13] };
+  const a = bufs[par[1]] as Float32Array, b = bufs[par[2]] as Float32Array, out = bufs[par[3]] as Float32Array;
+  if (par[0] === 0) depthwiseForward(a, b, g, out, lo, hi);
+  else if (par[0] === 1) depthwiseBackwardInput(a, b, g, out, lo, hi);
+  else depthwiseBackwardFilter(a, b, g, out, lo, hi);
+}
+
+const DEPTHWISE_KERNEL = registerKernel({
+  run: depthwiseSlice,
+  deps: [interior3, correlate3x3Plane, filterGrad3x3Plane, inputGrad3x3ScatterPlane, tapColumnRanges, depthwiseForward, depthwiseBackwardInput, depthwiseBackwardFilter],
+});
+
+/**
+ * One of the three depthwise computations on every thread when the tensors live in shared
+ * memory (inside `reuseBuffers`), else on this one. `a`, and `b` in mode 2, are activations;
+ * `b` in modes 0 and 1 is the (small) weight; `out` is y, dx, or dweight (small) in mode 2.
+ */
+function runDepthwise(mode: number, a: Float32Array, b: Float32Array, g: ConvGeometry, out: Float32Array): void {
+  const filter = mode === BACKWARD_FILTER;
+  const job = kernelJob(DEPTHWISE_KERNEL, a.length * g.kH * g.kW, filter ? [a, b] : [a, out]);
+  if (job === null) {
+    if (mode === FORWARD) depthwiseForward(a, b, g, out);
+    else if (mode === BACKWARD_INPUT) depthwiseBackwardInput(a, b, g, out);
+    else depthwiseBackwardFilter(a, b, g, out);
+    return;
+  }
+  const p = job.par;
+  const outShared = !filter || isCached(out);
+  p[0] = mode;
+  p[1] = job.shared(a);
+  p[2] = filter ? job.shared(b) : job.staged(0, b);
+  p[3] = outShared ? job.shared(out) : job.staged(1, out);
+  [p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]] = [g.N, g.Cin, g.H, g.W, g.kH, g.kW, g.stride, g.padding, g.Hout, g.Wout];
+  job.run(filter ? g.Cin : g.N * g.Cin);
+  if (!outShared) job.copyBack(1, out);
+}
+
 /** Depthwise convolution as an autograd op. */
 export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: DepthwiseOptions = {}): Tensor {
   const g = depthwiseGeometry(x, weight, bias, options);
-  const y = alloc(g.N * g.Cout * g.Hout * g.Wout);
-  depthwiseForward(x.data, weight.data, g, y);
+  const y = alloc(g.N * g.Cout * g.Hout * g.Wout, false);
+  runDepthwise(FORWARD, x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
     let dx: Float32Array | null = null;
     let dweight: Float32Array | null = null;
-    if (needs[0]) depthwiseBackwardInput(dy, s.weight, s.g, (dx = alloc(s.x.length)));
-    if (needs[1]) depthwiseBackwardFilter(dy, s.x, s.g, (dweight = alloc(s.weight.length)));
+    if (needs[0]) runDepthwise(BACKWARD_INPUT, dy, s.weight, s.g, (dx = alloc(s.x.length, false)));
+    if (needs[1]) runDepthwise(BACKWARD_FILTER, dy, s.x, s.g, (dweight = alloc(s.weight.length, false)));
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;

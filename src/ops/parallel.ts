@@ -1,25 +1,31 @@
-// Both cores: a pool of worker threads that run slices of a GEMM.
+// Both cores: a pool of worker threads that run slices of GEMMs and of other kernels.
 //
-// The calling thread and the workers share one growable arena (a SharedArrayBuffer). A job
-// copies the operands into the arena (or finds them already there), publishes the job's
+// The calling thread and the workers share memory: a growable arena (a SharedArrayBuffer) into
+// which GEMM operands are copied when they live elsewhere, and the buffer cache's own buffers
+// (src/tensor/buffers.ts: every buffer an op takes inside `reuseBuffers` is a SharedArrayBuffer),
+// which each worker learns about once and then reads and writes in place. A job publishes its
 // parameters in a shared Float64Array, bumps a generation counter and wakes the workers with
-// Atomics.notify; every thread computes its own block of rows (or columns) of C, and the caller
-// waits on a done counter with Atomics.wait. No message is sent per job.
+// Atomics.notify; every thread computes its own slice, and the caller waits on a done counter
+// with Atomics.wait. No message is sent per job.
 //
-// Determinism: C's rows (or columns) are split, never K, so every element of C is computed by
-// exactly the same sequence of operations as on one thread. Results are bit-identical for any
-// thread count (tested).
+// Determinism: work is split by rows of C (GEMM), by image planes or by channels (depthwise,
+// BatchNorm), never along a sum, so every output element is computed by exactly the same
+// sequence of operations as on one thread. Results are bit-identical for any thread count (tested).
 //
-// The workers run the kernel functions of gemm.ts, shipped to them as source text: a worker
-// cannot import TypeScript when the library runs from source, and source text works the same
-// from tsx, from vitest and from the built package.
+// The workers run the kernels as source text (`Function.prototype.toString`): a worker cannot
+// import TypeScript when the library runs from source, and source text works the same from tsx,
+// from vitest and from the built package. The rule this imposes on a kernel: it may call only
+// the functions it lists as dependencies, and no imported name (transpilers rewrite those).
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { isCached, onCacheDrop } from '../tensor/buffers.js';
 import { checkGemmArgs, gemm, gemmCore, KC, MC, microKernel4x4, MR, NC, NR, packA, packB, runGemmSlice, scaleC, sliceOf, type GemmArgs } from './gemm.js';
 
 /** Below this many multiply-adds a GEMM runs on the calling thread (waking workers costs ~10-50 us). */
 export const PARALLEL_MIN_MULT_ADDS = 1 << 18;
+/** Below this many elements touched, a memory-bound kernel (BatchNorm, depthwise) stays on one thread. */
+export const PARALLEL_MIN_ELEMENTS = 1 << 15;
 
 // Layout of the shared control block.
 const GENERATION = 0;
@@ -27,23 +33,60 @@ const DONE = 1;
 const OP = 2;
 const OP_GEMM = 1;
 const OP_EXIT = 2;
+/** Kernel codes start here (index into the registry + FIRST_KERNEL). */
+const FIRST_KERNEL = 3;
 const READY = 3;
+const FAILED = 4;
 /** How long to wait for workers to start before giving up on threads. */
 const WORKER_START_TIMEOUT_MS = 20_000;
+/** Parameters: a kernel's own arguments in [0, 32); each thread's slice [lo, hi) at 32 + 2 * index. */
+const PARAM_SLOTS = 96;
+const RANGE_BASE = 32;
+const MAX_THREADS = (PARAM_SLOTS - RANGE_BASE) / 2;
+const ERROR_BYTES = 4096;
 
 // Layout of the shared job parameters (GEMM; offsets are element offsets into the arena).
 const P = { transA: 0, transB: 1, M: 2, N: 3, K: 4, alpha: 5, aOffset: 6, lda: 7, bOffset: 8, ldb: 9, beta: 10, cOffset: 11, ldc: 12, threads: 13 } as const;
 
+/** The buffers a kernel can reach, by the ids its parameters name. */
+export type SharedBuffers = (Float32Array | Float64Array | undefined)[];
+
+/**
+ * A kernel the worker threads can run: `run(par, bufs, lo, hi)` does the slice [lo, hi) of the
+ * job described by `par` (numbers, buffer ids into `bufs`). It and its `deps` are shipped as
+ * source text, so they may call only each other (see the file comment).
+ */
+export interface ParallelKernel {
+  run: (par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void;
+  deps: readonly ((...args: never[]) => unknown)[];
+}
+
+const kernels: ParallelKernel[] = [];
+
+/** Make a kernel available to the worker threads (modules call this when they load). */
+export function registerKernel(kernel: ParallelKernel): ParallelKernel {
+  const names = new Map<string, unknown>();
+  for (const k of [...kernels, kernel]) {
+    for (const f of [k.run, ...k.deps]) {
+      if (names.has(f.name) && names.get(f.name) !== f) throw new Error(`registerKernel: two different functions named ${f.name}`);
+      names.set(f.name, f);
+    }
+  }
+  kernels.push(kernel);
+  return kernel;
+}
+
 /**
  * The worker's side: wait for a job, run its slice, count it done. Runs as source text in the
- * worker, so it may not refer to imports: the slice runner comes in as an argument.
+ * worker, so it may not refer to imports: the runners come in as arguments.
  */
-function workerMain(runSlice: (par: Float64Array, arena: Float32Array, index: number) => void): void {
+function workerMain(runGemm: (par: Float64Array, arena: Float32Array, index: number) => void, runners: ((par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void)[]): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const threads = require('node:worker_threads');
-  const { control, params, index } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; index: number };
+  const { control, params, errorText, index } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer; index: number };
   const ctl = new Int32Array(control);
   const par = new Float64Array(params);
+  const bufs: SharedBuffers = [];
   let arena = new Float32Array(0);
   let seen = 0;
   Atomics.add(ctl, 3, 1); // ready
@@ -51,41 +94,65 @@ function workerMain(runSlice: (par: Float64Array, arena: Float32Array, index: nu
   for (;;) {
     Atomics.wait(ctl, 0, seen);
     seen = Atomics.load(ctl, 0);
-    // A grown arena arrives as a message before the job that needs it.
+    // New shared memory arrives as messages before the job that needs it.
     for (let m = threads.receiveMessageOnPort(threads.parentPort); m !== undefined; m = threads.receiveMessageOnPort(threads.parentPort)) {
-      arena = new Float32Array(m.message.arena);
+      const msg = m.message;
+      if (msg.arena !== undefined) arena = new Float32Array(msg.arena);
+      else if (msg.forget !== undefined) bufs[msg.forget] = undefined;
+      else bufs[msg.id] = msg.f64 ? new Float64Array(msg.buffer) : new Float32Array(msg.buffer);
     }
     const op = Atomics.load(ctl, 2);
     if (op === 2) break;
-    runSlice(par, arena, index);
+    try {
+      if (op === 1) runGemm(par, arena, index);
+      else runners[op - 3](par, bufs, par[32 + 2 * index], par[33 + 2 * index]);
+    } catch (e) {
+      // Report (once) instead of dying: the caller is waiting for this thread to count done.
+      if (Atomics.compareExchange(ctl, 4, 0, 1) === 0) {
+        const text = new TextEncoder().encode(String((e as Error)?.stack ?? e)).subarray(0, 4095);
+        new Uint8Array(errorText).set(text);
+        new Uint8Array(errorText)[text.length] = 0;
+      }
+    }
     Atomics.add(ctl, 1, 1);
     Atomics.notify(ctl, 1);
   }
 }
 
 export function workerSource(): string {
+  const shipped = new Set<(...args: never[]) => unknown>();
+  for (const k of kernels) for (const f of [...k.deps, k.run]) shipped.add(f);
   return [
     'const __name = (f) => f;',
     `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};`,
     'let packedA = new Float64Array(MC * KC);',
     'let packedB = new Float64Array(NC * KC);',
     ...[scaleC, packA, packB, microKernel4x4, gemmCore, sliceOf, runGemmSlice, workerMain].map((f) => f.toString()),
-    'workerMain(runGemmSlice);',
+    ...[...shipped].map((f) => f.toString()),
+    `workerMain(runGemmSlice, [${kernels.map((k) => k.run.name).join(', ')}]);`,
   ].join('\n');
 }
 
 class ThreadPool {
   private readonly control = new SharedArrayBuffer(16 * 4);
-  private readonly params = new SharedArrayBuffer(32 * 8);
+  private readonly params = new SharedArrayBuffer(PARAM_SLOTS * 8);
+  private readonly errorText = new SharedArrayBuffer(ERROR_BYTES);
   private readonly ctl = new Int32Array(this.control);
-  private readonly par = new Float64Array(this.params);
+  readonly par = new Float64Array(this.params);
   private readonly workers: Worker[] = [];
   private arena = new Float32Array(new SharedArrayBuffer(0));
+  /** Buffers the workers know, by id (the same ids on every thread). */
+  readonly bufs: SharedBuffers = [];
+  private readonly ids = new WeakMap<ArrayBufferLike, number>();
+  /** How many kernels the workers were given (kernels registered later run on one thread). */
+  readonly kernelCount = kernels.length;
+  /** Staging buffers for small operands that do not live in shared memory (weights), by slot. */
+  private readonly staging: (Float32Array | Float64Array)[] = [];
 
   constructor(readonly threads: number) {
     const source = workerSource();
     for (let i = 1; i < threads; i++) {
-      const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, index: i } });
+      const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, errorText: this.errorText, index: i } });
       w.unref(); // idle workers never keep the process alive
       this.workers.push(w);
     }
@@ -110,6 +177,65 @@ class ThreadPool {
     return this.arena;
   }
 
+  /** The id under which the workers know this shared buffer (told to them on first use). */
+  idOf(buffer: Float32Array | Float64Array): number {
+    let id = this.ids.get(buffer.buffer);
+    if (id === undefined) {
+      id = this.bufs.indexOf(undefined);
+      if (id < 0) id = this.bufs.length;
+      this.bufs[id] = buffer;
+      this.ids.set(buffer.buffer, id);
+      for (const w of this.workers) w.postMessage({ id, buffer: buffer.buffer, f64: buffer instanceof Float64Array });
+    }
+    return id;
+  }
+
+  /** The workers forget a buffer (the cache dropped it). */
+  forget(buffer: Float32Array | Float64Array): void {
+    const id = this.ids.get(buffer.buffer);
+    if (id === undefined) return;
+    this.ids.delete(buffer.buffer);
+    this.bufs[id] = undefined;
+    for (const w of this.workers) w.postMessage({ forget: id });
+  }
+
+  /** A shared buffer for slot `slot` of at least `length` elements (float64 or float32). */
+  stage(slot: number, length: number, f64: boolean): Float32Array | Float64Array {
+    let buffer = this.staging[slot];
+    if (buffer === undefined || buffer.length < length || buffer instanceof Float64Array !== f64) {
+      if (buffer !== undefined) this.forget(buffer);
+      const n = Math.max(length, 64);
+      buffer = f64 ? new Float64Array(new SharedArrayBuffer(n * 8)) : new Float32Array(new SharedArrayBuffer(n * 4));
+      this.staging[slot] = buffer;
+    }
+    return buffer;
+  }
+
+  /** Wake the workers for job `op`, run slice 0 here, wait for the others, surface any failure. */
+  private dispatch(op: number, runHere: () => void): void {
+    Atomics.store(this.ctl, DONE, 0);
+    Atomics.store(this.ctl, FAILED, 0);
+    Atomics.store(this.ctl, OP, op);
+    Atomics.add(this.ctl, GENERATION, 1);
+    Atomics.notify(this.ctl, GENERATION);
+    let failure: unknown = null;
+    try {
+      runHere();
+    } catch (e) {
+      failure = e;
+    }
+    const others = this.threads - 1;
+    for (let done = Atomics.load(this.ctl, DONE); done < others; done = Atomics.load(this.ctl, DONE)) {
+      Atomics.wait(this.ctl, DONE, done);
+    }
+    if (failure !== null) throw failure;
+    if (Atomics.load(this.ctl, FAILED) !== 0) {
+      const bytes = new Uint8Array(this.errorText);
+      const text = new TextDecoder().decode(bytes.slice(0, Math.max(0, bytes.indexOf(0))));
+      throw new Error(`threads: a worker thread failed: ${text}`);
+    }
+  }
+
   /** C = alpha op(A) op(B) + beta C with A, B, C already inside the arena (offsets into it). */
   gemmInArena(a: Omit<GemmArgs, 'A' | 'B' | 'C'>): void {
     const par = this.par;
@@ -127,15 +253,17 @@ class ThreadPool {
     par[P.cOffset] = a.cOffset;
     par[P.ldc] = a.ldc;
     par[P.threads] = this.threads;
-    Atomics.store(this.ctl, DONE, 0);
-    Atomics.store(this.ctl, OP, OP_GEMM);
-    Atomics.add(this.ctl, GENERATION, 1);
-    Atomics.notify(this.ctl, GENERATION);
-    runGemmSlice(par, this.arena, 0);
-    const others = this.threads - 1;
-    for (let done = Atomics.load(this.ctl, DONE); done < others; done = Atomics.load(this.ctl, DONE)) {
-      Atomics.wait(this.ctl, DONE, done);
+    this.dispatch(OP_GEMM, () => runGemmSlice(par, this.arena, 0));
+  }
+
+  /** Run `kernel` over [0, total) split into one contiguous slice per thread (par already filled). */
+  runKernel(kernel: ParallelKernel, total: number): void {
+    const code = kernels.indexOf(kernel);
+    for (let i = 0; i < this.threads; i++) {
+      this.par[RANGE_BASE + 2 * i] = Math.floor((total * i) / this.threads);
+      this.par[RANGE_BASE + 2 * i + 1] = Math.floor((total * (i + 1)) / this.threads);
     }
+    this.dispatch(FIRST_KERNEL + code, () => kernel.run(this.par, this.bufs, this.par[RANGE_BASE], this.par[RANGE_BASE + 1]));
   }
 
   close(): void {
@@ -146,13 +274,15 @@ class ThreadPool {
 }
 
 let pool: ThreadPool | null = null;
+let jobsOnThreads = 0;
+onCacheDrop((buffer) => pool?.forget(buffer));
 
 /**
  * Use `n` threads (the calling thread and n - 1 workers) for the kernels that can split their
  * work, like torch.set_num_threads. The default is 1; the CLI sets the number of cores.
  */
 export function setThreads(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`setThreads: need an integer >= 1, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new RangeError(`setThreads: need an integer from 1 to ${MAX_THREADS}, got ${n}`);
   if (pool?.threads === n || (pool === null && n === 1)) return;
   pool?.close();
   pool = n > 1 ? new ThreadPool(n) : null;
@@ -162,8 +292,62 @@ export function getThreads(): number {
   return pool?.threads ?? 1;
 }
 
+/** How many non-GEMM kernel jobs have run split over threads (tests check that threading happens). */
+export function kernelJobsOnThreads(): number {
+  return jobsOnThreads;
+}
+
 export function defaultThreads(): number {
   return availableParallelism();
+}
+
+/**
+ * A job for `kernel` on all threads, or null when it should run on this thread alone: one
+ * thread, a kernel the workers were not given, too little work, or a large operand outside
+ * shared memory (copying it in would cost as much as the work).
+ */
+export function kernelJob(kernel: ParallelKernel, elements: number, large: readonly (Float32Array | null)[]): KernelJob | null {
+  if (pool === null || elements < PARALLEL_MIN_ELEMENTS || kernels.indexOf(kernel) >= pool.kernelCount) return null;
+  for (const b of large) if (b !== null && !isCached(b)) return null;
+  return new KernelJob(pool, kernel);
+}
+
+/** Fills a kernel's parameters, then runs it on every thread. */
+export class KernelJob {
+  constructor(private readonly pool: ThreadPool, private readonly kernel: ParallelKernel) {}
+
+  get par(): Float64Array {
+    return this.pool.par;
+  }
+
+  /** The id of a buffer already in shared memory (a cached buffer), or -1 for null. */
+  shared(buffer: Float32Array | Float64Array | null): number {
+    return buffer === null ? -1 : this.pool.idOf(buffer);
+  }
+
+  /** Copy a small operand (a weight, per-channel numbers) into staging slot `slot`; its id. */
+  staged(slot: number, values: Float32Array | Float64Array): number {
+    const buffer = this.pool.stage(slot, values.length, values instanceof Float64Array);
+    buffer.set(values);
+    return this.pool.idOf(buffer);
+  }
+
+  /** A shared float64 scratch buffer in slot `slot` (e.g. per-channel results), zero-filled. */
+  scratch64(slot: number, length: number): { id: number; data: Float64Array } {
+    const buffer = this.pool.stage(slot, length, true) as Float64Array;
+    buffer.fill(0, 0, length);
+    return { id: this.pool.idOf(buffer), data: buffer };
+  }
+
+  /** Copy a staged output back to where it belongs. */
+  copyBack(slot: number, out: Float32Array | Float64Array): void {
+    out.set(this.pool.stage(slot, out.length, out instanceof Float64Array).subarray(0, out.length));
+  }
+
+  run(total: number): void {
+    jobsOnThreads++;
+    this.pool.runKernel(this.kernel, total);
+  }
 }
 
 /** Extent of a row-major matrix slice: from its offset to one past its last element. */
