@@ -70,10 +70,11 @@ export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: n
         for (let i = start; i < end; i++) y[i] = x[i] * scale + shift;
         continue;
       }
-      for (let i = start; i < end; i++) {
-        const v = Math.fround(x[i] * scale + shift); // the float32 value the separate BN would store
-        y[i] = v > 0 ? (v < high ? v : high) : v === v ? 0 : v;
-      }
+      // Clamp without branches (a data-dependent branch mispredicts on half the values). Rounding
+      // to float32 happens at the store; 0 and 6 are exact floats, so clamping before or after the
+      // rounding gives the same value, bit for bit that of a separate BN then ReLU. Math.max and
+      // Math.min pass NaN through.
+      for (let i = start; i < end; i++) y[i] = Math.max(0, Math.min(high, x[i] * scale + shift));
     }
   }
 }
