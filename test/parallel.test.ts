@@ -32,6 +32,28 @@ describe('threads', () => {
     }
   });
 
+  it('parallel GEMM on operands in shared memory (used in place, with offsets and ldc > N) is bit-identical too', () => {
+    setThreads(2);
+    const rng = new Rng(5);
+    reuseBuffers(() => {
+      for (const [shareA, shareB, shareC] of [[true, true, true], [false, true, true], [true, false, false], [false, false, true]]) {
+        const M = 70, N = 90, K = 80, ldc = 100;
+        const put = (shared: boolean, values: Float32Array) => {
+          const b = shared ? alloc(values.length + 7) : new Float32Array(values.length + 7);
+          b.set(values, 7);
+          return b;
+        };
+        const A = put(shareA, randn([M * K], rng).data), B = put(shareB, randn([K * N], rng).data);
+        const C0 = randn([M * ldc], rng).data;
+        const args = { transA: false, transB: false, M, N, K, alpha: 1, A, aOffset: 7, lda: K, B, bOffset: 7, ldb: N, beta: 1, ldc };
+        const one = C0.slice(), two = put(shareC, C0);
+        gemm({ ...args, C: one, cOffset: 0 });
+        parallelGemm({ ...args, C: two, cOffset: 7 });
+        expect(Buffer.from(two.slice(7).buffer).equals(Buffer.from(one.buffer)), `shared A ${shareA} B ${shareB} C ${shareC}`).toBe(true);
+      }
+    });
+  });
+
   it('training gives bit-identical weights with 1 and 2 threads', async () => {
     const full = loadIdxDataset(resolve(import.meta.dirname, '../data/fashion-mnist-subset'), 'train');
     const ds: ImageDataset = { ...full, count: 128, images: full.images.subarray(0, 128 * 784), labels: full.labels.subarray(0, 128) };

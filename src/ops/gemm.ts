@@ -243,20 +243,20 @@ export function sliceOf(size: number, align: number, threads: number, index: num
 
 /**
  * Run thread `index`'s slice of the GEMM whose parameters are in `par` (see parallel.ts for the
- * layout), on operands in `arena`. The longer of M and N is split, never K: each element of C
- * is computed exactly as on one thread.
+ * layout), on operands A, B, C in shared memory. The longer of M and N is split, never K: each
+ * element of C is computed exactly as on one thread.
  */
-export function runGemmSlice(par: Float64Array, arena: Float32Array, index: number): void {
+export function runGemmSlice(par: Float64Array, A: Float32Array, B: Float32Array, C: Float32Array, index: number): void {
   const transA = par[0] === 1, transB = par[1] === 1;
   const M = par[2], N = par[3], K = par[4], alpha = par[5];
   const aOffset = par[6], lda = par[7], bOffset = par[8], ldb = par[9], beta = par[10], cOffset = par[11], ldc = par[12], threads = par[13];
   if (M >= N) {
     const [i0, i1] = sliceOf(M, MR, threads, index);
     if (i1 <= i0) return;
-    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A: arena, aOffset: aOffset + (transA ? i0 : i0 * lda), lda, B: arena, bOffset, ldb, beta, C: arena, cOffset: cOffset + i0 * ldc, ldc });
+    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset, ldb, beta, C, cOffset: cOffset + i0 * ldc, ldc });
   } else {
     const [j0, j1] = sliceOf(N, NR, threads, index);
     if (j1 <= j0) return;
-    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A: arena, aOffset, lda, B: arena, bOffset: bOffset + (transB ? j0 * ldb : j0), ldb, beta, C: arena, cOffset: cOffset + j0, ldc });
+    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset, lda, B, bOffset: bOffset + (transB ? j0 * ldb : j0), ldb, beta, C, cOffset: cOffset + j0, ldc });
   }
 }

@@ -46,7 +46,7 @@ const MAX_THREADS = (PARAM_SLOTS - RANGE_BASE) / 2;
 const ERROR_BYTES = 4096;
 
 // Layout of the shared job parameters (GEMM; offsets are element offsets into the arena).
-const P = { transA: 0, transB: 1, M: 2, N: 3, K: 4, alpha: 5, aOffset: 6, lda: 7, bOffset: 8, ldb: 9, beta: 10, cOffset: 11, ldc: 12, threads: 13 } as const;
+const P = { transA: 0, transB: 1, M: 2, N: 3, K: 4, alpha: 5, aOffset: 6, lda: 7, bOffset: 8, ldb: 9, beta: 10, cOffset: 11, ldc: 12, threads: 13, aId: 14, bId: 15, cId: 16 } as const;
 
 /** The buffers a kernel can reach, by the ids its parameters name. */
 export type SharedBuffers = (Float32Array | Float64Array | undefined)[];
@@ -80,7 +80,7 @@ export function registerKernel(kernel: ParallelKernel): ParallelKernel {
  * The worker's side: wait for a job, run its slice, count it done. Runs as source text in the
  * worker, so it may not refer to imports: the runners come in as arguments.
  */
-function workerMain(runGemm: (par: Float64Array, arena: Float32Array, index: number) => void, runners: ((par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void)[]): void {
+function workerMain(runGemm: (par: Float64Array, A: Float32Array, B: Float32Array, C: Float32Array, index: number) => void, runners: ((par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void)[]): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const threads = require('node:worker_threads');
   const { control, params, errorText, index } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer; index: number };
@@ -104,7 +104,11 @@ function workerMain(runGemm: (par: Float64Array, arena: Float32Array, index: num
     const op = Atomics.load(ctl, 2);
     if (op === 2) break;
     try {
-      if (op === 1) runGemm(par, arena, index);
+      if (op === 1) {
+        // Operand ids at 14..16: a cached buffer, or -1 for the arena.
+        const pick = (id: number) => (id < 0 ? arena : (bufs[id] as Float32Array));
+        runGemm(par, pick(par[14]), pick(par[15]), pick(par[16]), index);
+      }
       else runners[op - 3](par, bufs, par[32 + 2 * index], par[33 + 2 * index]);
     } catch (e) {
       // Report (once) instead of dying: the caller is waiting for this thread to count done.
@@ -236,8 +240,11 @@ class ThreadPool {
     }
   }
 
-  /** C = alpha op(A) op(B) + beta C with A, B, C already inside the arena (offsets into it). */
-  gemmInArena(a: Omit<GemmArgs, 'A' | 'B' | 'C'>): void {
+  /**
+   * C = alpha op(A) op(B) + beta C with each operand in shared memory: a cached buffer, or the
+   * arena (null). Offsets are into the operand's own buffer.
+   */
+  gemmShared(a: Omit<GemmArgs, 'A' | 'B' | 'C'>, A: Float32Array | null, B: Float32Array | null, C: Float32Array | null): void {
     const par = this.par;
     par[P.transA] = a.transA ? 1 : 0;
     par[P.transB] = a.transB ? 1 : 0;
@@ -253,7 +260,11 @@ class ThreadPool {
     par[P.cOffset] = a.cOffset;
     par[P.ldc] = a.ldc;
     par[P.threads] = this.threads;
-    this.dispatch(OP_GEMM, () => runGemmSlice(par, this.arena, 0));
+    par[P.aId] = A === null ? -1 : this.idOf(A);
+    par[P.bId] = B === null ? -1 : this.idOf(B);
+    par[P.cId] = C === null ? -1 : this.idOf(C);
+    const arena = this.arena;
+    this.dispatch(OP_GEMM, () => runGemmSlice(par, A ?? arena, B ?? arena, C ?? arena, 0));
   }
 
   /** Run `kernel` over [0, total) split into one contiguous slice per thread (par already filled). */
@@ -357,7 +368,8 @@ function extent(rows: number, cols: number, ld: number): number {
 
 /**
  * GEMM on all threads when it is big enough to pay for the hand-off, else on this one.
- * Operands are copied into the shared arena and C is copied back.
+ * Operands in the buffer cache's shared memory are used in place; the others are copied into
+ * the shared arena (and C copied back).
  */
 export function parallelGemm(args: GemmArgs): void {
   if (pool === null || args.M * args.N * args.K < PARALLEL_MIN_MULT_ADDS) {
@@ -366,15 +378,22 @@ export function parallelGemm(args: GemmArgs): void {
   }
   checkGemmArgs(args);
   const { transA, transB, M, N, K, lda, ldb, ldc } = args;
-  const aLen = transA ? extent(K, M, lda) : extent(M, K, lda);
-  const bLen = transB ? extent(N, K, ldb) : extent(K, N, ldb);
-  const cLen = extent(M, N, ldc);
+  const aShared = isCached(args.A), bShared = isCached(args.B), cShared = isCached(args.C);
+  const aLen = aShared ? 0 : transA ? extent(K, M, lda) : extent(M, K, lda);
+  const bLen = bShared ? 0 : transB ? extent(N, K, ldb) : extent(K, N, ldb);
+  const cLen = cShared ? 0 : extent(M, N, ldc);
   const arena = pool.reserve(aLen + bLen + cLen);
-  arena.set(args.A.subarray(args.aOffset, args.aOffset + aLen), 0);
-  arena.set(args.B.subarray(args.bOffset, args.bOffset + bLen), aLen);
+  if (!aShared) arena.set(args.A.subarray(args.aOffset, args.aOffset + aLen), 0);
+  if (!bShared) arena.set(args.B.subarray(args.bOffset, args.bOffset + bLen), aLen);
   const cBase = aLen + bLen;
-  if (args.beta !== 0) arena.set(args.C.subarray(args.cOffset, args.cOffset + cLen), cBase);
-  pool.gemmInArena({ transA, transB, M, N, K, alpha: args.alpha, aOffset: 0, lda, bOffset: aLen, ldb, beta: args.beta, cOffset: cBase, ldc });
+  if (!cShared && args.beta !== 0) arena.set(args.C.subarray(args.cOffset, args.cOffset + cLen), cBase);
+  pool.gemmShared(
+    { transA, transB, M, N, K, alpha: args.alpha, aOffset: aShared ? args.aOffset : 0, lda, bOffset: bShared ? args.bOffset : aLen, ldb, beta: args.beta, cOffset: cShared ? args.cOffset : cBase, ldc },
+    aShared ? args.A : null,
+    bShared ? args.B : null,
+    cShared ? args.C : null,
+  );
+  if (cShared) return;
   // Copy back row by row: between rows, C's own buffer may hold other data (ldc > N).
   if (ldc === N) args.C.set(arena.subarray(cBase, cBase + cLen), args.cOffset);
   else for (let i = 0; i < M; i++) args.C.set(arena.subarray(cBase + i * ldc, cBase + i * ldc + N), args.cOffset + i * ldc);
