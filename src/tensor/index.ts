@@ -5,3 +5,4 @@ export * from './autograd.js';
 export * from './safetensors.js';
 export * from './gradcheck.js';
 export * from './stepper.js';
+export { reuseBuffers, emptyCache, cacheBytes } from './buffers.js';
