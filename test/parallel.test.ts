@@ -4,6 +4,7 @@ import { gemm } from '../src/ops/gemm.js';
 import { getThreads, kernelJob, kernelJobsOnThreads, parallelGemm, registerKernel, setThreads } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
+import { pointwiseConv2d } from '../src/ops/pointwise.js';
 import { mul } from '../src/ops/elementwise.js';
 import { sum } from '../src/ops/reduce.js';
 import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
@@ -104,6 +105,28 @@ describe('threads', () => {
       expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(6);
       for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `k${k} s${stride}: output ${i}`).toBe(true);
     }
+  });
+
+  it('pointwise convolution on small planes (channel-major regrouping split over threads) is bit-identical', () => {
+    const rng = new Rng(12);
+    const x = randn([16, 48, 9, 9], rng), w = randn([40, 48, 1, 1], rng), dyValues = randn([16, 40, 9, 9], rng);
+    const run = (threads: number) => {
+      setThreads(threads);
+      const before = kernelJobsOnThreads();
+      const out = reuseBuffers(() => {
+        const xShared = alloc(x.numel);
+        xShared.set(x.data);
+        const xs = new Tensor(xShared, x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true);
+        const y = pointwiseConv2d(xs, ws);
+        const yData = y.data.slice();
+        y.backward(dyValues);
+        return [yData, xs.grad!.data, ws.grad!.data].map((a) => Buffer.from(a.slice().buffer));
+      });
+      return { out, jobs: kernelJobsOnThreads() - before };
+    };
+    const one = run(1), two = run(2);
+    expect(two.jobs, 'the regrouping ran on threads').toBeGreaterThanOrEqual(3);
+    for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
   });
 
   it('a failing worker thread is reported as an error, not a hang', () => {

@@ -11,7 +11,7 @@ import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
 import { gemmNaive, type GemmArgs } from './gemm.js';
-import { parallelGemm } from './parallel.js';
+import { kernelJob, parallelGemm, registerKernel } from './parallel.js';
 
 export interface PointwiseGeometry {
   N: number;
@@ -41,10 +41,10 @@ type Gemm = (args: GemmArgs) => void;
  */
 export const POINTWISE_BATCHED_BELOW_HW = 256;
 
-/** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p]. */
-export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array): Float32Array {
+/** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p], for channels [c0, c1). */
+export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
-    for (let c = 0; c < C; c++) {
+    for (let c = c0; c < c1; c++) {
       const src = (n * C + c) * HW, dst = c * N * HW + n * HW;
       for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
     }
@@ -52,15 +52,34 @@ export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number
   return out;
 }
 
-/** (C, N*HW) -> (N, C, HW), the inverse of toChannelMajor. */
-export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array): Float32Array {
+/** (C, N*HW) -> (N, C, HW), the inverse of toChannelMajor, for channels [c0, c1). */
+export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
-    for (let c = 0; c < C; c++) {
+    for (let c = c0; c < c1; c++) {
       const dst = (n * C + c) * HW, src = c * N * HW + n * HW;
       for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
     }
   }
   return out;
+}
+
+/** Worker-thread entry. par: [direction (0 to, 1 from channel-major), srcId, dstId, N, C, HW]; [lo, hi) channels. */
+function channelMajorSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
+  const src = bufs[par[1]] as Float32Array, dst = bufs[par[2]] as Float32Array;
+  if (par[0] === 0) toChannelMajor(src, par[3], par[4], par[5], dst, lo, hi);
+  else fromChannelMajor(src, par[3], par[4], par[5], dst, lo, hi);
+}
+
+const CHANNEL_MAJOR_KERNEL = registerKernel({ run: channelMajorSlice, deps: [toChannelMajor, fromChannelMajor] });
+
+/** The regrouping copy on every thread when both buffers are in shared memory, else here. */
+function regroup(direction: 0 | 1, src: Float32Array, N: number, C: number, HW: number, dst: Float32Array): Float32Array {
+  const job = kernelJob(CHANNEL_MAJOR_KERNEL, src.length, [src, dst]);
+  if (job === null) return direction === 0 ? toChannelMajor(src, N, C, HW, dst) : fromChannelMajor(src, N, C, HW, dst);
+  const p = job.par;
+  [p[0], p[1], p[2], p[3], p[4], p[5]] = [direction, job.shared(src), job.shared(dst), N, C, HW];
+  job.run(C);
+  return dst;
 }
 
 function useBatched(g: PointwiseGeometry): boolean {
@@ -73,10 +92,10 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
   if (useBatched(g)) {
     // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
     const cols = N * HW;
-    const xT = toChannelMajor(x, N, Cin, HW, alloc(Cin * cols));
-    const yT = alloc(Cout * cols);
+    const xT = regroup(0, x, N, Cin, HW, alloc(Cin * cols, false));
+    const yT = alloc(Cout * cols, false);
     multiply({ transA: false, transB: false, M: Cout, N: cols, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: xT, bOffset: 0, ldb: cols, beta: 0, C: yT, cOffset: 0, ldc: cols });
-    fromChannelMajor(yT, N, Cout, HW, y);
+    regroup(1, yT, N, Cout, HW, y);
     release(xT);
     release(yT);
     return;
@@ -93,18 +112,18 @@ export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Flo
   const { N, Cin, Cout, HW } = g;
   if (useBatched(g)) {
     const cols = N * HW;
-    const dyT = toChannelMajor(dy, N, Cout, HW, alloc(Cout * cols));
+    const dyT = regroup(0, dy, N, Cout, HW, alloc(Cout * cols, false));
     if (dweight !== null) {
-      const xT = toChannelMajor(x, N, Cin, HW, alloc(Cin * cols));
+      const xT = regroup(0, x, N, Cin, HW, alloc(Cin * cols, false));
       // dW (Cout x Cin) = dY (Cout x N*HW) * X^T (N*HW x Cin)
       multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dyT, aOffset: 0, lda: cols, B: xT, bOffset: 0, ldb: cols, beta: 0, C: dweight, cOffset: 0, ldc: Cin });
       release(xT);
     }
     if (dx !== null) {
       // dX (Cin x N*HW) = W^T (Cin x Cout) * dY (Cout x N*HW)
-      const dxT = alloc(Cin * cols);
+      const dxT = alloc(Cin * cols, false);
       multiply({ transA: true, transB: false, M: Cin, N: cols, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dyT, bOffset: 0, ldb: cols, beta: 0, C: dxT, cOffset: 0, ldc: cols });
-      fromChannelMajor(dxT, N, Cin, HW, dx);
+      regroup(1, dxT, N, Cin, HW, dx);
       release(dxT);
     }
     release(dyT);
