@@ -40,6 +40,23 @@ describe('GEMM equals its naive twin', () => {
       });
     }
   }
+  it('beta = 0 stores over NaN garbage in C (full and edge tiles, one and two K blocks), leaving padding alone', () => {
+    for (const [M, N, K] of [[130, 67, 33], [17, 9, 300], [8, 8, 600]] as [number, number, number][]) {
+      const ldc = N + 2;
+      const A = randn([M * K], rng).data, B = randn([K * N], rng).data;
+      const fast = new Float32Array(M * ldc).fill(NaN), naive = new Float32Array(M * ldc).fill(NaN);
+      const args = { transA: false, transB: false, M, N, K, alpha: 1.5, A, aOffset: 0, lda: K, B, bOffset: 0, ldb: N, beta: 0, cOffset: 0, ldc };
+      gemm({ ...args, C: fast });
+      gemmNaive({ ...args, C: naive });
+      for (let i = 0; i < M; i++) {
+        for (let j = 0; j < ldc; j++) {
+          const f = fast[i * ldc + j], n = naive[i * ldc + j];
+          if (j >= N) expect(Number.isNaN(f), `padding at ${i},${j}`).toBe(true);
+          else expect(Math.abs(f - n), `C[${i},${j}] of ${M}x${N}x${K}`).toBeLessThan(1e-4 * (1 + Math.abs(n)));
+        }
+      }
+    }
+  });
   it('beta = 0 overwrites NaN garbage in C', () => {
     const C = new Float32Array(4).fill(NaN);
     gemm({ transA: false, transB: false, M: 2, N: 2, K: 1, alpha: 1, A: Float32Array.of(1, 2), aOffset: 0, lda: 1, B: Float32Array.of(3, 4), bOffset: 0, ldb: 2, beta: 0, C, cOffset: 0, ldc: 2 });

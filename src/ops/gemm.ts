@@ -139,6 +139,7 @@ export function microKernel4x4(
   ldc: number,
   rows: number,
   cols: number,
+  overwrite = false,
 ): void {
   let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
   let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
@@ -154,6 +155,19 @@ export function microKernel4x4(
     c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
     c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
   }
+  if (rows === MR && cols === NR && overwrite) {
+    // First K block of a GEMM with beta = 0: store instead of accumulating into a zeroed C (one
+    // pass over C fewer). "+ 0" stores +0 where 0 + x would have, so the result is the same bits.
+    let c = cStart;
+    C[c] = alpha * c00 + 0; C[c + 1] = alpha * c01 + 0; C[c + 2] = alpha * c02 + 0; C[c + 3] = alpha * c03 + 0;
+    c += ldc;
+    C[c] = alpha * c10 + 0; C[c + 1] = alpha * c11 + 0; C[c + 2] = alpha * c12 + 0; C[c + 3] = alpha * c13 + 0;
+    c += ldc;
+    C[c] = alpha * c20 + 0; C[c + 1] = alpha * c21 + 0; C[c + 2] = alpha * c22 + 0; C[c + 3] = alpha * c23 + 0;
+    c += ldc;
+    C[c] = alpha * c30 + 0; C[c + 1] = alpha * c31 + 0; C[c + 2] = alpha * c32 + 0; C[c + 3] = alpha * c33 + 0;
+    return;
+  }
   if (rows === MR && cols === NR) {
     let c = cStart;
     C[c] += alpha * c00; C[c + 1] += alpha * c01; C[c + 2] += alpha * c02; C[c + 3] += alpha * c03;
@@ -167,7 +181,10 @@ export function microKernel4x4(
   }
   const tile = [c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33];
   for (let r = 0; r < rows; r++) {
-    for (let s = 0; s < cols; s++) C[cStart + r * ldc + s] += alpha * tile[r * NR + s];
+    for (let s = 0; s < cols; s++) {
+      const i = cStart + r * ldc + s;
+      C[i] = overwrite ? alpha * tile[r * NR + s] + 0 : C[i] + alpha * tile[r * NR + s];
+    }
   }
 }
 
@@ -183,7 +200,9 @@ export function gemm(args: GemmArgs): void {
  */
 export function gemmCore(args: GemmArgs): void {
   const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc } = args;
-  scaleC(M, N, beta, C, cOffset, ldc);
+  // With beta = 0 the first K block stores into C instead of adding to a zeroed C.
+  const overwriteFirst = beta === 0 && K > 0 && alpha !== 0;
+  if (!overwriteFirst) scaleC(M, N, beta, C, cOffset, ldc);
   if (M === 0 || N === 0 || K === 0 || alpha === 0) return;
   const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
   for (let j0 = 0; j0 < N; j0 += NC) {
@@ -203,7 +222,7 @@ export function gemmCore(args: GemmArgs): void {
           const bStart = (jr / NR) * kc * NR;
           for (let ir = 0; ir < mc; ir += MR) {
             const rows = Math.min(MR, mc - ir);
-            microKernel4x4(kc, packedA, (ir / MR) * kc * MR, packedB, bStart, alpha, C, cOffset + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols);
+            microKernel4x4(kc, packedA, (ir / MR) * kc * MR, packedB, bStart, alpha, C, cOffset + (i0 + ir) * ldc + j0 + jr, ldc, rows, cols, overwriteFirst && p0 === 0);
           }
         }
       }
