@@ -4,6 +4,7 @@ import { gemm } from '../src/ops/gemm.js';
 import { getThreads, kernelJob, kernelJobsOnThreads, parallelGemm, registerKernel, setThreads } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
+import { conv2d } from '../src/ops/conv2d.js';
 import { pointwiseConv2d } from '../src/ops/pointwise.js';
 import { mul } from '../src/ops/elementwise.js';
 import { sum } from '../src/ops/reduce.js';
@@ -127,6 +128,28 @@ describe('threads', () => {
     const one = run(1), two = run(2);
     expect(two.jobs, 'the regrouping ran on threads').toBeGreaterThanOrEqual(3);
     for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
+  });
+
+  it('standard convolution with im2col and col2im split over threads is bit-identical (input outside shared memory too)', () => {
+    const rng = new Rng(13);
+    for (const { stride, padding, Cin, size } of [{ stride: 2, padding: 1, Cin: 3, size: 96 }, { stride: 1, padding: 1, Cin: 8, size: 40 }]) {
+      const x = randn([2, Cin, size, size], rng), w = randn([16, Cin, 3, 3], rng), b = randn([16], rng);
+      const run = (threads: number) => {
+        setThreads(threads);
+        const before = kernelJobsOnThreads();
+        const out = reuseBuffers(() => {
+          const xs = new Tensor(x.data.slice(), x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true), bs = new Tensor(b.data.slice(), [16], true);
+          const y = conv2d(xs, ws, bs, { stride, padding });
+          const yData = y.data.slice();
+          sum(mul(y, y)).backward();
+          return [yData, xs.grad!.data, ws.grad!.data, bs.grad!.data].map((a) => Buffer.from(a.slice().buffer));
+        });
+        return { out, jobs: kernelJobsOnThreads() - before };
+      };
+      const one = run(1), two = run(2);
+      expect(two.jobs, 'im2col / col2im ran on threads').toBeGreaterThanOrEqual(4);
+      for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `stride ${stride}: output ${i}`).toBe(true);
+    }
   });
 
   it('a failing worker thread is reported as an error, not a hang', () => {

@@ -10,11 +10,11 @@
 // so that the convolution becomes one matrix product per image and group:
 //   Y_g (Cout/g x Hout*Wout) = W_g (Cout/g x Cg*kH*kW) * col (Cg*kH*kW x Hout*Wout).
 
-import { alloc, release } from '../tensor/buffers.js';
+import { alloc, inReuseScope, isCached, release } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { parallelGemm } from './parallel.js';
+import { getThreads, kernelJob, parallelGemm, registerKernel } from './parallel.js';
 
 export interface Conv2dOptions {
   stride?: number;
@@ -84,40 +84,43 @@ export function validOutputRange(offset: number, stride: number, size: number, o
 // im2col / col2im
 // =============================================================================================
 
-/** Gather channels [c0, c0+Cg) of image n into col (Cg*kH*kW x Hout*Wout), zeros in the padding. */
-export function im2col(x: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
+/**
+ * Gather channels [c0, c0+Cg) of image n into col (Cg*kH*kW x Hout*Wout), zeros in the padding.
+ * Rows [r0, r1) of col only (row = (ci*kH + ky)*kW + kx), so that threads can split them.
+ */
+export function im2col(x: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array, r0 = 0, r1 = Cg * g.kH * g.kW): void {
   const { H, W, kH, kW, stride, padding, dilation, Hout, Wout, Cin } = g;
   const HWout = Hout * Wout;
-  for (let ci = 0; ci < Cg; ci++) {
+  for (let row = r0; row < r1; row++) {
+    const ci = Math.floor(row / (kH * kW)), ky = Math.floor(row / kW) % kH, kx = row % kW;
     const plane = (n * Cin + c0 + ci) * H * W;
-    for (let ky = 0; ky < kH; ky++) {
-      for (let kx = 0; kx < kW; kx++) {
-        const rowStart = ((ci * kH + ky) * kW + kx) * HWout;
-        const xOffset = kx * dilation - padding; // ix = ox*stride + xOffset
-        const [oxLo, oxHi] = validOutputRange(xOffset, stride, W, Wout);
-        for (let oy = 0; oy < Hout; oy++) {
-          const iy = oy * stride - padding + ky * dilation;
-          const dst = rowStart + oy * Wout;
-          if (iy < 0 || iy >= H) {
-            col.fill(0, dst, dst + Wout);
-            continue;
-          }
-          const src = plane + iy * W + xOffset;
-          for (let ox = 0; ox < oxLo; ox++) col[dst + ox] = 0;
-          if (stride === 1) for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox];
-          else for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox * stride];
-          for (let ox = oxHi; ox < Wout; ox++) col[dst + ox] = 0;
-        }
+    const rowStart = row * HWout;
+    const xOffset = kx * dilation - padding; // ix = ox*stride + xOffset
+    const [oxLo, oxHi] = validOutputRange(xOffset, stride, W, Wout);
+    for (let oy = 0; oy < Hout; oy++) {
+      const iy = oy * stride - padding + ky * dilation;
+      const dst = rowStart + oy * Wout;
+      if (iy < 0 || iy >= H) {
+        col.fill(0, dst, dst + Wout);
+        continue;
       }
+      const src = plane + iy * W + xOffset;
+      for (let ox = 0; ox < oxLo; ox++) col[dst + ox] = 0;
+      if (stride === 1) for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox];
+      else for (let ox = oxLo; ox < oxHi; ox++) col[dst + ox] = x[src + ox * stride];
+      for (let ox = oxHi; ox < Wout; ox++) col[dst + ox] = 0;
     }
   }
 }
 
-/** The adjoint of im2col: scatter-add col back into channels [c0, c0+Cg) of image n of dx. */
-export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, dx: Float32Array): void {
+/**
+ * The adjoint of im2col: scatter-add col back into channels [c0, c0+Cg) of image n of dx; of
+ * those, channels c0+ci for ci in [ci0, ci1) only (each channel's plane is written by its own rows).
+ */
+export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, dx: Float32Array, ci0 = 0, ci1 = Cg): void {
   const { H, W, kH, kW, stride, padding, dilation, Hout, Wout, Cin } = g;
   const HWout = Hout * Wout;
-  for (let ci = 0; ci < Cg; ci++) {
+  for (let ci = ci0; ci < ci1; ci++) {
     const plane = (n * Cin + c0 + ci) * H * W;
     for (let ky = 0; ky < kH; ky++) {
       for (let kx = 0; kx < kW; kx++) {
@@ -137,6 +140,50 @@ export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number
 }
 
 // =============================================================================================
+// im2col and col2im on every thread (rows of col, or channels for col2im), when x or dx is in
+// shared memory. Each element is written by exactly one thread: bit-identical results.
+// =============================================================================================
+
+/**
+ * Worker-thread entry. par: [mode (0 im2col, 1 col2im), imageId, colId, n, c0, Cg, N, Cin, H, W,
+ * Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout]; [lo, hi) rows (im2col) or channels.
+ */
+function convColumnsSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
+  const g = { N: par[6], Cin: par[7], H: par[8], W: par[9], Cout: par[10], kH: par[11], kW: par[12], stride: par[13], padding: par[14], dilation: par[15], groups: par[16], Hout: par[17], Wout: par[18] };
+  const image = bufs[par[1]] as Float32Array, col = bufs[par[2]] as Float32Array;
+  if (par[0] === 0) im2col(image, g, par[3], par[4], par[5], col, lo, hi);
+  else col2im(col, g, par[3], par[4], par[5], image, lo, hi);
+}
+
+const CONV_COLUMNS_KERNEL = registerKernel({ run: convColumnsSlice, deps: [validOutputRange, im2col, col2im] });
+
+function runColumns(mode: 0 | 1, image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
+  const rows = Cg * g.kH * g.kW;
+  const job = kernelJob(CONV_COLUMNS_KERNEL, rows * g.Hout * g.Wout, [image, col]);
+  if (job === null) {
+    if (mode === 0) im2col(image, g, n, c0, Cg, col);
+    else col2im(col, g, n, c0, Cg, image);
+    return;
+  }
+  const p = job.par;
+  [p[0], p[1], p[2], p[3], p[4], p[5]] = [mode, job.shared(image), job.shared(col), n, c0, Cg];
+  [p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18]] = [g.N, g.Cin, g.H, g.W, g.Cout, g.kH, g.kW, g.stride, g.padding, g.dilation, g.groups, g.Hout, g.Wout];
+  job.run(mode === 0 ? rows : Cg);
+}
+
+/**
+ * With threads, an input outside shared memory (a network's input batch) is copied into the
+ * buffer cache once, so im2col can split over threads: a pass over x against the kH*kW passes
+ * im2col writes. Returns x itself when that cannot help.
+ */
+function shareInput(x: Float32Array): Float32Array {
+  if (getThreads() === 1 || isCached(x) || !inReuseScope()) return x;
+  const copy = alloc(x.length, false);
+  copy.set(x);
+  return copy;
+}
+
+// =============================================================================================
 // Forward and backward
 // =============================================================================================
 
@@ -144,15 +191,17 @@ export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number
 export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry, y: Float32Array): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = alloc(K * HWout);
+  const col = alloc(K * HWout, false);
+  const xs = shareInput(x);
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
-      im2col(x, g, n, gi * Cg, Cg, col);
+      runColumns(0, xs, g, n, gi * Cg, Cg, col);
       // y[n, group gi] (Cog x HWout) = W_g (Cog x K) * col (K x HWout)
       parallelGemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
     }
   }
   release(col);
+  if (xs !== x) release(xs);
   if (bias !== null) addBiasPerChannel(y, bias, N, Cout, HWout);
 }
 
@@ -190,21 +239,23 @@ export function biasGradPerChannel(dy: Float32Array, N: number, C: number, HW: n
 export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array | null): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = alloc(K * HWout);
+  const col = alloc(K * HWout, false);
+  const xs = dweight !== null ? shareInput(x) : x;
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
       const dyOffset = (n * Cout + gi * Cog) * HWout;
       if (dweight !== null) {
-        im2col(x, g, n, gi * Cg, Cg, col);
+        runColumns(0, xs, g, n, gi * Cg, Cg, col);
         parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
       }
       if (dx !== null) {
         parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
-        col2im(col, g, n, gi * Cg, Cg, dx);
+        runColumns(1, dx, g, n, gi * Cg, Cg, col);
       }
     }
   }
   release(col);
+  if (xs !== x) release(xs);
 }
 
 /** conv2d as an autograd op. */

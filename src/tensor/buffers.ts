@@ -44,6 +44,11 @@ export function alloc(length: number, zero = true): Float32Array {
   return buffer;
 }
 
+/** True inside `reuseBuffers` (where `alloc` hands out shared, reusable memory). */
+export function inReuseScope(): boolean {
+  return scopes.length > 0;
+}
+
 /** True for a buffer made by this cache (shared memory the worker threads may use in place). */
 export function isCached(buffer: Float32Array): boolean {
   return cached.has(buffer.buffer) && buffer.byteOffset === 0 && buffer.length * 4 === buffer.buffer.byteLength;
