@@ -1,7 +1,7 @@
 // Run one model workload's step in a loop, for a CPU profile:
 //   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile.ts v1 0.5 8 128 10 1 20 1
 // arguments: arch alpha batch resolution classes train(1|0) steps threads. REUSE=0 turns buffer
-// reuse off (to compare). Prints the median step time and peak RSS; `npm run bench` is the
+// reuse off (to compare); RSS_EVERY=50 prints the resident memory every 50 steps. Prints the median step time and peak RSS; `npm run bench` is the
 // measurement of record, this is for looking inside a step (open the .cpuprofile in Chrome DevTools).
 import { createModel } from '../src/nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
@@ -27,6 +27,7 @@ for (let i = 0; i < Number(steps); i++) {
   run(() => { if (train === '1') { opt.zeroGrad(); softmaxCrossEntropy(model.forward(x), labels).backward(); opt.step(); opt.zeroGrad(); }
   else noGrad(() => model.forward(x)); });
   times.push(performance.now() - t0);
+  if (process.env.RSS_EVERY && (i + 1) % Number(process.env.RSS_EVERY) === 0) console.log(`step ${i + 1}: rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`);
 }
 times.sort((a, b) => a - b);
 console.log('median ms', times[Math.floor(times.length / 2)].toFixed(1), 'rss MB', (process.resourceUsage().maxRSS / 1024).toFixed(0));
