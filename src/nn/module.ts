@@ -6,6 +6,8 @@
 import type { Rng } from '../tensor/rng.js';
 import { formatShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
+import { isGradEnabled } from '../tensor/autograd.js';
+import { release } from '../tensor/buffers.js';
 
 /** What a leaf layer contributes to the cost table (see cost.ts). */
 export interface LayerDescription {
@@ -206,13 +208,20 @@ export class Sequential extends Module {
   forward(x: Tensor): Tensor {
     let y = x;
     const kids = this.children();
+    // Without a graph (noGrad), nothing but this loop refers to an intermediate output, so once
+    // the next module has read it, its buffer can serve a later layer of the same scope (see
+    // reuseBuffers): inference then holds two activations at a time, not all of them.
+    const releaseIntermediates = !isGradEnabled();
     for (let i = 0; i < kids.length; i++) {
       const m = kids[i];
       const next = kids[i + 1] as Partial<FusableActivation> | undefined;
+      const input = y;
       if (this.fuseBatchNormActivation && 'forwardFused' in m && next?.fusedName !== undefined) {
         y = (m as Module & ActivationFusable).forwardFused(y, next.fusedName);
         i++; // the activation ran inside the fused op
       } else y = m.forward(y);
+      // Not the Sequential's own input, and not when the output shares the input's memory (Flatten).
+      if (releaseIntermediates && input !== x && input.data !== y.data) release(input.data);
     }
     return y;
   }
