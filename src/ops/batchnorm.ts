@@ -74,7 +74,7 @@ export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: n
       // Math.max / Math.min are slower still (their NaN and -0 rules). A comparison turned into
       // 0 or 1 multiplies instead (5x faster). For finite v this is bit for bit a separate BN then
       // ReLU: rounding to float32 happens at the store, 0 and 6 are exact floats, and "+ 0" turns
-      // a masked -0 into +0. NaN passes through; an infinite v (never finite weights and inputs)
+      // a masked -0 into +0. NaN passes through; an infinite v (which finite weights and inputs do not produce)
       // gives NaN instead of 0 or 6, which the trainer's NaN check then stops on.
       if (high === Infinity) for (let i = start; i < end; i++) {
         const v = x[i] * scale + shift;
