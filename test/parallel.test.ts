@@ -17,6 +17,24 @@ import { resolve } from 'node:path';
 
 afterAll(() => setThreads(1));
 
+/**
+ * Run `body` on `threads` threads inside a buffer-reuse scope; its byte copies of the results,
+ * and how many kernel jobs ran split over threads meanwhile.
+ */
+function onThreads(threads: number, body: () => Float32Array[]): { out: Buffer[]; jobs: number } {
+  setThreads(threads);
+  const before = kernelJobsOnThreads();
+  const out = reuseBuffers(() => body().map((a) => Buffer.from(a.slice().buffer)));
+  return { out, jobs: kernelJobsOnThreads() - before };
+}
+
+/** A copy of t's values in the buffer cache's shared memory (as an activation inside a model is), as a leaf that requires grad. */
+function sharedLeaf(t: Tensor): Tensor {
+  const data = alloc(t.numel);
+  data.set(t.data);
+  return new Tensor(data, t.shape, true);
+}
+
 describe('threads', () => {
   it('parallel GEMM is bit-identical to one thread for every transpose and shape', () => {
     setThreads(2);
@@ -84,23 +102,17 @@ describe('threads', () => {
     ];
     for (const { N, C, H, W, k, stride, padding, act } of cases) {
       const x = randn([N, C, H, W], rng), w = randn([C, 1, k, k], rng), gamma = randn([C], rng), beta = randn([C], rng);
-      const run = (threads: number) => {
-        setThreads(threads);
-        const before = kernelJobsOnThreads();
-        const out = reuseBuffers(() => {
-          // The input in shared memory too (as an activation inside a model is), so every kernel can split.
-          const xShared = alloc(x.numel);
-          xShared.set(x.data);
-          const xs = new Tensor(xShared, x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true);
+      const run = (threads: number) =>
+        onThreads(threads, () => {
+          // The input in shared memory too, so every kernel can split.
+          const xs = sharedLeaf(x), ws = new Tensor(w.data.slice(), w.shape, true);
           const gs = new Tensor(gamma.data.slice(), [C], true), bs = new Tensor(beta.data.slice(), [C], true);
           const rm = new Tensor(new Float32Array(C), [C]), rv = new Tensor(new Float32Array(C).fill(1), [C]);
           const y = batchNorm2d(depthwiseConv2d(xs, ws, null, { stride, padding }), gs, bs, rm, rv, { training: true, activation: act });
           const yData = y.data.slice();
           sum(mul(y, y)).backward();
-          return [yData, xs.grad!.data, ws.grad!.data, gs.grad!.data, bs.grad!.data, rm.data, rv.data].map((a) => Buffer.from(a.slice().buffer));
+          return [yData, xs.grad!.data, ws.grad!.data, gs.grad!.data, bs.grad!.data, rm.data, rv.data];
         });
-        return { out, jobs: kernelJobsOnThreads() - before };
-      };
       const one = run(1), two = run(2);
       expect(one.jobs).toBe(0);
       expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(6);
@@ -111,20 +123,14 @@ describe('threads', () => {
   it('pointwise convolution on small planes (channel-major regrouping split over threads) is bit-identical', () => {
     const rng = new Rng(12);
     const x = randn([16, 48, 9, 9], rng), w = randn([40, 48, 1, 1], rng), dyValues = randn([16, 40, 9, 9], rng);
-    const run = (threads: number) => {
-      setThreads(threads);
-      const before = kernelJobsOnThreads();
-      const out = reuseBuffers(() => {
-        const xShared = alloc(x.numel);
-        xShared.set(x.data);
-        const xs = new Tensor(xShared, x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true);
+    const run = (threads: number) =>
+      onThreads(threads, () => {
+        const xs = sharedLeaf(x), ws = new Tensor(w.data.slice(), w.shape, true);
         const y = pointwiseConv2d(xs, ws);
         const yData = y.data.slice();
         y.backward(dyValues);
-        return [yData, xs.grad!.data, ws.grad!.data].map((a) => Buffer.from(a.slice().buffer));
+        return [yData, xs.grad!.data, ws.grad!.data];
       });
-      return { out, jobs: kernelJobsOnThreads() - before };
-    };
     const one = run(1), two = run(2);
     expect(two.jobs, 'the regrouping ran on threads').toBeGreaterThanOrEqual(3);
     for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
@@ -134,18 +140,15 @@ describe('threads', () => {
     const rng = new Rng(13);
     for (const { stride, padding, Cin, size } of [{ stride: 2, padding: 1, Cin: 3, size: 96 }, { stride: 1, padding: 1, Cin: 8, size: 40 }]) {
       const x = randn([2, Cin, size, size], rng), w = randn([16, Cin, 3, 3], rng), b = randn([16], rng);
-      const run = (threads: number) => {
-        setThreads(threads);
-        const before = kernelJobsOnThreads();
-        const out = reuseBuffers(() => {
+      const run = (threads: number) =>
+        onThreads(threads, () => {
+          // The input outside shared memory, as a network's input batch is.
           const xs = new Tensor(x.data.slice(), x.shape, true), ws = new Tensor(w.data.slice(), w.shape, true), bs = new Tensor(b.data.slice(), [16], true);
           const y = conv2d(xs, ws, bs, { stride, padding });
           const yData = y.data.slice();
           sum(mul(y, y)).backward();
-          return [yData, xs.grad!.data, ws.grad!.data, bs.grad!.data].map((a) => Buffer.from(a.slice().buffer));
+          return [yData, xs.grad!.data, ws.grad!.data, bs.grad!.data];
         });
-        return { out, jobs: kernelJobsOnThreads() - before };
-      };
       const one = run(1), two = run(2);
       expect(two.jobs, 'im2col / col2im ran on threads').toBeGreaterThanOrEqual(4);
       for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `stride ${stride}: output ${i}`).toBe(true);
