@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { integerList, loadData, numberIn, oneOf, UsageError } from './common.js';
+import { integerList, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 interface TrainFlags {
@@ -33,6 +33,7 @@ interface TrainFlags {
   randomErasing: number;
   outputDir?: string;
   resume?: string;
+  init?: string;
   seed: number;
   patience: number;
   checkpointEvery: number;
@@ -68,6 +69,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
     .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')
     .option('--resume <path>', 'continue from a checkpoint or a run folder (uses its last.safetensors)')
+    .option('--init <checkpoint>', 'start from a checkpoint\'s weights (a .safetensors file or a run folder\'s best) with a fresh optimizer and schedule: fine-tuning')
     .option('--seed <n>', 'random seed', numberIn('--seed', 0, 2 ** 31, { integer: true }), D.seed)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
     .option('--checkpoint-every <n>', 'also checkpoint every n batches (0 = at epoch ends only)', numberIn('--checkpoint-every', 0, 1e9, { integer: true }), D.checkpointEvery)
@@ -81,6 +83,7 @@ async function train(flags: TrainFlags): Promise<void> {
   const data = await loadData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed: flags.seed, onWarning: warn });
   let trainer: Trainer;
   let outputDir: string;
+  if (flags.resume && flags.init) throw new UsageError('--resume and --init exclude each other: --resume continues a run where it stopped, --init starts a new run from its weights');
   if (flags.resume) {
     if (!existsSync(flags.resume)) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
     const { trainer: t, path } = Trainer.resume(flags.resume, data.train, data.val, warn);
@@ -112,12 +115,22 @@ async function train(flags: TrainFlags): Promise<void> {
       checkpointEvery: flags.checkpointEvery,
     };
     trainer = new Trainer(config, data.train, data.val);
+    if (flags.init) {
+      // Fine-tuning: only the weights and BatchNorm statistics come from the checkpoint; the
+      // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
+      const start = loadModelFromCheckpoint(flags.init);
+      if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
+        throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (pass --model and --alpha to match)`);
+      }
+      trainer.model.loadStateDict(start.model.stateDict());
+      out.write(`starting from the weights of ${flags.init}\n`);
+    }
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
     outputDir = flags.outputDir ?? join('runs', `${stamp}-${config.model}-a${config.alpha}`);
   }
   mkdirSync(outputDir, { recursive: true });
   const c = trainer.config;
-  writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
+  writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
   out.write(
     `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters) on ${data.train.name}: ` +
       `${data.train.count} train / ${data.val.count} validation images, ${c.epochs} epochs of ${trainer.trainLoader.batchesPerEpoch} batches\n` +

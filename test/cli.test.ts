@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
 import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
+import { readCheckpoint } from '../src/train/checkpoint.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
@@ -72,6 +73,38 @@ describe('mobilenet train', () => {
     const r = cli(['--threads', '1', 'train', '--data-path', data, '--resume', run, '--log-interval', '0']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('resuming from');
+  });
+  it('fine-tunes from a checkpoint\'s weights with --init, with a fresh optimizer and schedule', () => {
+    // With a learning rate of 1e-12 training cannot move a weight by a float32 step, so the
+    // fine-tuned run's convolution filters must be the checkpoint's, not a fresh initialisation
+    // (which, same seed, is the source run's epoch-0 weights, far from its best after 2 epochs).
+    const out = join(mkdtempSync(join(tmpdir(), 'init-')), 'run');
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--alpha', '0.25', '--epochs', '1', '-b', '32', '--lr', '1e-12', '--opt', 'sgd', '--momentum', '0', '--wd', '0', '--lr-scheduler', 'constant', '--output-dir', out, '--log-interval', '0']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`starting from the weights of ${run}`);
+    expect(r.stdout).toContain('1 epochs of 3 batches');
+    const source = readCheckpoint(join(run, 'best.safetensors')).model;
+    const tuned = readCheckpoint(join(out, 'last.safetensors')).model;
+    let filters = 0;
+    for (const [key, t] of source) {
+      if (t.shape.length !== 4) continue;
+      filters++;
+      const u = tuned.get(key)!;
+      let maxDiff = 0;
+      for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
+      expect(maxDiff, key).toBeLessThan(1e-6);
+    }
+    expect(filters).toBeGreaterThan(20);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).init).toBe(run);
+  });
+  it('--init refuses a checkpoint of another width, and refuses to be combined with --resume', () => {
+    const wider = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--alpha', '0.5', '--epochs', '1']);
+    expect(wider.code).toBe(2);
+    expect(wider.stderr).toContain(`--init ${run}: the checkpoint holds MobileNet v1 alpha 0.25, this run builds v1 alpha 0.5`);
+    const both = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--resume', run]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--resume and --init exclude each other');
   });
   it('renders a live progress bar in a pseudo-terminal', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'tty-')), 'run');
