@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
 import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
+import { expectClose } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
@@ -90,10 +91,7 @@ describe('mobilenet train', () => {
     for (const [key, t] of source) {
       if (t.shape.length !== 4) continue;
       filters++;
-      const u = tuned.get(key)!;
-      let maxDiff = 0;
-      for (let i = 0; i < t.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(t.data[i] - u.data[i]));
-      expect(maxDiff, key).toBeLessThan(1e-6);
+      expectClose(tuned.get(key)!.data, t.data, key, 0, 1e-6);
     }
     expect(filters).toBeGreaterThan(20);
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).init).toBe(run);
