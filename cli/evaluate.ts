@@ -10,12 +10,14 @@ import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { DataLoader } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
+import { averagedLogProbabilities, flipHorizontal } from '../src/train/tta.js';
 
 interface EvalFlags {
   data?: string;
   dataPath?: string;
   batchSize: number;
   confusion?: string;
+  ttaFlip: boolean;
 }
 
 export function registerEval(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -26,6 +28,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
     .option('--data <name>', 'dataset (default: the one the checkpoint was trained on)')
     .option('--data-path <dir>', 'where the dataset files are')
     .option('-b, --batch-size <n>', 'batch size', numberIn('--batch-size', 1, 65536, { integer: true }), 250)
+    .option('--tta-flip', 'test-time augmentation: average the class probabilities of each image and its mirror image (twice the compute)', false)
     .option('--confusion <png>', 'where to write the confusion matrix PNG (default: confusion-eval.png beside the checkpoint)')
     .action((checkpoint: string, flags: EvalFlags) => run(() => evaluate(checkpoint, flags)));
 }
@@ -45,14 +48,24 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
     for (const batch of loader.epoch(0)) {
       reuseBuffers(() => {
         const logits = m.model.forward(batch.x);
-        metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
+        if (!flags.ttaFlip) {
+          metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
+          return;
+        }
+        // Scores = log of the averaged probabilities; loss = their mean negative value at the label.
+        const C = m.classNames.length;
+        const scores = averagedLogProbabilities(logits.data, m.model.forward(flipHorizontal(batch.x)).data, C);
+        let loss = 0;
+        for (let n = 0; n < batch.labels.length; n++) loss -= scores[n * C + batch.labels[n]];
+        metrics.update(scores, batch.labels, loss / batch.labels.length);
       });
     }
   });
   const seconds = (performance.now() - started) / 1000;
   const out = process.stdout;
   const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
-  out.write(`${val.name}: ${metrics.count} images in ${seconds.toFixed(1)}s (${(metrics.count / seconds).toFixed(0)} img/s)\n`);
+  const views = flags.ttaFlip ? ', each averaged with its mirror image' : '';
+  out.write(`${val.name}: ${metrics.count} images${views} in ${seconds.toFixed(1)}s (${(metrics.count / seconds).toFixed(0)} img/s)\n`);
   out.write(`loss ${metrics.loss.toFixed(4)}   top-1 ${pct(metrics.top1)}   top-5 ${pct(metrics.top5)}\n\n`);
   const C = m.classNames.length;
   const width = Math.max(12, ...m.classNames.map((n) => n.length));

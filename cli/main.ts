@@ -18,6 +18,13 @@ import { SafetensorsError } from '../src/tensor/safetensors.js';
 import { ShapeError } from '../src/tensor/shape.js';
 import { StateDictError } from '../src/nn/module.js';
 
+// `mobilenet eval run | head`: when the reader of our output goes away, stop quietly with
+// status 0, as Unix tools do on SIGPIPE, instead of dying on an unhandled EPIPE error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
+
 const program = new Command();
 program
   .name('mobilenet')

@@ -11,6 +11,7 @@ import { noGrad } from '../src/tensor/autograd.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { DatasetError, decodeImage } from '../src/train/datasets.js';
 import { resizeBilinear } from '../src/train/loader.js';
+import { softmax } from '../src/train/tta.js';
 import type { ImageClassifier } from '../src/nn/mobilenet.js';
 
 interface PredictFlags {
@@ -29,13 +30,6 @@ export function registerPredict(program: Command, run: (fn: () => Promise<void>)
     .option('--explain', 'write a Grad-CAM heat map for the top class of each image', false)
     .option('--output-dir <dir>', 'where --explain writes its PNGs', '.')
     .action((checkpoint: string, images: string[], flags: PredictFlags) => run(() => predict(checkpoint, images, flags)));
-}
-
-function softmax(logits: Float32Array): Float64Array {
-  const max = Math.max(...logits);
-  const e = Float64Array.from(logits, (v) => Math.exp(v - max));
-  const s = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / s);
 }
 
 /** Feature maps smaller than this many positions make a blank Grad-CAM (a 1x1 map is a constant). */

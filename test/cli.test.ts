@@ -1,5 +1,5 @@
 // The CLI as a user runs it: real processes, real files, exit codes.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -147,6 +147,21 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(r.stdout).toMatch(/9 Ankle boot +(\d+\.\d\d|NaN)%/);
     expect(isPng(png)).toBe(true);
   });
+  it('eval --tta-flip averages each image with its mirror image and reports the same metrics', () => {
+    const r = cli(['--threads', '1', 'eval', run, '--data-path', data, '--tta-flip', '--confusion', join(run, 'tta.png')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/fashion-mnist: 40 images, each averaged with its mirror image in/);
+    expect(r.stdout).toMatch(/loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5 \d+\.\d\d%/);
+  });
+  it('stops quietly with status 0 when the reader of its output goes away (| head)', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const code = await new Promise<number | null>((done) => child.on('close', done));
+    expect(stderr).not.toMatch(/EPIPE/);
+    expect(code).toBe(0);
+  }, 60_000);
   it('predict shows top-k probabilities and --explain writes a Grad-CAM PNG', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'predict-'));
     const ds = loadIdxDataset(BUNDLED, 'test');

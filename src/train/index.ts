@@ -5,3 +5,4 @@ export * from './optim.js';
 export * from './schedule.js';
 export * from './checkpoint.js';
 export * from './trainer.js';
+export * from './tta.js';
