@@ -1,14 +1,15 @@
 // Test-time augmentation (TTA) with horizontal flips: classify an image and its mirror image
-// and average the two class distributions. A model trained with random flips has learned that
-// a mirrored garment is the same garment, so the two views disagree mostly where the model is
-// unsure, and averaging them removes part of that noise (Keras and timm users know this as
-// flip TTA). It doubles the cost of evaluation and changes nothing in training.
+// and average the two class distributions. A model trained with random flips treats a mirrored
+// garment as the same garment, so the two views are two estimates of one answer, and their
+// average is less noisy than either (Keras and timm users know this as flip TTA). It doubles
+// the cost of evaluation and changes nothing in training.
 
+import { ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** out[n, c, h, w] = x[n, c, h, W - 1 - w]: each image of an NCHW batch mirrored left-right. */
 export function flipHorizontal(x: Tensor): Tensor {
-  if (x.rank !== 4) throw new Error(`flipHorizontal: expected an NCHW batch (rank 4), got shape [${x.shape.join(', ')}]`);
+  if (x.rank !== 4) throw new ShapeError(`flipHorizontal: expected an NCHW batch (rank 4), got shape [${x.shape.join(', ')}]`);
   const W = x.shape[3];
   const rows = x.numel / W;
   const out = new Float32Array(x.numel);
@@ -26,7 +27,7 @@ export function flipHorizontal(x: Tensor): Tensor {
  */
 export function averagedLogProbabilities(a: Float32Array, b: Float32Array, numClasses: number): Float32Array {
   if (a.length !== b.length || a.length % numClasses !== 0) {
-    throw new Error(`averagedLogProbabilities: logits of ${a.length} and ${b.length} values do not form two equal B x ${numClasses} matrices`);
+    throw new ShapeError(`averagedLogProbabilities: logits of ${a.length} and ${b.length} values do not form two equal B x ${numClasses} matrices`);
   }
   const out = new Float32Array(a.length);
   for (let row = 0; row < a.length; row += numClasses) {
