@@ -8,6 +8,7 @@ import { loadData, loadModelFromCheckpoint, numberIn, UsageError } from './commo
 import { confusionSvg, writePng } from './plots.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { noGrad } from '../src/tensor/autograd.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { DataLoader } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
 import { averagedLogProbabilities, flipHorizontal } from '../src/train/tta.js';
@@ -48,16 +49,12 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
     for (const batch of loader.epoch(0)) {
       reuseBuffers(() => {
         const logits = m.model.forward(batch.x);
-        if (!flags.ttaFlip) {
-          metrics.update(logits.data, batch.labels, softmaxCrossEntropy(logits, batch.labels).item());
-          return;
-        }
-        // Scores = log of the averaged probabilities; loss = their mean negative value at the label.
-        const C = m.classNames.length;
-        const scores = averagedLogProbabilities(logits.data, m.model.forward(flipHorizontal(batch.x)).data, C);
-        let loss = 0;
-        for (let n = 0; n < batch.labels.length; n++) loss -= scores[n * C + batch.labels[n]];
-        metrics.update(scores, batch.labels, loss / batch.labels.length);
+        // With --tta-flip the scores are log-probabilities (their softmax is themselves), so the
+        // same cross-entropy gives the loss of the averaged distribution.
+        const scores = flags.ttaFlip
+          ? new Tensor(averagedLogProbabilities(logits.data, m.model.forward(flipHorizontal(batch.x)).data, m.classNames.length), logits.shape)
+          : logits;
+        metrics.update(scores.data, batch.labels, softmaxCrossEntropy(scores, batch.labels).item());
       });
     }
   });
