@@ -4,6 +4,7 @@
 // average is less noisy than either (Keras and timm users know this as flip TTA). It doubles
 // the cost of evaluation and changes nothing in training.
 
+import { alloc } from '../tensor/buffers.js';
 import { ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -12,7 +13,9 @@ export function flipHorizontal(x: Tensor): Tensor {
   if (x.rank !== 4) throw new ShapeError(`flipHorizontal: expected an NCHW batch (rank 4), got shape [${x.shape.join(', ')}]`);
   const W = x.shape[3];
   const rows = x.numel / W;
-  const out = new Float32Array(x.numel);
+  // From the buffer cache like every op's output: inside eval's reuseBuffers scope each batch
+  // reuses the last one's buffer, and it is already shared memory for the worker threads.
+  const out = alloc(x.numel, false);
   for (let r = 0; r < rows; r++) {
     const base = r * W;
     for (let w = 0; w < W; w++) out[base + w] = x.data[base + W - 1 - w];
