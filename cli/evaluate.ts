@@ -7,6 +7,7 @@ import { type Command } from 'commander';
 import { loadData, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
 import { confusionSvg, writePng } from './plots.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { maxOf } from '../src/tensor/arrays.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { DataLoader } from '../src/train/loader.js';
@@ -65,10 +66,10 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   out.write(`${val.name}: ${metrics.count} images${views} in ${seconds.toFixed(1)}s (${(metrics.count / seconds).toFixed(0)} img/s)\n`);
   out.write(`loss ${metrics.loss.toFixed(4)}   top-1 ${pct(metrics.top1)}   top-5 ${pct(metrics.top5)}\n\n`);
   const C = m.classNames.length;
-  const width = Math.max(12, ...m.classNames.map((n) => n.length));
+  const width = Math.max(12, maxOf(m.classNames.map((n) => n.length)));
   out.write(`${'class'.padEnd(width)}  accuracy   confusion row (predicted: ${m.classNames.map((_, i) => i).join(' ')})\n`);
   const perClass = metrics.perClassAccuracy();
-  const cellWidth = Math.max(3, String(Math.max(...metrics.confusion)).length);
+  const cellWidth = Math.max(3, String(maxOf(metrics.confusion)).length);
   for (let k = 0; k < C; k++) {
     const row = Array.from(metrics.confusion.subarray(k * C, (k + 1) * C), (v) => String(v).padStart(cellWidth)).join(' ');
     out.write(`${`${k} ${m.classNames[k]}`.padEnd(width + 2)}${pct(perClass[k]).padStart(8)}   ${row}\n`);

@@ -2,6 +2,7 @@
 // arrows for data flow, the current node highlighted. SVG written here, PNG via sharp, or DOT.
 
 import { writeFileSync } from 'node:fs';
+import { maxOf } from '../src/tensor/arrays.js';
 import { topologicalOrder } from '../src/tensor/autograd.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { writePng } from './plots.js';
@@ -64,7 +65,7 @@ export function graphSvg(root: Tensor, current: Tensor | null = null): string {
       boxes.set(input, { id: -1, label: input.name ?? (isParam ? 'parameter' : 'input'), detail: `[${input.shape.join(', ')}]`, x: isParam ? left + opW + 40 + k * 190 : 8, y: consumer.y + (isParam ? 0 : -4), w: isParam ? 180 : 104, h: isParam ? 34 : 42, kind: isParam ? 'param' : 'input' });
     }
   }
-  const width = Math.max(...[...boxes.values()].map((b) => b.x + b.w)) + 20;
+  const width = maxOf(Array.from(boxes.values(), (b) => b.x + b.w)) + 20;
   const height = 20 + order.length * rowH + 10;
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, sans-serif">`);

@@ -2,6 +2,7 @@
 
 import { writeFileSync } from 'node:fs';
 import sharp from 'sharp';
+import { maxOf, minOf } from '../src/tensor/arrays.js';
 
 export interface Series {
   name: string;
@@ -32,8 +33,8 @@ export function lineChartSvg(options: { title: string; xLabel: string; yLabel: s
   const m = { left: 70, right: 20, top: 44, bottom: 56 };
   const all = options.series.flatMap((s) => s.points);
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]).filter(Number.isFinite);
-  let xMin = Math.min(...xs, 0), xMax = Math.max(...xs, 1);
-  let yMin = options.yMin ?? Math.min(...ys), yMax = options.yMax ?? Math.max(...ys);
+  let xMin = Math.min(minOf(xs), 0), xMax = Math.max(maxOf(xs), 1);
+  let yMin = options.yMin ?? minOf(ys), yMax = options.yMax ?? maxOf(ys);
   if (!(yMax > yMin)) [yMin, yMax] = [yMin - 1, yMax + 1];
   if (!(xMax > xMin)) xMax = xMin + 1;
   const pad = (yMax - yMin) * 0.05;

@@ -64,6 +64,26 @@ describe('mobilenet step (non-interactive)', () => {
     expect(v1.stdout).toContain('parameter features.3.dw.weight');
     expect(readFileSync(join(dir, 'g.dot'), 'utf8')).toMatch(/^digraph tape \{/);
   });
+  // Real models: V2's project BatchNorm shifts get a gradient that is zero in exact arithmetic
+  // (the next layer is a train-mode BatchNorm after a linear 1x1 conv), judged against the
+  // estimate's rounding floor; and tensors far too large to spread into Math.max's arguments.
+  it.each([
+    ['v1', '1', 85],
+    ['v2', '0.35', 153],
+    ['v2', '0.5', 153],
+  ])('--check passes on MobileNet %s alpha %s (%i nodes)', (model, alpha, nodes) => {
+    const r = cli(['step', '--model', model, '--alpha', alpha, '--no-interactive', '--check']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`check: ${nodes} nodes, \\d+ entries, worst relative error \\S+ \\(bound 0.05\\): PASS`));
+  });
+  it('--check on V2 still catches a broken backward of each kind of node', () => {
+    for (const op of ['batchNorm2d', 'depthwiseConv2d']) {
+      const r = cli(['step', '--model', 'v2', '--alpha', '0.35', '--no-interactive', '--check', '--sabotage', op]);
+      expect(r.code, op).toBe(1);
+      expect(r.stdout, op).toMatch(/worst relative error 3\.33e-1 \(bound 0.05\): FAIL/);
+    }
+  });
   it('--check fails loudly (exit 1) when a backward is deliberately broken', () => {
     const r = cli(['step', '--no-interactive', '--check', '--sabotage', 'pointwiseConv2d']);
     expect(r.code).toBe(1);

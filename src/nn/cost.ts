@@ -4,6 +4,7 @@
 // pooling and the residual additions are not counted, as in the paper.
 // Shapes are propagated analytically, so a 4.8-billion-mult-add baseline costs nothing to table.
 
+import { maxOf } from '../tensor/arrays.js';
 import type { Module } from './module.js';
 
 export interface LayerCost {
@@ -69,7 +70,7 @@ function formatCount(n: number): string {
 export function formatCostTable(report: CostReport): string {
   const rows = report.layers.map((l) => [l.name, l.type, `[${l.outputShape.join(', ')}]`, formatCount(l.params), formatCount(l.multAdds)]);
   const header = ['layer', 'type', 'output shape', 'params', 'mult-adds'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const widths = header.map((h, i) => Math.max(h.length, maxOf(rows.map((r) => r[i].length))));
   const line = (cells: string[]) => cells.map((c, i) => (i >= 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
   const out = [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
   out.push('', `total params: ${formatCount(report.totalParams)}   total mult-adds: ${formatCount(report.totalMultAdds)} (${(report.totalMultAdds / 1e6).toFixed(1)}M)`, '');

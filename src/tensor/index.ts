@@ -6,3 +6,4 @@ export * from './safetensors.js';
 export * from './gradcheck.js';
 export * from './stepper.js';
 export { reuseBuffers, emptyCache, cacheBytes } from './buffers.js';
+export * from './arrays.js';
