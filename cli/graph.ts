@@ -1,11 +1,11 @@
 // The tape as a picture: boxes for ops (op name and output shape), small boxes for parameters,
 // arrows for data flow, the current node highlighted. SVG written here, PNG via sharp, or DOT.
 
-import { writeFileSync } from 'node:fs';
 import { maxOf } from '../src/tensor/arrays.js';
 import { topologicalOrder } from '../src/tensor/autograd.js';
 import type { Tensor } from '../src/tensor/tensor.js';
-import { writePng } from './plots.js';
+import { UsageError } from './common.js';
+import { writeOutputFile, writePng } from './plots.js';
 
 function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -103,10 +103,12 @@ export function graphSvg(root: Tensor, current: Tensor | null = null): string {
   return out.join('\n');
 }
 
+export const GRAPH_EXTENSIONS = ['.png', '.svg', '.dot'] as const;
+
 /** Write the graph as .svg, .png or .dot (by the file's extension). */
 export async function writeGraph(path: string, root: Tensor, current: Tensor | null): Promise<void> {
-  if (path.endsWith('.dot')) writeFileSync(path, graphDot(root, current));
-  else if (path.endsWith('.svg')) writeFileSync(path, graphSvg(root, current));
+  if (path.endsWith('.dot')) writeOutputFile(path, graphDot(root, current));
+  else if (path.endsWith('.svg')) writeOutputFile(path, graphSvg(root, current));
   else if (path.endsWith('.png')) await writePng(graphSvg(root, current), path);
-  else throw new Error(`--graph ${path}: use a .png, .svg or .dot file name`);
+  else throw new UsageError(`--graph ${path}: use a .png, .svg or .dot file name`);
 }

@@ -37,13 +37,23 @@ program
 /** Errors a user can act on: their message is the whole story. */
 const USER_ERRORS = [UsageError, DatasetError, CheckpointError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
 
+/**
+ * A file that cannot be read or written (no such file, no permission, a folder where a file
+ * should be, a full disk): Node's message names the call and the path ("EACCES: permission
+ * denied, open 'out/w.safetensors'"), which is what the user needs.
+ */
+function isFileSystemError(error: Error): boolean {
+  const { code, path } = error as NodeJS.ErrnoException;
+  return typeof code === 'string' && typeof path === 'string' && /^E[A-Z]+$/.test(code);
+}
+
 async function run(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (e) {
     const error = e as Error;
     const verbose = program.opts<{ verbose: boolean }>().verbose;
-    const isUser = USER_ERRORS.some((cls) => error instanceof cls);
+    const isUser = USER_ERRORS.some((cls) => error instanceof cls) || isFileSystemError(error);
     process.stderr.write(`mobilenet: error: ${error.message}\n`);
     if (verbose || !isUser) process.stderr.write(`${error.stack ?? ''}\n`);
     process.exitCode = isUser ? 2 : 1;

@@ -1,6 +1,7 @@
 // Plots as SVG written by hand (no plotting dependency), rendered to PNG with sharp.
 
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import sharp from 'sharp';
 import { maxOf, minOf } from '../src/tensor/arrays.js';
 
@@ -103,7 +104,12 @@ export function confusionSvg(matrix: number[][], classNames: string[], title = '
   return out.join('\n');
 }
 
+/** Write a file the user asked for, creating its folder first (as `train --output-dir` does). */
+export function writeOutputFile(path: string, bytes: string | Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, bytes);
+}
+
 export async function writePng(svg: string, path: string): Promise<void> {
-  const png = await sharp(Buffer.from(svg)).png().toBuffer();
-  writeFileSync(path, png);
+  writeOutputFile(path, await sharp(Buffer.from(svg)).png().toBuffer());
 }

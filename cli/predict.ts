@@ -12,6 +12,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { DatasetError, decodeImage } from '../src/train/datasets.js';
 import { resizeBilinear } from '../src/train/loader.js';
 import { softmax } from '../src/train/tta.js';
+import { writeOutputFile } from './plots.js';
 import type { ImageClassifier } from '../src/nn/mobilenet.js';
 
 interface PredictFlags {
@@ -130,5 +131,5 @@ async function writeGradCam(path: string, cam: Float32Array, h: number, w: numbe
       rgb[i * 3 + c] = Math.round(0.55 * v + 0.45 * [r, g, b][c]);
     }
   }
-  await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toFile(out);
+  writeOutputFile(out, await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).png().toBuffer());
 }

@@ -5,7 +5,7 @@
 import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
 import { BUNDLED_FASHION_MNIST, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
-import { writeGraph } from './graph.js';
+import { GRAPH_EXTENSIONS, writeGraph } from './graph.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { TinyNet } from '../src/nn/tiny.js';
 import type { Module } from '../src/nn/module.js';
@@ -13,7 +13,8 @@ import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
 import { checkStep, CHECK_DEFAULTS, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { loadIdxDataset } from '../src/train/datasets.js';
+import { decodeImage, loadIdxDataset } from '../src/train/datasets.js';
+import { resizeBilinear } from '../src/train/loader.js';
 
 type StepMode = 'step' | 'continue' | { breakAt: string };
 
@@ -30,6 +31,7 @@ interface StepFlags {
   check: boolean;
   breakOnNan: boolean;
   graph?: string;
+  image?: string;
   sabotage?: string;
 }
 
@@ -45,6 +47,7 @@ export function registerStep(program: Command, run: (fn: () => Promise<void>) =>
     .option('--alpha <a>', 'width multiplier for v1 / v2', numberIn('--alpha', 0, 4, { minExclusive: true }), 0.25)
     .option('--checkpoint <path>', 'use a trained checkpoint instead (a .safetensors file or a run folder)')
     .option('--data-path <dir>', 'Fashion-MNIST folder (default: the bundled subset)')
+    .option('--image <file>', 'step through one image of yours instead (JPEG, PNG, WebP), resized to the model\'s input')
     .option('--index <n>', 'which test image to use (the first of the batch)', numberIn('--index', 0, 1e9, { integer: true }), 0)
     .option('--batch <n>', 'images in the batch (default 1 for tiny, 8 otherwise: train-mode BatchNorm needs several values per channel)', numberIn('--batch', 1, 256, { integer: true }))
     .option('--eval', 'BatchNorm with running statistics (eval mode) instead of batch statistics', false)
@@ -87,31 +90,95 @@ function formatChecks(checks: InputCheck[]): string {
     .join('\n');
 }
 
+interface StepInput {
+  /** uint8 pixels, (count, channels, resolution, resolution). */
+  pixels: Uint8Array;
+  count: number;
+  labels: number[] | null;
+  classNames: string[];
+}
+
+/** Bundled (or --data-path) Fashion-MNIST test images, resized and repeated to the model's input. */
+function fashionMnistBatch(dir: string, index: number, batch: number, channels: number, resolution: number): StepInput {
+  const ds = loadIdxDataset(dir, 'test');
+  if (index + batch > ds.count) throw new UsageError(`--index ${index} with --batch ${batch} runs past the ${ds.count} test images`);
+  const plane = resolution * resolution;
+  const pixels = new Uint8Array(batch * channels * plane);
+  for (let n = 0; n < batch; n++) {
+    const source = Float32Array.from(ds.images.subarray((index + n) * 784, (index + n + 1) * 784));
+    const resized = resolution === 28 ? source : resizeBilinear(source, 28, 28, resolution, resolution);
+    for (let c = 0; c < channels; c++) for (let i = 0; i < plane; i++) pixels[(n * channels + c) * plane + i] = Math.min(255, Math.max(0, Math.round(resized[i])));
+  }
+  return { pixels, count: batch, labels: Array.from(ds.labels.subarray(index, index + batch)), classNames: ds.classNames };
+}
+
+async function userImage(path: string, channels: number, resolution: number): Promise<StepInput> {
+  if (channels !== 1 && channels !== 3) throw new UsageError(`--image: this model takes ${channels} input channels; images give 1 or 3`);
+  try {
+    return { pixels: await decodeImage(path, resolution, channels), count: 1, labels: null, classNames: [] };
+  } catch (e) {
+    throw new UsageError(`--image ${path}: cannot decode image (${(e as Error).message})`);
+  }
+}
+
+/** (pixel / 255 - mean[c]) / std[c], as the loader does. */
+function normalize(pixels: Uint8Array, channels: number, mean: number[], std: number[]): Float32Array {
+  const plane = pixels.length / channels;
+  return Float32Array.from(pixels, (v, i) => {
+    const c = Math.floor(i / plane) % channels;
+    return (v / 255 - mean[c]) / std[c];
+  });
+}
+
+function sameClasses(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((name, i) => name === b[i]);
+}
+
+function topPredictions(logits: Tensor): number[] {
+  const [N, K] = logits.shape;
+  return Array.from({ length: N }, (_, n) => {
+    let best = 0;
+    for (let k = 1; k < K; k++) if (logits.data[n * K + k] > logits.data[n * K + best]) best = k;
+    return best;
+  });
+}
+
 async function step(flags: StepFlags): Promise<void> {
   const out = process.stdout;
   const interactive = flags.interactive && !flags.json && process.stdin.isTTY === true && process.stdout.isTTY === true;
-  // The model and one batch of test images.
+  // Refuse a bad picture name before the pass prints anything.
+  if (flags.graph && !GRAPH_EXTENSIONS.some((ext) => flags.graph!.endsWith(ext))) throw new UsageError(`--graph ${flags.graph}: use a file name ending in ${GRAPH_EXTENSIONS.join(', ')}`);
+  // The model, and the input it expects: channels, resolution and normalisation.
   let model: Module;
   let mean = [FASHION_MEAN], std = [FASHION_STD], inChannels = 1, resolution = 28;
+  let classNames: string[] | null = null;
   if (flags.checkpoint) {
     const m = loadModelFromCheckpoint(flags.checkpoint);
     model = m.model;
     ({ mean, std } = m.normalization);
     inChannels = m.channels;
     resolution = m.config.resolution;
-    if (inChannels !== 1 || resolution !== 28) throw new UsageError(`step uses 28x28 grayscale Fashion-MNIST images; this checkpoint expects ${inChannels} channels at ${resolution}x${resolution}`);
+    classNames = m.classNames;
   } else model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
-  model.train(!flags.eval);
-  const ds = loadIdxDataset(flags.dataPath ?? BUNDLED_FASHION_MNIST(), 'test');
-  const batch = flags.batch ?? (flags.model === 'tiny' && !flags.checkpoint ? 1 : 8);
-  if (flags.index + batch > ds.count) throw new UsageError(`--index ${flags.index} with --batch ${batch} runs past the ${ds.count} test images`);
-  const x = new Tensor(Float32Array.from(ds.images.subarray(flags.index * 784, (flags.index + batch) * 784), (v) => (v / 255 - mean[0]) / std[0]), [batch, 1, 28, 28]);
-  const labels = Array.from(ds.labels.subarray(flags.index, flags.index + batch));
-  const loss = softmaxCrossEntropy(model.forward(x), labels);
+  // One image has no batch statistics: a single --image runs BatchNorm in eval mode.
+  model.train(!flags.eval && !flags.image);
+  const input = flags.image
+    ? await userImage(flags.image, inChannels, resolution)
+    : fashionMnistBatch(flags.dataPath ?? BUNDLED_FASHION_MNIST(), flags.index, flags.batch ?? (flags.model === 'tiny' && !flags.checkpoint ? 1 : 8), inChannels, resolution);
+  const x = new Tensor(normalize(input.pixels, inChannels, mean, std), [input.count, inChannels, resolution, resolution]);
+  const logits = model.forward(x);
+  // The labels of the bundled images name Fashion-MNIST classes; for a model of other classes
+  // (or a user's image) the loss is taken against the model's own top prediction: the step
+  // then shows what pushes the network towards the class it chose.
+  const fashionLabels = input.labels !== null && (classNames === null || sameClasses(classNames, input.classNames));
+  const labels = fashionLabels ? input.labels! : topPredictions(logits);
+  const labelNames = labels.map((l) => (fashionLabels ? input.classNames[l] : classNames?.[l] ?? `class ${l}`));
+  const loss = softmaxCrossEntropy(logits, labels);
   const forward = topologicalOrder(loss).reverse();
 
   if (!flags.json) {
-    out.write(`forward pass: ${forward.length} nodes, ${batch} image${batch > 1 ? 's' : ''} (${labels.map((l) => ds.classNames[l]).join(', ')}), ${model.training ? 'train' : 'eval'} mode\n`);
+    const labelled = fashionLabels ? '' : ', labelled with the model\'s own top prediction';
+    out.write(`forward pass: ${forward.length} nodes, ${input.count} image${input.count > 1 ? 's' : ''} (${labelNames.join(', ')}${labelled}) at ${inChannels}x${resolution}x${resolution}, ${model.training ? 'train' : 'eval'} mode\n`);
     forward.forEach((t, i) => out.write(`  ${String(i).padStart(3)} ${t.node!.op.padEnd(18)} ${shape(t.shape).padEnd(18)} ${statsLine(tensorStats(t.data))}\n`));
     out.write(`loss = ${loss.item().toFixed(6)}\n\nbackward pass, one node at a time${interactive ? ' (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)' : ''}:\n`);
   }
@@ -131,8 +198,12 @@ async function step(flags: StepFlags): Promise<void> {
   let failures = 0, checkedNodes = 0, checkedEntries = 0, worst = 0;
   let stoppedOnNan = false;
   let quitAt: number | null = null;
+  // How many nodes of each op the backward pass has still to visit (for `b OP`).
+  const opsAhead = new Map<string, number>();
+  for (const t of forward) opsAhead.set(t.node!.op, (opsAhead.get(t.node!.op) ?? 0) + 1);
   try {
     for (const s of loss.backwardSteps()) {
+      opsAhead.set(s.op, (opsAhead.get(s.op) ?? 1) - 1);
       const report = describeStep(s);
       const checks = flags.check ? checkStep(loss, s, {}, forward) : null;
       if (checks) {
@@ -156,7 +227,7 @@ async function step(flags: StepFlags): Promise<void> {
         break;
       }
       if (rl && mode === 'step') {
-        if (await prompt(rl, s, loss, graphPath, (m) => (mode = m))) {
+        if (await prompt(rl, s, loss, graphPath, opsAhead, (m) => (mode = m))) {
           quitAt = s.index;
           break;
         }
@@ -178,7 +249,7 @@ async function step(flags: StepFlags): Promise<void> {
 }
 
 /** Read commands until one moves on. Returns true to quit. */
-async function prompt(rl: ReturnType<typeof createInterface>, s: BackwardStep, loss: Tensor, graphPath: string, setMode: (m: StepMode) => void): Promise<boolean> {
+async function prompt(rl: ReturnType<typeof createInterface>, s: BackwardStep, loss: Tensor, graphPath: string, opsAhead: Map<string, number>, setMode: (m: StepMode) => void): Promise<boolean> {
   for (;;) {
     const answer = (await rl.question('step> ')).trim();
     if (answer === '') return false;
@@ -191,6 +262,11 @@ async function prompt(rl: ReturnType<typeof createInterface>, s: BackwardStep, l
       const op = answer.slice(1).trim();
       if (op === '') {
         process.stdout.write('usage: b OP   (e.g. b batchNorm2d)\n');
+        continue;
+      }
+      if (!((opsAhead.get(op) ?? 0) > 0)) {
+        const ahead = [...opsAhead].filter(([, n]) => n > 0).map(([name]) => name);
+        process.stdout.write(`no ${op} node ahead in the backward pass; ops still ahead: ${ahead.length > 0 ? ahead.join(', ') : 'none'}\n`);
         continue;
       }
       setMode({ breakAt: op });

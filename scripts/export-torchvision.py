@@ -6,8 +6,12 @@ Debian packages: python3-torch (1.13), python3-torchvision (0.14). Run with /usr
   # Convert torchvision weights (e.g. the pretrained mobilenet_v2-b0353104.pth) for mobilenet-ts:
   /usr/bin/python3 scripts/export-torchvision.py --weights mobilenet_v2-b0353104.pth --out mnv2.safetensors
 
-  # Check that a file written by mobilenet-ts loads into torchvision and gives the expected logits:
-  /usr/bin/python3 scripts/export-torchvision.py --check exported.safetensors --against test/fixtures/torchvision_v2.safetensors
+  # Check that a file written by `mobilenet export` loads into PyTorch (torchvision's
+  # mobilenet_v2 for v2, with a one-channel stem for grayscale models; this repository's
+  # PyTorch MobileNetV1 for v1 and the full-convolution baseline) and gives the expected logits.
+  # The model is built from the file's metadata; REFERENCE holds an input (@input) and the
+  # logits the exporting engine computed for it in eval mode (@logits_eval):
+  /usr/bin/python3 scripts/export-torchvision.py --check exported.safetensors --against REFERENCE
 
   # Regenerate the committed interop fixture (fixed seed, non-trivial BatchNorm statistics):
   /usr/bin/python3 scripts/export-torchvision.py --fixture
@@ -82,18 +86,32 @@ def convert(weights, out, width_mult, num_classes):
     print(f"wrote {out}")
 
 
+def build(meta, fallback):
+    """A PyTorch model for a file's metadata (written by `mobilenet export`), else `fallback`'s config."""
+    if "model" not in meta:
+        return torchvision.models.mobilenet_v2(weights=None, width_mult=fallback["width_mult"], num_classes=fallback["num_classes"])
+    arch, alpha, classes, channels = meta["model"], float(meta["alpha"]), int(meta["num_classes"]), int(meta.get("in_channels", "3"))
+    if arch in ("v1", "baseline"):
+        return fixtures.MobileNetV1(alpha, classes, in_channels=channels, full_conv=arch == "baseline")
+    model = torchvision.models.mobilenet_v2(weights=None, width_mult=alpha, num_classes=classes)
+    if channels != 3:
+        # What a PyTorch user does for grayscale input: the same stem with one input channel.
+        stem = model.features[0][0]
+        model.features[0][0] = torch.nn.Conv2d(channels, stem.out_channels, 3, 2, 1, bias=False)
+    return model
+
+
 def check(path, against):
-    ref, meta = read_safetensors(against)
-    cfg = json.loads(meta["config"])
-    ours, _ = read_safetensors(path)
-    model = torchvision.models.mobilenet_v2(weights=None, width_mult=cfg["width_mult"], num_classes=cfg["num_classes"])
+    ref, ref_meta = read_safetensors(against)
+    ours, meta = read_safetensors(path)
+    model = build(meta, json.loads(ref_meta.get("config", "{}")))
     model.load_state_dict({k: v for k, v in ours.items() if not k.startswith("@")})
     model = model.double().eval()
     with torch.no_grad():
         logits = model(ref["@input"].double()).float()
     err = (logits - ref["@logits_eval"]).abs().max().item()
     ok = torch.allclose(logits, ref["@logits_eval"], rtol=1e-4, atol=1e-5)
-    print(f"torchvision loaded {path}: max |logits difference| = {err:.3g} -> {'OK' if ok else 'MISMATCH'}")
+    print(f"PyTorch loaded {path} ({meta.get('model', 'v2')}, {tuple(ref['@input'].shape)} input): max |logits difference| = {err:.3g} -> {'OK' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 
 

@@ -240,18 +240,23 @@ V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)
 
 
 class MobileNetV1(torch.nn.Module):
-    """The paper's Table 1, keyed like src/nn/mobilenet.ts (an independent PyTorch definition)."""
+    """The paper's Table 1, keyed like src/nn/mobilenet.ts (an independent PyTorch definition).
 
-    def __init__(self, alpha, num_classes):
+    full_conv=True is the paper's Table 4 baseline: every separable block is one standard
+    3x3 convolution -> BatchNorm -> ReLU with the same channels and stride.
+    """
+
+    def __init__(self, alpha, num_classes, in_channels=3, full_conv=False, dropout=0.0):
         super().__init__()
         c = round(32 * alpha)
-        layers = [torch.nn.Sequential(torch.nn.Conv2d(3, c, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(c), torch.nn.ReLU())]
+        conv_bn_relu = lambda cin, cout, s: torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, s, 1, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU())
+        layers = [conv_bn_relu(in_channels, c, 2)]
         for out, s in V1_BLOCKS:
             out = int(out * alpha)
-            layers.append(DepthwiseSeparable(c, out, s))
+            layers.append(conv_bn_relu(c, out, s) if full_conv else DepthwiseSeparable(c, out, s))
             c = out
         self.features = torch.nn.Sequential(*layers)
-        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.0), torch.nn.Linear(c, num_classes))
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(c, num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))

@@ -174,6 +174,31 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(isPng(join(dir, 'boot.gradcam.png'))).toBe(true);
     expect((await sharp(join(dir, 'boot.gradcam.png')).metadata()).width).toBe(224);
   });
+  it('outputs into folders that do not exist yet: the folders are made (predict --explain, eval --confusion, export, step --graph)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outputs-'));
+    const ds = loadIdxDataset(BUNDLED, 'test');
+    const image = join(dir, 'shirt.png');
+    await sharp(Buffer.from(ds.images.subarray(784, 2 * 784)), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(image);
+    const results = [
+      cli(['--threads', '1', 'predict', run, image, '--explain', '--output-dir', join(dir, 'cams') + '/']),
+      cli(['--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(dir, 'eval', 'confusion.png')]),
+      cli(['export', run, join(dir, 'exported', 'w.safetensors')]),
+      cli(['--threads', '1', 'step', '--no-interactive', '--graph', join(dir, 'graphs', 'g.svg')]),
+    ];
+    for (const r of results) {
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }
+    expect(isPng(join(dir, 'cams', 'shirt.gradcam.png'))).toBe(true);
+    expect(isPng(join(dir, 'eval', 'confusion.png'))).toBe(true);
+    expect(existsSync(join(dir, 'exported', 'w.safetensors'))).toBe(true);
+    expect(readFileSync(join(dir, 'graphs', 'g.svg'), 'utf8')).toMatch(/^<svg/);
+    // A path that cannot be a folder (a file is in the way): one line naming it, exit 2.
+    const blocked = cli(['export', run, join(image, 'w.safetensors')]);
+    expect(blocked.code).toBe(2);
+    expect(blocked.stderr.trim().split('\n')).toHaveLength(1);
+    expect(blocked.stderr).toContain(image);
+  });
   it('export writes PyTorch-named weights', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'export-')), 'w.safetensors');
     const r = cli(['export', run, out]);
@@ -181,6 +206,18 @@ describe('mobilenet eval / predict / export / summary', () => {
     const keys = [...loadSafetensors(out).tensors.keys()];
     expect(keys).toContain('features.1.dw.weight');
     expect(keys).toContain('classifier.1.bias');
+  });
+  it('export then import gives a checkpoint that evaluates to the same figures as the trained run', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'roundtrip-cli-'));
+    expect(cli(['export', run, join(dir, 'w.safetensors')]).code).toBe(0);
+    expect(cli(['import', join(dir, 'w.safetensors'), join(dir, 'ckpt.safetensors')]).code).toBe(0);
+    const figures = (r: ReturnType<typeof cli>) => r.stdout.split('\n').find((l) => l.startsWith('loss '));
+    const original = cli(['--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(dir, 'a.png')]);
+    const imported = cli(['--threads', '1', 'eval', join(dir, 'ckpt.safetensors'), '--data', 'fashion-mnist', '--data-path', data, '--confusion', join(dir, 'b.png')]);
+    expect(original.code).toBe(0);
+    expect(imported.stderr).toBe('');
+    expect(figures(imported)).toBe(figures(original));
+    expect(figures(original)).toMatch(/^loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5/);
   });
   it('import turns torchvision weights into a checkpoint that eval and predict can use', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'import-'));

@@ -1,6 +1,8 @@
 // Shared test helpers: PyTorch fixtures and closeness checks.
 
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { parseSafetensors, type StoredTensor } from '../src/tensor/safetensors.js';
@@ -92,4 +94,21 @@ export function checkFixtureCase(fixture: Fixture, caseName: string, fn: (...inp
     });
   }
   return inputs;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI as a user runs it
+// ---------------------------------------------------------------------------------------------
+
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** Run `mobilenet ARGS` from source in a child process (node --import tsx, as `npm run` does). */
+export function runCli(args: string[], options: { cwd?: string; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: options.timeoutMs ?? 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Whether /usr/bin/python3 has PyTorch and torchvision (Debian python3-torch, python3-torchvision). */
+export function hasTorch(): boolean {
+  return spawnSync('/usr/bin/python3', ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0;
 }

@@ -4,10 +4,17 @@ import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { TEST_TMP_PREFIX } from './global-setup.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
 describe('npm package', () => {
+  it('a fresh install has no unreviewed install scripts (npm ci prints no warning)', () => {
+    expect(execFileSync('npm', ['install-scripts', 'ls'], { cwd: ROOT, encoding: 'utf8' })).toContain('No packages with unreviewed install scripts');
+  });
+  it('the test run keeps its temporary files in one folder, removed at the end (not loose in /tmp)', () => {
+    expect(tmpdir()).toContain(TEST_TMP_PREFIX);
+  });
   it('builds, packs, installs and imports as mobilenet-ts (with the CLI bin)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pkg-'));
     execFileSync('npm', ['pack', '--pack-destination', dir], { cwd: ROOT, stdio: 'pipe' });

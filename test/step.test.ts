@@ -1,6 +1,8 @@
 // `mobilenet step` and the stepper library, driven as a learner would: in a real terminal (tmux).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -54,7 +56,7 @@ describe('mobilenet step (non-interactive)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'step-'));
     const r = cli(['step', '--no-interactive', '--check', '--graph', join(dir, 'g.png')]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/forward pass: 13 nodes, 1 image \(\S+\), train mode/);
+    expect(r.stdout).toMatch(/forward pass: 13 nodes, 1 image \(\S+\) at 1x28x28, train mode/);
     expect(r.stdout).toMatch(/\[5\/13\] relu {2}output \[1, 16, 14, 14\]/);
     expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error \S+ \(bound 0.05\): PASS/);
     expect(readFileSync(join(dir, 'g.png')).subarray(1, 4).toString()).toBe('PNG');
@@ -88,6 +90,30 @@ describe('mobilenet step (non-interactive)', () => {
     const r = cli(['step', '--no-interactive', '--check', '--sabotage', 'pointwiseConv2d']);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error 3\.33e-1 \(bound 0.05\): FAIL \(2 input gradients off\)/);
+  });
+  it('--graph with an unknown picture type is refused before anything runs (exit 2, nothing printed)', () => {
+    const r = cli(['step', '--no-interactive', '--graph', 'g.jpg']);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/--graph g\.jpg: use a file name ending in \.png, \.svg, \.dot/);
+  });
+  it('--checkpoint feeds an imported colour checkpoint its own input size (bundled images resized, or --image)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'step-ckpt-'));
+    // torchvision mobilenet_v2 weights (width 0.35, 100 classes, 3 channels) imported at 64x64.
+    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
+    writeFileSync(join(dir, 'tv.safetensors'), serializeSafetensors(new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')))));
+    const ckpt = join(dir, 'ckpt.safetensors');
+    expect(cli(['import', join(dir, 'tv.safetensors'), ckpt, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
+    const r = cli(['step', '--checkpoint', ckpt, '--no-interactive', '--batch', '2']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/forward pass: 153 nodes, 2 images \(class\d+, class\d+, labelled with the model's own top prediction\) at 3x64x64, train mode/);
+    const image = join(dir, 'green.png');
+    await sharp({ create: { width: 50, height: 40, channels: 3, background: { r: 30, g: 160, b: 90 } } }).png().toFile(image);
+    const one = cli(['step', '--checkpoint', ckpt, '--image', image, '--no-interactive']);
+    expect(one.code).toBe(0);
+    expect(one.stdout).toMatch(/forward pass: \d+ nodes, 1 image \(class\d+, labelled with the model's own top prediction\) at 3x64x64, eval mode/);
+    expect(one.stdout).toContain("backward done: every parameter's .grad holds dL/dparameter");
   });
   it('--json emits one object per step with the documented fields', () => {
     const r = cli(['step', '--json']);
@@ -124,6 +150,8 @@ describe.skipIf(!hasTmux)('mobilenet step (interactive, in a real terminal under
       await waitFor(/\[1\/13\] softmaxCrossEntropy[\s\S]*step> $/m);
       tmux('send-keys', '-t', session, 'Enter');
       await waitFor(/\[2\/13\] linear[\s\S]*step> $/m);
+      tmux('send-keys', '-t', session, 'b nosuchop', 'Enter'); // a typo does not run to the end
+      await waitFor(/no nosuchop node ahead in the backward pass; ops still ahead: .*batchNorm2d[\s\S]*step> $/m);
       tmux('send-keys', '-t', session, 'b batchNorm2d', 'Enter');
       let text = await waitFor(/\[6\/13\] batchNorm2d[\s\S]*step> $/m);
       expect(text).not.toMatch(/\[4\/13\]/); // skipped silently to the break

@@ -37,7 +37,7 @@ export function tensorsFromFile(file: SafetensorsFile, prefix = ''): Map<string,
 }
 
 /** Load weights written by `saveWeights` or by scripts/export-torchvision.py. */
-export function loadWeights(model: Module, source: string | Uint8Array, options: { strict?: boolean } = {}): void {
-  const file = typeof source === 'string' ? loadSafetensors(source) : parseSafetensors(source);
+export function loadWeights(model: Module, source: string | Uint8Array | SafetensorsFile, options: { strict?: boolean } = {}): void {
+  const file = typeof source === 'string' ? loadSafetensors(source) : source instanceof Uint8Array ? parseSafetensors(source) : source;
   model.loadStateDict(tensorsFromFile(file), options);
 }

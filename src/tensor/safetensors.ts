@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 // safetensors: the one file format of the project (checkpoints, PyTorch fixtures, torchvision
@@ -183,6 +183,7 @@ export function loadSafetensors(path: string): SafetensorsFile {
  * A crash at any moment leaves either the old file or the new one under `path`, never half of one.
  */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  mkdirSync(dirname(path), { recursive: true }); // as `torch.save` users expect of an output folder: made on demand
   const tmp = `${path}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w');
   try {

@@ -1,0 +1,70 @@
+// export -> import round trips for every kind of model `train` makes (V1, V2, the baseline; gray
+// and colour; several resolutions), and PyTorch loading what we export.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadModelFromCheckpoint } from '../cli/common.js';
+import { createModel, type Architecture } from '../src/nn/mobilenet.js';
+import { noGrad } from '../src/tensor/autograd.js';
+import { Rng } from '../src/tensor/rng.js';
+import { serializeSafetensors } from '../src/tensor/safetensors.js';
+import { rand } from '../src/tensor/tensor.js';
+import { serializeCheckpoint } from '../src/train/checkpoint.js';
+import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
+import { hasTorch, ROOT, runCli } from './helpers.js';
+
+const torch = hasTorch();
+
+/** A checkpoint as `train` writes it (weights-only), with BatchNorm statistics that are not the init's. */
+function makeCheckpoint(dir: string, architecture: Architecture, channels: number, resolution: number) {
+  const classNames = ['ant', 'bee', 'cat', 'dog'];
+  const model = createModel(architecture, { alpha: 0.25, resolution, numClasses: classNames.length, inChannels: channels, seed: 5 });
+  // A few train-mode passes move the running statistics away from (0, 1).
+  for (let i = 0; i < 3; i++) noGrad(() => model.train().forward(rand([4, channels, resolution, resolution], new Rng(i))));
+  model.eval();
+  const normalization = { mean: Array.from({ length: channels }, (_, c) => 0.2 + 0.1 * c), std: Array.from({ length: channels }, (_, c) => 0.3 + 0.05 * c) };
+  const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+  for (const [k, t] of model.stateDict()) tensors.set(k, { shape: t.shape, data: t.data });
+  const meta = { config: { ...TRAIN_DEFAULTS, model: architecture, alpha: 0.25, resolution }, normalization, dataset: { name: 'pets', fingerprint: 'x', classNames, channels }, model: model.info };
+  const path = join(dir, `${architecture}-${channels}-${resolution}.safetensors`);
+  writeFileSync(path, serializeCheckpoint({ model: tensors, optimizer: new Map(), meta }));
+  return { path, model, classNames, normalization };
+}
+
+describe('export -> import round trip', () => {
+  it.each([
+    ['v1', 1, 28],
+    ['v1', 3, 32],
+    ['v2', 1, 28],
+    ['v2', 3, 48],
+    ['baseline', 1, 28],
+  ] as const)('%s with %i channel(s) at %i: import rebuilds the model, its input and its normalisation; PyTorch loads the export', (architecture, channels, resolution) => {
+    const dir = mkdtempSync(join(tmpdir(), 'roundtrip-'));
+    const original = makeCheckpoint(dir, architecture, channels, resolution);
+    const exported = join(dir, 'new-folder', 'weights.safetensors'); // export creates the folder
+    const e = runCli(['export', original.path, exported]);
+    expect(e.stderr).toBe('');
+    expect(e.stdout).toContain(`(MobileNet ${architecture}, alpha 0.25, ${channels}x${resolution}x${resolution} input, 4 classes)`);
+    const imported = join(dir, 'imported.safetensors');
+    const i = runCli(['import', exported, imported]); // no flags: everything comes from the file
+    expect(i.stderr).toBe('');
+    expect(i.stdout).toContain(`${channels}x${resolution}x${resolution} input, 4 classes, its own normalisation`);
+    const back = loadModelFromCheckpoint(imported);
+    expect(back.channels).toBe(channels);
+    expect(back.config.resolution).toBe(resolution);
+    expect(back.classNames).toEqual(original.classNames);
+    expect(back.normalization).toEqual(original.normalization);
+    const x = rand([2, channels, resolution, resolution], new Rng(9));
+    const expected = noGrad(() => original.model.forward(x));
+    const actual = noGrad(() => back.model.forward(x));
+    expect(Array.from(actual.data)).toEqual(Array.from(expected.data));
+    if (torch) {
+      const reference = join(dir, 'reference.safetensors');
+      writeFileSync(reference, serializeSafetensors({ '@input': { shape: [...x.shape], data: x.data }, '@logits_eval': { shape: [...expected.shape], data: expected.data } }));
+      const report = execFileSync('/usr/bin/python3', [join(ROOT, 'scripts/export-torchvision.py'), '--check', exported, '--against', reference], { encoding: 'utf8' });
+      expect(report).toMatch(/-> OK/);
+    }
+  });
+});
