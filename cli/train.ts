@@ -77,6 +77,18 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .action((flags: TrainFlags) => run(() => train(flags)));
 }
 
+/**
+ * `npx tsx cli/main.ts` runs us as the child of tsx's launcher, recognisable by the preflight
+ * script it preloads; that launcher relays Ctrl-C and sends SIGKILL if the child's event loop
+ * does not acknowledge within ~60 ms.
+ */
+function underTsxLauncher(): boolean {
+  return process.execArgv.some((arg) => /tsx[\\/]dist[\\/]preflight\.cjs$/.test(arg));
+}
+
+/** SIGINTs closer together than this are one Ctrl-C (see `onSigint`). */
+const SIGINT_REPEAT_MS = 500;
+
 async function train(flags: TrainFlags): Promise<void> {
   const out = process.stdout;
   const warn = (m: string) => process.stderr.write(`warning: ${m}\n`);
@@ -173,19 +185,29 @@ async function train(flags: TrainFlags): Promise<void> {
     pending.push(writePlots(outputDir, history, lastConfusion, data.train.classNames));
   });
 
+  // Ctrl-C: the first stops after the current batch and saves a checkpoint; a second, pressed
+  // later, quits at once. One keypress can arrive as two signals: the terminal sends SIGINT to
+  // the whole foreground process group, and `npm run` also forwards the SIGINT it received to
+  // its child. While a training step keeps the event loop busy both are queued and handled
+  // back to back, so signals within SIGINT_REPEAT_MS of the first count as the same press.
   const controller = new AbortController();
-  let interrupts = 0;
+  let firstInterrupt: number | null = null;
   const onSigint = () => {
-    interrupts++;
-    if (interrupts > 1) {
+    const now = performance.now();
+    if (firstInterrupt !== null) {
+      if (now - firstInterrupt < SIGINT_REPEAT_MS) return;
       process.stderr.write('\nstopping now, without a checkpoint of this epoch\n');
       process.exit(130);
     }
+    firstInterrupt = now;
     renderer.clear();
     process.stderr.write('\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit at once)...\n');
     controller.abort();
   };
   process.on('SIGINT', onSigint);
+  if (underTsxLauncher()) {
+    warn("started by tsx's launcher (npx tsx), which kills a process that does not answer a Ctrl-C within 60 ms: a training step takes longer, so Ctrl-C will lose this epoch. Start training with 'npm run mobilenet -- train' or 'node --import tsx cli/main.ts train' to stop it cleanly");
+  }
   trainer.on('stopped', (e) => {
     log('stopped', e);
     renderer.clear();

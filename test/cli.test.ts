@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
 import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { expectClose } from './helpers.js';
+import { expectClose, tinyFashionMnist } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
@@ -17,17 +17,6 @@ const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
 function cli(args: string[], options: { cwd?: string } = {}) {
   const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A small Fashion-MNIST in the real IDX format: the first n train / m test images of the bundled subset. */
-function tinyFashionMnist(n: number, m: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tiny-fmnist-'));
-  for (const [split, prefix, count] of [['train', 'train', n], ['test', 't10k', m]] as const) {
-    const ds = loadIdxDataset(BUNDLED, split);
-    writeFileSync(join(dir, `${prefix}-images-idx3-ubyte.gz`), gzipSync(encodeIdx([count, 28, 28], ds.images.subarray(0, count * 784))));
-    writeFileSync(join(dir, `${prefix}-labels-idx1-ubyte.gz`), gzipSync(encodeIdx([count], ds.labels.subarray(0, count))));
-  }
-  return dir;
 }
 
 function isPng(path: string): boolean {

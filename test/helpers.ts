@@ -1,8 +1,13 @@
 // Shared test helpers: PyTorch fixtures and closeness checks.
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { readCheckpoint } from '../src/train/checkpoint.js';
+import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { parseSafetensors, type StoredTensor } from '../src/tensor/safetensors.js';
@@ -111,4 +116,26 @@ export function runCli(args: string[], options: { cwd?: string; timeoutMs?: numb
 /** Whether /usr/bin/python3 has PyTorch and torchvision (Debian python3-torch, python3-torchvision). */
 export function hasTorch(): boolean {
   return spawnSync('/usr/bin/python3', ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0;
+}
+
+/** A small Fashion-MNIST in the real IDX format: the first n train / m test images of the bundled subset. */
+export function tinyFashionMnist(n: number, m: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tiny-fmnist-'));
+  for (const [split, prefix, count] of [['train', 'train', n], ['test', 't10k', m]] as const) {
+    const ds = loadIdxDataset(join(ROOT, 'data/fashion-mnist-subset'), split);
+    writeFileSync(join(dir, `${prefix}-images-idx3-ubyte.gz`), gzipSync(encodeIdx([count, 28, 28], ds.images.subarray(0, count * 784))));
+    writeFileSync(join(dir, `${prefix}-labels-idx1-ubyte.gz`), gzipSync(encodeIdx([count], ds.labels.subarray(0, count))));
+  }
+  return dir;
+}
+
+/** sha256 over a checkpoint's model tensors (names and bytes): equal digests, bit-identical weights. */
+export function weightsDigest(checkpoint: string): string {
+  const ckpt = readCheckpoint(checkpoint);
+  const h = createHash('sha256');
+  for (const [k, v] of ckpt.model) {
+    h.update(k);
+    h.update(new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+  }
+  return h.digest('hex');
 }

@@ -11,6 +11,7 @@ import { InvalidArgumentError } from 'commander';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { numberIn } from '../cli/common.js';
+import { tinyFashionMnist, weightsDigest } from './helpers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { parseSafetensors, SafetensorsError, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { CheckpointError, readCheckpoint, serializeCheckpoint } from '../src/train/checkpoint.js';
@@ -21,29 +22,9 @@ const KILLS = Number(process.env.MOBILENET_KILLS ?? 3);
 const FUZZ = Number(process.env.MOBILENET_FUZZ ?? 150);
 const CLI = ['--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1'];
 
-function tinyData(n: number, m: number): string {
-  const dir = mkdtempSync(join(tmpdir(), 'rel-data-'));
-  for (const [split, prefix, count] of [['train', 'train', n], ['test', 't10k', m]] as const) {
-    const ds = loadIdxDataset(join(ROOT, 'data/fashion-mnist-subset'), split);
-    writeFileSync(join(dir, `${prefix}-images-idx3-ubyte.gz`), gzipSync(encodeIdx([count, 28, 28], ds.images.subarray(0, count * 784))));
-    writeFileSync(join(dir, `${prefix}-labels-idx1-ubyte.gz`), gzipSync(encodeIdx([count], ds.labels.subarray(0, count))));
-  }
-  return dir;
-}
-
-function weightsDigest(checkpoint: string): string {
-  const ckpt = readCheckpoint(checkpoint);
-  const h = createHash('sha256');
-  for (const [k, v] of ckpt.model) {
-    h.update(k);
-    h.update(new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
-  }
-  return h.digest('hex');
-}
-
 describe('kill -9 during training', () => {
   it(`${KILLS} SIGKILLs at random moments, each followed by --resume, end with the same weights as an uninterrupted run`, async () => {
-    const data = tinyData(192, 32);
+    const data = tinyFashionMnist(192, 32);
     // Enough steps that every kill lands mid-training (a kill comes 1-8 steps after the last).
     const epochs = Math.max(3, Math.ceil((KILLS * 5) / 12));
     const args = ['train', '--data-path', data, '--epochs', String(epochs), '--alpha', '0.25', '-b', '16', '--checkpoint-every', '1', '--log-interval', '0'];
