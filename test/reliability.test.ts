@@ -138,3 +138,26 @@ describe(`fuzzing (${FUZZ} mutations per parser)`, () => {
     await fuzz('flags', new TextEncoder().encode('0.25'), (b) => parse(new TextDecoder().decode(b)), [InvalidArgumentError]);
   });
 });
+
+describe('compressed input is bounded by what its header declares', () => {
+  // A gzip bomb: a valid IDX header for 10 images, then 64 MB of zeros that compress to ~64 kB.
+  const bomb = () => {
+    const header = encodeIdx([10, 28, 28], new Uint8Array(10 * 784)).subarray(0, 16);
+    return gzipSync(Buffer.concat([header, Buffer.alloc(64 << 20)]), { level: 9 });
+  };
+  it('a gzip bomb is refused as soon as it passes the declared size, and named as such', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bomb-'));
+    const path = join(dir, 'train-images-idx3-ubyte.gz');
+    const bytes = bomb();
+    expect(bytes.length).toBeLessThan(1 << 20);
+    writeFileSync(path, bytes);
+    expect(() => readIdxFile(path)).toThrow(new DatasetError(`${path}: decompresses to more than the 7856 bytes its IDX header declares (10 x 28 x 28): the file is corrupt or not an IDX file (a gzip bomb?)`));
+  });
+  it('a header declaring more than the reader accepts is refused before anything is inflated', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'huge-'));
+    const path = join(dir, 'train-images-idx3-ubyte.gz');
+    const header = Buffer.from([0, 0, 8, 3, 0, 0, 0xea, 0x60, 0, 0, 0x10, 0, 0, 0, 0x10, 0]); // 60000 x 4096 x 4096
+    writeFileSync(path, gzipSync(header));
+    expect(() => readIdxFile(path)).toThrow(/the IDX header declares 60000 x 4096 x 4096 = \d+ bytes, more than the 1073741824 this reader accepts/);
+  });
+});

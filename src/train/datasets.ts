@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 
 /** Images (N, C, H, W) as bytes 0..255, labels as class indices. */
 export interface ImageDataset {
@@ -61,7 +61,49 @@ export function parseIdx(bytes: Uint8Array, source: string): { dims: number[]; d
   return { dims, data: bytes.subarray(headerBytes) };
 }
 
-/** Read an IDX file, gunzipping when it ends in .gz (output bounded before it is allocated). */
+/** The size an IDX header declares (header + data bytes), from the file's first bytes. */
+function declaredIdxBytes(head: Uint8Array, source: string): { bytes: number; dims: number[] } | null {
+  if (head.length < 4) return null;
+  const rank = head[3];
+  if (head[0] !== 0 || head[1] !== 0 || rank < 1 || rank > 4) parseIdx(head, source); // throws the precise header error
+  if (head.length < 4 + 4 * rank) return null;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const dims = Array.from({ length: rank }, (_, i) => view.getUint32(4 + 4 * i, false));
+  return { bytes: 4 + 4 * rank + dims.reduce((p, d) => p * d, 1), dims };
+}
+
+/**
+ * Gunzip an IDX file without trusting it: first only the start of the stream is inflated (a
+ * deflate stream expands at most ~1032x, so 4 kB of input gives at most ~4 MB) to read the IDX
+ * header; then the whole file is inflated with its output capped at the size that header
+ * declares. A gzip bomb (a few MB of compressed zeros that would expand to GBs) is refused as
+ * soon as it passes the declared size, and the message says so.
+ */
+function gunzipIdx(raw: Uint8Array, path: string): Uint8Array {
+  let declared: { bytes: number; dims: number[] } | null = null;
+  for (const prefix of [256, 4096]) {
+    let head: Uint8Array;
+    try {
+      head = gunzipSync(raw.subarray(0, prefix), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    } catch (e) {
+      throw new DatasetError(`${path}: not a valid gzip file (${(e as Error).message})`);
+    }
+    declared = declaredIdxBytes(head, path);
+    if (declared !== null || prefix >= raw.length) break;
+  }
+  if (declared === null) throw new DatasetError(`${path}: the gzip stream is too short to hold an IDX header`);
+  if (declared.bytes > MAX_IDX_BYTES) throw new DatasetError(`${path}: the IDX header declares ${declared.dims.join(' x ')} = ${declared.bytes} bytes, more than the ${MAX_IDX_BYTES} this reader accepts`);
+  try {
+    return gunzipSync(raw, { maxOutputLength: declared.bytes });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new DatasetError(`${path}: decompresses to more than the ${declared.bytes} bytes its IDX header declares (${declared.dims.join(' x ')}): the file is corrupt or not an IDX file (a gzip bomb?)`);
+    }
+    throw new DatasetError(`${path}: not a valid gzip file (${(e as Error).message})`);
+  }
+}
+
+/** Read an IDX file, gunzipping when it ends in .gz (output bounded by the declared size). */
 export function readIdxFile(path: string): { dims: number[]; data: Uint8Array } {
   let raw: Uint8Array;
   try {
@@ -69,14 +111,7 @@ export function readIdxFile(path: string): { dims: number[]; data: Uint8Array } 
   } catch (e) {
     throw new DatasetError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  if (path.endsWith('.gz')) {
-    try {
-      raw = gunzipSync(raw, { maxOutputLength: MAX_IDX_BYTES });
-    } catch (e) {
-      throw new DatasetError(`${path}: not a valid gzip file (${(e as Error).message})`);
-    }
-  }
-  return parseIdx(raw, path);
+  return parseIdx(path.endsWith('.gz') ? gunzipIdx(raw, path) : raw, path);
 }
 
 function findFile(dir: string, base: string): string | null {
