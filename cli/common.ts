@@ -7,7 +7,7 @@ import { InvalidArgumentError } from 'commander';
 import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { loadCifar10, loadIdxDataset, loadImageFolder, type ImageDataset } from '../src/train/datasets.js';
+import { loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
 import { Rng } from '../src/tensor/rng.js';
 import type { TrainConfig } from '../src/train/trainer.js';
 
@@ -24,6 +24,33 @@ export function packageRoot(): string {
 }
 
 export const BUNDLED_FASHION_MNIST = () => join(packageRoot(), 'data', 'fashion-mnist-subset');
+
+// ---------------------------------------------------------------------------------------------
+// Wording
+// ---------------------------------------------------------------------------------------------
+
+/** "1 epoch", "3 epochs", "1 batch", "10 batches". */
+export function plural(n: number, singular: string, pluralForm = `${singular}s`): string {
+  return `${n} ${n === 1 ? singular : pluralForm}`;
+}
+
+/** A fraction as "85.60%"; a figure that does not exist (NaN: top-5 of 5 classes, an empty class) as "n/a". */
+export function percent(fraction: number): string {
+  return Number.isNaN(fraction) ? 'n/a' : `${(100 * fraction).toFixed(2)}%`;
+}
+
+/**
+ * The smallest width multiplier that leaves every layer at least one channel: V1 and the
+ * baseline have round(32 alpha) stem channels and int(64 alpha) in the first block; V2 rounds
+ * every width up to a multiple of 8, so any alpha > 0 works.
+ */
+export function minimumAlpha(model: string): number {
+  return model === 'v2' ? 0 : 1 / 64;
+}
+
+export function checkAlpha(model: string, alpha: number): void {
+  if (!(alpha >= minimumAlpha(model))) throw new UsageError(`--alpha ${alpha}: MobileNet ${model} needs alpha >= ${minimumAlpha(model)} (below it a layer has no channels)`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Flag parsers: errors name the flag and the allowed values.
@@ -91,7 +118,12 @@ function splitDataset(ds: ImageDataset, valFraction: number, seed: number): { tr
  */
 export async function loadData(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
   const { data } = choice;
-  if (data === 'fashion-mnist' || data === 'mnist') {
+  if (data === 'mnist') {
+    // The bundled images are Fashion-MNIST: MNIST's digits must come from a folder of the user's.
+    if (!choice.dataPath) throw new UsageError('--data mnist needs --data-path DIR: a folder with the four MNIST files (train-images-idx3-ubyte[.gz], ...); the bundled data is Fashion-MNIST');
+    return { train: loadIdxDataset(choice.dataPath, 'train', data, MNIST_CLASSES), val: loadIdxDataset(choice.dataPath, 'test', data, MNIST_CLASSES) };
+  }
+  if (data === 'fashion-mnist') {
     const dir = choice.dataPath ?? BUNDLED_FASHION_MNIST();
     return { train: loadIdxDataset(dir, 'train', data), val: loadIdxDataset(dir, 'test', data) };
   }

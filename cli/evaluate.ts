@@ -4,7 +4,7 @@
 import { reuseBuffers } from '../src/tensor/buffers.js';
 import { join } from 'node:path';
 import { type Command } from 'commander';
-import { loadData, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
+import { loadData, loadModelFromCheckpoint, numberIn, percent, UsageError } from './common.js';
 import { confusionSvg, writePng } from './plots.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { maxOf } from '../src/tensor/arrays.js';
@@ -61,7 +61,7 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   });
   const seconds = (performance.now() - started) / 1000;
   const out = process.stdout;
-  const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+  const pct = percent;
   const views = flags.ttaFlip ? ', each averaged with its mirror image' : '';
   out.write(`${val.name}: ${metrics.count} images${views} in ${seconds.toFixed(1)}s (${(metrics.count / seconds).toFixed(0)} img/s)\n`);
   out.write(`loss ${metrics.loss.toFixed(4)}   top-1 ${pct(metrics.top1)}   top-5 ${pct(metrics.top5)}\n\n`);

@@ -9,7 +9,7 @@
 // normalisation; the input channels and class count are read off the tensor shapes.
 
 import { type Command } from 'commander';
-import { loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { loadWeights, saveWeights } from '../src/nn/interop.js';
 import { createModel, type Architecture } from '../src/nn/mobilenet.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
@@ -81,6 +81,7 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
   const shapeOf = (key: string) => file.tensors.get(key)?.shape;
   const architecture: Architecture = flags.model ?? ((ARCHITECTURES as readonly string[]).includes(meta.model) ? (meta.model as Architecture) : 'v2');
   const alpha = flags.alpha ?? (meta.alpha !== undefined ? Number(meta.alpha) : 1);
+  checkAlpha(architecture, alpha);
   const resolution = flags.resolution ?? (meta.resolution !== undefined ? Number(meta.resolution) : 224);
   const inChannels = flags.inChannels ?? shapeOf('features.0.0.weight')?.[1] ?? 3;
   const storedNames = json<string[]>('class_names');

@@ -4,7 +4,7 @@
 
 import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
-import { BUNDLED_FASHION_MNIST, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { BUNDLED_FASHION_MNIST, checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { GRAPH_EXTENSIONS, writeGraph } from './graph.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { TinyNet } from '../src/nn/tiny.js';
@@ -159,7 +159,10 @@ async function step(flags: StepFlags): Promise<void> {
     inChannels = m.channels;
     resolution = m.config.resolution;
     classNames = m.classNames;
-  } else model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
+  } else {
+    if (flags.model !== 'tiny') checkAlpha(flags.model, flags.alpha);
+    model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
+  }
   // One image has no batch statistics: a single --image runs BatchNorm in eval mode.
   model.train(!flags.eval && !flags.image);
   const input = flags.image

@@ -3,7 +3,7 @@
 
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
-import { numberIn, oneOf } from './common.js';
+import { checkAlpha, numberIn, oneOf } from './common.js';
 import { formatCostTable, layerCosts } from '../src/nn/cost.js';
 import { createModel } from '../src/nn/mobilenet.js';
 
@@ -30,6 +30,7 @@ export function registerSummary(program: Command, run: (fn: () => Promise<void>)
 }
 
 function summary(f: SummaryFlags): void {
+  checkAlpha(f.model, f.alpha);
   const out = process.stdout;
   const opts = { alpha: f.alpha, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
   const shape = [1, f.inChannels, f.resolution, f.resolution];

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { integerList, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { checkAlpha, integerList, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 interface TrainFlags {
@@ -74,7 +74,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
     .option('--checkpoint-every <n>', 'also checkpoint every n batches (0 = at epoch ends only)', numberIn('--checkpoint-every', 0, 1e9, { integer: true }), D.checkpointEvery)
     .option('--log-interval <s>', 'seconds between progress lines when not on a terminal', numberIn('--log-interval', 0, 3600), 10)
-    .action((flags: TrainFlags) => run(() => train(flags)));
+    .action((flags: TrainFlags, command: Command) => run(() => train(flags, (name) => command.getOptionValueSource(name) === 'cli')));
 }
 
 /**
@@ -89,17 +89,42 @@ function underTsxLauncher(): boolean {
 /** SIGINTs closer together than this are one Ctrl-C (see `onSigint`). */
 const SIGINT_REPEAT_MS = 500;
 
-async function train(flags: TrainFlags): Promise<void> {
+/** Flags that may come with --resume: where the data is, where output goes, how long to train. */
+const RESUME_FLAGS = new Set(['resume', 'data', 'dataPath', 'outputDir', 'epochs', 'logInterval']);
+
+
+async function train(flags: TrainFlags, given: (flag: string) => boolean): Promise<void> {
   const out = process.stdout;
   const warn = (m: string) => process.stderr.write(`warning: ${m}\n`);
+  if (flags.resume && flags.init) throw new UsageError('--resume and --init exclude each other: --resume continues a run where it stopped, --init starts a new run from its weights');
+  if (flags.resume) {
+    // A resumed run continues with the settings stored in its checkpoint; a flag that would
+    // change them is refused rather than silently ignored. --epochs extends (or shortens) it.
+    const refused = Object.keys(flags).filter((name) => given(name) && !RESUME_FLAGS.has(name));
+    if (refused.length > 0) {
+      const names = refused.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
+      throw new UsageError(`--resume continues a run with the settings stored in its checkpoint; ${names} cannot change them (--epochs, --data-path and --output-dir can). To train with other settings from its weights, use --init`);
+    }
+  }
+  checkAlpha(flags.model, flags.alpha);
   const data = await loadData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed: flags.seed, onWarning: warn });
   let trainer: Trainer;
   let outputDir: string;
-  if (flags.resume && flags.init) throw new UsageError('--resume and --init exclude each other: --resume continues a run where it stopped, --init starts a new run from its weights');
   if (flags.resume) {
     if (!existsSync(flags.resume)) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
-    const { trainer: t, path } = Trainer.resume(flags.resume, data.train, data.val, warn);
+    const overrides = given('epochs') ? { epochs: flags.epochs } : {};
+    let resumed: ReturnType<typeof Trainer.resume>;
+    try {
+      resumed = Trainer.resume(flags.resume, data.train, data.val, warn, overrides);
+    } catch (e) {
+      if (e instanceof RangeError && given('epochs')) throw new UsageError(`--${e.message}`);
+      throw e;
+    }
+    const { trainer: t, path } = resumed;
     trainer = t;
+    if (given('epochs') && ['onecycle', 'cosineannealinglr'].includes(t.config.lrScheduler)) {
+      warn(`--epochs ${flags.epochs}: the ${t.config.lrScheduler} schedule is stretched over ${plural(flags.epochs, 'epoch')} from where the run is (its learning rate jumps to that curve)`);
+    }
     outputDir = flags.outputDir ?? (flags.resume.endsWith('.safetensors') ? join(flags.resume, '..') : flags.resume);
     out.write(`resuming from ${path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
   } else {
@@ -145,7 +170,7 @@ async function train(flags: TrainFlags): Promise<void> {
   writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
   out.write(
     `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters) on ${data.train.name}: ` +
-      `${data.train.count} train / ${data.val.count} validation images, ${c.epochs} epochs of ${trainer.trainLoader.batchesPerEpoch} batches\n` +
+      `${data.train.count} train / ${data.val.count} validation images, ${plural(c.epochs, 'epoch')} of ${plural(trainer.trainLoader.batchesPerEpoch, 'batch', 'batches')}\n` +
       `output: ${outputDir}\n`,
   );
 
@@ -181,7 +206,9 @@ async function train(flags: TrainFlags): Promise<void> {
     log('epochEnd', e);
     history.push(e);
     renderer.epochEnd(e, c.epochs);
-    appendFileSync(csvPath, [e.epoch + 1, e.train.loss, e.train.top1, e.train.top5, e.val.loss, e.val.top1, e.val.top5, e.lr, e.seconds.toFixed(2)].join(',') + '\n');
+    // A figure that does not exist (top-5 with 5 classes or fewer) is an empty cell.
+    const cells = [e.epoch + 1, e.train.loss, e.train.top1, e.train.top5, e.val.loss, e.val.top1, e.val.top5, e.lr, e.seconds.toFixed(2)];
+    appendFileSync(csvPath, cells.map((v) => (typeof v === 'number' && Number.isNaN(v) ? '' : v)).join(',') + '\n');
     pending.push(writePlots(outputDir, history, lastConfusion, data.train.classNames));
   });
 
@@ -215,7 +242,7 @@ async function train(flags: TrainFlags): Promise<void> {
   });
   trainer.on('done', (e) => {
     log('done', e);
-    out.write(`done: ${e.epochs} epochs in ${formatDuration(e.seconds)}; best validation top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
+    out.write(`done: ${plural(e.epochs, 'epoch')} in ${formatDuration(e.seconds)}; best validation top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
   });
   try {
     await trainer.fit({ outputDir, signal: controller.signal });
@@ -304,7 +331,7 @@ export class ProgressRenderer {
 
   epochEnd(e: TrainerEvents['epochEnd'], epochs: number): void {
     this.clear();
-    const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
+    const pct = percent;
     this.stream.write(
       `epoch ${e.epoch + 1}/${epochs}  train loss ${e.train.loss.toFixed(4)} top1 ${pct(e.train.top1)}  |  val loss ${e.val.loss.toFixed(4)} top1 ${pct(e.val.top1)} top5 ${pct(e.val.top5)}  |  ${e.seconds.toFixed(1)}s  lr ${e.lr.toPrecision(3)}  best ${pct(e.bestTop1)} (epoch ${e.bestEpoch + 1})\n`,
     );

@@ -1,7 +1,7 @@
 // The CLI as a user runs it: real processes, real files, exit codes.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
@@ -59,10 +59,19 @@ describe('mobilenet train', () => {
       expect(meta.width).toBeGreaterThan(400);
     }
   });
-  it('resumes a finished run to more epochs with --resume', () => {
-    const r = cli(['--threads', '1', 'train', '--data-path', data, '--resume', run, '--log-interval', '0']);
+  it('resumes a finished run to more epochs with --resume --epochs; refuses flags that would change its settings', () => {
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--resume', run, '--epochs', '3', '--log-interval', '0']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('resuming from');
+    expect(r.stdout).toMatch(/^epoch 3\/3 {2}train loss/m);
+    expect(r.stdout).toMatch(/^done: 3 epochs in/m);
+    expect(r.stderr).toMatch(/the onecycle schedule is stretched over 3 epochs/);
+    const changed = cli(['train', '--data-path', data, '--resume', run, '--lr', '0.5', '--alpha', '0.5']);
+    expect(changed.code).toBe(2);
+    expect(changed.stderr).toMatch(/--alpha, --lr cannot change them/);
+    const shorter = cli(['train', '--data-path', data, '--resume', run, '--epochs', '1']);
+    expect(shorter.code).toBe(2);
+    expect(shorter.stderr).toMatch(/--epochs 1: the run at .* has already trained 3 epochs/);
   });
   it('fine-tunes from a checkpoint\'s weights with --init, with a fresh optimizer and schedule', () => {
     // With a learning rate of 1e-12 training cannot move a weight by a float32 step, so the
@@ -73,7 +82,8 @@ describe('mobilenet train', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`starting from the weights of ${run}`);
-    expect(r.stdout).toContain('1 epochs of 3 batches');
+    expect(r.stdout).toContain('1 epoch of 3 batches');
+    expect(r.stdout).toMatch(/^done: 1 epoch in/m);
     const source = readCheckpoint(join(run, 'best.safetensors')).model;
     const tuned = readCheckpoint(join(out, 'last.safetensors')).model;
     let filters = 0;
@@ -123,6 +133,9 @@ describe('mobilenet train on an image folder', () => {
     const ok = cli(['--threads', '1', 'eval', out, '--data', root]);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/folder-\w+-val: 2 images in/);
+    // Three classes: every prediction is in the top 5, so the figure is not given.
+    expect(ok.stdout).toMatch(/top-1 \d+\.\d\d% {3}top-5 n\/a/);
+    expect(r.stdout).toMatch(/top5 n\/a/);
   });
 });
 
@@ -260,10 +273,36 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
   ] as const) {
     it(`${flag} ${value} names the flag and the allowed values`, () => {
       const r = cli(['train', flag, value]);
-      expect(r.code).not.toBe(0);
+      expect(r.code).toBe(2);
       expect(r.stderr).toMatch(message);
     });
   }
+  it('values that pass the flag parser but cannot work are refused up front, naming the flag', () => {
+    const threads = cli(['--threads', '64', 'summary']);
+    expect(threads.code).toBe(2);
+    expect(threads.stderr).toMatch(/--threads must be an integer in \[1, 32\], got '64'/);
+    const tiny = cli(['train', '--alpha', '1e-9']);
+    expect(tiny.code).toBe(2);
+    expect(tiny.stderr).toContain('--alpha 1e-9: MobileNet v1 needs alpha >= 0.015625');
+    const mnist = cli(['train', '--data', 'mnist']);
+    expect(mnist.code).toBe(2);
+    expect(mnist.stderr).toContain('--data mnist needs --data-path DIR');
+    const unknown = cli(['train', '--bogus']);
+    expect(unknown.code).toBe(2);
+  });
+  it('more threads than cores: a warning says it will be slower', () => {
+    const r = cli(['--threads', String(Math.min(32, availableParallelism() + 1)), 'summary', '--alpha', '0.25']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/warning: --threads \d+ is more than the \d+ cores of this machine/);
+  });
+  it('--resume of an imported, weights-only checkpoint says it has no training state', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'resume-imported-'));
+    expect(cli(['export', run, join(dir, 'w.safetensors')]).code).toBe(0);
+    expect(cli(['import', join(dir, 'w.safetensors'), join(dir, 'ckpt.safetensors')]).code).toBe(0);
+    const r = cli(['train', '--data-path', data, '--resume', join(dir, 'ckpt.safetensors')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ckpt\.safetensors: a weights-only checkpoint \(from 'mobilenet import'\) has no training state to resume/);
+  });
   it('a corrupt image is named, with a non-zero exit', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bad-'));
     writeFileSync(join(dir, 'broken.jpg'), 'definitely not a JPEG');

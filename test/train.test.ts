@@ -10,7 +10,7 @@ import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/t
 import { DatasetError, encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
-import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 const BUNDLED = resolve(import.meta.dirname, '../data/fashion-mnist-subset');
 const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
@@ -185,6 +185,8 @@ describe('training', () => {
 
   it('resume is bit-exact mid-epoch too (stopped by an AbortSignal after batch 3)', async () => {
     const straight = new Trainer(config(), trainSet, valSet);
+    const straightEpochs: TrainerEvents['epochEnd'][] = [];
+    straight.on('epochEnd', (e) => straightEpochs.push(e));
     await straight.fit();
     const dir = tmp('abort-');
     const controller = new AbortController();
@@ -196,8 +198,12 @@ describe('training', () => {
     expect(stops).toEqual([{ epoch: 0, batch: 3, checkpoint: join(dir, 'last.safetensors') }]);
     const { trainer: resumed } = Trainer.resume(dir, trainSet, valSet, () => {});
     expect(resumed.progress).toMatchObject({ epoch: 0, batch: 3, step: 3 });
+    const resumedEpochs: TrainerEvents['epochEnd'][] = [];
+    resumed.on('epochEnd', (e) => resumedEpochs.push(e));
     await resumed.fit({ outputDir: dir });
     expect(weightsHash(resumed)).toBe(weightsHash(straight));
+    // The resumed epoch's training figures cover all its batches, not only those after the stop.
+    expect(resumedEpochs.map((e) => e.train)).toEqual(straightEpochs.map((e) => e.train));
   });
 
   it('a NaN loss stops training with the epoch and step, and keeps the last good checkpoint intact', async () => {

@@ -107,6 +107,7 @@ function convBnAct(inC: number, outC: number, kernel: number, stride: number, rn
 function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, outC: number, stride: number, rng: Rng) => Module): { features: Sequential; classifier: Sequential } {
   const rng = new Rng(o.seed);
   let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
+  if (channels < 1) throw new RangeError(`MobileNetV1: alpha ${o.alpha} leaves the stem with no channels (round(32 alpha) = 0; the smallest alpha is 1/64)`);
   const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
   for (const [c, stride] of MOBILENET_V1_BLOCKS) {
     const out = Math.max(1, Math.floor(c * o.alpha));

@@ -42,7 +42,7 @@ const WORKER_START_TIMEOUT_MS = 20_000;
 /** Parameters: a kernel's own arguments in [0, 32); each thread's slice [lo, hi) at 32 + 2 * index. */
 const PARAM_SLOTS = 96;
 const RANGE_BASE = 32;
-const MAX_THREADS = (PARAM_SLOTS - RANGE_BASE) / 2;
+export const MAX_THREADS = (PARAM_SLOTS - RANGE_BASE) / 2;
 const ERROR_BYTES = 4096;
 
 // Layout of the shared job parameters (GEMM; offsets are element offsets into the arena).

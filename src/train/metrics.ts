@@ -1,5 +1,13 @@
 // Classification metrics: mean loss, top-1, top-5, confusion matrix, per-class accuracy.
 
+/** The running sums behind the metrics, saved in a checkpoint taken mid-epoch. */
+export interface MetricsSums {
+  lossSum: number;
+  samples: number;
+  top1Hits: number;
+  top5Hits: number;
+}
+
 export class ClassificationMetrics {
   private lossSum = 0;
   private samples = 0;
@@ -44,8 +52,19 @@ export class ClassificationMetrics {
   get top1(): number {
     return this.samples === 0 ? NaN : this.top1Hits / this.samples;
   }
+  /** NaN with 5 classes or fewer, where every prediction is in the top 5 and the figure says nothing. */
   get top5(): number {
-    return this.samples === 0 ? NaN : this.top5Hits / this.samples;
+    return this.samples === 0 || this.numClasses <= 5 ? NaN : this.top5Hits / this.samples;
+  }
+
+  /** The running sums (the confusion matrix is not included). */
+  sums(): MetricsSums {
+    return { lossSum: this.lossSum, samples: this.samples, top1Hits: this.top1Hits, top5Hits: this.top5Hits };
+  }
+
+  /** Continue from sums saved earlier: a resumed epoch reports all of its batches, not just the last ones. */
+  restoreSums(s: MetricsSums): void {
+    ({ lossSum: this.lossSum, samples: this.samples, top1Hits: this.top1Hits, top5Hits: this.top5Hits } = s);
   }
 
   /** Accuracy of each true class (NaN for a class with no samples). */

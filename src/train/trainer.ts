@@ -9,7 +9,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, type AugmentOptions } from './loader.js';
-import { ClassificationMetrics } from './metrics.js';
+import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
 
@@ -122,6 +122,8 @@ export interface Progress {
   bestTop1: number;
   bestEpoch: number;
   epochsWithoutImprovement: number;
+  /** The training metrics of the epoch so far (batches 0..batch-1), so a resumed epoch reports them all. */
+  epochTrainSums?: MetricsSums;
 }
 
 /** Training stopped on purpose (NaN loss); the message says why and what was kept. */
@@ -300,7 +302,13 @@ export class Trainer {
   /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
   static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}): { trainer: Trainer; path: string } {
     const found = findResumableCheckpoint(path, warn);
-    const config = { ...(found.checkpoint.meta.config as TrainConfig), ...overrides };
+    if (found.checkpoint.meta.progress === undefined || found.checkpoint.meta.optimizer === undefined) {
+      throw new CheckpointError(`${found.path}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; start a new run from its weights instead`);
+    }
+    const stored = found.checkpoint.meta.config as TrainConfig;
+    const done = (found.checkpoint.meta.progress as Progress).epoch;
+    if (overrides.epochs !== undefined && overrides.epochs < done) throw new RangeError(`epochs ${overrides.epochs}: the run at ${found.path} has already trained ${done} epochs`);
+    const config = { ...stored, ...overrides };
     const trainer = new Trainer(config, train, val, found.checkpoint.meta.normalization as { mean: number[]; std: number[] });
     trainer.restore(found.checkpoint, found.path, warn);
     return { trainer, path: found.path };
@@ -350,6 +358,7 @@ export class Trainer {
       this.emit('epochStart', { epoch, epochs: c.epochs, batches, lr: this.scheduler.lr });
       this.model.train();
       const metrics = new ClassificationMetrics(this.train.classNames.length);
+      if (this.progress.batch > 0 && this.progress.epochTrainSums) metrics.restoreSums(this.progress.epochTrainSums);
       let dataStart = performance.now();
       for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
         const computeStart = performance.now();
@@ -378,6 +387,7 @@ export class Trainer {
         if (this.scheduler.perStep) this.scheduler.step();
         this.progress.step++;
         this.progress.batch = batch.index + 1;
+        this.progress.epochTrainSums = metrics.sums();
         const now = performance.now();
         this.emit('batchEnd', {
           epoch,
@@ -409,6 +419,7 @@ export class Trainer {
       if (!this.scheduler.perStep) this.scheduler.step(val.loss);
       this.progress.epoch = epoch + 1;
       this.progress.batch = 0;
+      this.progress.epochTrainSums = undefined;
       const improved = val.top1 > this.progress.bestTop1;
       if (improved) {
         this.progress.bestTop1 = val.top1;
