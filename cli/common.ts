@@ -1,13 +1,12 @@
 // Shared CLI pieces: user errors, flag parsers, dataset resolution, checkpoint loading.
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
+import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
 import { Rng } from '../src/tensor/rng.js';
 import type { TrainConfig } from '../src/train/trainer.js';
 
@@ -16,14 +15,7 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-/** The package root (works from cli/*.ts under tsx and from dist/cli/*.js). */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-
-export const BUNDLED_FASHION_MNIST = () => join(packageRoot(), 'data', 'fashion-mnist-subset');
+export const BUNDLED_FASHION_MNIST = bundledFashionMnistPath;
 
 // ---------------------------------------------------------------------------------------------
 // Wording

@@ -2,7 +2,6 @@
 // Knobs (environment): MOBILENET_KILLS (default 3) kills, MOBILENET_FUZZ (default 150) mutations
 // per parser. By hand: MOBILENET_KILLS=50 MOBILENET_FUZZ=10000 npx vitest run test/reliability.test.ts
 import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -15,7 +14,7 @@ import { tinyFashionMnist, weightsDigest } from './helpers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { parseSafetensors, SafetensorsError, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { CheckpointError, readCheckpoint, serializeCheckpoint } from '../src/train/checkpoint.js';
-import { DatasetError, decodeImage, encodeIdx, loadCifar10, loadIdxDataset, parseIdx, readIdxFile } from '../src/train/datasets.js';
+import { DatasetError, decodeImage, encodeIdx, loadCifar10, parseIdx, readIdxFile } from '../src/train/datasets.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const KILLS = Number(process.env.MOBILENET_KILLS ?? 3);

@@ -4,7 +4,8 @@
 
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 
 /** Images (N, C, H, W) as bytes 0..255, labels as class indices. */
@@ -22,6 +23,18 @@ export interface ImageDataset {
 /** A dataset file that is missing, malformed or inconsistent. The message names the file. */
 export class DatasetError extends Error {
   override name = 'DatasetError';
+}
+
+/**
+ * The folder of the Fashion-MNIST subset that ships with the package (10,000 training and 2,000
+ * test images, class-balanced), wherever the package is installed: use it as
+ * `loadIdxDataset(bundledFashionMnistPath(), 'train')`.
+ */
+export function bundledFashionMnistPath(): string {
+  // From src/train (tsx) or dist/src/train (built), up to the folder holding package.json.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return join(dir, 'data', 'fashion-mnist-subset');
 }
 
 export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];

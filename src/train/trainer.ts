@@ -1,6 +1,7 @@
 // The training loop. It emits events and prints nothing; the CLI renders them, a library user
 // subscribes to the same events.
 
+import { mkdirSync } from 'node:fs';
 import { createModel, type Architecture, type ImageClassifier } from '../nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { noGrad } from '../tensor/autograd.js';
@@ -99,6 +100,10 @@ export function checkConfig(c: TrainConfig): void {
   if (!SCHEDULERS.includes(c.lrScheduler)) throw new RangeError(`lr-scheduler must be one of ${SCHEDULERS.join(', ')}, got ${c.lrScheduler}`);
 }
 
+/**
+ * What the trainer emits. Epochs and batches are counted from 0, as in a PyTorch loop's
+ * `for epoch in range(epochs)` and Keras's `on_epoch_end(epoch)`; the CLI prints them from 1.
+ */
 export interface TrainerEvents {
   epochStart: { epoch: number; epochs: number; batches: number; lr: number };
   batchEnd: { epoch: number; batch: number; batches: number; step: number; loss: number; runningLoss: number; runningAccuracy: number; imagesPerSecond: number; lr: number; dataMs: number; computeMs: number };
@@ -350,6 +355,7 @@ export class Trainer {
    */
   async fit(options: TrainerOptions = {}): Promise<Progress> {
     const c = this.config;
+    if (options.outputDir) mkdirSync(options.outputDir, { recursive: true }); // made on demand, like the CLI's --output-dir
     const started = performance.now();
     const batches = this.trainLoader.batchesPerEpoch;
     while (this.progress.epoch < c.epochs) {
