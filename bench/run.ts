@@ -17,7 +17,7 @@ import { rand } from '../src/tensor/tensor.js';
 import { SGD } from '../src/train/optim.js';
 import { convGeometry } from '../src/ops/conv2d.js';
 import { depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward } from '../src/ops/depthwise.js';
-import { parallelGemm } from '../src/ops/parallel.js';
+import { parallelGemm } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { gemm } from '../src/ops/gemm.js';
-import { getThreads, kernelJob, kernelJobsOnThreads, parallelGemm, registerKernel, setThreads } from '../src/ops/parallel.js';
+import { gemm, parallelGemm } from '../src/ops/gemm.js';
+import { declareKernel, getThreads, kernelJobsOnThreads, runKernel, setThreads } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
 import { conv2d } from '../src/ops/conv2d.js';
@@ -157,16 +157,29 @@ describe('threads', () => {
 
   it('a failing worker thread is reported as an error, not a hang', () => {
     setThreads(1);
-    const failing = registerKernel({
-      run: function failOnWorker(_par: Float64Array, _bufs: unknown, lo: number) {
-        if (lo > 0) throw new Error('kernel blew up on a worker');
+    const failing = declareKernel({
+      name: 'failOnWorker',
+      ints: [],
+      floats: [],
+      reads: [],
+      writes: [],
+      large: [],
+      splits: 'nothing',
+      chunksPerThread: 8,
+      minWork: 0,
+      // Throws on a worker thread, and on the calling thread waits a little, so that the
+      // worker surely takes a chunk.
+      slice: function failOnWorker() {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        if (!require('node:worker_threads').isMainThread) throw new Error('kernel blew up on a worker');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
       },
       deps: [],
     });
     setThreads(2);
-    const job = kernelJob(failing, 1 << 20, []);
-    expect(job).not.toBeNull();
-    expect(() => job!.run(2)).toThrow(/a worker thread failed: Error: kernel blew up on a worker/);
+    const before = kernelJobsOnThreads();
+    expect(() => runKernel(failing, {}, {}, 16, 1 << 20)).toThrow(/a worker thread failed: Error: kernel blew up on a worker/);
+    expect(kernelJobsOnThreads()).toBe(before + 1);
     // The pool still works afterwards.
     const A = randn([64, 64], new Rng(1)).data, C = new Float32Array(64 * 64), C1 = new Float32Array(64 * 64);
     const args = { transA: false, transB: false, M: 64, N: 64, K: 64, alpha: 1, A, aOffset: 0, lda: 64, B: A, bOffset: 0, ldb: 64, beta: 0, cOffset: 0, ldc: 64 };

@@ -10,7 +10,7 @@
 
 import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
-import { kernelJob, registerKernel } from './parallel.js';
+import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -146,21 +146,65 @@ export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float3
   }
 }
 
-const STATS = 0, APPLY = 1, BACKWARD = 2;
+// On every thread: the three passes as declared kernels, each split by channels (parallel.ts).
+type BatchNormSizes = Record<'N' | 'C' | 'HW', number>;
 
-/**
- * Worker-thread entry. par: [mode, N, C, HW, high, training, xId, yId, coefId, outId, dyId, dxId];
- * [lo, hi) is a channel range.
- */
-function batchNormSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
-  const N = par[1], C = par[2], HW = par[3], high = par[4];
-  const x = bufs[par[6]] as Float32Array;
-  if (par[0] === 0) batchNormStats(x, N, C, HW, bufs[par[9]] as Float64Array, lo, hi);
-  else if (par[0] === 1) batchNormApply(x, bufs[par[7]] as Float32Array, N, C, HW, bufs[par[8]] as Float64Array, high, lo, hi);
-  else batchNormBackward(bufs[par[10]] as Float32Array, x, bufs[par[7]] as Float32Array, par[11] < 0 ? null : (bufs[par[11]] as Float32Array), N, C, HW, bufs[par[8]] as Float64Array, bufs[par[9]] as Float64Array, high, par[5] === 1, lo, hi);
+function batchNormStatsSlice(p: BatchNormSizes, b: Record<'x' | 'stats', Float32Array | Float64Array>, lo: number, hi: number): void {
+  batchNormStats(b.x as Float32Array, p.N, p.C, p.HW, b.stats as Float64Array, lo, hi);
 }
 
-const BATCHNORM_KERNEL = registerKernel({ run: batchNormSlice, deps: [batchNormStats, batchNormApply, batchNormBackward] });
+const BATCHNORM_STATS = declareKernel({
+  name: 'batchNormStats',
+  ints: ['N', 'C', 'HW'],
+  floats: [],
+  reads: ['x'],
+  writes: ['stats'],
+  large: ['x'],
+  splits: 'channels',
+  chunksPerThread: 4,
+  minWork: PARALLEL_MIN_ELEMENTS,
+  slice: batchNormStatsSlice,
+  deps: [batchNormStats],
+});
+
+function batchNormApplySlice(p: BatchNormSizes & Record<'high', number>, b: Record<'x' | 'coef' | 'y', Float32Array | Float64Array>, lo: number, hi: number): void {
+  batchNormApply(b.x as Float32Array, b.y as Float32Array, p.N, p.C, p.HW, b.coef as Float64Array, p.high, lo, hi);
+}
+
+const BATCHNORM_APPLY = declareKernel({
+  name: 'batchNormApply',
+  ints: ['N', 'C', 'HW'],
+  floats: ['high'],
+  reads: ['x', 'coef'],
+  writes: ['y'],
+  large: ['x', 'y'],
+  splits: 'channels',
+  chunksPerThread: 4,
+  minWork: PARALLEL_MIN_ELEMENTS,
+  slice: batchNormApplySlice,
+  deps: [batchNormApply],
+});
+
+function batchNormBackwardSlice(p: BatchNormSizes & Record<'training' | 'hasDx' | 'high', number>, b: Record<'dy' | 'x' | 'y' | 'coef' | 'dx' | 'sums', Float32Array | Float64Array>, lo: number, hi: number): void {
+  batchNormBackward(b.dy as Float32Array, b.x as Float32Array, b.y as Float32Array, p.hasDx === 1 ? (b.dx as Float32Array) : null, p.N, p.C, p.HW, b.coef as Float64Array, b.sums as Float64Array, p.high, p.training === 1, lo, hi);
+}
+
+const BATCHNORM_BACKWARD = declareKernel({
+  name: 'batchNormBackward',
+  ints: ['N', 'C', 'HW', 'training', 'hasDx'],
+  floats: ['high'],
+  reads: ['dy', 'x', 'y', 'coef'],
+  writes: ['dx', 'sums'],
+  large: ['dy', 'x', 'y'],
+  splits: 'channels',
+  chunksPerThread: 4,
+  minWork: PARALLEL_MIN_ELEMENTS,
+  slice: batchNormBackwardSlice,
+  deps: [batchNormBackward],
+});
+
+/** Stands in for dx when no input gradient is wanted (the kernel is told by hasDx = 0). */
+const NO_INPUT_GRADIENT = new Float32Array(0);
 
 interface BatchNormCall {
   N: number;
@@ -170,30 +214,6 @@ interface BatchNormCall {
   training: boolean;
   x: Float32Array;
   y: Float32Array;
-}
-
-/** One BatchNorm kernel on every thread when the activations are in shared memory, else here. */
-function runBatchNorm(mode: number, call: BatchNormCall, coef: Float64Array | null, out: Float64Array | null, dy: Float32Array | null = null, dx: Float32Array | null = null): void {
-  const { N, C, HW, high, training, x, y } = call;
-  const large = mode === STATS ? [x] : mode === APPLY ? [x, y] : [x, y, dy, dx];
-  const job = kernelJob(BATCHNORM_KERNEL, x.length, large);
-  if (job === null) {
-    if (mode === STATS) batchNormStats(x, N, C, HW, out!, 0, C);
-    else if (mode === APPLY) batchNormApply(x, y, N, C, HW, coef!, high, 0, C);
-    else batchNormBackward(dy!, x, y, dx, N, C, HW, coef!, out!, high, training, 0, C);
-    return;
-  }
-  const p = job.par;
-  [p[0], p[1], p[2], p[3], p[4], p[5]] = [mode, N, C, HW, high, training ? 1 : 0];
-  p[6] = job.shared(x);
-  p[7] = job.shared(y);
-  p[8] = coef === null ? -1 : job.staged(0, coef);
-  const result = out === null ? null : job.scratch64(1, out.length);
-  p[9] = result === null ? -1 : result.id;
-  p[10] = job.shared(dy);
-  p[11] = job.shared(dx);
-  job.run(C);
-  if (out !== null) out.set(result!.data.subarray(0, out.length));
 }
 
 /**
@@ -219,7 +239,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
   const invStd = new Float64Array(C);
   if (training) {
     const stats = new Float64Array(2 * C);
-    runBatchNorm(STATS, call, null, stats);
+    runKernel(BATCHNORM_STATS, { N, C, HW }, { x: call.x, stats }, C, x.numel);
     for (let c = 0; c < C; c++) {
       const m = stats[2 * c], variance = stats[2 * c + 1];
       mean[c] = m;
@@ -240,7 +260,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     coef[2 * c] = scale;
     coef[2 * c + 1] = beta.data[c] - mean[c] * scale;
   }
-  runBatchNorm(APPLY, call, coef, null);
+  runKernel(BATCHNORM_APPLY, { N, C, HW, high }, { x: call.x, coef, y: call.y }, C, x.numel);
   const y = call.y;
   const op = activation === undefined ? 'batchNorm2d' : `batchNorm2d+${activation}`;
   return withReplay(recordOp(new Tensor(y, x.shape), op, [x, gamma, beta], { call, gamma: gamma.data, mean, invStd }, (dyIn, s, needs) => {
@@ -252,7 +272,8 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
     }
     const sums = new Float64Array(2 * C);
     const dx = needs[0] ? alloc(s.call.x.length, false) : null;
-    runBatchNorm(BACKWARD, s.call, backCoef, sums, dyIn, dx);
+    const call = s.call;
+    runKernel(BATCHNORM_BACKWARD, { N: call.N, C: call.C, HW: call.HW, high: call.high, training: call.training ? 1 : 0, hasDx: dx === null ? 0 : 1 }, { dy: dyIn, x: call.x, y: call.y, coef: backCoef, dx: dx ?? NO_INPUT_GRADIENT, sums }, call.C, call.x.length);
     const dgamma = alloc(C), dbeta = alloc(C);
     for (let c = 0; c < C; c++) {
       dbeta[c] = sums[2 * c];

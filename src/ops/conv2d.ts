@@ -14,7 +14,8 @@ import { alloc, inReuseScope, isCached, release } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { getThreads, kernelJob, parallelGemm, registerKernel } from './parallel.js';
+import { parallelGemm } from './gemm.js';
+import { declareKernel, getThreads, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 export interface Conv2dOptions {
   stride?: number;
@@ -144,31 +145,54 @@ export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number
 // shared memory. Each element is written by exactly one thread: bit-identical results.
 // =============================================================================================
 
-/**
- * Worker-thread entry. par: [mode (0 im2col, 1 col2im), imageId, colId, n, c0, Cg, N, Cin, H, W,
- * Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout]; [lo, hi) rows (im2col) or channels.
- */
-function convColumnsSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
-  const g = { N: par[6], Cin: par[7], H: par[8], W: par[9], Cout: par[10], kH: par[11], kW: par[12], stride: par[13], padding: par[14], dilation: par[15], groups: par[16], Hout: par[17], Wout: par[18] };
-  const image = bufs[par[1]] as Float32Array, col = bufs[par[2]] as Float32Array;
-  if (par[0] === 0) im2col(image, g, par[3], par[4], par[5], col, lo, hi);
-  else col2im(col, g, par[3], par[4], par[5], image, lo, hi);
+// On every thread: im2col and col2im as declared kernels (parallel.ts).
+type ColumnParams = Record<'n' | 'c0' | 'Cg' | 'N' | 'Cin' | 'H' | 'W' | 'Cout' | 'kH' | 'kW' | 'stride' | 'padding' | 'dilation' | 'groups' | 'Hout' | 'Wout', number>;
+const COLUMN_INTS = ['n', 'c0', 'Cg', 'N', 'Cin', 'H', 'W', 'Cout', 'kH', 'kW', 'stride', 'padding', 'dilation', 'groups', 'Hout', 'Wout'] as const;
+
+/** Rows [lo, hi) of the column matrix of image n, channels [c0, c0 + Cg). */
+function im2colSlice(p: ColumnParams, b: Record<'image' | 'col', Float32Array | Float64Array>, lo: number, hi: number): void {
+  im2col(b.image as Float32Array, p, p.n, p.c0, p.Cg, b.col as Float32Array, lo, hi);
 }
 
-const CONV_COLUMNS_KERNEL = registerKernel({ run: convColumnsSlice, deps: [validOutputRange, im2col, col2im] });
+const IM2COL = declareKernel({
+  name: 'im2col',
+  ints: COLUMN_INTS,
+  floats: [],
+  reads: ['image'],
+  writes: ['col'],
+  large: ['image', 'col'],
+  splits: 'rows of the column matrix (channel x tap)',
+  chunksPerThread: 4,
+  minWork: PARALLEL_MIN_ELEMENTS,
+  slice: im2colSlice,
+  deps: [validOutputRange, im2col],
+});
 
-function runColumns(mode: 0 | 1, image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
+/** Channels [lo, hi) of image n's gradient, accumulated from the column matrix. */
+function col2imSlice(p: ColumnParams, b: Record<'col' | 'image', Float32Array | Float64Array>, lo: number, hi: number): void {
+  col2im(b.col as Float32Array, p, p.n, p.c0, p.Cg, b.image as Float32Array, lo, hi);
+}
+
+const COL2IM = declareKernel({
+  name: 'col2im',
+  ints: COLUMN_INTS,
+  floats: [],
+  reads: ['col'],
+  writes: ['image'],
+  large: ['image', 'col'],
+  splits: 'channels',
+  chunksPerThread: 4,
+  minWork: PARALLEL_MIN_ELEMENTS,
+  slice: col2imSlice,
+  deps: [validOutputRange, col2im],
+});
+
+/** im2col (x -> col) or col2im (col -> dx) of image n, channel group [c0, c0 + Cg). */
+function runColumns(direction: 'im2col' | 'col2im', image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
   const rows = Cg * g.kH * g.kW;
-  const job = kernelJob(CONV_COLUMNS_KERNEL, rows * g.Hout * g.Wout, [image, col]);
-  if (job === null) {
-    if (mode === 0) im2col(image, g, n, c0, Cg, col);
-    else col2im(col, g, n, c0, Cg, image);
-    return;
-  }
-  const p = job.par;
-  [p[0], p[1], p[2], p[3], p[4], p[5]] = [mode, job.shared(image), job.shared(col), n, c0, Cg];
-  [p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16], p[17], p[18]] = [g.N, g.Cin, g.H, g.W, g.Cout, g.kH, g.kW, g.stride, g.padding, g.dilation, g.groups, g.Hout, g.Wout];
-  job.run(mode === 0 ? rows : Cg);
+  const p = { n, c0, Cg, N: g.N, Cin: g.Cin, H: g.H, W: g.W, Cout: g.Cout, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, dilation: g.dilation, groups: g.groups, Hout: g.Hout, Wout: g.Wout };
+  if (direction === 'im2col') runKernel(IM2COL, p, { image, col }, rows, rows * g.Hout * g.Wout);
+  else runKernel(COL2IM, p, { col, image }, Cg, rows * g.Hout * g.Wout);
 }
 
 /**
@@ -195,7 +219,7 @@ export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float
   const xs = shareInput(x);
   for (let n = 0; n < N; n++) {
     for (let gi = 0; gi < groups; gi++) {
-      runColumns(0, xs, g, n, gi * Cg, Cg, col);
+      runColumns('im2col', xs, g, n, gi * Cg, Cg, col);
       // y[n, group gi] (Cog x HWout) = W_g (Cog x K) * col (K x HWout)
       parallelGemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
     }
@@ -245,12 +269,12 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
     for (let gi = 0; gi < groups; gi++) {
       const dyOffset = (n * Cout + gi * Cog) * HWout;
       if (dweight !== null) {
-        runColumns(0, xs, g, n, gi * Cg, Cg, col);
+        runColumns('im2col', xs, g, n, gi * Cg, Cg, col);
         parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
       }
       if (dx !== null) {
         parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
-        runColumns(1, dx, g, n, gi * Cg, Cg, col);
+        runColumns('col2im', dx, g, n, gi * Cg, Cg, col);
       }
     }
   }

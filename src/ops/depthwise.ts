@@ -13,8 +13,7 @@ import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
-import { kernelJob, registerKernel } from './parallel.js';
-import { isCached } from '../tensor/buffers.js';
+import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 // =============================================================================================
 // The hot path: 3 x 3 filters. The output plane is split into an interior rectangle, where all
@@ -329,64 +328,53 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 // Each output element is computed exactly as on one thread, so results are bit-identical.
 // =============================================================================================
 
-const FORWARD = 0, BACKWARD_INPUT = 1, BACKWARD_FILTER = 2;
+// On every thread: the three directions as declared kernels (parallel.ts).
+type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
+const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
+const DEPTHWISE_DEPS = [interior3, correlate3x3Plane, filterGrad3x3Plane, inputGrad3x3ScatterPlane, tapColumnRanges];
 
-/**
- * Worker-thread entry. par: [mode, aId, bId, outId, N, C, H, W, kH, kW, stride, padding, Hout, Wout].
- * mode 0: out = forward(a = x, b = weight); 1: out = inputGrad(a = dy, b = weight);
- * 2: out = filterGrad(a = dy, b = x). [lo, hi) are planes for modes 0 and 1, channels for mode 2.
- */
-function depthwiseSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
-  const C = par[5];
-  const g = { N: par[4], Cin: C, H: par[6], W: par[7], Cout: C, kH: par[8], kW: par[9], stride: par[10], padding: par[11], dilation: 1, groups: C, Hout: par[12], Wout: par[13] };
-  const a = bufs[par[1]] as Float32Array, b = bufs[par[2]] as Float32Array, out = bufs[par[3]] as Float32Array;
-  if (par[0] === 0) depthwiseForward(a, b, g, out, lo, hi);
-  else if (par[0] === 1) depthwiseBackwardInput(a, b, g, out, lo, hi);
-  else depthwiseBackwardFilter(a, b, g, out, lo, hi);
+/** The geometry object the loops take, from a kernel's parameters. */
+function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
+  return { N: p.N, Cin: p.C, H: p.H, W: p.W, Cout: p.C, kH: p.kH, kW: p.kW, stride: p.stride, padding: p.padding, dilation: 1, groups: p.C, Hout: p.Hout, Wout: p.Wout };
 }
 
-const DEPTHWISE_KERNEL = registerKernel({
-  run: depthwiseSlice,
-  deps: [interior3, correlate3x3Plane, filterGrad3x3Plane, inputGrad3x3ScatterPlane, tapColumnRanges, depthwiseForward, depthwiseBackwardInput, depthwiseBackwardFilter],
-});
+/** Output planes [lo, hi) (plane = image x channel) of y = depthwise(x, weight). */
+function depthwiseForwardSlice(p: DepthwiseParams, b: Record<'x' | 'weight' | 'y', Float32Array | Float64Array>, lo: number, hi: number): void {
+  depthwiseForward(b.x as Float32Array, b.weight as Float32Array, depthwiseGeometryOf(p), b.y as Float32Array, lo, hi);
+}
 
-/**
- * One of the three depthwise computations on every thread when the tensors live in shared
- * memory (inside `reuseBuffers`), else on this one. `a`, and `b` in mode 2, are activations;
- * `b` in modes 0 and 1 is the (small) weight; `out` is y, dx, or dweight (small) in mode 2.
- */
-function runDepthwise(mode: number, a: Float32Array, b: Float32Array, g: ConvGeometry, out: Float32Array): void {
-  const filter = mode === BACKWARD_FILTER;
-  const job = kernelJob(DEPTHWISE_KERNEL, a.length * g.kH * g.kW, filter ? [a, b] : [a, out]);
-  if (job === null) {
-    if (mode === FORWARD) depthwiseForward(a, b, g, out);
-    else if (mode === BACKWARD_INPUT) depthwiseBackwardInput(a, b, g, out);
-    else depthwiseBackwardFilter(a, b, g, out);
-    return;
-  }
-  const p = job.par;
-  const outShared = !filter || isCached(out);
-  p[0] = mode;
-  p[1] = job.shared(a);
-  p[2] = filter ? job.shared(b) : job.staged(0, b);
-  p[3] = outShared ? job.shared(out) : job.staged(1, out);
-  [p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]] = [g.N, g.Cin, g.H, g.W, g.kH, g.kW, g.stride, g.padding, g.Hout, g.Wout];
-  job.run(filter ? g.Cin : g.N * g.Cin);
-  if (!outShared) job.copyBack(1, out);
+/** Input-gradient planes [lo, hi) of dx from dy and the weight. */
+function depthwiseBackwardInputSlice(p: DepthwiseParams, b: Record<'dy' | 'weight' | 'dx', Float32Array | Float64Array>, lo: number, hi: number): void {
+  depthwiseBackwardInput(b.dy as Float32Array, b.weight as Float32Array, depthwiseGeometryOf(p), b.dx as Float32Array, lo, hi);
+}
+
+/** Channels [lo, hi) of the filter gradient from dy and x (a sum over images and positions, kept within a channel). */
+function depthwiseBackwardFilterSlice(p: DepthwiseParams, b: Record<'dy' | 'x' | 'dweight', Float32Array | Float64Array>, lo: number, hi: number): void {
+  depthwiseBackwardFilter(b.dy as Float32Array, b.x as Float32Array, depthwiseGeometryOf(p), b.dweight as Float32Array, lo, hi);
+}
+
+const common = { ints: DEPTHWISE_INTS, floats: [], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
+const DEPTHWISE_FORWARD = declareKernel({ ...common, name: 'depthwiseForward', reads: ['x', 'weight'], writes: ['y'], large: ['x', 'y'], splits: 'image planes', slice: depthwiseForwardSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseForward] });
+const DEPTHWISE_BACKWARD_INPUT = declareKernel({ ...common, name: 'depthwiseBackwardInput', reads: ['dy', 'weight'], writes: ['dx'], large: ['dy', 'dx'], splits: 'image planes', slice: depthwiseBackwardInputSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardInput] });
+const DEPTHWISE_BACKWARD_FILTER = declareKernel({ ...common, name: 'depthwiseBackwardFilter', reads: ['dy', 'x'], writes: ['dweight'], large: ['dy', 'x'], splits: 'channels', slice: depthwiseBackwardFilterSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardFilter] });
+
+function depthwiseParams(g: ConvGeometry): DepthwiseParams {
+  return { N: g.N, C: g.Cin, H: g.H, W: g.W, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, Hout: g.Hout, Wout: g.Wout };
 }
 
 /** Depthwise convolution as an autograd op. */
 export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: DepthwiseOptions = {}): Tensor {
   const g = depthwiseGeometry(x, weight, bias, options);
   const y = alloc(g.N * g.Cout * g.Hout * g.Wout, false);
-  runDepthwise(FORWARD, x.data, weight.data, g, y);
+  runKernel(DEPTHWISE_FORWARD, depthwiseParams(g), { x: x.data, weight: weight.data, y }, g.N * g.Cin, x.numel * g.kH * g.kW);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
     let dx: Float32Array | null = null;
     let dweight: Float32Array | null = null;
-    if (needs[0]) runDepthwise(BACKWARD_INPUT, dy, s.weight, s.g, (dx = alloc(s.x.length, false)));
-    if (needs[1]) runDepthwise(BACKWARD_FILTER, dy, s.x, s.g, (dweight = alloc(s.weight.length, false)));
+    const work = dy.length * s.g.kH * s.g.kW;
+    if (needs[0]) runKernel(DEPTHWISE_BACKWARD_INPUT, depthwiseParams(s.g), { dy, weight: s.weight, dx: (dx = alloc(s.x.length, false)) }, s.g.N * s.g.Cin, work);
+    if (needs[1]) runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(s.g), { dy, x: s.x, dweight: (dweight = alloc(s.weight.length, false)) }, s.g.Cin, work);
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;

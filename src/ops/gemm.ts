@@ -13,6 +13,9 @@
 // keeps the packed panels in cache while they are reused. 4x4 is the measured sweet spot on
 // x86-64 in V8: 16 accumulators + 8 operands fit the 16 FP registers without much spilling.
 
+import { isCached } from '../tensor/buffers.js';
+import { declareKernel, PARALLEL_MIN_MULT_ADDS, runKernel } from './parallel.js';
+
 export interface GemmArgs {
   transA: boolean;
   transB: boolean;
@@ -249,33 +252,97 @@ export function gemmNaive(args: GemmArgs): void {
 }
 
 // =============================================================================================
-// Slices for threads (see parallel.ts). These live here so that, shipped to a worker as source
-// text together with the kernels above, they refer only to functions of this file.
+// On every thread: GEMM as a declared kernel (see parallel.ts).
 // =============================================================================================
 
-/** Rows (or columns) [start, end) of C for thread `index` of `threads`, aligned to the micro-tile. */
-export function sliceOf(size: number, align: number, threads: number, index: number): [number, number] {
-  const chunk = Math.ceil(size / threads / align) * align;
-  const start = Math.min(size, index * chunk);
-  return [start, Math.min(size, start + chunk)];
+/**
+ * The part of C in micro-tile rows [lo, hi) (or, when `splitRows` is 0, micro-tile columns) of
+ * C = alpha op(A) op(B) + beta C. The longer of M and N is split, never K: each element of C is
+ * computed exactly as on one thread. Self-contained like gemmCore: workers run it as source.
+ */
+function gemmSlice(p: Record<'transA' | 'transB' | 'M' | 'N' | 'K' | 'aOffset' | 'lda' | 'bOffset' | 'ldb' | 'cOffset' | 'ldc' | 'splitRows' | 'alpha' | 'beta', number>, b: Record<'A' | 'B' | 'C', Float32Array | Float64Array>, lo: number, hi: number): void {
+  const { M, N, K, lda, ldb, ldc, alpha, beta } = p;
+  const transA = p.transA === 1, transB = p.transB === 1;
+  const A = b.A as Float32Array, B = b.B as Float32Array, C = b.C as Float32Array;
+  if (p.splitRows === 1) {
+    const i0 = lo * MR, i1 = Math.min(M, hi * MR);
+    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: p.aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset: p.bOffset, ldb, beta, C, cOffset: p.cOffset + i0 * ldc, ldc });
+  } else {
+    const j0 = lo * NR, j1 = Math.min(N, hi * NR);
+    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset: p.aOffset, lda, B, bOffset: p.bOffset + (transB ? j0 * ldb : j0), ldb, beta, C, cOffset: p.cOffset + j0, ldc });
+  }
+}
+
+const GEMM_KERNEL = declareKernel({
+  name: 'gemm',
+  ints: ['transA', 'transB', 'M', 'N', 'K', 'aOffset', 'lda', 'bOffset', 'ldb', 'cOffset', 'ldc', 'splitRows'],
+  floats: ['alpha', 'beta'],
+  reads: ['A', 'B'],
+  writes: ['C'],
+  large: [],
+  splits: 'micro-tile rows of C (micro-tile columns when N > M)',
+  // One chunk per thread: each chunk packs all of B (or A) again.
+  chunksPerThread: 1,
+  minWork: PARALLEL_MIN_MULT_ADDS,
+  slice: gemmSlice,
+  deps: [scaleC, packA, packB, microKernel4x4, gemmCore],
+  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);`,
+});
+
+/** Extent of a row-major matrix slice: from its offset to one past its last element. */
+function extent(rows: number, cols: number, ld: number): number {
+  return rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
 }
 
 /**
- * Run thread `index`'s slice of the GEMM whose parameters are in `par` (see parallel.ts for the
- * layout), on operands A, B, C in shared memory. The longer of M and N is split, never K: each
- * element of C is computed exactly as on one thread.
+ * GEMM on all threads when it is big enough to pay for the hand-off, else on this one. An
+ * operand outside shared memory is passed as the window the GEMM reads (so that only that much
+ * is copied for the workers), the buffer cache's own buffers whole (used in place).
  */
-export function runGemmSlice(par: Float64Array, A: Float32Array, B: Float32Array, C: Float32Array, index: number): void {
-  const transA = par[0] === 1, transB = par[1] === 1;
-  const M = par[2], N = par[3], K = par[4], alpha = par[5];
-  const aOffset = par[6], lda = par[7], bOffset = par[8], ldb = par[9], beta = par[10], cOffset = par[11], ldc = par[12], threads = par[13];
-  if (M >= N) {
-    const [i0, i1] = sliceOf(M, MR, threads, index);
-    if (i1 <= i0) return;
-    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset, ldb, beta, C, cOffset: cOffset + i0 * ldc, ldc });
-  } else {
-    const [j0, j1] = sliceOf(N, NR, threads, index);
-    if (j1 <= j0) return;
-    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset, lda, B, bOffset: bOffset + (transB ? j0 * ldb : j0), ldb, beta, C, cOffset: cOffset + j0, ldc });
+export function parallelGemm(args: GemmArgs): void {
+  checkGemmArgs(args);
+  const { transA, transB, M, N, K, lda, ldb, ldc } = args;
+  const window = (data: Float32Array, offset: number, length: number): [Float32Array, number] => (isCached(data) ? [data, offset] : [data.subarray(offset, offset + length), 0]);
+  const [A, aOffset] = window(args.A, args.aOffset, transA ? extent(K, M, lda) : extent(M, K, lda));
+  const [B, bOffset] = window(args.B, args.bOffset, transB ? extent(N, K, ldb) : extent(K, N, ldb));
+  const [C, cOffset] = window(args.C, args.cOffset, extent(M, N, ldc));
+  const splitRows = M >= N ? 1 : 0;
+  const tiles = splitRows ? Math.ceil(M / MR) : Math.ceil(N / NR);
+  if (tiles === 0) {
+    gemmCore(args);
+    return;
   }
+  runKernel(GEMM_KERNEL, { transA: transA ? 1 : 0, transB: transB ? 1 : 0, M, N, K, aOffset, lda, bOffset, ldb, cOffset, ldc, splitRows, alpha: args.alpha, beta: args.beta }, { A, B, C }, tiles, M * N * K);
+}
+
+/** Shorthand for the common dense case: C(MxN) = op(A) * op(B) (+ C if accumulate). */
+export function matmulInto(
+  A: Float32Array,
+  B: Float32Array,
+  C: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  options: { transA?: boolean; transB?: boolean; accumulate?: boolean; aOffset?: number; bOffset?: number; cOffset?: number } = {},
+): void {
+  const transA = options.transA ?? false;
+  const transB = options.transB ?? false;
+  parallelGemm({
+    transA,
+    transB,
+    M,
+    N,
+    K,
+    alpha: 1,
+    A,
+    aOffset: options.aOffset ?? 0,
+    lda: transA ? M : K,
+    B,
+    bOffset: options.bOffset ?? 0,
+    ldb: transB ? K : N,
+    beta: options.accumulate ? 1 : 0,
+    C,
+    cOffset: options.cOffset ?? 0,
+    ldc: N,
+  });
 }

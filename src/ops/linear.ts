@@ -6,7 +6,7 @@ import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { gemmNaive, type GemmArgs } from './gemm.js';
-import { parallelGemm } from './parallel.js';
+import { parallelGemm } from './gemm.js';
 
 type Gemm = (args: GemmArgs) => void;
 

@@ -4,7 +4,7 @@ import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { matmulInto } from './parallel.js';
+import { matmulInto } from './gemm.js';
 
 /**
  * C = A B.  a: (M, K) and b: (K, N) -> (M, N); or a: (B, M, K) and b: (B, K, N) -> (B, M, N).

@@ -1,115 +1,186 @@
-// Both cores: a pool of worker threads that run slices of GEMMs and of other kernels.
+// Both cores: a pool of worker threads, and declared kernels that it runs on all of them.
 //
-// The calling thread and the workers share memory: a growable arena (a SharedArrayBuffer) into
-// which GEMM operands are copied when they live elsewhere, and the buffer cache's own buffers
+// A kernel is declared once, next to its math (see `declareKernel`): its name, its integer and
+// float parameters by name, the buffers it reads and writes by name, what its work range
+// [lo, hi) counts, and the slice function that does the part [lo, hi) of the work. The pool
+// derives everything else from that declaration, on the calling thread and in the workers alike:
+// how parameters are written to shared memory and read back (integers through an Int32Array,
+// so that a slice function sees small integers, never doubles: V8 optimises a kernel for the
+// types it first sees, and sizes arriving as doubles measured 1.6 -> 3.0 ms for a depthwise
+// convolution, on one thread too), which buffers can be used in place and which must be copied
+// in and out, and how the work is cut. Without threads, `runKernel` calls the same slice on the
+// whole range: one code path.
+//
+// Shared memory: the calling thread and the workers share the buffer cache's buffers
 // (src/tensor/buffers.ts: every buffer an op takes inside `reuseBuffers` is a SharedArrayBuffer),
-// which each worker learns about once and then reads and writes in place. A job publishes its
-// parameters in a shared Float64Array, bumps a generation counter and wakes the workers with
-// Atomics.notify; every thread computes its own slice, and the caller waits on a done counter
-// with Atomics.wait. No message is sent per job.
+// which each worker learns about once and then reads and writes in place. A buffer that lives
+// elsewhere (a weight, a small per-channel array) is copied into a staging buffer of the
+// kernel's own, and copied back if the kernel writes it. A job is published in a shared control
+// block, the workers are woken with Atomics.notify, and the caller waits with Atomics.wait: no
+// message is sent per job.
 //
-// Determinism: work is split by rows of C (GEMM), by image planes or by channels (depthwise,
-// BatchNorm), never along a sum, so every output element is computed by exactly the same
-// sequence of operations as on one thread. Results are bit-identical for any thread count (tested).
+// Work is cut into chunks that the threads take from a shared counter as they finish, so a
+// core slowed down by a neighbour takes fewer chunks instead of holding the other one up.
+// Determinism: chunks are ranges of independent outputs (rows of C, image planes, channels),
+// never parts of one sum, so every output element is computed by exactly the same sequence of
+// operations whichever thread takes its chunk. Results are bit-identical for any thread count
+// and any order (tested).
 //
 // The workers run the kernels as source text (`Function.prototype.toString`): a worker cannot
 // import TypeScript when the library runs from source, and source text works the same from tsx,
-// from vitest and from the built package. The rule this imposes on a kernel: it may call only
-// the functions it lists as dependencies, and no imported name (transpilers rewrite those).
+// from vitest and from the built package. The rule this imposes on a slice function: it may call
+// only the functions it lists as dependencies, and no imported name (transpilers rewrite those).
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { isCached, onCacheDrop } from '../tensor/buffers.js';
-import { checkGemmArgs, gemm, gemmCore, KC, MC, microKernel4x4, MR, NC, NR, packA, packB, runGemmSlice, scaleC, sliceOf, type GemmArgs } from './gemm.js';
+
+/** A buffer a kernel reads or writes. */
+export type KernelBuffer = Float32Array | Float64Array;
+
+/**
+ * A kernel as it is declared: the names of its integer parameters (`ints`), float parameters
+ * (`floats`) and buffers (`reads`, `writes`, `large`), and its slice function.
+ */
+export interface KernelDeclaration<I extends string, F extends string, B extends string> {
+  /** Unique name (also the slice function's, for error messages). */
+  name: string;
+  /** Integer parameters: sizes, offsets, flags. They arrive in `slice` as small integers. */
+  ints: readonly I[];
+  /** Float parameters (scale factors, clamp bounds). */
+  floats: readonly F[];
+  /** Buffers the kernel only reads. */
+  reads: readonly B[];
+  /** Buffers the kernel writes (and may read). */
+  writes: readonly B[];
+  /**
+   * Buffers too large to copy: when one of them is not in shared memory the job runs on the
+   * calling thread alone (copying would cost as much as the work). The others are copied.
+   */
+  large: readonly B[];
+  /** What one unit of the work range counts (for the reader: 'image planes', 'channels', ...). */
+  splits: string;
+  /** How many chunks per thread the range is cut into (more: better balance, more overhead). */
+  chunksPerThread: number;
+  /** Below this much work (the caller's measure) the job stays on the calling thread. */
+  minWork: number;
+  /** The work for [lo, hi) of the range. Shipped to the workers as source text. */
+  slice: (p: Record<I | F, number>, b: Record<B, KernelBuffer>, lo: number, hi: number) => void;
+  /** Functions `slice` calls (shipped with it). */
+  deps: readonly ((...args: never[]) => unknown)[];
+  /** Source text the workers need before the functions (module-level constants, scratch). */
+  prelude?: string;
+}
+
+/** A declared kernel: its declaration and the index the pool knows it by. */
+export interface Kernel<I extends string, F extends string, B extends string> extends KernelDeclaration<I, F, B> {
+  readonly index: number;
+}
+
+// Layout of the shared memory: a control block, and the job's parameters.
+const GENERATION = 0; // bumped to publish a job
+const DONE = 1; // workers that finished the job
+const KERNEL = 2; // which kernel (index), or EXIT
+const READY = 3; // workers that have started
+const FAILED = 4; // set by the first worker whose slice threw
+const NEXT_CHUNK = 5; // the chunk counter threads take work from
+const CHUNKS = 6; // how many chunks the job has
+const TOTAL = 7; // the job's range is [0, TOTAL)
+const EXIT = -1;
+const CONTROL_INTS = 16;
+/** Room for a kernel's parameters and buffer ids. */
+const MAX_INTS = 32;
+const MAX_FLOATS = 8;
+const MAX_BUFFERS = 8;
+/** Threads the pool accepts (the calling thread and MAX_THREADS - 1 workers). */
+export const MAX_THREADS = 32;
+/** How long to wait for workers to start before giving up on threads. */
+const WORKER_START_TIMEOUT_MS = 20_000;
+const ERROR_BYTES = 4096;
 
 /** Below this many multiply-adds a GEMM runs on the calling thread (waking workers costs ~10-50 us). */
 export const PARALLEL_MIN_MULT_ADDS = 1 << 18;
 /** Below this many elements touched, a memory-bound kernel (BatchNorm, depthwise) stays on one thread. */
 export const PARALLEL_MIN_ELEMENTS = 1 << 15;
 
-// Layout of the shared control block.
-const GENERATION = 0;
-const DONE = 1;
-const OP = 2;
-const OP_GEMM = 1;
-const OP_EXIT = 2;
-/** Kernel codes start here (index into the registry + FIRST_KERNEL). */
-const FIRST_KERNEL = 3;
-const READY = 3;
-const FAILED = 4;
-/** How long to wait for workers to start before giving up on threads. */
-const WORKER_START_TIMEOUT_MS = 20_000;
-/** Parameters: a kernel's own arguments in [0, 32); each thread's slice [lo, hi) at 32 + 2 * index. */
-const PARAM_SLOTS = 96;
-const RANGE_BASE = 32;
-export const MAX_THREADS = (PARAM_SLOTS - RANGE_BASE) / 2;
-const ERROR_BYTES = 4096;
+// The registry, in declaration order (an explicit list: a name declared twice throws).
+type AnyKernel = Kernel<string, string, string>;
+const kernels: AnyKernel[] = [];
 
-// Layout of the shared job parameters (GEMM; offsets are element offsets into the arena).
-const P = { transA: 0, transB: 1, M: 2, N: 3, K: 4, alpha: 5, aOffset: 6, lda: 7, bOffset: 8, ldb: 9, beta: 10, cOffset: 11, ldc: 12, threads: 13, aId: 14, bId: 15, cId: 16 } as const;
-
-/** The buffers a kernel can reach, by the ids its parameters name. */
-export type SharedBuffers = (Float32Array | Float64Array | undefined)[];
-
-/**
- * A kernel the worker threads can run: `run(par, bufs, lo, hi)` does the slice [lo, hi) of the
- * job described by `par` (numbers, buffer ids into `bufs`). It and its `deps` are shipped as
- * source text, so they may call only each other (see the file comment).
- */
-export interface ParallelKernel {
-  run: (par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void;
-  deps: readonly ((...args: never[]) => unknown)[];
-}
-
-const kernels: ParallelKernel[] = [];
-
-/** Make a kernel available to the worker threads (modules call this when they load). */
-export function registerKernel(kernel: ParallelKernel): ParallelKernel {
-  const names = new Map<string, unknown>();
-  for (const k of [...kernels, kernel]) {
-    for (const f of [k.run, ...k.deps]) {
-      if (names.has(f.name) && names.get(f.name) !== f) throw new Error(`registerKernel: two different functions named ${f.name}`);
-      names.set(f.name, f);
+/** Declare a kernel (at module load, next to its math). */
+export function declareKernel<I extends string, F extends string, B extends string>(declaration: KernelDeclaration<I, F, B>): Kernel<I, F, B> {
+  if (kernels.some((k) => k.name === declaration.name)) throw new Error(`declareKernel: a kernel named ${declaration.name} is already declared`);
+  if (declaration.ints.length > MAX_INTS || declaration.floats.length > MAX_FLOATS || declaration.reads.length + declaration.writes.length > MAX_BUFFERS) {
+    throw new Error(`declareKernel ${declaration.name}: at most ${MAX_INTS} ints, ${MAX_FLOATS} floats and ${MAX_BUFFERS} buffers`);
+  }
+  const functions = new Map<string, unknown>();
+  for (const k of [...kernels, declaration]) {
+    for (const f of [k.slice, ...k.deps]) {
+      if (functions.has(f.name) && functions.get(f.name) !== f) throw new Error(`declareKernel ${declaration.name}: two different functions named ${f.name} would be shipped to the workers`);
+      functions.set(f.name, f);
     }
   }
-  kernels.push(kernel);
+  const kernel = { ...declaration, index: kernels.length };
+  kernels.push(kernel as unknown as AnyKernel);
   return kernel;
 }
 
+/** The buffer names of a kernel, in the order their ids are written. */
+function bufferNames(k: KernelDeclaration<string, string, string>): string[] {
+  return [...k.reads, ...k.writes];
+}
+
 /**
- * The worker's side: wait for a job, run its slice, count it done. Runs as source text in the
- * worker, so it may not refer to imports: the runners come in as arguments.
+ * Source of a function that builds a kernel's parameter and buffer objects from the shared
+ * arrays: an object literal with the declared names, so every call (on any thread) makes
+ * objects of one shape. Used on the calling thread (new Function) and in the workers alike.
  */
-function workerMain(runGemm: (par: Float64Array, A: Float32Array, B: Float32Array, C: Float32Array, index: number) => void, runners: ((par: Float64Array, bufs: SharedBuffers, lo: number, hi: number) => void)[]): void {
+function decoderSource(k: KernelDeclaration<string, string, string>): string {
+  const fields = [...k.ints.map((n, i) => `${n}: ints[${i}]`), ...k.floats.map((n, i) => `${n}: floats[${i}]`)];
+  const buffers = bufferNames(k).map((n, i) => `${n}: bufs[ids[${i}]]`);
+  return `{ params: (ints, floats) => ({ ${fields.join(', ')} }), buffers: (bufs, ids) => ({ ${buffers.join(', ')} }) }`;
+}
+
+type Decoder = { params: (ints: Int32Array, floats: Float64Array) => Record<string, number>; buffers: (bufs: (KernelBuffer | undefined)[], ids: Int32Array) => Record<string, KernelBuffer> };
+
+function makeDecoder(k: AnyKernel): Decoder {
+  return new Function(`return ${decoderSource(k)};`)() as Decoder;
+}
+
+/**
+ * The worker's side: wait for a job, take chunks of it until none are left, count it done.
+ * Runs as source text in the worker, so it may not refer to imports.
+ */
+function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const threads = require('node:worker_threads');
-  const { control, params, errorText, index } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer; index: number };
+  const { control, params, errorText } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer };
   const ctl = new Int32Array(control);
-  const par = new Float64Array(params);
-  const bufs: SharedBuffers = [];
-  let arena = new Float32Array(0);
+  const ints = new Int32Array(params, 0, layout.ints);
+  const ids = new Int32Array(params, layout.ints * 4, layout.ids);
+  const floats = new Float64Array(params, (layout.ints + layout.ids) * 4, layout.floats);
+  const bufs: (KernelBuffer | undefined)[] = [];
   let seen = 0;
-  Atomics.add(ctl, 3, 1); // ready
+  Atomics.add(ctl, 3, 1); // READY
   Atomics.notify(ctl, 3);
   for (;;) {
-    Atomics.wait(ctl, 0, seen);
+    Atomics.wait(ctl, 0, seen); // GENERATION
     seen = Atomics.load(ctl, 0);
     // New shared memory arrives as messages before the job that needs it.
     for (let m = threads.receiveMessageOnPort(threads.parentPort); m !== undefined; m = threads.receiveMessageOnPort(threads.parentPort)) {
       const msg = m.message;
-      if (msg.arena !== undefined) arena = new Float32Array(msg.arena);
-      else if (msg.forget !== undefined) bufs[msg.forget] = undefined;
+      if (msg.forget !== undefined) bufs[msg.forget] = undefined;
       else bufs[msg.id] = msg.f64 ? new Float64Array(msg.buffer) : new Float32Array(msg.buffer);
     }
-    const op = Atomics.load(ctl, 2);
-    if (op === 2) break;
+    const kernel = Atomics.load(ctl, 2); // KERNEL
+    if (kernel < 0) break;
     try {
-      if (op === 1) {
-        // Operand ids at 14..16: a cached buffer, or -1 for the arena.
-        const pick = (id: number) => (id < 0 ? arena : (bufs[id] as Float32Array));
-        runGemm(par, pick(par[14]), pick(par[15]), pick(par[16]), index);
+      const p = decoders[kernel].params(ints, floats);
+      const b = decoders[kernel].buffers(bufs, ids);
+      const chunks = Atomics.load(ctl, 6), total = Atomics.load(ctl, 7);
+      for (let c = Atomics.add(ctl, 5, 1); c < chunks; c = Atomics.add(ctl, 5, 1)) {
+        slices[kernel](p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks));
       }
-      else runners[op - 3](par, bufs, par[32 + 2 * index], par[33 + 2 * index]);
     } catch (e) {
       // Report (once) instead of dying: the caller is waiting for this thread to count done.
       if (Atomics.compareExchange(ctl, 4, 0, 1) === 0) {
@@ -118,50 +189,52 @@ function workerMain(runGemm: (par: Float64Array, A: Float32Array, B: Float32Arra
         new Uint8Array(errorText)[text.length] = 0;
       }
     }
-    Atomics.add(ctl, 1, 1);
+    Atomics.add(ctl, 1, 1); // DONE
     Atomics.notify(ctl, 1);
   }
 }
 
+const LAYOUT = { ints: MAX_INTS, floats: MAX_FLOATS, ids: MAX_BUFFERS };
+
+/** The workers' program: every declared kernel's prelude, functions and decoder, then the loop. */
 export function workerSource(): string {
   const shipped = new Set<(...args: never[]) => unknown>();
-  for (const k of kernels) for (const f of [...k.deps, k.run]) shipped.add(f);
+  for (const k of kernels) for (const f of [...k.deps, k.slice]) shipped.add(f);
   return [
     'const __name = (f) => f;',
-    `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};`,
-    'let packedA = new Float64Array(MC * KC);',
-    'let packedB = new Float64Array(NC * KC);',
-    ...[scaleC, packA, packB, microKernel4x4, gemmCore, sliceOf, runGemmSlice, workerMain].map((f) => f.toString()),
+    ...kernels.flatMap((k) => (k.prelude ? [k.prelude] : [])),
     ...[...shipped].map((f) => f.toString()),
-    `workerMain(runGemmSlice, [${kernels.map((k) => k.run.name).join(', ')}]);`,
+    workerMain.toString(),
+    `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)});`,
   ].join('\n');
 }
 
 class ThreadPool {
-  private readonly control = new SharedArrayBuffer(16 * 4);
-  private readonly params = new SharedArrayBuffer(PARAM_SLOTS * 8);
+  private readonly control = new SharedArrayBuffer(CONTROL_INTS * 4);
+  private readonly params = new SharedArrayBuffer((MAX_INTS + MAX_BUFFERS) * 4 + MAX_FLOATS * 8);
   private readonly errorText = new SharedArrayBuffer(ERROR_BYTES);
   private readonly ctl = new Int32Array(this.control);
-  readonly par = new Float64Array(this.params);
+  readonly ints = new Int32Array(this.params, 0, MAX_INTS);
+  readonly ids = new Int32Array(this.params, MAX_INTS * 4, MAX_BUFFERS);
+  readonly floats = new Float64Array(this.params, (MAX_INTS + MAX_BUFFERS) * 4, MAX_FLOATS);
   private readonly workers: Worker[] = [];
-  private arena = new Float32Array(new SharedArrayBuffer(0));
   /** Buffers the workers know, by id (the same ids on every thread). */
-  readonly bufs: SharedBuffers = [];
-  private readonly ids = new WeakMap<ArrayBufferLike, number>();
-  /** How many kernels the workers were given (kernels registered later run on one thread). */
+  readonly bufs: (KernelBuffer | undefined)[] = [];
+  private readonly bufferIds = new WeakMap<ArrayBufferLike, number>();
+  /** How many kernels the workers were given (kernels declared later run on one thread). */
   readonly kernelCount = kernels.length;
-  /** Staging buffers for small operands that do not live in shared memory (weights), by slot. */
-  private readonly staging: (Float32Array | Float64Array)[] = [];
+  /** Staging copies of operands outside shared memory, per kernel and buffer name. */
+  private readonly staging = new Map<string, KernelBuffer>();
 
   constructor(readonly threads: number) {
     const source = workerSource();
     for (let i = 1; i < threads; i++) {
-      const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, errorText: this.errorText, index: i } });
+      const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, errorText: this.errorText } });
       w.unref(); // idle workers never keep the process alive
       this.workers.push(w);
     }
     // Wait (synchronously) until every worker has started; a worker that cannot start must not
-    // leave the first GEMM waiting forever.
+    // leave the first job waiting forever.
     const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
     for (let ready = Atomics.load(this.ctl, READY); ready < threads - 1; ready = Atomics.load(this.ctl, READY)) {
       if (Date.now() > deadline || Atomics.wait(this.ctl, READY, ready, deadline - Date.now()) === 'timed-out') {
@@ -171,60 +244,59 @@ class ThreadPool {
     }
   }
 
-  /** A shared arena of at least `floats` floats (grown, and re-sent to the workers, when needed). */
-  reserve(floats: number): Float32Array {
-    if (this.arena.length < floats) {
-      const size = Math.max(floats, Math.ceil(this.arena.length * 1.5));
-      this.arena = new Float32Array(new SharedArrayBuffer(size * 4));
-      for (const w of this.workers) w.postMessage({ arena: this.arena.buffer });
-    }
-    return this.arena;
-  }
-
   /** The id under which the workers know this shared buffer (told to them on first use). */
-  idOf(buffer: Float32Array | Float64Array): number {
-    let id = this.ids.get(buffer.buffer);
+  idOf(buffer: KernelBuffer): number {
+    let id = this.bufferIds.get(buffer.buffer);
     if (id === undefined) {
       id = this.bufs.indexOf(undefined);
       if (id < 0) id = this.bufs.length;
       this.bufs[id] = buffer;
-      this.ids.set(buffer.buffer, id);
+      this.bufferIds.set(buffer.buffer, id);
       for (const w of this.workers) w.postMessage({ id, buffer: buffer.buffer, f64: buffer instanceof Float64Array });
     }
     return id;
   }
 
   /** The workers forget a buffer (the cache dropped it). */
-  forget(buffer: Float32Array | Float64Array): void {
-    const id = this.ids.get(buffer.buffer);
+  forget(buffer: KernelBuffer): void {
+    const id = this.bufferIds.get(buffer.buffer);
     if (id === undefined) return;
-    this.ids.delete(buffer.buffer);
+    this.bufferIds.delete(buffer.buffer);
     this.bufs[id] = undefined;
     for (const w of this.workers) w.postMessage({ forget: id });
   }
 
-  /** A shared buffer for slot `slot` of at least `length` elements (float64 or float32). */
-  stage(slot: number, length: number, f64: boolean): Float32Array | Float64Array {
-    let buffer = this.staging[slot];
-    if (buffer === undefined || buffer.length < length || buffer instanceof Float64Array !== f64) {
+  /** A shared staging buffer of at least `like.length` elements of `like`'s type, for (kernel, name). */
+  stage(key: string, like: KernelBuffer): KernelBuffer {
+    let buffer = this.staging.get(key);
+    const f64 = like instanceof Float64Array;
+    if (buffer === undefined || buffer.length < like.length || buffer instanceof Float64Array !== f64) {
       if (buffer !== undefined) this.forget(buffer);
-      const n = Math.max(length, 64);
+      const n = Math.max(like.length, 64, buffer === undefined ? 0 : Math.ceil(buffer.length * 1.5));
       buffer = f64 ? new Float64Array(new SharedArrayBuffer(n * 8)) : new Float32Array(new SharedArrayBuffer(n * 4));
-      this.staging[slot] = buffer;
+      this.staging.set(key, buffer);
     }
     return buffer;
   }
 
-  /** Wake the workers for job `op`, run slice 0 here, wait for the others, surface any failure. */
-  private dispatch(op: number, runHere: () => void): void {
+  /** Publish the job (parameters already written), take chunks here too, wait, surface failures. */
+  dispatch(kernel: AnyKernel, decoder: Decoder, total: number): void {
+    const chunks = Math.min(total, this.threads * kernel.chunksPerThread);
     Atomics.store(this.ctl, DONE, 0);
     Atomics.store(this.ctl, FAILED, 0);
-    Atomics.store(this.ctl, OP, op);
+    Atomics.store(this.ctl, NEXT_CHUNK, 0);
+    Atomics.store(this.ctl, CHUNKS, chunks);
+    Atomics.store(this.ctl, TOTAL, total);
+    Atomics.store(this.ctl, KERNEL, kernel.index);
     Atomics.add(this.ctl, GENERATION, 1);
     Atomics.notify(this.ctl, GENERATION);
     let failure: unknown = null;
     try {
-      runHere();
+      const p = decoder.params(this.ints, this.floats);
+      const b = decoder.buffers(this.bufs, this.ids);
+      for (let c = Atomics.add(this.ctl, NEXT_CHUNK, 1); c < chunks; c = Atomics.add(this.ctl, NEXT_CHUNK, 1)) {
+        kernel.slice(p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks));
+      }
     } catch (e) {
       failure = e;
     }
@@ -236,49 +308,12 @@ class ThreadPool {
     if (Atomics.load(this.ctl, FAILED) !== 0) {
       const bytes = new Uint8Array(this.errorText);
       const text = new TextDecoder().decode(bytes.slice(0, Math.max(0, bytes.indexOf(0))));
-      throw new Error(`threads: a worker thread failed: ${text}`);
+      throw new Error(`threads: a worker thread failed: ${text} (kernel ${kernel.name})`);
     }
-  }
-
-  /**
-   * C = alpha op(A) op(B) + beta C with each operand in shared memory: a cached buffer, or the
-   * arena (null). Offsets are into the operand's own buffer.
-   */
-  gemmShared(a: Omit<GemmArgs, 'A' | 'B' | 'C'>, A: Float32Array | null, B: Float32Array | null, C: Float32Array | null): void {
-    const par = this.par;
-    par[P.transA] = a.transA ? 1 : 0;
-    par[P.transB] = a.transB ? 1 : 0;
-    par[P.M] = a.M;
-    par[P.N] = a.N;
-    par[P.K] = a.K;
-    par[P.alpha] = a.alpha;
-    par[P.aOffset] = a.aOffset;
-    par[P.lda] = a.lda;
-    par[P.bOffset] = a.bOffset;
-    par[P.ldb] = a.ldb;
-    par[P.beta] = a.beta;
-    par[P.cOffset] = a.cOffset;
-    par[P.ldc] = a.ldc;
-    par[P.threads] = this.threads;
-    par[P.aId] = A === null ? -1 : this.idOf(A);
-    par[P.bId] = B === null ? -1 : this.idOf(B);
-    par[P.cId] = C === null ? -1 : this.idOf(C);
-    const arena = this.arena;
-    this.dispatch(OP_GEMM, () => runGemmSlice(par, A ?? arena, B ?? arena, C ?? arena, 0));
-  }
-
-  /** Run `kernel` over [0, total) split into one contiguous slice per thread (par already filled). */
-  runKernel(kernel: ParallelKernel, total: number): void {
-    const code = kernels.indexOf(kernel);
-    for (let i = 0; i < this.threads; i++) {
-      this.par[RANGE_BASE + 2 * i] = Math.floor((total * i) / this.threads);
-      this.par[RANGE_BASE + 2 * i + 1] = Math.floor((total * (i + 1)) / this.threads);
-    }
-    this.dispatch(FIRST_KERNEL + code, () => kernel.run(this.par, this.bufs, this.par[RANGE_BASE], this.par[RANGE_BASE + 1]));
   }
 
   close(): void {
-    Atomics.store(this.ctl, OP, OP_EXIT);
+    Atomics.store(this.ctl, KERNEL, EXIT);
     Atomics.add(this.ctl, GENERATION, 1);
     Atomics.notify(this.ctl, GENERATION);
   }
@@ -287,6 +322,7 @@ class ThreadPool {
 let pool: ThreadPool | null = null;
 let jobsOnThreads = 0;
 onCacheDrop((buffer) => pool?.forget(buffer));
+const decoders: Decoder[] = [];
 
 /**
  * Use `n` threads (the calling thread and n - 1 workers) for the kernels that can split their
@@ -303,7 +339,7 @@ export function getThreads(): number {
   return pool?.threads ?? 1;
 }
 
-/** How many non-GEMM kernel jobs have run split over threads (tests check that threading happens). */
+/** How many kernel jobs have run split over threads (tests check that threading happens). */
 export function kernelJobsOnThreads(): number {
   return jobsOnThreads;
 }
@@ -312,121 +348,48 @@ export function defaultThreads(): number {
   return availableParallelism();
 }
 
-/**
- * A job for `kernel` on all threads, or null when it should run on this thread alone: one
- * thread, a kernel the workers were not given, too little work, or a large operand outside
- * shared memory (copying it in would cost as much as the work).
- */
-export function kernelJob(kernel: ParallelKernel, elements: number, large: readonly (Float32Array | null)[]): KernelJob | null {
-  if (pool === null || elements < PARALLEL_MIN_ELEMENTS || kernels.indexOf(kernel) >= pool.kernelCount) return null;
-  for (const b of large) if (b !== null && !isCached(b)) return null;
-  return new KernelJob(pool, kernel);
-}
-
-/** Fills a kernel's parameters, then runs it on every thread. */
-export class KernelJob {
-  constructor(private readonly pool: ThreadPool, private readonly kernel: ParallelKernel) {}
-
-  get par(): Float64Array {
-    return this.pool.par;
-  }
-
-  /** The id of a buffer already in shared memory (a cached buffer), or -1 for null. */
-  shared(buffer: Float32Array | Float64Array | null): number {
-    return buffer === null ? -1 : this.pool.idOf(buffer);
-  }
-
-  /** Copy a small operand (a weight, per-channel numbers) into staging slot `slot`; its id. */
-  staged(slot: number, values: Float32Array | Float64Array): number {
-    const buffer = this.pool.stage(slot, values.length, values instanceof Float64Array);
-    buffer.set(values);
-    return this.pool.idOf(buffer);
-  }
-
-  /** A shared float64 scratch buffer in slot `slot` (e.g. per-channel results), zero-filled. */
-  scratch64(slot: number, length: number): { id: number; data: Float64Array } {
-    const buffer = this.pool.stage(slot, length, true) as Float64Array;
-    buffer.fill(0, 0, length);
-    return { id: this.pool.idOf(buffer), data: buffer };
-  }
-
-  /** Copy a staged output back to where it belongs. */
-  copyBack(slot: number, out: Float32Array | Float64Array): void {
-    out.set(this.pool.stage(slot, out.length, out instanceof Float64Array).subarray(0, out.length));
-  }
-
-  run(total: number): void {
-    jobsOnThreads++;
-    this.pool.runKernel(this.kernel, total);
-  }
-}
-
-/** Extent of a row-major matrix slice: from its offset to one past its last element. */
-function extent(rows: number, cols: number, ld: number): number {
-  return rows === 0 || cols === 0 ? 0 : (rows - 1) * ld + cols;
+/** Whether a buffer can be handed to the workers as it is: a whole SharedArrayBuffer of the cache. */
+function usableInPlace(buffer: KernelBuffer): boolean {
+  return buffer instanceof Float32Array ? isCached(buffer) && buffer.byteOffset === 0 : buffer.buffer instanceof SharedArrayBuffer && buffer.byteOffset === 0 && buffer.byteLength === buffer.buffer.byteLength;
 }
 
 /**
- * GEMM on all threads when it is big enough to pay for the hand-off, else on this one.
- * Operands in the buffer cache's shared memory are used in place; the others are copied into
- * the shared arena (and C copied back).
+ * Run a declared kernel over the range [0, total): on every thread when there are threads, the
+ * work is worth it and its large buffers are in shared memory; else its slice on the whole
+ * range, here. `work` is the caller's measure of the job's size, compared with the kernel's
+ * `minWork`.
  */
-export function parallelGemm(args: GemmArgs): void {
-  if (pool === null || args.M * args.N * args.K < PARALLEL_MIN_MULT_ADDS) {
-    gemm(args);
+export function runKernel<I extends string, F extends string, B extends string>(kernel: Kernel<I, F, B>, params: Record<I | F, number>, buffers: Record<B, KernelBuffer>, total: number, work: number): void {
+  if (total <= 0) return;
+  const k = kernel as unknown as AnyKernel;
+  const threaded = pool !== null && work >= k.minWork && k.index < pool.kernelCount && total > 1 && k.large.every((name) => usableInPlace((buffers as Record<string, KernelBuffer>)[name]));
+  if (!threaded) {
+    kernel.slice(params, buffers, 0, total);
     return;
   }
-  checkGemmArgs(args);
-  const { transA, transB, M, N, K, lda, ldb, ldc } = args;
-  const aShared = isCached(args.A), bShared = isCached(args.B), cShared = isCached(args.C);
-  const aLen = aShared ? 0 : transA ? extent(K, M, lda) : extent(M, K, lda);
-  const bLen = bShared ? 0 : transB ? extent(N, K, ldb) : extent(K, N, ldb);
-  const cLen = cShared ? 0 : extent(M, N, ldc);
-  const arena = pool.reserve(aLen + bLen + cLen);
-  if (!aShared) arena.set(args.A.subarray(args.aOffset, args.aOffset + aLen), 0);
-  if (!bShared) arena.set(args.B.subarray(args.bOffset, args.bOffset + bLen), aLen);
-  const cBase = aLen + bLen;
-  if (!cShared && args.beta !== 0) arena.set(args.C.subarray(args.cOffset, args.cOffset + cLen), cBase);
-  pool.gemmShared(
-    { transA, transB, M, N, K, alpha: args.alpha, aOffset: aShared ? args.aOffset : 0, lda, bOffset: bShared ? args.bOffset : aLen, ldb, beta: args.beta, cOffset: cShared ? args.cOffset : cBase, ldc },
-    aShared ? args.A : null,
-    bShared ? args.B : null,
-    cShared ? args.C : null,
-  );
-  if (cShared) return;
-  // Copy back row by row: between rows, C's own buffer may hold other data (ldc > N).
-  if (ldc === N) args.C.set(arena.subarray(cBase, cBase + cLen), args.cOffset);
-  else for (let i = 0; i < M; i++) args.C.set(arena.subarray(cBase + i * ldc, cBase + i * ldc + N), args.cOffset + i * ldc);
-}
-
-/** Shorthand for the common dense case: C(MxN) = op(A) * op(B) (+ C if accumulate). */
-export function matmulInto(
-  A: Float32Array,
-  B: Float32Array,
-  C: Float32Array,
-  M: number,
-  N: number,
-  K: number,
-  options: { transA?: boolean; transB?: boolean; accumulate?: boolean; aOffset?: number; bOffset?: number; cOffset?: number } = {},
-): void {
-  const transA = options.transA ?? false;
-  const transB = options.transB ?? false;
-  parallelGemm({
-    transA,
-    transB,
-    M,
-    N,
-    K,
-    alpha: 1,
-    A,
-    aOffset: options.aOffset ?? 0,
-    lda: transA ? M : K,
-    B,
-    bOffset: options.bOffset ?? 0,
-    ldb: transB ? K : N,
-    beta: options.accumulate ? 1 : 0,
-    C,
-    cOffset: options.cOffset ?? 0,
-    ldc: N,
+  const p = pool!;
+  const decoder = (decoders[k.index] ??= makeDecoder(k));
+  k.ints.forEach((name, i) => {
+    const v = (params as Record<string, number>)[name];
+    if (!Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) throw new RangeError(`kernel ${k.name}: integer parameter ${name} is ${v}`);
+    p.ints[i] = v;
   });
+  k.floats.forEach((name, i) => (p.floats[i] = (params as Record<string, number>)[name]));
+  // Buffers: in place when they are shared memory, else copied into the kernel's staging buffer
+  // (and, when the kernel writes them, copied back after the job).
+  const copiedOut: [KernelBuffer, KernelBuffer][] = [];
+  bufferNames(k).forEach((name, i) => {
+    const buffer = (buffers as Record<string, KernelBuffer>)[name];
+    if (usableInPlace(buffer)) {
+      p.ids[i] = p.idOf(buffer);
+      return;
+    }
+    const staged = p.stage(`${k.name}.${name}`, buffer);
+    staged.set(buffer);
+    p.ids[i] = p.idOf(staged);
+    if (k.writes.includes(name)) copiedOut.push([staged, buffer]);
+  });
+  jobsOnThreads++;
+  p.dispatch(k, decoder, total);
+  for (const [staged, buffer] of copiedOut) buffer.set(staged.subarray(0, buffer.length));
 }

@@ -11,7 +11,8 @@ import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
 import { gemmNaive, type GemmArgs } from './gemm.js';
-import { kernelJob, parallelGemm, registerKernel } from './parallel.js';
+import { parallelGemm } from './gemm.js';
+import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 export interface PointwiseGeometry {
   N: number;
@@ -63,22 +64,24 @@ export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: numb
   return out;
 }
 
-/** Worker-thread entry. par: [direction (0 to, 1 from channel-major), srcId, dstId, N, C, HW]; [lo, hi) channels. */
-function channelMajorSlice(par: Float64Array, bufs: (Float32Array | Float64Array | undefined)[], lo: number, hi: number): void {
-  const src = bufs[par[1]] as Float32Array, dst = bufs[par[2]] as Float32Array;
-  if (par[0] === 0) toChannelMajor(src, par[3], par[4], par[5], dst, lo, hi);
-  else fromChannelMajor(src, par[3], par[4], par[5], dst, lo, hi);
+// On every thread: the two regrouping copies as declared kernels, split by channels (parallel.ts).
+type RegroupParams = Record<'N' | 'C' | 'HW', number>;
+
+function toChannelMajorSlice(p: RegroupParams, b: Record<'src' | 'dst', Float32Array | Float64Array>, lo: number, hi: number): void {
+  toChannelMajor(b.src as Float32Array, p.N, p.C, p.HW, b.dst as Float32Array, lo, hi);
 }
 
-const CHANNEL_MAJOR_KERNEL = registerKernel({ run: channelMajorSlice, deps: [toChannelMajor, fromChannelMajor] });
+function fromChannelMajorSlice(p: RegroupParams, b: Record<'src' | 'dst', Float32Array | Float64Array>, lo: number, hi: number): void {
+  fromChannelMajor(b.src as Float32Array, p.N, p.C, p.HW, b.dst as Float32Array, lo, hi);
+}
 
-/** The regrouping copy on every thread when both buffers are in shared memory, else here. */
-function regroup(direction: 0 | 1, src: Float32Array, N: number, C: number, HW: number, dst: Float32Array): Float32Array {
-  const job = kernelJob(CHANNEL_MAJOR_KERNEL, src.length, [src, dst]);
-  if (job === null) return direction === 0 ? toChannelMajor(src, N, C, HW, dst) : fromChannelMajor(src, N, C, HW, dst);
-  const p = job.par;
-  [p[0], p[1], p[2], p[3], p[4], p[5]] = [direction, job.shared(src), job.shared(dst), N, C, HW];
-  job.run(C);
+const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
+const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [toChannelMajor] });
+const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [fromChannelMajor] });
+
+/** (N, C, HW) <-> (C, N*HW): the regrouping copy, on every thread when worth it. */
+function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32Array, N: number, C: number, HW: number, dst: Float32Array): Float32Array {
+  runKernel(direction === 'toChannelMajor' ? TO_CHANNEL_MAJOR : FROM_CHANNEL_MAJOR, { N, C, HW }, { src, dst }, C, src.length);
   return dst;
 }
 
@@ -92,10 +95,10 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
   if (useBatched(g)) {
     // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
     const cols = N * HW;
-    const xT = regroup(0, x, N, Cin, HW, alloc(Cin * cols, false));
+    const xT = regroup('toChannelMajor', x, N, Cin, HW, alloc(Cin * cols, false));
     const yT = alloc(Cout * cols, false);
     multiply({ transA: false, transB: false, M: Cout, N: cols, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: xT, bOffset: 0, ldb: cols, beta: 0, C: yT, cOffset: 0, ldc: cols });
-    regroup(1, yT, N, Cout, HW, y);
+    regroup('fromChannelMajor', yT, N, Cout, HW, y);
     release(xT);
     release(yT);
     return;
@@ -112,9 +115,9 @@ export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Flo
   const { N, Cin, Cout, HW } = g;
   if (useBatched(g)) {
     const cols = N * HW;
-    const dyT = regroup(0, dy, N, Cout, HW, alloc(Cout * cols, false));
+    const dyT = regroup('toChannelMajor', dy, N, Cout, HW, alloc(Cout * cols, false));
     if (dweight !== null) {
-      const xT = regroup(0, x, N, Cin, HW, alloc(Cin * cols, false));
+      const xT = regroup('toChannelMajor', x, N, Cin, HW, alloc(Cin * cols, false));
       // dW (Cout x Cin) = dY (Cout x N*HW) * X^T (N*HW x Cin)
       multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dyT, aOffset: 0, lda: cols, B: xT, bOffset: 0, ldb: cols, beta: 0, C: dweight, cOffset: 0, ldc: Cin });
       release(xT);
@@ -123,7 +126,7 @@ export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Flo
       // dX (Cin x N*HW) = W^T (Cin x Cout) * dY (Cout x N*HW)
       const dxT = alloc(Cin * cols, false);
       multiply({ transA: true, transB: false, M: Cin, N: cols, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dyT, bOffset: 0, ldb: cols, beta: 0, C: dxT, cOffset: 0, ldc: cols });
-      regroup(1, dxT, N, Cin, HW, dx);
+      regroup('fromChannelMajor', dxT, N, Cin, HW, dx);
       release(dxT);
     }
     release(dyT);
