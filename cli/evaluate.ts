@@ -1,18 +1,13 @@
 // `mobilenet eval`: a checkpoint on a dataset -> loss, top-1, top-5, per-class accuracy,
 // confusion matrix (printed as a table and saved as PNG).
 
-import { reuseBuffers } from '../src/tensor/buffers.js';
 import { join } from 'node:path';
 import { type Command } from 'commander';
 import { loadData, loadModelFromCheckpoint, numberIn, percent, UsageError } from './common.js';
 import { confusionSvg, writePng } from './plots.js';
-import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { maxOf } from '../src/tensor/arrays.js';
-import { noGrad } from '../src/tensor/autograd.js';
-import { Tensor } from '../src/tensor/tensor.js';
+import { evaluateModel } from '../src/train/evaluate.js';
 import { DataLoader } from '../src/train/loader.js';
-import { ClassificationMetrics } from '../src/train/metrics.js';
-import { averagedLogProbabilities, flipHorizontal } from '../src/train/tta.js';
 
 interface EvalFlags {
   data?: string;
@@ -44,21 +39,8 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   const name = flags.data ?? m.datasetName;
   const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`) });
   const loader = new DataLoader(val, { batchSize: flags.batchSize, resolution: m.config.resolution, channels: m.channels, ...m.normalization });
-  const metrics = new ClassificationMetrics(m.classNames.length);
   const started = performance.now();
-  noGrad(() => {
-    for (const batch of loader.epoch(0)) {
-      reuseBuffers(() => {
-        const logits = m.model.forward(batch.x);
-        // With --tta-flip the scores are log-probabilities (their softmax is themselves), so the
-        // same cross-entropy gives the loss of the averaged distribution.
-        const scores = flags.ttaFlip
-          ? new Tensor(averagedLogProbabilities(logits.data, m.model.forward(flipHorizontal(batch.x)).data, m.classNames.length), logits.shape)
-          : logits;
-        metrics.update(scores.data, batch.labels, softmaxCrossEntropy(scores, batch.labels).item());
-      });
-    }
-  });
+  const metrics = evaluateModel(m.model, loader, m.classNames.length, { ttaFlip: flags.ttaFlip });
   const seconds = (performance.now() - started) / 1000;
   const out = process.stdout;
   const pct = percent;

@@ -10,7 +10,7 @@ import { loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { DatasetError, decodeImage } from '../src/train/datasets.js';
-import { resizeBilinear } from '../src/train/loader.js';
+import { normalizePixels, resizeBilinear } from '../src/train/loader.js';
 import { softmax } from '../src/train/tta.js';
 import { writeOutputFile } from './plots.js';
 import type { ImageClassifier } from '../src/nn/mobilenet.js';
@@ -95,8 +95,7 @@ async function predict(checkpoint: string, images: string[], flags: PredictFlags
       failures++;
       continue;
     }
-    const x = new Float32Array(C * R * R);
-    for (let c = 0; c < C; c++) for (let i = 0; i < R * R; i++) x[c * R * R + i] = (pixels[c * R * R + i] / 255 - m.normalization.mean[c]) / m.normalization.std[c];
+    const x = normalizePixels(pixels, C, R * R, m.normalization);
     const input = new Tensor(x, [1, C, R, R]);
     const probs = softmax(noGrad(() => m.model.forward(input)).data);
     const ranked = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]).slice(0, flags.top);

@@ -14,7 +14,7 @@ import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
 import { checkStep, CHECK_DEFAULTS, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { decodeImage, loadIdxDataset } from '../src/train/datasets.js';
-import { resizeBilinear } from '../src/train/loader.js';
+import { normalizePixels, resizeBilinear } from '../src/train/loader.js';
 
 type StepMode = 'step' | 'continue' | { breakAt: string };
 
@@ -121,15 +121,6 @@ async function userImage(path: string, channels: number, resolution: number): Pr
   }
 }
 
-/** (pixel / 255 - mean[c]) / std[c], as the loader does. */
-function normalize(pixels: Uint8Array, channels: number, mean: number[], std: number[]): Float32Array {
-  const plane = pixels.length / channels;
-  return Float32Array.from(pixels, (v, i) => {
-    const c = Math.floor(i / plane) % channels;
-    return (v / 255 - mean[c]) / std[c];
-  });
-}
-
 function sameClasses(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((name, i) => name === b[i]);
 }
@@ -168,7 +159,8 @@ async function step(flags: StepFlags): Promise<void> {
   const input = flags.image
     ? await userImage(flags.image, inChannels, resolution)
     : fashionMnistBatch(flags.dataPath ?? BUNDLED_FASHION_MNIST(), flags.index, flags.batch ?? (flags.model === 'tiny' && !flags.checkpoint ? 1 : 8), inChannels, resolution);
-  const x = new Tensor(normalize(input.pixels, inChannels, mean, std), [input.count, inChannels, resolution, resolution]);
+  // Each plane of each image is one channel: normalised per channel as the loader does.
+  const x = new Tensor(normalizePixels(input.pixels, inChannels, resolution * resolution, { mean, std }), [input.count, inChannels, resolution, resolution]);
   const logits = model.forward(x);
   // The labels of the bundled images name Fashion-MNIST classes; for a model of other classes
   // (or a user's image) the loss is taken against the model's own top prediction: the step

@@ -89,6 +89,16 @@ function underTsxLauncher(): boolean {
 /** SIGINTs closer together than this are one Ctrl-C (see `onSigint`). */
 const SIGINT_REPEAT_MS = 500;
 
+/**
+ * The run's configuration from the flags: the flags are named as TrainConfig's fields (as
+ * torchvision's reference script names them), so they map one to one; the augmentation switches
+ * are grouped, and the flags about files and output are not part of a run's configuration.
+ */
+function configFromFlags(flags: TrainFlags): TrainConfig {
+  const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, ...settings } = flags;
+  return { ...TRAIN_DEFAULTS, ...settings, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
+}
+
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
 const RESUME_FLAGS = new Set(['resume', 'data', 'dataPath', 'outputDir', 'epochs', 'logInterval']);
 
@@ -128,29 +138,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     outputDir = flags.outputDir ?? (flags.resume.endsWith('.safetensors') ? join(flags.resume, '..') : flags.resume);
     out.write(`resuming from ${path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
   } else {
-    const config: TrainConfig = {
-      ...TRAIN_DEFAULTS,
-      model: flags.model,
-      alpha: flags.alpha,
-      resolution: flags.resolution,
-      dropout: flags.dropout,
-      epochs: flags.epochs,
-      batchSize: flags.batchSize,
-      lr: flags.lr,
-      momentum: flags.momentum,
-      weightDecay: flags.weightDecay,
-      opt: flags.opt,
-      lrScheduler: flags.lrScheduler,
-      lrStepSize: flags.lrStepSize,
-      lrGamma: flags.lrGamma,
-      lrMilestones: flags.lrMilestones,
-      lrWarmupEpochs: flags.lrWarmupEpochs,
-      labelSmoothing: flags.labelSmoothing,
-      augment: { cropPadding: flags.cropPadding, horizontalFlip: flags.hflip, randomErasing: flags.randomErasing },
-      seed: flags.seed,
-      patience: flags.patience,
-      checkpointEvery: flags.checkpointEvery,
-    };
+    const config = configFromFlags(flags);
     trainer = new Trainer(config, data.train, data.val);
     if (flags.init) {
       // Fine-tuning: only the weights and BatchNorm statistics come from the checkpoint; the

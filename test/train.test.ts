@@ -8,9 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
 import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/train/checkpoint.js';
 import { DatasetError, encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
-import { DataLoader } from '../src/train/loader.js';
+import { DataLoader, normalizePixels } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
 import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
+import { BatchNorm2d, Conv2d, DepthwiseSeparable, Flatten, GlobalAvgPool2d, Linear, ReLU } from '../src/nn/layers.js';
+import { Sequential } from '../src/nn/module.js';
+import { SGD } from '../src/train/optim.js';
 
 const BUNDLED = resolve(import.meta.dirname, '../data/fashion-mnist-subset');
 const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
@@ -130,6 +133,14 @@ describe('data loader', () => {
     const x = plain.epoch(0).next().value!.x.data;
     for (const i of [0, 300, 783]) expect(x[i]).toBeCloseTo((ds.images[i] / 255 - 0.25) / 0.5, 5);
   });
+  it('normalizePixels (predict, step) gives the loader inputs bit for bit, gray and colour', () => {
+    const gray = new DataLoader(ds, { batchSize: 4, mean: [0.25], std: [0.5] }).epoch(0).next().value!.x.data;
+    expect(Array.from(normalizePixels(ds.images.subarray(0, 4 * 784), 1, 784, { mean: [0.25], std: [0.5] }))).toEqual(Array.from(gray));
+    const colour = { ...ds, channels: 3, images: Uint8Array.from({ length: ds.count * 3 * 784 }, (_, i) => (i * 7) % 256) };
+    const norm = { mean: [0.2, 0.4, 0.6], std: [0.3, 0.2, 0.1] };
+    const x = new DataLoader(colour, { batchSize: 2, channels: 3, ...norm }).epoch(0).next().value!.x.data;
+    expect(Array.from(normalizePixels(colour.images.subarray(0, 2 * 3 * 784), 3, 784, norm))).toEqual(Array.from(x));
+  });
 });
 
 describe('metrics', () => {
@@ -165,6 +176,39 @@ describe('training', () => {
     t.on('epochEnd', (e) => losses.push(e.train.loss));
     await t.fit();
     expect(losses[2]).toBeLessThan(losses[0]);
+  });
+
+  it('trains a model the caller built (a Sequential of library layers) with its own optimizer, checkpoints and resumes it bit-exactly', async () => {
+    const build = () =>
+      new Sequential(
+        new Conv2d(1, 8, 3, { stride: 2, padding: 1, rng: new Rng(1) }),
+        new BatchNorm2d(8),
+        new ReLU(),
+        new DepthwiseSeparable(8, 16, 2, new Rng(2)),
+        new GlobalAvgPool2d(),
+        new Flatten(),
+        new Linear(16, 10, { rng: new Rng(3) }),
+      ).nameParameters();
+    const withOptimizer = (model: Sequential) => ({ model, optimizer: new SGD(model.parameters(), { lr: 0.05, momentum: 0.9 }) });
+    const straightModel = build();
+    const straight = new Trainer(config(), trainSet, valSet, withOptimizer(straightModel));
+    expect(straight.model).toBe(straightModel);
+    const losses: number[] = [];
+    straight.on('epochEnd', (e) => losses.push(e.train.loss));
+    await straight.fit();
+    expect(losses[1]).toBeLessThan(losses[0]);
+    // The same run stopped after 3 batches and resumed with a fresh model of the same build.
+    const dir = tmp('custom-');
+    const controller = new AbortController();
+    const first = new Trainer(config(), trainSet, valSet, withOptimizer(build()));
+    first.on('batchEnd', (e) => { if (e.step === 3) controller.abort(); });
+    await first.fit({ outputDir: dir, signal: controller.signal });
+    const again = build();
+    const { trainer: resumed } = Trainer.resume(dir, trainSet, valSet, () => {}, {}, withOptimizer(again));
+    expect(resumed.model).toBe(again);
+    await resumed.fit({ outputDir: dir });
+    expect(weightsHash(resumed)).toBe(weightsHash(straight));
+    expect(readCheckpoint(join(dir, 'last.safetensors')).meta.model).toEqual({ architecture: 'custom', typeName: 'Sequential' });
   });
 
   it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', async () => {

@@ -6,3 +6,4 @@ export * from './schedule.js';
 export * from './checkpoint.js';
 export * from './trainer.js';
 export * from './tta.js';
+export * from './evaluate.js';

@@ -50,6 +50,25 @@ export interface Batch {
 const LUMA = [0.299, 0.587, 0.114];
 
 /**
+ * The input normalisation, defined once: x = (pixel / 255 - mean) / std, computed as
+ * pixel * scale - shift with scale = 1 / (255 std) and shift = mean / std. The loader, `predict`
+ * and `step` all use this form, so an image gets the same float32 input wherever it enters.
+ */
+export function normalizationOf(mean: number, std: number): { scale: number; shift: number } {
+  return { scale: 1 / (255 * std), shift: mean / std };
+}
+
+/** uint8 pixels of NCHW images (planes of `plane` pixels, channel after channel) normalised per channel. */
+export function normalizePixels(pixels: Uint8Array, channels: number, plane: number, normalization: { mean: number[]; std: number[] }): Float32Array {
+  const out = new Float32Array(pixels.length);
+  for (let start = 0, c = 0; start < pixels.length; start += plane, c = (c + 1) % channels) {
+    const { scale, shift } = normalizationOf(normalization.mean[c], normalization.std[c]);
+    for (let i = start; i < start + plane; i++) out[i] = pixels[i] * scale - shift;
+  }
+  return out;
+}
+
+/**
  * Bilinear resize of one plane (bytes) to (outH, outW), sampling at pixel centres like
  * PyTorch's interpolate(mode='bilinear', align_corners=False). Returns floats in 0..255.
  */
@@ -101,7 +120,11 @@ export class DataLoader {
   private readonly base: Uint8Array;
   private readonly options: Required<Omit<LoaderOptions, 'augment'>> & { augment: Required<AugmentOptions> };
 
-  constructor(readonly dataset: ImageDataset, options: LoaderOptions) {
+  /**
+   * `converted`: the dataset already resized and converted to this resolution and channel count
+   * (another loader's `images`), so that several loaders of one dataset convert it once.
+   */
+  constructor(readonly dataset: ImageDataset, options: LoaderOptions, converted?: Uint8Array) {
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new RangeError(`DataLoader: batchSize must be an integer >= 1, got ${options.batchSize}`);
     const channels = options.channels ?? dataset.channels;
     const resolution = options.resolution ?? dataset.height;
@@ -124,7 +147,9 @@ export class DataLoader {
     this.resolution = resolution;
     this.channels = channels;
     this.count = dataset.count;
-    this.base = prepareBase(dataset, channels, resolution);
+    const expected = dataset.count * channels * resolution * resolution;
+    if (converted !== undefined && converted.length !== expected) throw new RangeError(`DataLoader: converted images hold ${converted.length} bytes, expected ${expected}`);
+    this.base = converted ?? prepareBase(dataset, channels, resolution);
   }
 
   get batchesPerEpoch(): number {
@@ -135,6 +160,16 @@ export class DataLoader {
   order(epoch: number): Int32Array {
     if (!this.options.shuffle) return Int32Array.from({ length: this.count }, (_, i) => i);
     return new Rng(deriveSeed(this.options.seed, epoch)).permutation(this.count);
+  }
+
+  /** The dataset's images at this loader's resolution and channels, as uint8 (N, C, R, R). */
+  get images(): Uint8Array {
+    return this.base;
+  }
+
+  /** Another loader of the same images (converted once) with other options. */
+  with(options: Omit<LoaderOptions, 'resolution' | 'channels'>): DataLoader {
+    return new DataLoader(this.dataset, { ...options, resolution: this.resolution, channels: this.channels }, this.base);
   }
 
   /** Batches of one epoch, starting at batch `startBatch` (for resuming mid-epoch). */
@@ -164,8 +199,7 @@ export class DataLoader {
       for (let c = 0; c < C; c++) {
         const src = (n * C + c) * plane;
         const dst = (i * C + c) * plane;
-        const scale = 1 / (255 * std[c]);
-        const shift = mean[c] / std[c];
+        const { scale, shift } = normalizationOf(mean[c], std[c]);
         // out[y, x] = base[y + dy, x' + dx] with x' mirrored when flipping; zero (before normalising) outside.
         for (let y = 0; y < R; y++) {
           const sy = y + dy;

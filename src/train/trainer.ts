@@ -2,14 +2,15 @@
 // subscribes to the same events.
 
 import { mkdirSync } from 'node:fs';
-import { createModel, type Architecture, type ImageClassifier } from '../nn/mobilenet.js';
+import { createModel, ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
+import type { Module } from '../nn/module.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
-import { noGrad } from '../tensor/autograd.js';
 import { reuseBuffers } from '../tensor/buffers.js';
 import { Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
-import { DataLoader, type AugmentOptions } from './loader.js';
+import { DataLoader, normalizationOf, type AugmentOptions } from './loader.js';
+import { evaluateModel } from './evaluate.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
@@ -143,21 +144,20 @@ export interface TrainerOptions {
   writer?: CheckpointWriter;
 }
 
-/** Per-channel mean and std of the training images at the model's resolution (0..1 scale). */
-export function channelStats(loader: DataLoader): { mean: number[]; std: number[] } {
-  const probe = new DataLoader(loader.dataset, { batchSize: 1000, resolution: loader.resolution, channels: loader.channels });
-  const C = loader.channels, plane = loader.resolution ** 2;
+/** Per-channel mean and std of a loader's images (pixel / 255), in float64. */
+export function channelStats(loader: DataLoader): Normalization {
+  const C = loader.channels, plane = loader.resolution ** 2, images = loader.images;
+  // Each value as the loader gives it without normalisation: pixel / 255 rounded to float32.
+  const { scale } = normalizationOf(0, 1);
   const sum = new Float64Array(C), sumSq = new Float64Array(C);
-  for (const batch of probe.epoch(0)) {
-    const x = batch.x.data;
-    for (let n = 0; n < batch.labels.length; n++)
-      for (let c = 0; c < C; c++)
-        for (let i = (n * C + c) * plane; i < (n * C + c + 1) * plane; i++) {
-          sum[c] += x[i];
-          sumSq[c] += x[i] * x[i];
-        }
-  }
-  const count = probe.count * plane;
+  for (let n = 0; n < loader.count; n++)
+    for (let c = 0; c < C; c++)
+      for (let i = (n * C + c) * plane; i < (n * C + c + 1) * plane; i++) {
+        const v = Math.fround(images[i] * scale);
+        sum[c] += v;
+        sumSq[c] += v * v;
+      }
+  const count = loader.count * plane;
   const mean = Array.from(sum, (s) => s / count);
   const std = Array.from(sumSq, (s, c) => Math.sqrt(Math.max(1e-12, s / count - mean[c] ** 2)));
   return { mean, std };
@@ -167,30 +167,60 @@ function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** Per-channel input normalisation: x = (pixel / 255 - mean[c]) / std[c]. */
+export interface Normalization {
+  mean: number[];
+  std: number[];
+}
+
+/**
+ * What a caller may hand the trainer instead of letting it build them from the config, as a
+ * PyTorch loop or Keras `fit` takes the model it trains.
+ */
+export interface TrainerParts {
+  /**
+   * The model to train: any Module mapping (N, channels, resolution, resolution) images to
+   * (N, classes) logits. Default: `createModel(config.model, ...)` from the config.
+   */
+  model?: Module;
+  /** The optimizer over the model's parameters. Default: `config.opt`, no weight decay on BatchNorm, biases and depthwise filters. */
+  optimizer?: Optimizer;
+  /** Input normalisation. Default: measured on the training images. */
+  normalization?: Normalization;
+}
+
+/** What a checkpoint records about the model: its settings, or 'custom' for a model the caller built. */
+function describeModel(model: Module): ModelInfo | { architecture: 'custom'; typeName: string } {
+  return model instanceof ImageClassifier ? model.info : { architecture: 'custom', typeName: model.typeName };
+}
+
 export class Trainer {
-  readonly model: ImageClassifier;
+  readonly model: Module;
   readonly trainLoader: DataLoader;
   readonly valLoader: DataLoader;
   readonly optimizer: Optimizer;
   readonly scheduler: LRScheduler;
-  readonly normalization: { mean: number[]; std: number[] };
+  readonly normalization: Normalization;
   progress: Progress = { epoch: 0, batch: 0, step: 0, bestTop1: -1, bestEpoch: -1, epochsWithoutImprovement: 0 };
   private readonly listeners = new Map<keyof TrainerEvents, Listener<keyof TrainerEvents>[]>();
   private readonly fingerprint: string;
 
-  constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, normalization?: { mean: number[]; std: number[] }) {
+  constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, parts: TrainerParts = {}) {
     checkConfig(config);
     if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
     const inChannels = train.channels;
-    this.model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed }).fuseActivations();
-    const common = { resolution: config.resolution, channels: inChannels };
-    this.normalization = normalization ?? channelStats(new DataLoader(train, { batchSize: 1000, ...common }));
-    this.trainLoader = new DataLoader(train, { ...common, ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
-    this.valLoader = new DataLoader(val, { ...common, ...this.normalization, batchSize: config.evalBatchSize });
+    // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
+    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
+    // The training images are resized and converted once; the statistics and the training
+    // loader share that copy.
+    const converted = new DataLoader(train, { batchSize: config.batchSize, resolution: config.resolution, channels: inChannels });
+    this.normalization = parts.normalization ?? channelStats(converted);
+    this.trainLoader = converted.with({ ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
+    this.valLoader = new DataLoader(val, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize });
     this.fingerprint = datasetFingerprint(train);
     const depthwiseNames = new Set([...this.model.namedModules()].filter(([, m]) => m.typeName === 'DepthwiseConv2d').map(([n]) => `${n}.weight`));
     const groups = weightDecayGroups(this.model.namedParameters(), config.weightDecay, { decayDepthwise: config.decayDepthwise, depthwiseNames });
-    this.optimizer = this.makeOptimizer(groups);
+    this.optimizer = parts.optimizer ?? this.makeOptimizer(groups);
     this.scheduler = this.makeScheduler();
   }
 
@@ -280,7 +310,7 @@ export class Trainer {
         rngs,
         normalization: this.normalization,
         dataset: { name: this.train.name, fingerprint: this.fingerprint, classNames: this.train.classNames, channels: this.train.channels },
-        model: this.model.info,
+        model: describeModel(this.model),
       },
     });
   }
@@ -305,7 +335,7 @@ export class Trainer {
   }
 
   /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
-  static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}): { trainer: Trainer; path: string } {
+  static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}, parts: Omit<TrainerParts, 'normalization'> = {}): { trainer: Trainer; path: string } {
     const found = findResumableCheckpoint(path, warn);
     if (found.checkpoint.meta.progress === undefined || found.checkpoint.meta.optimizer === undefined) {
       throw new CheckpointError(`${found.path}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; start a new run from its weights instead`);
@@ -314,7 +344,7 @@ export class Trainer {
     const done = (found.checkpoint.meta.progress as Progress).epoch;
     if (overrides.epochs !== undefined && overrides.epochs < done) throw new RangeError(`epochs ${overrides.epochs}: the run at ${found.path} has already trained ${done} epochs`);
     const config = { ...stored, ...overrides };
-    const trainer = new Trainer(config, train, val, found.checkpoint.meta.normalization as { mean: number[]; std: number[] });
+    const trainer = new Trainer(config, train, val, { ...parts, normalization: found.checkpoint.meta.normalization as Normalization });
     trainer.restore(found.checkpoint, found.path, warn);
     return { trainer, path: found.path };
   }
@@ -332,20 +362,7 @@ export class Trainer {
 
   /** Loss, top-1, top-5 and the confusion matrix on a loader, in eval mode without a graph. */
   evaluate(loader: DataLoader = this.valLoader): ClassificationMetrics {
-    const metrics = new ClassificationMetrics(this.train.classNames.length);
-    const wasTraining = this.model.training;
-    this.model.eval();
-    noGrad(() => {
-      for (const batch of loader.epoch(0)) {
-        reuseBuffers(() => {
-          const logits = this.model.forward(batch.x);
-          const loss = softmaxCrossEntropy(logits, batch.labels);
-          metrics.update(logits.data, batch.labels, loss.item());
-        });
-      }
-    });
-    this.model.train(wasTraining);
-    return metrics;
+    return evaluateModel(this.model, loader, this.train.classNames.length);
   }
 
   /**
