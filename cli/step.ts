@@ -121,6 +121,11 @@ async function userImage(path: string, channels: number, resolution: number): Pr
   }
 }
 
+/** `b batchNorm2d` also stops at a fused `batchNorm2d+relu` node. */
+function matchesOp(op: string, wanted: string): boolean {
+  return op === wanted || op.startsWith(`${wanted}+`);
+}
+
 function sameClasses(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((name, i) => name === b[i]);
 }
@@ -154,6 +159,8 @@ async function step(flags: StepFlags): Promise<void> {
     if (flags.model !== 'tiny') checkAlpha(flags.model, flags.alpha);
     model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
   }
+  // The graph training runs: each BatchNorm + ReLU pair is one fused node.
+  model.fuseActivations();
   // One image has no batch statistics: a single --image runs BatchNorm in eval mode.
   model.train(!flags.eval && !flags.image);
   const input = flags.image
@@ -210,7 +217,7 @@ async function step(flags: StepFlags): Promise<void> {
         }
       }
       const nan = report.gradOutputStats.nonFinite > 0 || report.inputs.some((i) => (i.gradStats?.nonFinite ?? 0) > 0);
-      if (typeof mode === 'object' && mode.breakAt === s.op) mode = 'step';
+      if (typeof mode === 'object' && matchesOp(s.op, mode.breakAt)) mode = 'step';
       if (flags.json) out.write(JSON.stringify({ ...report, check: checks ?? undefined }) + '\n');
       else if (typeof mode !== 'object') {
         out.write(formatReport(report) + '\n');
@@ -259,7 +266,7 @@ async function prompt(rl: ReturnType<typeof createInterface>, s: BackwardStep, l
         process.stdout.write('usage: b OP   (e.g. b batchNorm2d)\n');
         continue;
       }
-      if (!((opsAhead.get(op) ?? 0) > 0)) {
+      if (![...opsAhead].some(([name, n]) => n > 0 && matchesOp(name, op))) {
         const ahead = [...opsAhead].filter(([, n]) => n > 0).map(([name]) => name);
         process.stdout.write(`no ${op} node ahead in the backward pass; ops still ahead: ${ahead.length > 0 ? ahead.join(', ') : 'none'}\n`);
         continue;

@@ -7,7 +7,7 @@ import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
 import { checkAlpha, integerList, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
-import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
+import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 interface TrainFlags {
   model: TrainConfig['model'];
@@ -234,6 +234,10 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   });
   try {
     await trainer.fit({ outputDir, signal: controller.signal });
+  } catch (e) {
+    // The library's message names no flag; the command line's names the one to change.
+    if (e instanceof TrainingStoppedError) throw new TrainingStoppedError(`${e.message.replace(/\.$/, '')} (--lr, ${c.lr} in this run).`);
+    throw e;
   } finally {
     process.off('SIGINT', onSigint);
     renderer.clear();

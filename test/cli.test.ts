@@ -300,7 +300,7 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     expect(cli(['import', join(dir, 'w.safetensors'), join(dir, 'ckpt.safetensors')]).code).toBe(0);
     const r = cli(['train', '--data-path', data, '--resume', join(dir, 'ckpt.safetensors')]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/ckpt\.safetensors: a weights-only checkpoint \(from 'mobilenet import'\) has no training state to resume/);
+    expect(r.stderr).toMatch(/ckpt\.safetensors: a weights-only checkpoint \(imported weights\) has no training state to resume/);
   });
   it('a corrupt image is named, with a non-zero exit', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bad-'));

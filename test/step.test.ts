@@ -56,13 +56,14 @@ describe('mobilenet step (non-interactive)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'step-'));
     const r = cli(['step', '--no-interactive', '--check', '--graph', join(dir, 'g.png')]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/forward pass: 13 nodes, 1 image \(\S+\) at 1x28x28, train mode/);
-    expect(r.stdout).toMatch(/\[5\/13\] relu {2}output \[1, 16, 14, 14\]/);
-    expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error \S+ \(bound 0.05\): PASS/);
+    // The graph training runs: each BatchNorm and the ReLU after it are one fused node.
+    expect(r.stdout).toMatch(/forward pass: 10 nodes, 1 image \(\S+\) at 1x28x28, train mode/);
+    expect(r.stdout).toMatch(/\[5\/10\] batchNorm2d\+relu {2}output \[1, 16, 14, 14\]\n {2}y = max\(0, gamma \(x - mean\) \/ sqrt\(var \+ eps\) \+ beta\) {2}-> {2}g = dy \* \[y > 0\]; dx = gamma invStd/);
+    expect(r.stdout).toMatch(/check: 10 nodes, 80 entries, worst relative error \S+ \(bound 0.05\): PASS/);
     expect(readFileSync(join(dir, 'g.png')).subarray(1, 4).toString()).toBe('PNG');
     const v1 = cli(['step', '--model', 'v1', '--alpha', '0.25', '--no-interactive', '--check', '--graph', join(dir, 'g.dot')]);
     expect(v1.code).toBe(0);
-    expect(v1.stdout).toMatch(/check: 85 nodes, \d+ entries, worst relative error \S+ \(bound 0.05\): PASS/);
+    expect(v1.stdout).toMatch(/check: 58 nodes, \d+ entries, worst relative error \S+ \(bound 0.05\): PASS/);
     expect(v1.stdout).toContain('parameter features.3.dw.weight');
     expect(readFileSync(join(dir, 'g.dot'), 'utf8')).toMatch(/^digraph tape \{/);
   });
@@ -70,9 +71,9 @@ describe('mobilenet step (non-interactive)', () => {
   // (the next layer is a train-mode BatchNorm after a linear 1x1 conv), judged against the
   // estimate's rounding floor; and tensors far too large to spread into Math.max's arguments.
   it.each([
-    ['v1', '1', 85],
-    ['v2', '0.35', 153],
-    ['v2', '0.5', 153],
+    ['v1', '1', 58],
+    ['v2', '0.35', 118],
+    ['v2', '0.5', 118],
   ])('--check passes on MobileNet %s alpha %s (%i nodes)', (model, alpha, nodes) => {
     const r = cli(['step', '--model', model, '--alpha', alpha, '--no-interactive', '--check']);
     expect(r.stderr).toBe('');
@@ -80,7 +81,7 @@ describe('mobilenet step (non-interactive)', () => {
     expect(r.stdout).toMatch(new RegExp(`check: ${nodes} nodes, \\d+ entries, worst relative error \\S+ \\(bound 0.05\\): PASS`));
   });
   it('--check on V2 still catches a broken backward of each kind of node', () => {
-    for (const op of ['batchNorm2d', 'depthwiseConv2d']) {
+    for (const op of ['batchNorm2d+relu6', 'depthwiseConv2d']) {
       const r = cli(['step', '--model', 'v2', '--alpha', '0.35', '--no-interactive', '--check', '--sabotage', op]);
       expect(r.code, op).toBe(1);
       expect(r.stdout, op).toMatch(/worst relative error 3\.33e-1 \(bound 0.05\): FAIL/);
@@ -89,7 +90,7 @@ describe('mobilenet step (non-interactive)', () => {
   it('--check fails loudly (exit 1) when a backward is deliberately broken', () => {
     const r = cli(['step', '--no-interactive', '--check', '--sabotage', 'pointwiseConv2d']);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/check: 13 nodes, 92 entries, worst relative error 3\.33e-1 \(bound 0.05\): FAIL \(2 input gradients off\)/);
+    expect(r.stdout).toMatch(/check: 10 nodes, 80 entries, worst relative error 3\.33e-1 \(bound 0.05\): FAIL \(2 input gradients off\)/);
   });
   it('--graph with an unknown picture type is refused before anything runs (exit 2, nothing printed)', () => {
     const r = cli(['step', '--no-interactive', '--graph', 'g.jpg']);
@@ -107,7 +108,7 @@ describe('mobilenet step (non-interactive)', () => {
     const r = cli(['step', '--checkpoint', ckpt, '--no-interactive', '--batch', '2']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/forward pass: 153 nodes, 2 images \(class\d+, class\d+, labelled with the model's own top prediction\) at 3x64x64, train mode/);
+    expect(r.stdout).toMatch(/forward pass: 118 nodes, 2 images \(class\d+, class\d+, labelled with the model's own top prediction\) at 3x64x64, train mode/);
     const image = join(dir, 'green.png');
     await sharp({ create: { width: 50, height: 40, channels: 3, background: { r: 30, g: 160, b: 90 } } }).png().toFile(image);
     const one = cli(['step', '--checkpoint', ckpt, '--image', image, '--no-interactive']);
@@ -118,9 +119,9 @@ describe('mobilenet step (non-interactive)', () => {
   it('--json emits one object per step with the documented fields', () => {
     const r = cli(['step', '--json']);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    expect(lines).toHaveLength(13);
+    expect(lines).toHaveLength(10);
     for (const [i, s] of lines.entries()) {
-      expect(s).toMatchObject({ index: i, total: 13, op: expect.any(String), formula: expect.any(String), outputShape: expect.any(Array) });
+      expect(s).toMatchObject({ index: i, total: 10, op: expect.any(String), formula: expect.any(String), outputShape: expect.any(Array) });
       expect(Object.keys(s.gradOutputStats).sort()).toEqual(['l2', 'max', 'mean', 'min', 'nonFinite', 'std', 'zeroFraction']);
       for (const input of s.inputs) expect(Object.keys(input).sort()).toEqual(['gradStats', 'isParameter', 'name', 'producer', 'shape']);
     }
@@ -147,22 +148,22 @@ describe.skipIf(!hasTmux)('mobilenet step (interactive, in a real terminal under
     const graph = join(dir, 'now.svg');
     tmux('new-session', '-d', '-s', session, '-x', '220', '-y', '50', `${CLI.join(' ')} step --graph ${graph}; echo EXITED $?; sleep 60`);
     try {
-      await waitFor(/\[1\/13\] softmaxCrossEntropy[\s\S]*step> $/m);
+      await waitFor(/\[1\/10\] softmaxCrossEntropy[\s\S]*step> $/m);
       tmux('send-keys', '-t', session, 'Enter');
-      await waitFor(/\[2\/13\] linear[\s\S]*step> $/m);
+      await waitFor(/\[2\/10\] linear[\s\S]*step> $/m);
       tmux('send-keys', '-t', session, 'b nosuchop', 'Enter'); // a typo does not run to the end
       await waitFor(/no nosuchop node ahead in the backward pass; ops still ahead: .*batchNorm2d[\s\S]*step> $/m);
       tmux('send-keys', '-t', session, 'b batchNorm2d', 'Enter');
-      let text = await waitFor(/\[6\/13\] batchNorm2d[\s\S]*step> $/m);
-      expect(text).not.toMatch(/\[4\/13\]/); // skipped silently to the break
+      let text = await waitFor(/\[5\/10\] batchNorm2d\+relu[\s\S]*step> $/m); // 'b batchNorm2d' stops at the fused nodes too
+      expect(text).not.toMatch(/\[4\/10\]/); // skipped silently to the break
       tmux('send-keys', '-t', session, 'p', 'Enter');
-      await waitFor(/dL\/d\(output\) of batchNorm2d:\ntensor\(\[\[\[\[/);
+      await waitFor(/dL\/d\(output\) of batchNorm2d\+relu:\ntensor\(\[\[\[\[/);
       tmux('send-keys', '-t', session, 'g', 'Enter');
       await waitFor(/graph written to .*now\.svg \(current node highlighted\)/);
       expect(readFileSync(graph, 'utf8')).toContain('#ffd54f');
       tmux('send-keys', '-t', session, 'c', 'Enter');
       text = await waitFor(/EXITED 0/);
-      expect(text).toMatch(/\[13\/13\] conv2d/);
+      expect(text).toMatch(/\[10\/10\] conv2d/);
       expect(text).toContain("backward done: every parameter's .grad holds dL/dparameter");
     } finally {
       spawnSync('tmux', ['kill-session', '-t', session]);
@@ -173,7 +174,7 @@ describe.skipIf(!hasTmux)('mobilenet step (interactive, in a real terminal under
       await waitFor(/step> $/m);
       tmux('send-keys', '-t', session, 'q', 'Enter');
       const text = await waitFor(/EXITED 0/);
-      expect(text).not.toMatch(/\[2\/13\]/);
+      expect(text).not.toMatch(/\[2\/10\]/);
     } finally {
       spawnSync('tmux', ['kill-session', '-t', session]);
     }

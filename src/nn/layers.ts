@@ -122,15 +122,17 @@ export class BatchNorm2d extends Module {
     this.numBatchesTracked = this.registerBuffer('num_batches_tracked', scalar(0));
   }
 
+  /** The activation this BatchNorm applies itself, as one fused op (see Module.fuseActivations), or null. */
+  private activation: 'relu' | 'relu6' | null = null;
+
   forward(x: Tensor): Tensor {
     if (this.training) this.numBatchesTracked.data[0] += 1;
-    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps });
+    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps, activation: this.activation ?? undefined });
   }
 
-  /** BatchNorm followed by ReLU or ReLU6 as one op (see Module.fuseActivations). */
-  forwardFused(x: Tensor, activation: 'relu' | 'relu6'): Tensor {
-    if (this.training) this.numBatchesTracked.data[0] += 1;
-    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps, activation });
+  override absorbActivation(next: Module | null): boolean {
+    this.activation = next instanceof ReLU6 ? 'relu6' : next instanceof ReLU ? 'relu' : null;
+    return this.activation !== null;
   }
 
   override describeLayer(inputShape: readonly number[]): LayerDescription {
@@ -145,14 +147,12 @@ abstract class ShapePreserving extends Module {
 }
 
 export class ReLU extends ShapePreserving {
-  readonly fusedName = 'relu' as const;
   forward(x: Tensor): Tensor {
     return relu(x);
   }
 }
 
 export class ReLU6 extends ShapePreserving {
-  readonly fusedName = 'relu6' as const;
   forward(x: Tensor): Tensor {
     return relu6(x);
   }

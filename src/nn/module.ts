@@ -131,13 +131,23 @@ export abstract class Module {
   }
 
   /**
-   * Run each BatchNorm that a ReLU / ReLU6 follows inside a Sequential as one fused op (faster,
-   * bit-identical results). Off by default so that the backward stepper shows every node; the
-   * trainer and the benchmarks turn it on.
+   * Run each BatchNorm that a ReLU / ReLU6 follows inside a Sequential as one fused op, the
+   * one place where fusion is chosen: faster (one pass over the activations less), the same
+   * numbers to the bit. The trainer, `mobilenet step` and the benchmarks turn it on, so the
+   * stepper walks the graph that training runs; `false` turns it off again.
    */
   fuseActivations(enabled = true): this {
-    for (const [, m] of this.namedModules()) if (m instanceof Sequential) m.fuseBatchNormActivation = enabled;
+    for (const [, m] of this.namedModules()) if (m instanceof Sequential) m.fuseChildren(enabled);
     return this;
+  }
+
+  /**
+   * Take over the activation module `next` that follows this one, so that this module's output
+   * is already activated; or, with null, stop doing so. Returns whether it did. Only modules
+   * whose op has a fused form say yes (BatchNorm2d, for ReLU and ReLU6).
+   */
+  absorbActivation(_next: Module | null): boolean {
+    return false;
   }
 
   zeroGrad(): void {
@@ -186,19 +196,10 @@ export abstract class Module {
   }
 }
 
-/** A module that can absorb the activation that follows it (BatchNorm2d). */
-export interface ActivationFusable {
-  forwardFused(x: Tensor, activation: 'relu' | 'relu6'): Tensor;
-}
-
-/** An activation a preceding module can absorb (ReLU, ReLU6). */
-export interface FusableActivation {
-  readonly fusedName: 'relu' | 'relu6';
-}
-
 /** Children applied in order. */
 export class Sequential extends Module {
-  fuseBatchNormActivation = false;
+  /** Children whose work the previous child does (a ReLU absorbed by the BatchNorm before it). */
+  private readonly absorbed = new Set<number>();
 
   constructor(...modules: Module[]) {
     super();
@@ -213,17 +214,23 @@ export class Sequential extends Module {
     // reuseBuffers): inference then holds two activations at a time, not all of them.
     const releaseIntermediates = !isGradEnabled();
     for (let i = 0; i < kids.length; i++) {
-      const m = kids[i];
-      const next = kids[i + 1] as Partial<FusableActivation> | undefined;
+      if (this.absorbed.has(i)) continue; // the previous child applied it
       const input = y;
-      if (this.fuseBatchNormActivation && 'forwardFused' in m && next?.fusedName !== undefined) {
-        y = (m as Module & ActivationFusable).forwardFused(y, next.fusedName);
-        i++; // the activation ran inside the fused op
-      } else y = m.forward(y);
+      y = kids[i].forward(y);
       // Not the Sequential's own input, and not when the output shares the input's memory (Flatten).
       if (releaseIntermediates && input !== x && input.data !== y.data) release(input.data);
     }
     return y;
+  }
+
+  /** Let each child absorb the activation after it (see Module.fuseActivations), or undo it. */
+  fuseChildren(enabled: boolean): void {
+    const kids = this.children();
+    this.absorbed.clear();
+    for (let i = 0; i < kids.length; i++) {
+      if (enabled && i + 1 < kids.length && kids[i].absorbActivation(kids[i + 1])) this.absorbed.add(i + 1);
+      else kids[i].absorbActivation(null);
+    }
   }
 
   get length(): number {

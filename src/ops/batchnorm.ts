@@ -217,6 +217,18 @@ interface BatchNormCall {
 }
 
 /**
+ * The formula the stepper shows. Fused with an activation, the node is both: the activation's
+ * mask first turns dy into g, then BatchNorm's backward runs on g.
+ */
+function batchNormFormula(training: boolean, activation: 'relu' | 'relu6' | undefined): string {
+  const inner = training ? 'gamma (x - mean) / sqrt(var + eps) + beta' : 'gamma (x - runningMean) / sqrt(runningVar + eps) + beta';
+  const backward = (g: string) => (training ? `dx = gamma invStd (${g} - mean(${g}) - xhat mean(${g} xhat)), dgamma = sum ${g} xhat, dbeta = sum ${g}` : `dx = gamma invStd ${g}, dgamma = sum ${g} xhat, dbeta = sum ${g}`);
+  if (activation === undefined) return `y = ${inner}  ->  ${backward('dy')}`;
+  const [outer, mask] = activation === 'relu' ? [`max(0, ${inner})`, '[y > 0]'] : [`min(6, max(0, ${inner}))`, '[0 < y < 6]'];
+  return `y = ${outer}  ->  g = dy * ${mask}; ${backward('g')}`;
+}
+
+/**
  * Batch normalisation as an autograd op. In training mode the running statistics tensors are
  * updated in place (they are buffers, not parameters: no gradient flows into them).
  */
@@ -280,9 +292,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
       dgamma[c] = sums[2 * c + 1];
     }
     return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
-  }, (activation ? `${activation} after ` : '') + (training
-    ? 'y = gamma (x - mean) / sqrt(var + eps) + beta  ->  dx = gamma invStd (dy - mean(dy) - xhat mean(dy xhat)), dgamma = sum dy xhat, dbeta = sum dy'
-    : 'y = gamma (x - runningMean) / sqrt(runningVar + eps) + beta  ->  dx = gamma invStd dy')), (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options));
+  }, batchNormFormula(training, activation)), (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options));
 }
 
 /**

@@ -9,7 +9,7 @@ import { reuseBuffers } from '../tensor/buffers.js';
 import { Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
-import { DataLoader, normalizationOf, type AugmentOptions } from './loader.js';
+import { DataLoader, normalizationOf, type AugmentOptions, type Batch } from './loader.js';
 import { evaluateModel } from './evaluate.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
@@ -161,6 +161,13 @@ export function channelStats(loader: DataLoader): Normalization {
   const mean = Array.from(sum, (s) => s / count);
   const std = Array.from(sumSq, (s, c) => Math.sqrt(Math.max(1e-12, s / count - mean[c] ** 2)));
   return { mean, std };
+}
+
+/** A checkpoint of imported weights has no optimizer state or progress: it can start a run, not continue one. */
+function assertResumable(ckpt: LoadedCheckpoint, source: string): void {
+  if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
+    throw new CheckpointError(`${source}: a weights-only checkpoint (imported weights) has no training state to resume; start a new run from its weights instead`);
+  }
 }
 
 function yieldToEventLoop(): Promise<void> {
@@ -317,9 +324,7 @@ export class Trainer {
 
   /** Restore everything from a checkpoint written by this trainer's configuration. */
   restore(ckpt: LoadedCheckpoint, source: string, warn: (message: string) => void = (message) => this.emit('warning', { message })): void {
-    if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
-      throw new CheckpointError(`${source}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; use it with eval or predict`);
-    }
+    assertResumable(ckpt, source);
     const dataset = ckpt.meta.dataset as { fingerprint: string; name: string };
     if (dataset.fingerprint !== this.fingerprint) {
       warn(`${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}`);
@@ -337,9 +342,7 @@ export class Trainer {
   /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
   static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}, parts: Omit<TrainerParts, 'normalization'> = {}): { trainer: Trainer; path: string } {
     const found = findResumableCheckpoint(path, warn);
-    if (found.checkpoint.meta.progress === undefined || found.checkpoint.meta.optimizer === undefined) {
-      throw new CheckpointError(`${found.path}: a weights-only checkpoint (from 'mobilenet import') has no training state to resume; start a new run from its weights instead`);
-    }
+    assertResumable(found.checkpoint, found.path);
     const stored = found.checkpoint.meta.config as TrainConfig;
     const done = (found.checkpoint.meta.progress as Progress).epoch;
     if (overrides.epochs !== undefined && overrides.epochs < done) throw new RangeError(`epochs ${overrides.epochs}: the run at ${found.path} has already trained ${done} epochs`);
@@ -368,97 +371,21 @@ export class Trainer {
   /**
    * Train until `config.epochs` (continuing from `progress` after a resume). The work is
    * synchronous, but the loop yields to the event loop after every batch, so signal handlers
-   * (Ctrl-C) and timers run while it trains.
+   * (Ctrl-C) and timers run while it trains. Read top to bottom: an epoch of steps, evaluation,
+   * the epoch's bookkeeping and checkpoints, early stopping.
    */
   async fit(options: TrainerOptions = {}): Promise<Progress> {
-    const c = this.config;
     if (options.outputDir) mkdirSync(options.outputDir, { recursive: true }); // made on demand, like the CLI's --output-dir
     const started = performance.now();
-    const batches = this.trainLoader.batchesPerEpoch;
-    while (this.progress.epoch < c.epochs) {
+    while (this.progress.epoch < this.config.epochs) {
       const epoch = this.progress.epoch;
       const epochStart = performance.now();
-      this.emit('epochStart', { epoch, epochs: c.epochs, batches, lr: this.scheduler.lr });
-      this.model.train();
-      const metrics = new ClassificationMetrics(this.train.classNames.length);
-      if (this.progress.batch > 0 && this.progress.epochTrainSums) metrics.restoreSums(this.progress.epochTrainSums);
-      let dataStart = performance.now();
-      for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
-        const computeStart = performance.now();
-        // One step in a buffer-reuse scope: after the first step, the activations and gradients
-        // of this step reuse the previous step's memory (src/tensor/buffers.ts). The gradients
-        // are cleared before the scope ends, since their memory goes back to the cache.
-        const lossValue = reuseBuffers(() => {
-          const logits = this.model.forward(batch.x);
-          const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: c.labelSmoothing });
-          const value = loss.item();
-          if (!Number.isFinite(value)) {
-            this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
-            throw new TrainingStoppedError(
-              `training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
-                (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
-                '. Try a lower --lr.',
-            );
-          }
-          this.optimizer.zeroGrad();
-          loss.backward();
-          this.optimizer.step();
-          this.optimizer.zeroGrad();
-          metrics.update(logits.data, batch.labels, value);
-          return value;
-        });
-        if (this.scheduler.perStep) this.scheduler.step();
-        this.progress.step++;
-        this.progress.batch = batch.index + 1;
-        this.progress.epochTrainSums = metrics.sums();
-        const now = performance.now();
-        this.emit('batchEnd', {
-          epoch,
-          batch: batch.index,
-          batches,
-          step: this.progress.step,
-          loss: lossValue,
-          runningLoss: metrics.loss,
-          runningAccuracy: metrics.top1,
-          imagesPerSecond: (batch.labels.length * 1000) / (now - dataStart),
-          lr: this.scheduler.lr,
-          dataMs: computeStart - dataStart,
-          computeMs: now - computeStart,
-        });
-        if (options.signal?.aborted) {
-          const checkpoint = this.saveLast(options);
-          this.emit('stopped', { epoch, batch: this.progress.batch, checkpoint });
-          return this.progress;
-        }
-        if (c.checkpointEvery > 0 && this.progress.step % c.checkpointEvery === 0 && this.progress.batch < batches) this.saveLast(options);
-        await yieldToEventLoop();
-        dataStart = performance.now();
-      }
-      const val = this.evaluate();
-      const confusion: number[][] = [];
-      const C = this.train.classNames.length;
-      for (let k = 0; k < C; k++) confusion.push(Array.from(val.confusion.subarray(k * C, (k + 1) * C)));
-      this.emit('evalEnd', { epoch, loss: val.loss, top1: val.top1, top5: val.top5, perClassAccuracy: val.perClassAccuracy(), confusion });
-      if (!this.scheduler.perStep) this.scheduler.step(val.loss);
-      this.progress.epoch = epoch + 1;
-      this.progress.batch = 0;
-      this.progress.epochTrainSums = undefined;
-      const improved = val.top1 > this.progress.bestTop1;
-      if (improved) {
-        this.progress.bestTop1 = val.top1;
-        this.progress.bestEpoch = epoch;
-        this.progress.epochsWithoutImprovement = 0;
-      } else this.progress.epochsWithoutImprovement++;
-      this.saveLast(options);
-      if (improved && options.outputDir) {
-        const path = saveBestCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
-        this.emit('checkpointSaved', { path, kind: 'best', epoch: this.progress.epoch, batch: 0 });
-      }
-      this.emit('epochEnd', { epoch, train: metrics.summary(), val: val.summary(), seconds: (performance.now() - epochStart) / 1000, lr: this.scheduler.lr, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch });
-      if (c.patience > 0 && this.progress.epochsWithoutImprovement >= c.patience) {
-        this.emit('earlyStop', { epoch, patience: c.patience, bestEpoch: this.progress.bestEpoch, bestTop1: this.progress.bestTop1 });
-        break;
-      }
+      const train = await this.trainEpoch(epoch, options);
+      if (train === 'stopped') return this.progress;
+      const val = this.validate(epoch);
+      this.endEpoch(epoch, val, options);
+      this.emit('epochEnd', { epoch, train: train.summary(), val: val.summary(), seconds: (performance.now() - epochStart) / 1000, lr: this.scheduler.lr, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch });
+      if (this.shouldStopEarly(epoch)) break;
       if (options.signal?.aborted) {
         this.emit('stopped', { epoch: this.progress.epoch, batch: 0, checkpoint: options.outputDir ? `${options.outputDir}/last.safetensors` : null });
         return this.progress;
@@ -466,5 +393,120 @@ export class Trainer {
     }
     this.emit('done', { epochs: this.progress.epoch, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch, seconds: (performance.now() - started) / 1000 });
     return this.progress;
+  }
+
+  /**
+   * One training step on a batch: forward, softmax cross-entropy, backward, optimizer step. Runs
+   * in a buffer-reuse scope: after the first step, the activations and gradients of this step
+   * reuse the previous step's memory (src/tensor/buffers.ts); the gradients are cleared before
+   * the scope ends, since their memory goes back to the cache. Returns the batch's loss.
+   */
+  trainStep(batch: Batch, metrics: ClassificationMetrics, options: TrainerOptions = {}): number {
+    return reuseBuffers(() => {
+      const logits = this.model.forward(batch.x);
+      const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: this.config.labelSmoothing });
+      const value = loss.item();
+      if (!Number.isFinite(value)) this.stopOnBadLoss(value, batch, options);
+      this.optimizer.zeroGrad();
+      loss.backward();
+      this.optimizer.step();
+      this.optimizer.zeroGrad();
+      metrics.update(logits.data, batch.labels, value);
+      return value;
+    });
+  }
+
+  /** A NaN or infinite loss ends training with an error that says where and what was kept. */
+  private stopOnBadLoss(value: number, batch: Batch, options: TrainerOptions): never {
+    const epoch = this.progress.epoch;
+    this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
+    throw new TrainingStoppedError(
+      `training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
+        (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
+        '. Try a lower learning rate.',
+    );
+  }
+
+  /**
+   * The batches of one epoch from where the run is (mid-epoch after a resume), with the per-step
+   * schedule, progress, events and mid-epoch checkpoints. Returns the epoch's training metrics,
+   * or 'stopped' when the signal asked to stop (a checkpoint is saved first).
+   */
+  private async trainEpoch(epoch: number, options: TrainerOptions): Promise<ClassificationMetrics | 'stopped'> {
+    const batches = this.trainLoader.batchesPerEpoch;
+    this.emit('epochStart', { epoch, epochs: this.config.epochs, batches, lr: this.scheduler.lr });
+    this.model.train();
+    const metrics = new ClassificationMetrics(this.train.classNames.length);
+    if (this.progress.batch > 0 && this.progress.epochTrainSums) metrics.restoreSums(this.progress.epochTrainSums);
+    let dataStart = performance.now();
+    for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
+      const computeStart = performance.now();
+      const loss = this.trainStep(batch, metrics, options);
+      if (this.scheduler.perStep) this.scheduler.step();
+      this.progress.step++;
+      this.progress.batch = batch.index + 1;
+      this.progress.epochTrainSums = metrics.sums();
+      const now = performance.now();
+      this.emit('batchEnd', {
+        epoch,
+        batch: batch.index,
+        batches,
+        step: this.progress.step,
+        loss,
+        runningLoss: metrics.loss,
+        runningAccuracy: metrics.top1,
+        imagesPerSecond: (batch.labels.length * 1000) / (now - dataStart),
+        lr: this.scheduler.lr,
+        dataMs: computeStart - dataStart,
+        computeMs: now - computeStart,
+      });
+      if (options.signal?.aborted) {
+        const checkpoint = this.saveLast(options);
+        this.emit('stopped', { epoch, batch: this.progress.batch, checkpoint });
+        return 'stopped';
+      }
+      if (this.config.checkpointEvery > 0 && this.progress.step % this.config.checkpointEvery === 0 && this.progress.batch < batches) this.saveLast(options);
+      await yieldToEventLoop();
+      dataStart = performance.now();
+    }
+    return metrics;
+  }
+
+  /** Evaluate on the validation data and report it (`evalEnd`, with the confusion matrix). */
+  private validate(epoch: number): ClassificationMetrics {
+    const val = this.evaluate();
+    const C = this.train.classNames.length;
+    const confusion: number[][] = [];
+    for (let k = 0; k < C; k++) confusion.push(Array.from(val.confusion.subarray(k * C, (k + 1) * C)));
+    this.emit('evalEnd', { epoch, loss: val.loss, top1: val.top1, top5: val.top5, perClassAccuracy: val.perClassAccuracy(), confusion });
+    return val;
+  }
+
+  /** The epoch's bookkeeping: per-epoch schedule, progress, best epoch, checkpoints. Returns whether it improved. */
+  private endEpoch(epoch: number, val: ClassificationMetrics, options: TrainerOptions): boolean {
+    if (!this.scheduler.perStep) this.scheduler.step(val.loss);
+    this.progress.epoch = epoch + 1;
+    this.progress.batch = 0;
+    this.progress.epochTrainSums = undefined;
+    const improved = val.top1 > this.progress.bestTop1;
+    if (improved) {
+      this.progress.bestTop1 = val.top1;
+      this.progress.bestEpoch = epoch;
+      this.progress.epochsWithoutImprovement = 0;
+    } else this.progress.epochsWithoutImprovement++;
+    this.saveLast(options);
+    if (improved && options.outputDir) {
+      const path = saveBestCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
+      this.emit('checkpointSaved', { path, kind: 'best', epoch: this.progress.epoch, batch: 0 });
+    }
+    return improved;
+  }
+
+  /** Early stopping: `patience` epochs without a better validation top-1. */
+  private shouldStopEarly(epoch: number): boolean {
+    const patience = this.config.patience;
+    if (patience === 0 || this.progress.epochsWithoutImprovement < patience) return false;
+    this.emit('earlyStop', { epoch, patience, bestEpoch: this.progress.bestEpoch, bestTop1: this.progress.bestTop1 });
+    return true;
   }
 }
