@@ -7,6 +7,7 @@
 import { maxOf } from '../tensor/arrays.js';
 import type { Module } from './module.js';
 
+/** One layer of a cost report: its output shape, parameters and multiply-adds. */
 export interface LayerCost {
   /** Dotted path of the layer, e.g. `features.3.dw`. */
   name: string;
@@ -18,6 +19,7 @@ export interface LayerCost {
   multAdds: number;
 }
 
+/** The cost of a model at one input size: a row per layer and the totals. */
 export interface CostReport {
   layers: LayerCost[];
   totalParams: number;

@@ -21,6 +21,7 @@ export function stateDictEntries(model: Module): Map<string, TensorToWrite> {
   return out;
 }
 
+/** Write a model's state dict as safetensors with PyTorch's keys (float32; BatchNorm counters as int64), with optional metadata. */
 export function saveWeights(model: Module, path: string, metadata: Record<string, string> = {}): void {
   saveSafetensors(path, stateDictEntries(model), metadata);
 }

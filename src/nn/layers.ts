@@ -15,6 +15,7 @@ import { ones, scalar, Tensor, zeros } from '../tensor/tensor.js';
 import { kaimingNormalFanOut, LINEAR_INIT_STD, normalInit } from './init.js';
 import { Module, Sequential, type LayerDescription } from './module.js';
 
+/** Options of a convolution layer: stride, padding, groups, bias, and the Rng of its initialisation. */
 export interface Conv2dLayerOptions {
   stride?: number;
   padding?: number;
@@ -95,6 +96,7 @@ export class PointwiseConv2d extends Conv2d {
   }
 }
 
+/** Options of the BatchNorm2d layer: eps and momentum (PyTorch's defaults). */
 export interface BatchNormLayerOptions {
   eps?: number;
   momentum?: number;
@@ -146,12 +148,14 @@ abstract class ShapePreserving extends Module {
   }
 }
 
+/** y = max(0, x) as a module. */
 export class ReLU extends ShapePreserving {
   forward(x: Tensor): Tensor {
     return relu(x);
   }
 }
 
+/** y = min(6, max(0, x)) as a module (MobileNetV2's activation). */
 export class ReLU6 extends ShapePreserving {
   forward(x: Tensor): Tensor {
     return relu6(x);
@@ -172,6 +176,7 @@ export class Dropout extends ShapePreserving {
   }
 }
 
+/** Fully connected layer y = x W^T + b, weight (out, in), PyTorch's keys `weight` and `bias`. */
 export class Linear extends Module {
   readonly weight: Tensor;
   readonly bias: Tensor | null;
@@ -194,11 +199,13 @@ export class Linear extends Module {
   }
 }
 
-interface PoolLayerOptions {
+/** Options of the pooling layers: stride and padding. */
+export interface PoolLayerOptions {
   stride?: number;
   padding?: number;
 }
 
+/** Max pooling over k x k windows (see `maxPool2d`). */
 export class MaxPool2d extends Module {
   constructor(readonly kernel: number, readonly options: PoolLayerOptions = {}) {
     super();
@@ -212,6 +219,7 @@ export class MaxPool2d extends Module {
   }
 }
 
+/** Average pooling over k x k windows (see `avgPool2d`). */
 export class AvgPool2d extends MaxPool2d {
   override forward(x: Tensor): Tensor {
     return avgPool2d(x, { kernel: this.kernel, ...this.options });

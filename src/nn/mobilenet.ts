@@ -28,8 +28,10 @@ export const MOBILENET_V1_BLOCKS: readonly (readonly [channels: number, stride: 
   [1024, 1],
 ];
 
+/** Channels of MobileNetV1's first convolution at alpha 1 (Table 1). */
 export const MOBILENET_V1_STEM_CHANNELS = 32;
 
+/** Options of every MobileNet: width multiplier, resolution, classes, input channels, dropout, seed. */
 export interface MobileNetOptions {
   /** Width multiplier: every layer's channels are scaled by alpha (paper section 3.3). */
   alpha?: number;
@@ -43,6 +45,7 @@ export interface MobileNetOptions {
   seed?: number;
 }
 
+/** What defines a built MobileNet; stored in checkpoints so that it can be rebuilt. */
 export interface ModelInfo {
   architecture: 'v1' | 'v2' | 'baseline';
   alpha: number;
@@ -120,22 +123,29 @@ function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, out
   };
 }
 
-/**
- * MobileNetV1: the Table 1 body with depthwise separable blocks.
- * Keys: features.0.{0,1} (stem conv, BN), features.k.{dw, dw_bn, pw, pw_bn}, classifier.1.
- */
-export class MobileNetV1 extends ImageClassifier {
+/** The Table 1 body with a block of its own per row: MobileNetV1 and the full-convolution baseline. */
+abstract class MobileNetV1Family extends ImageClassifier {
   readonly info: ModelInfo;
   readonly features: Sequential;
   readonly classifier: Sequential;
 
-  constructor(options: MobileNetOptions = {}) {
+  constructor(architecture: 'v1' | 'baseline', options: MobileNetOptions, block: (inC: number, outC: number, stride: number, rng: Rng) => Module) {
     super();
     const o = resolveOptions(options, 0);
-    checkAlpha('MobileNetV1', o.alpha);
-    this.info = { architecture: 'v1', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
-    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, (inC, outC, stride, rng) => new DepthwiseSeparable(inC, outC, stride, rng)));
+    checkAlpha(architecture === 'v1' ? 'MobileNetV1' : 'FullConvMobileNet', o.alpha);
+    this.info = { architecture, alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, block));
     this.registerHead(this.features, this.classifier);
+  }
+}
+
+/**
+ * MobileNetV1: the Table 1 body with depthwise separable blocks.
+ * Keys: features.0.{0,1} (stem conv, BN), features.k.{dw, dw_bn, pw, pw_bn}, classifier.1.
+ */
+export class MobileNetV1 extends MobileNetV1Family {
+  constructor(options: MobileNetOptions = {}) {
+    super('v1', options, (inC, outC, stride, rng) => new DepthwiseSeparable(inC, outC, stride, rng));
   }
 }
 
@@ -143,18 +153,9 @@ export class MobileNetV1 extends ImageClassifier {
  * The paper's "Conv MobileNet" baseline (Table 4): MobileNetV1 with every depthwise separable
  * block replaced by one standard 3x3 convolution (same channels and stride) -> BN -> ReLU.
  */
-export class FullConvMobileNet extends ImageClassifier {
-  readonly info: ModelInfo;
-  readonly features: Sequential;
-  readonly classifier: Sequential;
-
+export class FullConvMobileNet extends MobileNetV1Family {
   constructor(options: MobileNetOptions = {}) {
-    super();
-    const o = resolveOptions(options, 0);
-    checkAlpha('FullConvMobileNet', o.alpha);
-    this.info = { architecture: 'baseline', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
-    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, (inC, outC, stride, rng) => convBnAct(inC, outC, 3, stride, rng, 'relu')));
-    this.registerHead(this.features, this.classifier);
+    super('baseline', options, (inC, outC, stride, rng) => convBnAct(inC, outC, 3, stride, rng, 'relu'));
   }
 }
 
@@ -243,6 +244,7 @@ export class MobileNetV2 extends ImageClassifier {
   }
 }
 
+/** The models `createModel` builds: MobileNetV1, MobileNetV2, and the paper's full-convolution baseline. */
 export type Architecture = 'v1' | 'v2' | 'baseline';
 
 /** Build a model by name (the CLI's `--model`). */

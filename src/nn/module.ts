@@ -17,17 +17,21 @@ export interface LayerDescription {
   kind: string;
 }
 
+/** A state dict that does not fit the module; the message lists missing and unexpected keys and shape mismatches. */
 export class StateDictError extends Error {
   override name = 'StateDictError';
 }
 
+/** Parameters and buffers by dotted name, as PyTorch's `state_dict()`. */
 export type StateDict = Map<string, Tensor>;
 
+/** Options of `loadStateDict`: `strict` (default true) makes missing and unexpected keys errors. */
 export interface LoadStateDictOptions {
   /** Require the keys to match exactly (default true, as in PyTorch). */
   strict?: boolean;
 }
 
+/** The base of every layer and model, as torch.nn.Module: named parameters, buffers, children and random generators, train/eval mode, state dicts. */
 export abstract class Module {
   training = true;
   private readonly parameterSlots = new Map<string, Tensor>();

@@ -8,6 +8,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { BatchNorm2d, Conv2d, DepthwiseConv2d, Flatten, GlobalAvgPool2d, Linear, PointwiseConv2d, ReLU } from './layers.js';
 import { Module, Sequential } from './module.js';
 
+/** A tiny CNN with one of each MobileNet ingredient (conv, depthwise, pointwise, BatchNorm, ReLU, pooling, linear): the default model of `mobilenet step`. */
 export class TinyNet extends Module {
   readonly features: Sequential;
   readonly head: Sequential;

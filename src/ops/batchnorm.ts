@@ -14,9 +14,12 @@ import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
+/** BatchNorm's epsilon, PyTorch's default 1e-5. */
 export const BATCHNORM_EPS = 1e-5;
+/** BatchNorm's running-statistics momentum, PyTorch's default 0.1. */
 export const BATCHNORM_MOMENTUM = 0.1;
 
+/** Options of the batchNorm2d op: training mode, momentum, eps, and an activation to apply in the same pass. */
 export interface BatchNormOptions {
   training: boolean;
   momentum?: number;

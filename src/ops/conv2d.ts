@@ -17,6 +17,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { parallelGemm } from './gemm.js';
 import { declareKernel, getThreads, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
+/** Options of conv2d: stride, padding, dilation, groups. */
 export interface Conv2dOptions {
   stride?: number;
   padding?: number;
@@ -24,6 +25,7 @@ export interface Conv2dOptions {
   groups?: number;
 }
 
+/** The defaults of conv2d: stride 1, no padding, dilation 1, one group. */
 export const CONV2D_DEFAULTS: Required<Conv2dOptions> = { stride: 1, padding: 0, dilation: 1, groups: 1 };
 
 /** Every size a convolution kernel needs, computed and checked once. */
@@ -43,6 +45,7 @@ export interface ConvGeometry {
   Wout: number;
 }
 
+/** Output size of a convolution along one axis: floor((size + 2 padding - dilation (k - 1) - 1) / stride) + 1. */
 export function convOutputSize(size: number, kernel: number, stride: number, padding: number, dilation: number): number {
   return Math.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1;
 }
@@ -154,38 +157,15 @@ function im2colSlice(p: ColumnParams, b: Record<'image' | 'col', Float32Array | 
   im2col(b.image as Float32Array, p, p.n, p.c0, p.Cg, b.col as Float32Array, lo, hi);
 }
 
-const IM2COL = declareKernel({
-  name: 'im2col',
-  ints: COLUMN_INTS,
-  floats: [],
-  reads: ['image'],
-  writes: ['col'],
-  large: ['image', 'col'],
-  splits: 'rows of the column matrix (channel x tap)',
-  chunksPerThread: 4,
-  minWork: PARALLEL_MIN_ELEMENTS,
-  slice: im2colSlice,
-  deps: [validOutputRange, im2col],
-});
+const columnsCommon = { ints: COLUMN_INTS, floats: [], large: ['image', 'col'], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
+const IM2COL = declareKernel({ ...columnsCommon, name: 'im2col', reads: ['image'], writes: ['col'], splits: 'rows of the column matrix (channel x tap)', slice: im2colSlice, deps: [validOutputRange, im2col] });
 
 /** Channels [lo, hi) of image n's gradient, accumulated from the column matrix. */
 function col2imSlice(p: ColumnParams, b: Record<'col' | 'image', Float32Array | Float64Array>, lo: number, hi: number): void {
   col2im(b.col as Float32Array, p, p.n, p.c0, p.Cg, b.image as Float32Array, lo, hi);
 }
 
-const COL2IM = declareKernel({
-  name: 'col2im',
-  ints: COLUMN_INTS,
-  floats: [],
-  reads: ['col'],
-  writes: ['image'],
-  large: ['image', 'col'],
-  splits: 'channels',
-  chunksPerThread: 4,
-  minWork: PARALLEL_MIN_ELEMENTS,
-  slice: col2imSlice,
-  deps: [validOutputRange, col2im],
-});
+const COL2IM = declareKernel({ ...columnsCommon, name: 'col2im', reads: ['col'], writes: ['image'], splits: 'channels', slice: col2imSlice, deps: [validOutputRange, col2im] });
 
 /** im2col (x -> col) or col2im (col -> dx) of image n, channel group [c0, c0 + Cg). */
 function runColumns(direction: 'im2col' | 'col2im', image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
@@ -229,6 +209,7 @@ export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float
   if (bias !== null) addBiasPerChannel(y, bias, N, Cout, HWout);
 }
 
+/** y[n, c, :] += bias[c], in place, for an (N, C, HW) buffer. */
 export function addBiasPerChannel(y: Float32Array, bias: Float32Array, N: number, C: number, HW: number): void {
   for (let n = 0; n < N; n++) {
     for (let c = 0; c < C; c++) {
@@ -302,6 +283,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
 // Naive twin: the definition, seven nested loops, for tests.
 // =============================================================================================
 
+/** The naive twin of conv2d's forward (a loop per output element and tap), for tests. */
 export function conv2dNaiveForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry): Float32Array {
   const { N, Cin, H, W, Cout, kH, kW, stride, padding, dilation, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups;

@@ -163,11 +163,13 @@ function inputGrad3x3ScatterPlane(dy: Float32Array, yBase: number, w: Float32Arr
   }
 }
 
+/** Options of depthwiseConv2d: stride and padding. */
 export interface DepthwiseOptions {
   stride?: number;
   padding?: number;
 }
 
+/** Check a depthwise convolution's shapes and return its geometry (errors name the expected and actual shapes). */
 export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null, options: DepthwiseOptions): ConvGeometry {
   if (x.rank === 4 && weight.rank === 4 && (weight.shape[0] !== x.shape[1] || weight.shape[1] !== 1)) {
     throw new ShapeError(`depthwiseConv2d: weight ${formatShape(weight.shape)} does not match input channels ${x.shape[1]} (expected [${x.shape[1]}, 1, k, k])`);
@@ -385,6 +387,7 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
 // Naive twin: per output pixel, per tap, with bounds checks.
 // =============================================================================================
 
+/** The naive twin of the depthwise forward pass, for tests. */
 export function depthwiseNaiveForward(x: Float32Array, weight: Float32Array, g: ConvGeometry): Float32Array {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
   const y = alloc(N * C * Hout * Wout);
@@ -403,6 +406,7 @@ export function depthwiseNaiveForward(x: Float32Array, weight: Float32Array, g: 
   return y;
 }
 
+/** The naive twin of the depthwise backward pass (input and filter gradients), for tests. */
 export function depthwiseNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry): { dx: Float32Array; dweight: Float32Array } {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
   const dx = alloc(x.length), dweight = alloc(weight.length);

@@ -178,18 +178,22 @@ function unary(op: string, x: Tensor, f: (v: number) => number, formula: string,
   }, formula), (xs) => unary(op, xs[0], f, formula, derivative));
 }
 
+/** y = -x; dx = -dy. */
 export function neg(x: Tensor): Tensor {
   return unary('neg', x, (v) => -v, 'y = -x  ->  dx = -dy', () => -1);
 }
 
+/** y = exp(x) element-wise; dx = dy y. */
 export function exp(x: Tensor): Tensor {
   return unary('exp', x, Math.exp, 'y = exp(x)  ->  dx = dy * y', (_x, y) => y);
 }
 
+/** y = log(x) element-wise; dx = dy / x. */
 export function log(x: Tensor): Tensor {
   return unary('log', x, Math.log, 'y = log(x)  ->  dx = dy / x', (xv) => 1 / xv);
 }
 
+/** y = sqrt(x) element-wise; dx = dy / (2 y). */
 export function sqrt(x: Tensor): Tensor {
   return unary('sqrt', x, Math.sqrt, 'y = sqrt(x)  ->  dx = dy / (2 y)', (_x, y) => 0.5 / y);
 }

@@ -16,6 +16,7 @@
 import { isCached } from '../tensor/buffers.js';
 import { declareKernel, PARALLEL_MIN_MULT_ADDS, runKernel } from './parallel.js';
 
+/** C = alpha op(A) op(B) + beta C on row-major float32 buffers, with transposes, leading dimensions and offsets (see gemm.ts). */
 export interface GemmArgs {
   transA: boolean;
   transB: boolean;
@@ -35,12 +36,18 @@ export interface GemmArgs {
   ldc: number;
 }
 
+/** A GEMM implementation (the blocked one on all threads, or the naive twin in tests). */
+export type Gemm = (args: GemmArgs) => void;
+
 /** Micro-tile: MR rows of C by NR columns. */
 export const MR = 4;
+/** Columns of the micro-kernel's tile of C. */
 export const NR = 4;
 /** Cache blocking, tuned with `npm run bench -- --workloads G1` on the 2-core reference machine. */
 export const KC = 256;
+/** Rows of A packed per cache block. */
 export const MC = 96;
+/** Columns of B packed per cache block. */
 export const NC = 2048;
 
 // Packing buffers, grown on demand and reused, so a GEMM call does not allocate once warm.
@@ -59,6 +66,7 @@ export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOff
   }
 }
 
+/** Check a GEMM's sizes against its buffers; errors name the operand and the sizes. */
 export function checkGemmArgs(a: GemmArgs): void {
   const { M, N, K, transA, transB, lda, ldb, ldc } = a;
   if (M < 0 || N < 0 || K < 0) throw new RangeError(`gemm: negative size M=${M} N=${N} K=${K}`);

@@ -5,11 +5,10 @@ import { alloc } from '../tensor/buffers.js';
 import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { gemmNaive, type GemmArgs } from './gemm.js';
-import { parallelGemm } from './gemm.js';
+import { gemmNaive, parallelGemm, type Gemm } from './gemm.js';
 
-type Gemm = (args: GemmArgs) => void;
 
+/** y = x W^T + b on raw buffers (the fully connected layer's forward). */
 export function linearForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, N: number, inF: number, outF: number, y: Float32Array, multiply: Gemm = parallelGemm): void {
   // y (N x out) = x (N x in) * W^T (in x out)
   multiply({ transA: false, transB: true, M: N, N: outF, K: inF, alpha: 1, A: x, aOffset: 0, lda: inF, B: weight, bOffset: 0, ldb: inF, beta: 0, C: y, cOffset: 0, ldc: outF });

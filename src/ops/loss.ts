@@ -11,10 +11,12 @@ import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
+/** Options of softmaxCrossEntropy: label smoothing (as PyTorch's `label_smoothing`). */
 export interface CrossEntropyOptions {
   labelSmoothing?: number;
 }
 
+/** Mean softmax cross-entropy of (N, classes) logits against class labels: loss = mean_n -sum_c q_c log softmax(z)_c; dz = (softmax(z) - q) / N. */
 export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, options: CrossEntropyOptions = {}): Tensor {
   const eps = options.labelSmoothing ?? 0;
   if (!(eps >= 0 && eps <= 1)) throw new RangeError(`softmaxCrossEntropy: labelSmoothing must be in [0, 1], got ${eps}`);

@@ -335,6 +335,7 @@ export function setThreads(n: number): void {
   pool = n > 1 ? new ThreadPool(n) : null;
 }
 
+/** The number of threads the kernels use now. */
 export function getThreads(): number {
   return pool?.threads ?? 1;
 }
@@ -344,6 +345,7 @@ export function kernelJobsOnThreads(): number {
   return jobsOnThreads;
 }
 
+/** The number of cores (the CLI's default thread count). */
 export function defaultThreads(): number {
   return availableParallelism();
 }

@@ -10,10 +10,11 @@ import { withReplay, recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
-import { gemmNaive, type GemmArgs } from './gemm.js';
+import { gemmNaive, type Gemm } from './gemm.js';
 import { parallelGemm } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
+/** Sizes of a 1x1 convolution: images, input and output channels, pixels per plane. */
 export interface PointwiseGeometry {
   N: number;
   Cin: number;
@@ -21,6 +22,7 @@ export interface PointwiseGeometry {
   HW: number;
 }
 
+/** Check a 1x1 convolution's shapes and return its geometry. */
 export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null): PointwiseGeometry {
   if (x.rank !== 4) throw new ShapeError(`pointwiseConv2d: input must be (N, C, H, W), got ${formatShape(x.shape)}`);
   const isOneByOne = weight.rank === 4 && weight.shape[2] === 1 && weight.shape[3] === 1;
@@ -33,7 +35,6 @@ export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
   return { N: x.shape[0], Cin, Cout, HW: x.shape[2] * x.shape[3] };
 }
 
-type Gemm = (args: GemmArgs) => void;
 
 /**
  * Below this many pixels per plane, the per-image GEMMs are too thin to run well (late
@@ -166,6 +167,7 @@ export function pointwiseNaiveForward(x: Float32Array, weight: Float32Array, g: 
   return y;
 }
 
+/** The naive twin of the pointwise backward pass, for tests. */
 export function pointwiseNaiveBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry): { dx: Float32Array; dweight: Float32Array } {
   const dx = alloc(x.length), dweight = alloc(weight.length);
   pointwiseBackward(x, weight, dy, g, dx, dweight, gemmNaive);

@@ -7,6 +7,7 @@ import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { convOutputSize } from './conv2d.js';
 
+/** Options of the pooling ops: stride and padding. */
 export interface PoolOptions {
   kernel: number;
   /** Defaults to the kernel size, as in PyTorch. */

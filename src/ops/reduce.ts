@@ -6,6 +6,7 @@ import { normalizeAxis } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { broadcastSourceIndex } from './elementwise.js';
 
+/** Options of the reductions: the axes to reduce and whether to keep them as size 1. */
 export interface ReduceOptions {
   /** Keep reduced axes as size 1 (like PyTorch's keepdim). Default false. */
   keepdim?: boolean;

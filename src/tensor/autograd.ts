@@ -70,6 +70,7 @@ class OpNode<S> implements GraphNode {
 
 let gradEnabled = true;
 
+/** Whether ops record the graph now (false inside `noGrad`). */
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }
@@ -115,6 +116,7 @@ export function withReplay(output: Tensor, replay: ReplayFn): Tensor {
 // Backward
 // ---------------------------------------------------------------------------------------------
 
+/** Options of `backward()`: `retainGraph` keeps saved tensors for a second pass. */
 export interface BackwardOptions {
   /** Keep saved tensors so backward can run through this graph again. Default false. */
   retainGraph?: boolean;
@@ -187,6 +189,7 @@ function isPending(pending: Map<Tensor, Float32Array>, buffer: Float32Array): bo
   return false;
 }
 
+/** The backward pass from `root` as a generator, one step per graph node in reverse topological order (what `mobilenet step` walks). */
 export function* backwardSteps(root: Tensor, gradient?: Tensor, options: BackwardOptions = {}): Generator<BackwardStep, void, undefined> {
   if (!root.requiresGrad) {
     throw new Error('backward: this tensor does not require grad (no input had requiresGrad, or it was made under noGrad)');
@@ -249,6 +252,7 @@ export function* backwardSteps(root: Tensor, gradient?: Tensor, options: Backwar
   }
 }
 
+/** Run the whole backward pass from a scalar root: every leaf that requires grad gets its `.grad`. */
 export function runBackward(root: Tensor, gradient?: Tensor, options: BackwardOptions = {}): void {
   const steps = backwardSteps(root, gradient, options);
   while (!steps.next().done) {

@@ -15,6 +15,7 @@ import { noGrad } from './autograd.js';
 import { Rng } from './rng.js';
 import { Tensor } from './tensor.js';
 
+/** Options of gradcheck: step size, tolerances, samples per input, kinks to skip. */
 export interface GradcheckOptions {
   /** Step for the central difference. */
   h?: number;
@@ -29,6 +30,7 @@ export interface GradcheckOptions {
   seed?: number;
 }
 
+/** The defaults of gradcheck: step size, tolerances, samples per input. */
 export const GRADCHECK_DEFAULTS: Required<Omit<GradcheckOptions, 'isKink'>> = {
   h: 1e-2,
   rtol: 1e-2,
@@ -38,6 +40,7 @@ export const GRADCHECK_DEFAULTS: Required<Omit<GradcheckOptions, 'isKink'>> = {
   seed: 1234,
 };
 
+/** One gradient entry that disagreed with its central difference. */
 export interface GradcheckFailure {
   inputIndex: number;
   index: number;
@@ -46,6 +49,7 @@ export interface GradcheckFailure {
   relativeError: number;
 }
 
+/** What gradcheck compared and the entries that disagreed. */
 export interface GradcheckResult {
   ok: boolean;
   checked: number;

@@ -34,6 +34,7 @@ export function deriveSeed(...parts: number[]): number {
   return h;
 }
 
+/** A seeded random generator (xoshiro128**) whose state can be saved and restored: every random choice takes one. */
 export class Rng {
   private s0 = 0;
   private s1 = 0;

@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 // The reader checks everything the header claims against the real file size BEFORE it
 // allocates: a header that claims 10^12 elements is rejected, not attempted.
 
+/** The element types this reader and writer support. */
 export type SafetensorsDtype = 'F32' | 'F64' | 'I64' | 'I32' | 'U8';
 
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F64: 8, I64: 8, I32: 4, U8: 1 };
@@ -17,14 +18,17 @@ const DTYPE_BYTES: Record<SafetensorsDtype, number> = { F32: 4, F64: 8, I64: 8, 
 /** Upper bound on the JSON header (the format's reference implementation uses 100 MB). */
 export const MAX_HEADER_BYTES = 100_000_000;
 
+/** The typed arrays a stored tensor can hold. */
 export type TensorData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
+/** A tensor as stored: dtype, shape and typed data. */
 export interface StoredTensor {
   dtype: SafetensorsDtype;
   shape: number[];
   data: TensorData;
 }
 
+/** A parsed safetensors file: its tensors by name and its `__metadata__`. */
 export interface SafetensorsFile {
   tensors: Map<string, StoredTensor>;
   metadata: Record<string, string>;
@@ -130,6 +134,7 @@ function dtypeOf(data: TensorData): SafetensorsDtype {
   return 'U8';
 }
 
+/** A tensor to write: shape and typed data (its dtype follows the array type). */
 export interface TensorToWrite {
   shape: readonly number[];
   data: TensorData;
@@ -209,6 +214,7 @@ export function writeFileAtomic(path: string, bytes: Uint8Array): void {
   }
 }
 
+/** Write tensors and string metadata as a safetensors file, atomically (a temporary file, fsynced, then renamed). */
 export function saveSafetensors(path: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {
   writeFileAtomic(path, serializeSafetensors(tensors, metadata));
 }

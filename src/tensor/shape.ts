@@ -5,10 +5,12 @@ export class ShapeError extends Error {
   override name = 'ShapeError';
 }
 
+/** A shape as "[2, 3, 4]" for messages. */
 export function formatShape(shape: readonly number[]): string {
   return `[${shape.join(', ')}]`;
 }
 
+/** The number of elements of a shape. */
 export function numelOf(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) n *= d;
@@ -26,12 +28,14 @@ export function stridesOf(shape: readonly number[]): number[] {
   return strides;
 }
 
+/** Whether two shapes are equal. */
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
+/** Throw a ShapeError naming the op when a tensor's shape is not the expected one. */
 export function checkShape(shape: readonly number[], what: string): void {
   for (const d of shape) {
     if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${what}: invalid shape ${formatShape(shape)} (dimensions must be integers >= 0)`);

@@ -20,6 +20,7 @@ import { maxAbsOf } from './arrays.js';
 import { Rng } from './rng.js';
 import { Tensor } from './tensor.js';
 
+/** Mean, std, min, max, L2 norm, fraction of zeros and count of NaN/Inf of a tensor's values. */
 export interface TensorStats {
   mean: number;
   std: number;
@@ -31,6 +32,7 @@ export interface TensorStats {
   nonFinite: number;
 }
 
+/** Statistics of a tensor's values (non-finite values counted, not summed). */
 export function tensorStats(data: ArrayLike<number>): TensorStats {
   let sum = 0, sumSq = 0, min = Infinity, max = -Infinity, zeros = 0, nonFinite = 0, n = 0;
   for (let i = 0; i < data.length; i++) {
@@ -50,6 +52,7 @@ export function tensorStats(data: ArrayLike<number>): TensorStats {
   return { mean, std: n > 0 ? Math.sqrt(Math.max(0, sumSq / n - mean * mean)) : NaN, min, max, l2: Math.sqrt(sumSq), zeroFraction: data.length > 0 ? zeros / data.length : 0, nonFinite };
 }
 
+/** What one backward step sent to one input: its shape, whether it is a (named) parameter, the gradient's statistics. */
 export interface StepInputReport {
   shape: number[];
   /** A leaf that requires grad: a parameter (named when its module named it) or an input. */
@@ -60,6 +63,7 @@ export interface StepInputReport {
   gradStats: TensorStats | null;
 }
 
+/** One backward step as `mobilenet step` shows it: op, formula, shapes, gradient statistics per input. */
 export interface StepReport {
   index: number;
   total: number;
@@ -70,6 +74,7 @@ export interface StepReport {
   inputs: StepInputReport[];
 }
 
+/** A backward step as a report: op, formula, output shape, statistics of the incoming gradient and of what each input receives. */
 export function describeStep(step: BackwardStep): StepReport {
   return {
     index: step.index,
@@ -91,6 +96,7 @@ export function describeStep(step: BackwardStep): StepReport {
   };
 }
 
+/** Options of checkStep. */
 export interface CheckOptions {
   /** Entries sampled per input for the local check. */
   samples?: number;
@@ -104,8 +110,10 @@ const EPS32 = 2 ** -23;
 /** How many rounding units of slack the numerical estimate gets (it sums many rounded outputs). */
 const ROUNDING_SAFETY = 4;
 
+/** The defaults of checkStep: entries sampled per input, the relative error bound, the seed. */
 export const CHECK_DEFAULTS: Required<CheckOptions> = { samples: 4, tolerance: 0.05, seed: 7 };
 
+/** The numerical check of the gradient one node sent to one input. */
 export interface InputCheck {
   inputIndex: number;
   name: string | null;

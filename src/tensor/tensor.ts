@@ -8,6 +8,7 @@ import { runBackward, backwardSteps, type BackwardOptions, type BackwardStep, ty
 import { Rng } from './rng.js';
 import { checkShape, formatShape, numelOf, ShapeError, stridesOf } from './shape.js';
 
+/** A float32 tensor: contiguous row-major data, a shape, and (when it came from an op) the graph node that made it. */
 export class Tensor {
   /** The values, row-major. Length = product of shape. */
   data: Float32Array;
@@ -96,25 +97,30 @@ export class Tensor {
   }
 }
 
+/** Numbers nested as arrays (a scalar, a vector, a matrix, ...), as `fromArray` takes them. */
 export type NestedArray = number | NestedArray[];
 
 // ---------------------------------------------------------------------------------------------
 // Creation
 // ---------------------------------------------------------------------------------------------
 
+/** Options of the tensor constructors: whether the tensor requires a gradient. */
 export interface CreateOptions {
   requiresGrad?: boolean;
 }
 
+/** A tensor of zeros. */
 export function zeros(shape: readonly number[], options: CreateOptions = {}): Tensor {
   checkShape(shape, 'zeros');
   return new Tensor(new Float32Array(numelOf(shape)), shape, options.requiresGrad ?? false);
 }
 
+/** A tensor of ones. */
 export function ones(shape: readonly number[], options: CreateOptions = {}): Tensor {
   return full(shape, 1, options);
 }
 
+/** A tensor of the given shape filled with one value. */
 export function full(shape: readonly number[], value: number, options: CreateOptions = {}): Tensor {
   checkShape(shape, 'full');
   return new Tensor(new Float32Array(numelOf(shape)).fill(value), shape, options.requiresGrad ?? false);
@@ -204,6 +210,7 @@ function formatNumber(v: number): string {
   return v.toFixed(4);
 }
 
+/** A tensor as PyTorch prints it (abbreviated when large). */
 export function formatTensor(t: Tensor): string {
   const suffix = t.requiresGrad ? (t.node ? `, grad_fn=<${t.node.op}>` : ', requires_grad=True') : '';
   if (t.shape.length === 0) return `tensor(${formatNumber(t.data[0])}${suffix})`;

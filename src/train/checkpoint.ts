@@ -13,12 +13,15 @@ import { existsSync, linkSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSafetensors, serializeSafetensors, writeFileAtomic, type TensorToWrite } from '../tensor/safetensors.js';
 
+/** The format tag in every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = 'mobilenet-ts-checkpoint/1';
 
+/** A checkpoint that cannot be read or used; the message names the file. */
 export class CheckpointError extends Error {
   override name = 'CheckpointError';
 }
 
+/** What a checkpoint holds: model tensors, optimizer buffers and JSON metadata. */
 export interface CheckpointContent {
   /** Model state dict (parameters and buffers). */
   model: Map<string, Float32Array | { shape: readonly number[]; data: Float32Array }>;
@@ -37,6 +40,7 @@ export function payloadDigest(tensors: Map<string, TensorToWrite>): string {
   return h.digest('hex');
 }
 
+/** A checkpoint as safetensors bytes, with a sha256 of the payload in the metadata. */
 export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
   const tensors = new Map<string, TensorToWrite>();
   for (const [k, v] of content.model) tensors.set(`model.${k}`, v instanceof Float32Array ? { shape: [v.length], data: v } : v);
@@ -46,6 +50,7 @@ export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
   return serializeSafetensors(tensors, metadata);
 }
 
+/** A checkpoint read back: model tensors, optimizer buffers, metadata. */
 export interface LoadedCheckpoint {
   model: Map<string, { shape: number[]; data: Float32Array }>;
   optimizer: Map<string, Float32Array>;
@@ -83,8 +88,11 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
   return { model, optimizer, meta };
 }
 
+/** File name of the latest checkpoint. */
 export const LAST_CHECKPOINT = 'last.safetensors';
+/** File name of the checkpoint before the latest (the fallback when `last` is corrupt). */
 export const PREVIOUS_CHECKPOINT = 'previous.safetensors';
+/** File name of the checkpoint with the best validation top-1. */
 export const BEST_CHECKPOINT = 'best.safetensors';
 
 /** Hook for tests: lets a test inject a write failure (a full disk) into checkpoint writes. */
@@ -92,6 +100,7 @@ export interface CheckpointWriter {
   write(path: string, bytes: Uint8Array): void;
 }
 
+/** Writes checkpoints atomically: a temporary file, fsynced, then renamed. */
 export const atomicWriter: CheckpointWriter = { write: writeFileAtomic };
 
 /**
@@ -113,6 +122,7 @@ export function saveLastCheckpoint(dir: string, bytes: Uint8Array, writer: Check
   return last;
 }
 
+/** Write `best.safetensors` atomically. */
 export function saveBestCheckpoint(dir: string, bytes: Uint8Array, writer: CheckpointWriter = atomicWriter): string {
   const path = join(dir, BEST_CHECKPOINT);
   writer.write(path, bytes);

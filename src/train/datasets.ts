@@ -37,8 +37,11 @@ export function bundledFashionMnistPath(): string {
   return join(dir, 'data', 'fashion-mnist-subset');
 }
 
+/** Fashion-MNIST's class names, in label order. */
 export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+/** MNIST's class names (the digits), in label order. */
 export const MNIST_CLASSES = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
+/** CIFAR-10's class names, in label order. */
 export const CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'];
 
 /** Largest decompressed IDX file we accept (the full MNIST training images are 47 MB). */
@@ -179,6 +182,7 @@ export function encodeIdx(dims: number[], data: Uint8Array): Uint8Array {
 // CIFAR-10 binary
 // =============================================================================================
 
+/** Bytes per record of the CIFAR-10 binary version (a label byte and 3 x 32 x 32 pixels). */
 export const CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32;
 
 /** CIFAR-10 binary version: `data_batch_1..5.bin` (train) or `test_batch.bin`, 3073-byte records. */
@@ -214,8 +218,10 @@ export function loadCifar10(dir: string, split: 'train' | 'test'): ImageDataset 
 // Image folder (like torchvision's ImageFolder), decoded with sharp
 // =============================================================================================
 
+/** The file extensions an image folder is read for. */
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
 
+/** Options of loadImageFolder: size, channels, what to do with a corrupt image. */
 export interface ImageFolderOptions {
   /** Every image is resized (stretched) to size x size. */
   size: number;
@@ -256,6 +262,7 @@ export async function decodeImage(path: string, size: number, channels: 1 | 3): 
   return out;
 }
 
+/** Images from class subfolders (sorted class names), decoded with sharp and resized to `size`. */
 export async function loadImageFolder(root: string, options: ImageFolderOptions): Promise<ImageDataset> {
   const channels = options.channels ?? 3;
   const { classNames, files } = scanImageFolder(root);

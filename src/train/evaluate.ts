@@ -9,6 +9,7 @@ import type { DataLoader } from './loader.js';
 import { ClassificationMetrics } from './metrics.js';
 import { averagedLogProbabilities, flipHorizontal } from './tta.js';
 
+/** Options of evaluateModel. */
 export interface EvaluateOptions {
   /**
    * Flip test-time augmentation: score each image by the average of its class probabilities and

@@ -14,6 +14,7 @@ import { deriveSeed, Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ImageDataset } from './datasets.js';
 
+/** Training augmentation: random crop with zero padding, horizontal flips, random erasing. */
 export interface AugmentOptions {
   /** Pad by this many pixels (zeros) and crop back at a random offset, as RandomCrop(size, padding). 0 = off. */
   cropPadding?: number;
@@ -23,6 +24,7 @@ export interface AugmentOptions {
   randomErasing?: number;
 }
 
+/** Options of a DataLoader. */
 export interface LoaderOptions {
   batchSize: number;
   shuffle?: boolean;
@@ -39,6 +41,7 @@ export interface LoaderOptions {
   augment?: AugmentOptions;
 }
 
+/** One batch: normalised images, labels, and its index in the epoch. */
 export interface Batch {
   /** (B, C, R, R), normalised. */
   x: Tensor;
@@ -112,6 +115,7 @@ function prepareBase(ds: ImageDataset, channels: number, resolution: number): Ui
   return base;
 }
 
+/** Batches of a dataset at a model's resolution and channels: seeded shuffling, augmentation and normalisation, each batch reproducible from (seed, epoch, batch). */
 export class DataLoader {
   readonly batchSize: number;
   readonly resolution: number;

@@ -8,6 +8,7 @@ export interface MetricsSums {
   top5Hits: number;
 }
 
+/** Running classification metrics: mean loss, top-1, top-5 (n/a with 5 classes or fewer), confusion matrix, per-class accuracy. */
 export class ClassificationMetrics {
   private lossSum = 0;
   private samples = 0;

@@ -3,6 +3,7 @@
 
 import type { Tensor } from '../tensor/tensor.js';
 
+/** Per-group optimizer settings (lr, weight decay) that override the optimizer's. */
 export interface GroupOptions {
   lr?: number;
   weightDecay?: number;
@@ -11,12 +12,14 @@ export interface GroupOptions {
   betas?: [number, number];
 }
 
+/** A parameter group as given to an optimizer: its parameters and optional settings. */
 export interface ParamGroupInput extends GroupOptions {
   params: Tensor[];
   /** A label for logs and checkpoints (e.g. 'decay', 'no_decay'). */
   name?: string;
 }
 
+/** A parameter group as the optimizer keeps it, with every setting resolved. */
 export interface ParamGroup {
   params: Tensor[];
   name: string;
@@ -34,6 +37,7 @@ export interface OptimizerState {
   scalars: Record<string, unknown>;
 }
 
+/** The base of the optimizers, as torch.optim.Optimizer: parameter groups, `step()`, `zeroGrad()`, and a state dict for checkpoints. */
 export abstract class Optimizer {
   readonly groups: ParamGroup[];
   /** Per parameter (index in the flat list over groups): named state buffers. */
@@ -115,6 +119,7 @@ export abstract class Optimizer {
 
 // =============================================================================================
 
+/** SGD's options, as PyTorch's: lr, momentum, dampening, Nesterov, weight decay. */
 export interface SgdOptions {
   lr: number;
   momentum?: number;
@@ -158,6 +163,7 @@ export class SGD extends Optimizer {
   }
 }
 
+/** RMSprop's options, as PyTorch's (eps outside the square root), or TensorFlow's with `epsInsideSqrt`. */
 export interface RmspropOptions {
   lr: number;
   alpha?: number;
@@ -219,6 +225,7 @@ export class RMSprop extends Optimizer {
   }
 }
 
+/** Adam's and AdamW's options, as PyTorch's. */
 export interface AdamOptions {
   lr: number;
   betas?: [number, number];

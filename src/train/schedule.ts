@@ -5,11 +5,13 @@
 
 import type { Optimizer } from './optim.js';
 
+/** A scheduler's saved state (its step count and what it needs to continue). */
 export interface SchedulerState {
   t: number;
   extra?: Record<string, number>;
 }
 
+/** The base of the learning-rate schedules, as torch.optim.lr_scheduler: per-step or per-epoch, with a state dict. */
 export abstract class LRScheduler {
   /** Steps taken so far. */
   t = 0;
@@ -133,6 +135,7 @@ export class WarmupLR extends LRScheduler {
   }
 }
 
+/** OneCycleLR's options, as PyTorch's. */
 export interface OneCycleOptions {
   maxLr: number;
   totalSteps: number;
@@ -190,6 +193,7 @@ export class OneCycleLR extends LRScheduler {
   }
 }
 
+/** ReduceLROnPlateau's options, as PyTorch's. */
 export interface PlateauOptions {
   factor?: number;
   patience?: number;

@@ -15,9 +15,13 @@ import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
 
+/** The optimizers the trainer builds by name (torchvision reference script names). */
 export const OPTIMIZERS = ['sgd', 'sgd_nesterov', 'rmsprop', 'adam', 'adamw'] as const;
+/** The learning-rate schedules the trainer builds by name. */
 export const SCHEDULERS = ['constant', 'steplr', 'multisteplr', 'cosineannealinglr', 'exponentiallr', 'onecycle', 'plateau'] as const;
+/** One of OPTIMIZERS. */
 export type OptimizerName = (typeof OPTIMIZERS)[number];
+/** One of SCHEDULERS. */
 export type SchedulerName = (typeof SCHEDULERS)[number];
 
 /** Everything that defines a run; stored in every checkpoint. Names follow torchvision's reference script. */
@@ -118,7 +122,8 @@ export interface TrainerEvents {
   done: { epochs: number; bestTop1: number; bestEpoch: number; seconds: number };
 }
 
-type Listener<K extends keyof TrainerEvents> = (event: TrainerEvents[K]) => void;
+/** A function that receives one kind of trainer event. */
+export type Listener<K extends keyof TrainerEvents> = (event: TrainerEvents[K]) => void;
 
 /** Where the run is: the next batch to train is `batch` of epoch `epoch`. */
 export interface Progress {
@@ -137,6 +142,7 @@ export class TrainingStoppedError extends Error {
   override name = 'TrainingStoppedError';
 }
 
+/** Options of `fit`: where checkpoints go, a signal that stops training after the current batch, and the checkpoint writer. */
 export interface TrainerOptions {
   /** Directory for checkpoints; none are written without it. */
   outputDir?: string;
@@ -201,6 +207,7 @@ function describeModel(model: Module): ModelInfo | { architecture: 'custom'; typ
   return model instanceof ImageClassifier ? model.info : { architecture: 'custom', typeName: model.typeName };
 }
 
+/** Trains a model on a dataset, as Keras `fit` or a PyTorch loop: it emits events (epochStart, batchEnd, evalEnd, epochEnd, ...), prints nothing, checkpoints atomically and resumes bit-for-bit. */
 export class Trainer {
   readonly model: Module;
   readonly trainLoader: DataLoader;
