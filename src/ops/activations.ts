@@ -1,7 +1,7 @@
 // ReLU and ReLU6. Each keeps a byte mask of where the gradient passes, nothing more.
 
 import { alloc } from '../tensor/buffers.js';
-import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
+import { needsGraph, recordOp } from '../tensor/autograd.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -42,11 +42,25 @@ function maskedBackward(dy: Float32Array, saved: { mask: Uint8Array }): Float32A
 /** y = max(0, x). Backward: dx = dy * [x > 0] (0 at x = 0, as in PyTorch). */
 export function relu(x: Tensor): Tensor {
   const { y, mask } = clampWithMask(x, 0, Infinity, needsGraph(x));
-  return withReplay(recordOp(new Tensor(y, x.shape), 'relu', [x], { mask: mask! }, maskedBackward, 'y = max(0, x)  ->  dx = dy * [x > 0]'), (xs) => relu(xs[0]));
+  return recordOp(new Tensor(y, x.shape), {
+    op: 'relu',
+    formula: 'y = max(0, x)  ->  dx = dy * [x > 0]',
+    inputs: [x],
+    saved: { mask: mask! },
+    backward: maskedBackward,
+    apply: (xs) => relu(xs[0]),
+  });
 }
 
 /** y = min(max(0, x), 6). Backward: dx = dy * [0 < x < 6]. */
 export function relu6(x: Tensor): Tensor {
   const { y, mask } = clampWithMask(x, 0, 6, needsGraph(x));
-  return withReplay(recordOp(new Tensor(y, x.shape), 'relu6', [x], { mask: mask! }, maskedBackward, 'y = min(max(0, x), 6)  ->  dx = dy * [0 < x < 6]'), (xs) => relu6(xs[0]));
+  return recordOp(new Tensor(y, x.shape), {
+    op: 'relu6',
+    formula: 'y = min(max(0, x), 6)  ->  dx = dy * [0 < x < 6]',
+    inputs: [x],
+    saved: { mask: mask! },
+    backward: maskedBackward,
+    apply: (xs) => relu6(xs[0]),
+  });
 }

@@ -9,7 +9,7 @@
 // Saved for backward: the input x, mean and invStd per channel (xhat is recomputed: M floats saved).
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -278,7 +278,12 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
   runKernel(BATCHNORM_APPLY, { N, C, HW, high }, { x: call.x, coef, y: call.y }, C, x.numel);
   const y = call.y;
   const op = activation === undefined ? 'batchNorm2d' : `batchNorm2d+${activation}`;
-  return withReplay(recordOp(new Tensor(y, x.shape), op, [x, gamma, beta], { call, gamma: gamma.data, mean, invStd }, (dyIn, s, needs) => {
+  return recordOp(new Tensor(y, x.shape), {
+    op: op,
+    formula: batchNormFormula(training, activation),
+    inputs: [x, gamma, beta],
+    saved: { call, gamma: gamma.data, mean, invStd },
+    backward: (dyIn, s, needs) => {
     const backCoef = new Float64Array(3 * C);
     for (let c = 0; c < C; c++) {
       backCoef[3 * c] = s.mean[c];
@@ -295,7 +300,9 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
       dgamma[c] = sums[2 * c + 1];
     }
     return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
-  }, batchNormFormula(training, activation)), (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options));
+  },
+    apply: (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options),
+  });
 }
 
 /**

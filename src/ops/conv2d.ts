@@ -11,7 +11,7 @@
 //   Y_g (Cout/g x Hout*Wout) = W_g (Cout/g x Cg*kH*kW) * col (Cg*kH*kW x Hout*Wout).
 
 import { alloc, inReuseScope, isCached, release } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { parallelGemm } from './gemm.js';
@@ -269,14 +269,21 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const y = alloc(g.N * g.Cout * g.Hout * g.Wout);
   conv2dForward(x.data, weight.data, bias?.data ?? null, g, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
-  return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'conv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+  return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), {
+    op: 'conv2d',
+    formula: `y = W * im2col(x) + b  (k${g.kH}x${g.kW} s${g.stride} p${g.padding}${g.groups > 1 ? ` g${g.groups}` : ''})  ->  dW = dy col^T, dx = col2im(W^T dy), db = sum dy`,
+    inputs: inputs,
+    saved: { x: x.data, weight: weight.data, g },
+    backward: (dy, s, needs) => {
     const dx = needs[0] ? alloc(s.x.length) : null;
     const dweight = needs[1] ? alloc(s.weight.length) : null;
     conv2dBackward(s.x, s.weight, dy, s.g, dx, dweight);
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;
-  }, `y = W * im2col(x) + b  (k${g.kH}x${g.kW} s${g.stride} p${g.padding}${g.groups > 1 ? ` g${g.groups}` : ''})  ->  dW = dy col^T, dx = col2im(W^T dy), db = sum dy`), (xs) => conv2d(xs[0], xs[1], xs[2] ?? null, options));
+  },
+    apply: (xs) => conv2d(xs[0], xs[1], xs[2] ?? null, options),
+  });
 }
 
 // =============================================================================================

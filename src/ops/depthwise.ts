@@ -9,7 +9,7 @@
 // strided multiply-add over that range with every offset hoisted out.
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
@@ -371,7 +371,12 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
   runKernel(DEPTHWISE_FORWARD, depthwiseParams(g), { x: x.data, weight: weight.data, y }, g.N * g.Cin, x.numel * g.kH * g.kW);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
-  return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), 'depthwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+  return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), {
+    op: 'depthwiseConv2d',
+    formula: `y[c] = w[c] * x[c]  (k${g.kH} s${g.stride} p${g.padding}, per channel)  ->  dx[c] = scatter(w[c] dy[c]), dw[c] = sum dy[c] x[c] (shifted)`,
+    inputs: inputs,
+    saved: { x: x.data, weight: weight.data, g },
+    backward: (dy, s, needs) => {
     let dx: Float32Array | null = null;
     let dweight: Float32Array | null = null;
     const work = dy.length * s.g.kH * s.g.kW;
@@ -380,7 +385,9 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
     return grads;
-  }, `y[c] = w[c] * x[c]  (k${g.kH} s${g.stride} p${g.padding}, per channel)  ->  dx[c] = scatter(w[c] dy[c]), dw[c] = sum dy[c] x[c] (shifted)`), (xs) => depthwiseConv2d(xs[0], xs[1], xs[2] ?? null, options));
+  },
+    apply: (xs) => depthwiseConv2d(xs[0], xs[1], xs[2] ?? null, options),
+  });
 }
 
 // =============================================================================================

@@ -2,7 +2,7 @@
 // 1 / (1 - p), so that the expected value is unchanged and evaluation needs no rescaling.
 
 import { alloc } from '../tensor/buffers.js';
-import { needsGraph, withReplay, recordOp } from '../tensor/autograd.js';
+import { needsGraph, recordOp } from '../tensor/autograd.js';
 import type { Rng } from '../tensor/rng.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -19,9 +19,16 @@ export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tens
     y[i] = keep ? x.data[i] * scale : 0;
   }
   if (!needsGraph(x)) return new Tensor(y, x.shape);
-  return withReplay(recordOp(new Tensor(y, x.shape), 'dropout', [x], { mask, scale }, (dy, s) => {
+  return recordOp(new Tensor(y, x.shape), {
+    op: 'dropout',
+    formula: `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`,
+    inputs: [x],
+    saved: { mask, scale },
+    backward: (dy, s) => {
     const dx = alloc(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = s.mask[i] === 1 ? dy[i] * s.scale : 0;
     return [dx];
-  }, `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`), (xs) => new Tensor(xs[0].data.map((v, i) => (mask[i] === 1 ? v * scale : 0)), xs[0].shape));
+  },
+    apply: (xs) => new Tensor(xs[0].data.map((v, i) => (mask[i] === 1 ? v * scale : 0)), xs[0].shape),
+  });
 }

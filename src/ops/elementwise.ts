@@ -6,7 +6,7 @@
 // (`reduceToShape`) and has the input's own shape again.
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp, needsGraph } from '../tensor/autograd.js';
+import { recordOp, needsGraph } from '../tensor/autograd.js';
 import { broadcastShapes, numelOf, sameShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -98,16 +98,28 @@ function expandTo(x: Tensor, outShape: readonly number[]): Float32Array {
 /** z = a + b (broadcast). Backward: da = sum_broadcast(dz), db = sum_broadcast(dz). */
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('add', a, b, (x, y) => x + y);
-  return withReplay(recordOp(out, 'add', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => [
+  return recordOp(out, {
+    op: 'add',
+    formula: 'z = a + b  ->  da = dz, db = dz (summed over broadcast axes)',
+    inputs: [a, b],
+    saved: { aShape: a.shape, bShape: b.shape, outShape: out.shape },
+    backward: (dz, s, needs) => [
     needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null,
     needs[1] ? reduceToShape(dz, s.outShape, s.bShape) : null,
-  ], 'z = a + b  ->  da = dz, db = dz (summed over broadcast axes)'), (xs) => add(xs[0], xs[1]));
+  ],
+    apply: (xs) => add(xs[0], xs[1]),
+  });
 }
 
 /** z = a - b. Backward: da = dz, db = -dz. */
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('sub', a, b, (x, y) => x - y);
-  return withReplay(recordOp(out, 'sub', [a, b], { aShape: a.shape, bShape: b.shape, outShape: out.shape }, (dz, s, needs) => {
+  return recordOp(out, {
+    op: 'sub',
+    formula: 'z = a - b  ->  da = dz, db = -dz',
+    inputs: [a, b],
+    saved: { aShape: a.shape, bShape: b.shape, outShape: out.shape },
+    backward: (dz, s, needs) => {
     let db: Float32Array | null = null;
     if (needs[1]) {
       const neg = alloc(dz.length);
@@ -115,13 +127,20 @@ export function sub(a: Tensor, b: Tensor): Tensor {
       db = reduceToShape(neg, s.outShape, s.bShape);
     }
     return [needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null, db];
-  }, 'z = a - b  ->  da = dz, db = -dz'), (xs) => sub(xs[0], xs[1]));
+  },
+    apply: (xs) => sub(xs[0], xs[1]),
+  });
 }
 
 /** z = a * b. Backward: da = dz * b, db = dz * a. */
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('mul', a, b, (x, y) => x * y);
-  return withReplay(recordOp(out, 'mul', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
+  return recordOp(out, {
+    op: 'mul',
+    formula: 'z = a * b  ->  da = dz * b, db = dz * a',
+    inputs: [a, b],
+    saved: { a, b, outShape: out.shape },
+    backward: (dz, s, needs) => {
     const grads: (Float32Array | null)[] = [null, null];
     if (needs[0]) {
       const bx = expandTo(s.b, s.outShape);
@@ -136,13 +155,20 @@ export function mul(a: Tensor, b: Tensor): Tensor {
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
     return grads;
-  }, 'z = a * b  ->  da = dz * b, db = dz * a'), (xs) => mul(xs[0], xs[1]));
+  },
+    apply: (xs) => mul(xs[0], xs[1]),
+  });
 }
 
 /** z = a / b. Backward: da = dz / b, db = -dz * a / b^2. */
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('div', a, b, (x, y) => x / y);
-  return withReplay(recordOp(out, 'div', [a, b], { a, b, outShape: out.shape }, (dz, s, needs) => {
+  return recordOp(out, {
+    op: 'div',
+    formula: 'z = a / b  ->  da = dz / b, db = -dz * a / b^2',
+    inputs: [a, b],
+    saved: { a, b, outShape: out.shape },
+    backward: (dz, s, needs) => {
     const grads: (Float32Array | null)[] = [null, null];
     const bx = expandTo(s.b, s.outShape);
     if (needs[0]) {
@@ -157,7 +183,9 @@ export function div(a: Tensor, b: Tensor): Tensor {
       grads[1] = reduceToShape(g, s.outShape, s.b.shape);
     }
     return grads;
-  }, 'z = a / b  ->  da = dz / b, db = -dz * a / b^2'), (xs) => div(xs[0], xs[1]));
+  },
+    apply: (xs) => div(xs[0], xs[1]),
+  });
 }
 
 // =============================================================================================
@@ -171,11 +199,18 @@ function unary(op: string, x: Tensor, f: (v: number) => number, formula: string,
   for (let i = 0; i < out.length; i++) out[i] = f(xd[i]);
   const y = new Tensor(out, x.shape);
   if (!needsGraph(x)) return y;
-  return withReplay(recordOp(y, op, [x], { x: xd, y: out }, (dy, s) => {
+  return recordOp(y, {
+    op: op,
+    formula: formula,
+    inputs: [x],
+    saved: { x: xd, y: out },
+    backward: (dy, s) => {
     const dx = alloc(dy.length);
     for (let i = 0; i < dy.length; i++) dx[i] = dy[i] * derivative(s.x[i], s.y[i]);
     return [dx];
-  }, formula), (xs) => unary(op, xs[0], f, formula, derivative));
+  },
+    apply: (xs) => unary(op, xs[0], f, formula, derivative),
+  });
 }
 
 /** y = -x; dx = -dy. */

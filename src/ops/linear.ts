@@ -2,7 +2,7 @@
 //   x: (N, in)   weight: (out, in)   bias: (out)   y: (N, out)
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { gemmNaive, parallelGemm, type Gemm } from './gemm.js';
@@ -30,7 +30,12 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   const y = alloc(N * outF);
   linearForward(x.data, weight.data, bias?.data ?? null, N, inF, outF, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
-  return withReplay(recordOp(new Tensor(y, [N, outF]), 'linear', inputs, { x: x.data, weight: weight.data }, (dy, s, needs) => {
+  return recordOp(new Tensor(y, [N, outF]), {
+    op: 'linear',
+    formula: 'y = x W^T + b  ->  dx = dy W, dW = dy^T x, db = sum_n dy',
+    inputs: inputs,
+    saved: { x: x.data, weight: weight.data },
+    backward: (dy, s, needs) => {
     let dx: Float32Array | null = null, dW: Float32Array | null = null, db: Float32Array | null = null;
     if (needs[0]) {
       dx = alloc(N * inF);
@@ -45,7 +50,9 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
       for (let n = 0; n < N; n++) for (let o = 0; o < outF; o++) db[o] += dy[n * outF + o];
     }
     return inputs.length === 3 ? [dx, dW, db] : [dx, dW];
-  }, 'y = x W^T + b  ->  dx = dy W, dW = dy^T x, db = sum_n dy'), (xs) => linear(xs[0], xs[1], xs[2] ?? null));
+  },
+    apply: (xs) => linear(xs[0], xs[1], xs[2] ?? null),
+  });
 }
 
 /** Naive twin of the forward. */

@@ -7,7 +7,7 @@
 //   Backward: dlogits = dLoss * (softmax(logits) - q) / N
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -47,7 +47,12 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
   }
   const loss = new Tensor(Float32Array.of(total / N), []);
   const labelCopy = Int32Array.from(labels);
-  return withReplay(recordOp(loss, 'softmaxCrossEntropy', [logits], { probs, labels: labelCopy }, (dLoss, s) => {
+  return recordOp(loss, {
+    op: 'softmaxCrossEntropy',
+    formula: `loss = mean_n -sum_c q_c log softmax(z)_c${eps > 0 ? ` (label smoothing ${eps})` : ''}  ->  dz = (softmax(z) - q) / N`,
+    inputs: [logits],
+    saved: { probs, labels: labelCopy },
+    backward: (dLoss, s) => {
     const dlogits = alloc(N * C);
     const scale = dLoss[0] / N;
     for (let n = 0; n < N; n++) {
@@ -55,5 +60,7 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
       dlogits[n * C + s.labels[n]] -= (1 - eps) * scale;
     }
     return [dlogits];
-  }, `loss = mean_n -sum_c q_c log softmax(z)_c${eps > 0 ? ` (label smoothing ${eps})` : ''}  ->  dz = (softmax(z) - q) / N`), (xs) => softmaxCrossEntropy(xs[0], labels, options));
+  },
+    apply: (xs) => softmaxCrossEntropy(xs[0], labels, options),
+  });
 }

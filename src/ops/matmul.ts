@@ -1,7 +1,7 @@
 // Matrix product, 2-D and batched 3-D, on the blocked GEMM.
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { matmulInto } from './gemm.js';
@@ -26,7 +26,12 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     matmulInto(a.data, b.data, out, M, N, K, { aOffset: i * M * K, bOffset: i * K * N, cOffset: i * M * N });
   }
   const outShape = batched ? [batch, M, N] : [M, N];
-  return withReplay(recordOp(new Tensor(out, outShape), 'matmul', [a, b], { a: a.data, b: b.data }, (dC, s, needs) => {
+  return recordOp(new Tensor(out, outShape), {
+    op: 'matmul',
+    formula: 'C = A B  ->  dA = dC B^T, dB = A^T dC',
+    inputs: [a, b],
+    saved: { a: a.data, b: b.data },
+    backward: (dC, s, needs) => {
     let dA: Float32Array | null = null;
     let dB: Float32Array | null = null;
     if (needs[0]) {
@@ -40,5 +45,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
     }
     return [dA, dB];
-  }, 'C = A B  ->  dA = dC B^T, dB = A^T dC'), (xs) => matmul(xs[0], xs[1]));
+  },
+    apply: (xs) => matmul(xs[0], xs[1]),
+  });
 }

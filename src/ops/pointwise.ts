@@ -6,7 +6,7 @@
 // matrix product over memory that is already in place.
 
 import { alloc, release } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
@@ -150,14 +150,21 @@ export function pointwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
   pointwiseForward(x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.HW);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
-  return withReplay(recordOp(new Tensor(y, [g.N, g.Cout, x.shape[2], x.shape[3]]), 'pointwiseConv2d', inputs, { x: x.data, weight: weight.data, g }, (dy, s, needs) => {
+  return recordOp(new Tensor(y, [g.N, g.Cout, x.shape[2], x.shape[3]]), {
+    op: 'pointwiseConv2d',
+    formula: 'Y_n = W X_n  (1x1 conv)  ->  dX_n = W^T dY_n, dW = sum_n dY_n X_n^T',
+    inputs: inputs,
+    saved: { x: x.data, weight: weight.data, g },
+    backward: (dy, s, needs) => {
     const dx = needs[0] ? alloc(s.x.length) : null;
     const dweight = needs[1] ? alloc(s.weight.length) : null;
     pointwiseBackward(s.x, s.weight, dy, s.g, dx, dweight);
     const grads: (Float32Array | null)[] = [dx, dweight];
     if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.HW) : null);
     return grads;
-  }, 'Y_n = W X_n  (1x1 conv)  ->  dX_n = W^T dY_n, dW = sum_n dY_n X_n^T'), (xs) => pointwiseConv2d(xs[0], xs[1], xs[2] ?? null));
+  },
+    apply: (xs) => pointwiseConv2d(xs[0], xs[1], xs[2] ?? null),
+  });
 }
 
 /** Naive twin: the same products with the textbook triple-loop GEMM. */

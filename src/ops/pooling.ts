@@ -2,7 +2,7 @@
 //   x: (N, C, H, W) -> y: (N, C, Hout, Wout),  Hout = floor((H + 2 pad - k) / stride) + 1
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { convOutputSize } from './conv2d.js';
@@ -59,11 +59,18 @@ export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
       }
     }
   }
-  return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'maxPool2d', [x], { argmax, n: xd.length }, (dy, s) => {
+  return recordOp(new Tensor(y, [N, C, Hout, Wout]), {
+    op: 'maxPool2d',
+    formula: `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`,
+    inputs: [x],
+    saved: { argmax, n: xd.length },
+    backward: (dy, s) => {
     const dx = alloc(s.n);
     for (let i = 0; i < dy.length; i++) dx[s.argmax[i]] += dy[i];
     return [dx];
-  }, `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`), (xs) => maxPool2d(xs[0], options));
+  },
+    apply: (xs) => maxPool2d(xs[0], options),
+  });
 }
 
 /**
@@ -91,7 +98,12 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
         y[o] = acc / area;
       }
   }
-  return withReplay(recordOp(new Tensor(y, [N, C, Hout, Wout]), 'avgPool2d', [x], { n: xd.length }, (dy, s) => {
+  return recordOp(new Tensor(y, [N, C, Hout, Wout]), {
+    op: 'avgPool2d',
+    formula: `y = mean over ${k}x${k} windows  ->  dx += dy / ${area} over each window`,
+    inputs: [x],
+    saved: { n: xd.length },
+    backward: (dy, s) => {
     const dx = alloc(s.n);
     let i = 0;
     for (let plane = 0; plane < N * C; plane++) {
@@ -110,7 +122,9 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
         }
     }
     return [dx];
-  }, `y = mean over ${k}x${k} windows  ->  dx += dy / ${area} over each window`), (xs) => avgPool2d(xs[0], options));
+  },
+    apply: (xs) => avgPool2d(xs[0], options),
+  });
 }
 
 /** y[n, c, 0, 0] = mean over H, W of x[n, c]. Backward: dx = dy / (H W) everywhere in the plane. */
@@ -125,9 +139,16 @@ export function globalAvgPool2d(x: Tensor): Tensor {
     for (let i = base; i < base + HW; i++) acc += x.data[i];
     y[plane] = acc / HW;
   }
-  return withReplay(recordOp(new Tensor(y, [N, C, 1, 1]), 'globalAvgPool2d', [x], { n: x.numel }, (dy, s) => {
+  return recordOp(new Tensor(y, [N, C, 1, 1]), {
+    op: 'globalAvgPool2d',
+    formula: 'y = mean over H, W  ->  dx = dy / (H W)',
+    inputs: [x],
+    saved: { n: x.numel },
+    backward: (dy, s) => {
     const dx = alloc(s.n);
     for (let plane = 0; plane < N * C; plane++) dx.fill(dy[plane] / HW, plane * HW, (plane + 1) * HW);
     return [dx];
-  }, 'y = mean over H, W  ->  dx = dy / (H W)'), (xs) => globalAvgPool2d(xs[0]));
+  },
+    apply: (xs) => globalAvgPool2d(xs[0]),
+  });
 }

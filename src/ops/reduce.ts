@@ -1,7 +1,7 @@
 // Reductions: sum and mean over axes, max over one axis.
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { normalizeAxis } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { broadcastSourceIndex } from './elementwise.js';
@@ -32,11 +32,18 @@ export function sum(x: Tensor, axes?: number | readonly number[], options: Reduc
   const result = new Float64Array(kept.reduce((p, d) => p * d, 1));
   for (let i = 0; i < x.data.length; i++) result[target[i]] += x.data[i];
   const yData = Float32Array.from(result);
-  return withReplay(recordOp(new Tensor(yData, out), 'sum', [x], { target }, (dy, s) => {
+  return recordOp(new Tensor(yData, out), {
+    op: 'sum',
+    formula: 'y = sum(x)  ->  dx = dy (broadcast back)',
+    inputs: [x],
+    saved: { target },
+    backward: (dy, s) => {
     const dx = alloc(s.target.length);
     for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]];
     return [dx];
-  }, 'y = sum(x)  ->  dx = dy (broadcast back)'), (xs) => sum(xs[0], axes, options));
+  },
+    apply: (xs) => sum(xs[0], axes, options),
+  });
 }
 
 /** y = mean of x over `axes`. Backward: dx = dy / (number of elements averaged). */
@@ -48,12 +55,19 @@ export function mean(x: Tensor, axes?: number | readonly number[], options: Redu
   const count = result.length === 0 ? 0 : x.numel / result.length;
   const yData = alloc(result.length);
   for (let i = 0; i < result.length; i++) yData[i] = result[i] / count;
-  return withReplay(recordOp(new Tensor(yData, out), 'mean', [x], { target, count }, (dy, s) => {
+  return recordOp(new Tensor(yData, out), {
+    op: 'mean',
+    formula: 'y = mean(x)  ->  dx = dy / n',
+    inputs: [x],
+    saved: { target, count },
+    backward: (dy, s) => {
     const dx = alloc(s.target.length);
     const scale = 1 / s.count;
     for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]] * scale;
     return [dx];
-  }, 'y = mean(x)  ->  dx = dy / n'), (xs) => mean(xs[0], axes, options));
+  },
+    apply: (xs) => mean(xs[0], axes, options),
+  });
 }
 
 /**
@@ -87,9 +101,16 @@ export function max(x: Tensor, axis: number, options: ReduceOptions = {}): Tenso
       argmax[o * inner + i] = bestIndex;
     }
   }
-  return withReplay(recordOp(new Tensor(yData, out), 'max', [x], { argmax, n: x.numel }, (dy, s) => {
+  return recordOp(new Tensor(yData, out), {
+    op: 'max',
+    formula: 'y = max_k x_k  ->  dx_k = dy if k = argmax else 0',
+    inputs: [x],
+    saved: { argmax, n: x.numel },
+    backward: (dy, s) => {
     const dx = alloc(s.n);
     for (let i = 0; i < s.argmax.length; i++) dx[s.argmax[i]] += dy[i];
     return [dx];
-  }, 'y = max_k x_k  ->  dx_k = dy if k = argmax else 0'), (xs) => max(xs[0], axis, options));
+  },
+    apply: (xs) => max(xs[0], axis, options),
+  });
 }

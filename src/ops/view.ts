@@ -2,7 +2,7 @@
 // because every tensor here is contiguous row-major.
 
 import { alloc } from '../tensor/buffers.js';
-import { withReplay, recordOp } from '../tensor/autograd.js';
+import { recordOp } from '../tensor/autograd.js';
 import { formatShape, normalizeAxis, numelOf, ShapeError, stridesOf } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -23,7 +23,14 @@ function resolveShape(op: string, from: readonly number[], to: readonly number[]
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const outShape = resolveShape('reshape', x.shape, shape);
   const y = new Tensor(x.data, outShape);
-  return withReplay(recordOp(y, 'reshape', [x], {}, (dy) => [dy], `y = reshape(x, ${formatShape(outShape)})  ->  dx = reshape(dy, ${formatShape(x.shape)})`), (xs) => reshape(xs[0], shape));
+  return recordOp(y, {
+    op: 'reshape',
+    formula: `y = reshape(x, ${formatShape(outShape)})  ->  dx = reshape(dy, ${formatShape(x.shape)})`,
+    inputs: [x],
+    saved: {},
+    backward: (dy) => [dy],
+    apply: (xs) => reshape(xs[0], shape),
+  });
 }
 
 /** Merge dimensions startDim..endDim into one (like torch.flatten). */
@@ -70,7 +77,14 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const y = new Tensor(permuteData(x.data, x.shape, normalized), outShape);
   const inverse = new Array<number>(rank);
   normalized.forEach((p, i) => (inverse[p] = i));
-  return withReplay(recordOp(y, 'permute', [x], { outShape, inverse }, (dy, s) => [permuteData(dy, s.outShape, s.inverse)], `y = permute(x, [${normalized.join(', ')}])  ->  dx = permute(dy, [${inverse.join(', ')}])`), (xs) => permute(xs[0], perm));
+  return recordOp(y, {
+    op: 'permute',
+    formula: `y = permute(x, [${normalized.join(', ')}])  ->  dx = permute(dy, [${inverse.join(', ')}])`,
+    inputs: [x],
+    saved: { outShape, inverse },
+    backward: (dy, s) => [permuteData(dy, s.outShape, s.inverse)],
+    apply: (xs) => permute(xs[0], perm),
+  });
 }
 
 /** Swap two axes (copy). */

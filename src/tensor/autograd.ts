@@ -94,21 +94,31 @@ export function needsGraph(...inputs: readonly Tensor[]): boolean {
 }
 
 /**
- * Attach a node to `output` if any input needs a gradient. `saved` holds what the backward
- * reads (masks, statistics, the inputs' data); it is released after the backward runs.
+ * An op as it records itself, the one form every op uses (in the spirit of micrograd's node
+ * and tinygrad's Function): its name, its formula, its inputs, what its backward keeps, its
+ * backward, and itself (`apply`: the op's public function on other inputs, with the same
+ * options), from which the stepper's replay is derived.
  */
-export function recordOp<S>(output: Tensor, op: string, inputs: readonly Tensor[], saved: S, backward: BackwardFn<S>, formula = ''): Tensor {
-  if (!needsGraph(...inputs)) return output;
-  output.requiresGrad = true;
-  output.node = new OpNode<S>(op, inputs, saved, backward, formula);
-  return output;
+export interface OpRecord<S> {
+  /** The op's name, as the stepper and the graph picture show it. */
+  op: string;
+  /** `forward  ->  derivative`, short, for learners. */
+  formula: string;
+  inputs: readonly Tensor[];
+  /** What the backward reads (masks, statistics, the inputs' data); released after it runs. */
+  saved: S;
+  backward: BackwardFn<S>;
+  /** The op itself on other inputs; replayed without a graph for numeric checks. */
+  apply: ReplayFn;
 }
 
-/** Give the node of `output` (if any) a replay function; returns `output`. */
-export function withReplay(output: Tensor, replay: ReplayFn): Tensor {
-  if (output.node !== null) {
-    output.node.replay = (inputs) => noGrad(() => replay(inputs));
-  }
+/** Attach the op's node to `output` when grad mode is on and an input needs a gradient; returns `output`. */
+export function recordOp<S>(output: Tensor, record: OpRecord<S>): Tensor {
+  if (!needsGraph(...record.inputs)) return output;
+  output.requiresGrad = true;
+  const node = new OpNode<S>(record.op, record.inputs, record.saved, record.backward, record.formula);
+  node.replay = (inputs) => noGrad(() => record.apply(inputs));
+  output.node = node;
   return output;
 }
 
