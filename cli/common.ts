@@ -2,7 +2,7 @@
 
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
@@ -73,6 +73,13 @@ export function integerList(flag: string) {
     if (list.some((v) => !Number.isInteger(v) || v < 0)) throw new InvalidArgumentError(`${flag} must be a comma-separated list of integers >= 0, got '${value}'.`);
     return list;
   };
+}
+
+/** `--model` and `--alpha`, the same for every command that builds a model. */
+export function addModelOptions<M extends string>(command: Command, models: readonly M[], defaults: { model: M; alpha: number }, what = ''): Command {
+  return command
+    .option('--model <name>', `${models.join(' | ')}${what}`, oneOf('--model', models), defaults.model)
+    .option('--alpha <a>', 'width multiplier alpha, in (0, 4]', numberIn('--alpha', 0, 4, { minExclusive: true }), defaults.alpha);
 }
 
 // ---------------------------------------------------------------------------------------------

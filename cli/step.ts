@@ -4,7 +4,7 @@
 
 import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
-import { BUNDLED_FASHION_MNIST, checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { addModelOptions, BUNDLED_FASHION_MNIST, checkAlpha, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
 import { GRAPH_EXTENSIONS, writeGraph } from './graph.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { TinyNet } from '../src/nn/tiny.js';
@@ -40,11 +40,10 @@ const FASHION_MEAN = 0.286;
 const FASHION_STD = 0.353;
 
 export function registerStep(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  program
+  const command = program
     .command('step')
-    .description('walk the backward pass of a CNN one node at a time (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)')
-    .option('--model <name>', 'tiny | v1 | v2 (untrained, or give --checkpoint)', oneOf('--model', ['tiny', 'v1', 'v2'] as const), 'tiny')
-    .option('--alpha <a>', 'width multiplier for v1 / v2', numberIn('--alpha', 0, 4, { minExclusive: true }), 0.25)
+    .description('walk the backward pass of a CNN one node at a time (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)');
+  addModelOptions(command, ['tiny', 'v1', 'v2'] as const, { model: 'tiny', alpha: 0.25 }, ' (untrained, or give --checkpoint)')
     .option('--checkpoint <path>', 'use a trained checkpoint instead (a .safetensors file or a run folder)')
     .option('--data-path <dir>', 'Fashion-MNIST folder (default: the bundled subset)')
     .option('--image <file>', 'step through one image of yours instead (JPEG, PNG, WebP), resized to the model\'s input')

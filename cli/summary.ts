@@ -3,7 +3,7 @@
 
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
-import { checkAlpha, numberIn, oneOf } from './common.js';
+import { addModelOptions, checkAlpha, numberIn } from './common.js';
 import { formatCostTable, layerCosts } from '../src/nn/cost.js';
 import { createModel } from '../src/nn/mobilenet.js';
 
@@ -17,11 +17,8 @@ interface SummaryFlags {
 }
 
 export function registerSummary(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  program
-    .command('summary')
-    .description('per-layer output shapes, parameters and mult-adds, as in the paper\'s tables')
-    .option('--model <name>', 'v1 | v2 | baseline', oneOf('--model', ['v1', 'v2', 'baseline'] as const), 'v1')
-    .option('--alpha <a>', 'width multiplier', numberIn('--alpha', 0, 4, { minExclusive: true }), 1)
+  const command = program.command('summary').description('per-layer output shapes, parameters and mult-adds, as in the paper\'s tables');
+  addModelOptions(command, ['v1', 'v2', 'baseline'] as const, { model: 'v1', alpha: 1 })
     .option('--resolution <r>', 'input resolution', numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), 224)
     .option('--num-classes <n>', 'classes', numberIn('--num-classes', 1, 100000, { integer: true }), 1000)
     .option('--in-channels <n>', 'input channels', numberIn('--in-channels', 1, 64, { integer: true }), 3)

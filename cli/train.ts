@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { checkAlpha, integerList, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { addModelOptions, checkAlpha, integerList, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 interface TrainFlags {
@@ -43,11 +43,8 @@ interface TrainFlags {
 const D = TRAIN_DEFAULTS;
 
 export function registerTrain(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  program
-    .command('train')
-    .description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~85%')
-    .option('--model <name>', 'v1 | v2 | baseline (the paper\'s full-convolution MobileNet)', oneOf('--model', ['v1', 'v2', 'baseline'] as const), D.model)
-    .option('--alpha <a>', 'width multiplier alpha, in (0, 4]', numberIn('--alpha', 0, 4, { minExclusive: true }), D.alpha)
+  const command = program.command('train').description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~85%');
+  addModelOptions(command, ['v1', 'v2', 'baseline'] as const, D, ' (baseline: the paper\'s full-convolution MobileNet)')
     .option('--resolution <r>', `input resolution (the paper\'s rho), 8..${MAX_RESOLUTION}`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
     .option('--data <name>', 'fashion-mnist | mnist | cifar10 | a folder of class subfolders', 'fashion-mnist')
     .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')

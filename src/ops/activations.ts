@@ -43,12 +43,9 @@ function maskedBackward(dy: Float32Array, saved: { mask: Uint8Array }): Float32A
 export function relu(x: Tensor): Tensor {
   const { y, mask } = clampWithMask(x, 0, Infinity, needsGraph(x));
   return recordOp(new Tensor(y, x.shape), {
-    op: 'relu',
+    op: 'relu', inputs: [x], saved: { mask: mask! },
     formula: 'y = max(0, x)  ->  dx = dy * [x > 0]',
-    inputs: [x],
-    saved: { mask: mask! },
-    backward: maskedBackward,
-    apply: (xs) => relu(xs[0]),
+    backward: maskedBackward, apply: (xs) => relu(xs[0]),
   });
 }
 
@@ -56,11 +53,8 @@ export function relu(x: Tensor): Tensor {
 export function relu6(x: Tensor): Tensor {
   const { y, mask } = clampWithMask(x, 0, 6, needsGraph(x));
   return recordOp(new Tensor(y, x.shape), {
-    op: 'relu6',
+    op: 'relu6', inputs: [x], saved: { mask: mask! },
     formula: 'y = min(max(0, x), 6)  ->  dx = dy * [0 < x < 6]',
-    inputs: [x],
-    saved: { mask: mask! },
-    backward: maskedBackward,
-    apply: (xs) => relu6(xs[0]),
+    backward: maskedBackward, apply: (xs) => relu6(xs[0]),
   });
 }

@@ -279,28 +279,27 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
   const y = call.y;
   const op = activation === undefined ? 'batchNorm2d' : `batchNorm2d+${activation}`;
   return recordOp(new Tensor(y, x.shape), {
-    op: op,
+    op, inputs: [x, gamma, beta],
     formula: batchNormFormula(training, activation),
-    inputs: [x, gamma, beta],
     saved: { call, gamma: gamma.data, mean, invStd },
     backward: (dyIn, s, needs) => {
-    const backCoef = new Float64Array(3 * C);
-    for (let c = 0; c < C; c++) {
-      backCoef[3 * c] = s.mean[c];
-      backCoef[3 * c + 1] = s.invStd[c];
-      backCoef[3 * c + 2] = s.gamma[c];
-    }
-    const sums = new Float64Array(2 * C);
-    const dx = needs[0] ? alloc(s.call.x.length, false) : null;
-    const call = s.call;
-    runKernel(BATCHNORM_BACKWARD, { N: call.N, C: call.C, HW: call.HW, high: call.high, training: call.training ? 1 : 0, hasDx: dx === null ? 0 : 1 }, { dy: dyIn, x: call.x, y: call.y, coef: backCoef, dx: dx ?? NO_INPUT_GRADIENT, sums }, call.C, call.x.length);
-    const dgamma = alloc(C), dbeta = alloc(C);
-    for (let c = 0; c < C; c++) {
-      dbeta[c] = sums[2 * c];
-      dgamma[c] = sums[2 * c + 1];
-    }
-    return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
-  },
+      const backCoef = new Float64Array(3 * C);
+      for (let c = 0; c < C; c++) {
+        backCoef[3 * c] = s.mean[c];
+        backCoef[3 * c + 1] = s.invStd[c];
+        backCoef[3 * c + 2] = s.gamma[c];
+      }
+      const sums = new Float64Array(2 * C);
+      const dx = needs[0] ? alloc(s.call.x.length, false) : null;
+      const call = s.call;
+      runKernel(BATCHNORM_BACKWARD, { N: call.N, C: call.C, HW: call.HW, high: call.high, training: call.training ? 1 : 0, hasDx: dx === null ? 0 : 1 }, { dy: dyIn, x: call.x, y: call.y, coef: backCoef, dx: dx ?? NO_INPUT_GRADIENT, sums }, call.C, call.x.length);
+      const dgamma = alloc(C), dbeta = alloc(C);
+      for (let c = 0; c < C; c++) {
+        dbeta[c] = sums[2 * c];
+        dgamma[c] = sums[2 * c + 1];
+      }
+      return [dx, needs[1] ? dgamma : null, needs[2] ? dbeta : null];
+    },
     apply: (xs) => batchNorm2d(xs[0], xs[1], xs[2], runningMean.clone(), runningVar.clone(), options),
   });
 }

@@ -263,6 +263,20 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
   if (xs !== x) release(xs);
 }
 
+/**
+ * The gradients of a convolution y = W * x + b: dx and dW (each only where needed) from the
+ * kernel's backward, db[c] = sum over images and positions of dy[n, c]. Shared by conv2d and
+ * the pointwise op. `saved` has the input and weight data and the output's geometry.
+ */
+export function convolutionGrads(dy: Float32Array, needs: readonly boolean[], saved: { x: Float32Array; weight: Float32Array; g: { N: number; Cout: number } }, hasBias: boolean, outputPlane: number, backward: (dx: Float32Array | null, dweight: Float32Array | null) => void): (Float32Array | null)[] {
+  const dx = needs[0] ? alloc(saved.x.length) : null;
+  const dweight = needs[1] ? alloc(saved.weight.length) : null;
+  backward(dx, dweight);
+  const grads: (Float32Array | null)[] = [dx, dweight];
+  if (hasBias) grads.push(needs[2] ? biasGradPerChannel(dy, saved.g.N, saved.g.Cout, outputPlane) : null);
+  return grads;
+}
+
 /** conv2d as an autograd op. */
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
   const g = convGeometry('conv2d', x, weight, bias, options);
@@ -270,18 +284,10 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   conv2dForward(x.data, weight.data, bias?.data ?? null, g, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), {
-    op: 'conv2d',
+    op: 'conv2d', inputs,
     formula: `y = W * im2col(x) + b  (k${g.kH}x${g.kW} s${g.stride} p${g.padding}${g.groups > 1 ? ` g${g.groups}` : ''})  ->  dW = dy col^T, dx = col2im(W^T dy), db = sum dy`,
-    inputs: inputs,
     saved: { x: x.data, weight: weight.data, g },
-    backward: (dy, s, needs) => {
-    const dx = needs[0] ? alloc(s.x.length) : null;
-    const dweight = needs[1] ? alloc(s.weight.length) : null;
-    conv2dBackward(s.x, s.weight, dy, s.g, dx, dweight);
-    const grads: (Float32Array | null)[] = [dx, dweight];
-    if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
-    return grads;
-  },
+    backward: (dy, s, needs) => convolutionGrads(dy, needs, s, inputs.length === 3, s.g.Hout * s.g.Wout, (dx, dweight) => conv2dBackward(s.x, s.weight, dy, s.g, dx, dweight)),
     apply: (xs) => conv2d(xs[0], xs[1], xs[2] ?? null, options),
   });
 }

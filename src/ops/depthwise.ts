@@ -372,20 +372,19 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), {
-    op: 'depthwiseConv2d',
+    op: 'depthwiseConv2d', inputs,
     formula: `y[c] = w[c] * x[c]  (k${g.kH} s${g.stride} p${g.padding}, per channel)  ->  dx[c] = scatter(w[c] dy[c]), dw[c] = sum dy[c] x[c] (shifted)`,
-    inputs: inputs,
     saved: { x: x.data, weight: weight.data, g },
     backward: (dy, s, needs) => {
-    let dx: Float32Array | null = null;
-    let dweight: Float32Array | null = null;
-    const work = dy.length * s.g.kH * s.g.kW;
-    if (needs[0]) runKernel(DEPTHWISE_BACKWARD_INPUT, depthwiseParams(s.g), { dy, weight: s.weight, dx: (dx = alloc(s.x.length, false)) }, s.g.N * s.g.Cin, work);
-    if (needs[1]) runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(s.g), { dy, x: s.x, dweight: (dweight = alloc(s.weight.length, false)) }, s.g.Cin, work);
-    const grads: (Float32Array | null)[] = [dx, dweight];
-    if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
-    return grads;
-  },
+      let dx: Float32Array | null = null;
+      let dweight: Float32Array | null = null;
+      const work = dy.length * s.g.kH * s.g.kW;
+      if (needs[0]) runKernel(DEPTHWISE_BACKWARD_INPUT, depthwiseParams(s.g), { dy, weight: s.weight, dx: (dx = alloc(s.x.length, false)) }, s.g.N * s.g.Cin, work);
+      if (needs[1]) runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(s.g), { dy, x: s.x, dweight: (dweight = alloc(s.weight.length, false)) }, s.g.Cin, work);
+      const grads: (Float32Array | null)[] = [dx, dweight];
+      if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
+      return grads;
+    },
     apply: (xs) => depthwiseConv2d(xs[0], xs[1], xs[2] ?? null, options),
   });
 }

@@ -20,15 +20,14 @@ export function dropout(x: Tensor, p: number, rng: Rng, training: boolean): Tens
   }
   if (!needsGraph(x)) return new Tensor(y, x.shape);
   return recordOp(new Tensor(y, x.shape), {
-    op: 'dropout',
+    op: 'dropout', inputs: [x],
     formula: `y = x * mask / (1 - ${p})  ->  dx = dy * mask / (1 - ${p})`,
-    inputs: [x],
     saved: { mask, scale },
     backward: (dy, s) => {
-    const dx = alloc(dy.length);
-    for (let i = 0; i < dy.length; i++) dx[i] = s.mask[i] === 1 ? dy[i] * s.scale : 0;
-    return [dx];
-  },
+      const dx = alloc(dy.length);
+      for (let i = 0; i < dy.length; i++) dx[i] = s.mask[i] === 1 ? dy[i] * s.scale : 0;
+      return [dx];
+    },
     apply: (xs) => new Tensor(xs[0].data.map((v, i) => (mask[i] === 1 ? v * scale : 0)), xs[0].shape),
   });
 }

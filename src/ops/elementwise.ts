@@ -99,9 +99,8 @@ function expandTo(x: Tensor, outShape: readonly number[]): Float32Array {
 export function add(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('add', a, b, (x, y) => x + y);
   return recordOp(out, {
-    op: 'add',
+    op: 'add', inputs: [a, b],
     formula: 'z = a + b  ->  da = dz, db = dz (summed over broadcast axes)',
-    inputs: [a, b],
     saved: { aShape: a.shape, bShape: b.shape, outShape: out.shape },
     backward: (dz, s, needs) => [
     needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null,
@@ -115,19 +114,18 @@ export function add(a: Tensor, b: Tensor): Tensor {
 export function sub(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('sub', a, b, (x, y) => x - y);
   return recordOp(out, {
-    op: 'sub',
+    op: 'sub', inputs: [a, b],
     formula: 'z = a - b  ->  da = dz, db = -dz',
-    inputs: [a, b],
     saved: { aShape: a.shape, bShape: b.shape, outShape: out.shape },
     backward: (dz, s, needs) => {
-    let db: Float32Array | null = null;
-    if (needs[1]) {
-      const neg = alloc(dz.length);
-      for (let i = 0; i < dz.length; i++) neg[i] = -dz[i];
-      db = reduceToShape(neg, s.outShape, s.bShape);
-    }
-    return [needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null, db];
-  },
+      let db: Float32Array | null = null;
+      if (needs[1]) {
+        const neg = alloc(dz.length);
+        for (let i = 0; i < dz.length; i++) neg[i] = -dz[i];
+        db = reduceToShape(neg, s.outShape, s.bShape);
+      }
+      return [needs[0] ? reduceToShape(dz, s.outShape, s.aShape) : null, db];
+    },
     apply: (xs) => sub(xs[0], xs[1]),
   });
 }
@@ -136,26 +134,25 @@ export function sub(a: Tensor, b: Tensor): Tensor {
 export function mul(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('mul', a, b, (x, y) => x * y);
   return recordOp(out, {
-    op: 'mul',
+    op: 'mul', inputs: [a, b],
     formula: 'z = a * b  ->  da = dz * b, db = dz * a',
-    inputs: [a, b],
     saved: { a, b, outShape: out.shape },
     backward: (dz, s, needs) => {
-    const grads: (Float32Array | null)[] = [null, null];
-    if (needs[0]) {
-      const bx = expandTo(s.b, s.outShape);
-      const g = alloc(dz.length);
-      for (let i = 0; i < dz.length; i++) g[i] = dz[i] * bx[i];
-      grads[0] = reduceToShape(g, s.outShape, s.a.shape);
-    }
-    if (needs[1]) {
-      const ax = expandTo(s.a, s.outShape);
-      const g = alloc(dz.length);
-      for (let i = 0; i < dz.length; i++) g[i] = dz[i] * ax[i];
-      grads[1] = reduceToShape(g, s.outShape, s.b.shape);
-    }
-    return grads;
-  },
+      const grads: (Float32Array | null)[] = [null, null];
+      if (needs[0]) {
+        const bx = expandTo(s.b, s.outShape);
+        const g = alloc(dz.length);
+        for (let i = 0; i < dz.length; i++) g[i] = dz[i] * bx[i];
+        grads[0] = reduceToShape(g, s.outShape, s.a.shape);
+      }
+      if (needs[1]) {
+        const ax = expandTo(s.a, s.outShape);
+        const g = alloc(dz.length);
+        for (let i = 0; i < dz.length; i++) g[i] = dz[i] * ax[i];
+        grads[1] = reduceToShape(g, s.outShape, s.b.shape);
+      }
+      return grads;
+    },
     apply: (xs) => mul(xs[0], xs[1]),
   });
 }
@@ -164,26 +161,25 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 export function div(a: Tensor, b: Tensor): Tensor {
   const out = broadcastBinary('div', a, b, (x, y) => x / y);
   return recordOp(out, {
-    op: 'div',
+    op: 'div', inputs: [a, b],
     formula: 'z = a / b  ->  da = dz / b, db = -dz * a / b^2',
-    inputs: [a, b],
     saved: { a, b, outShape: out.shape },
     backward: (dz, s, needs) => {
-    const grads: (Float32Array | null)[] = [null, null];
-    const bx = expandTo(s.b, s.outShape);
-    if (needs[0]) {
-      const g = alloc(dz.length);
-      for (let i = 0; i < dz.length; i++) g[i] = dz[i] / bx[i];
-      grads[0] = reduceToShape(g, s.outShape, s.a.shape);
-    }
-    if (needs[1]) {
-      const ax = expandTo(s.a, s.outShape);
-      const g = alloc(dz.length);
-      for (let i = 0; i < dz.length; i++) g[i] = (-dz[i] * ax[i]) / (bx[i] * bx[i]);
-      grads[1] = reduceToShape(g, s.outShape, s.b.shape);
-    }
-    return grads;
-  },
+      const grads: (Float32Array | null)[] = [null, null];
+      const bx = expandTo(s.b, s.outShape);
+      if (needs[0]) {
+        const g = alloc(dz.length);
+        for (let i = 0; i < dz.length; i++) g[i] = dz[i] / bx[i];
+        grads[0] = reduceToShape(g, s.outShape, s.a.shape);
+      }
+      if (needs[1]) {
+        const ax = expandTo(s.a, s.outShape);
+        const g = alloc(dz.length);
+        for (let i = 0; i < dz.length; i++) g[i] = (-dz[i] * ax[i]) / (bx[i] * bx[i]);
+        grads[1] = reduceToShape(g, s.outShape, s.b.shape);
+      }
+      return grads;
+    },
     apply: (xs) => div(xs[0], xs[1]),
   });
 }
@@ -200,15 +196,14 @@ function unary(op: string, x: Tensor, f: (v: number) => number, formula: string,
   const y = new Tensor(out, x.shape);
   if (!needsGraph(x)) return y;
   return recordOp(y, {
-    op: op,
+    op, inputs: [x],
     formula: formula,
-    inputs: [x],
     saved: { x: xd, y: out },
     backward: (dy, s) => {
-    const dx = alloc(dy.length);
-    for (let i = 0; i < dy.length; i++) dx[i] = dy[i] * derivative(s.x[i], s.y[i]);
-    return [dx];
-  },
+      const dx = alloc(dy.length);
+      for (let i = 0; i < dy.length; i++) dx[i] = dy[i] * derivative(s.x[i], s.y[i]);
+      return [dx];
+    },
     apply: (xs) => unary(op, xs[0], f, formula, derivative),
   });
 }

@@ -31,26 +31,25 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
   linearForward(x.data, weight.data, bias?.data ?? null, N, inF, outF, y);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return recordOp(new Tensor(y, [N, outF]), {
-    op: 'linear',
+    op: 'linear', inputs,
     formula: 'y = x W^T + b  ->  dx = dy W, dW = dy^T x, db = sum_n dy',
-    inputs: inputs,
     saved: { x: x.data, weight: weight.data },
     backward: (dy, s, needs) => {
-    let dx: Float32Array | null = null, dW: Float32Array | null = null, db: Float32Array | null = null;
-    if (needs[0]) {
-      dx = alloc(N * inF);
-      parallelGemm({ transA: false, transB: false, M: N, N: inF, K: outF, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.weight, bOffset: 0, ldb: inF, beta: 0, C: dx, cOffset: 0, ldc: inF });
-    }
-    if (needs[1]) {
-      dW = alloc(outF * inF);
-      parallelGemm({ transA: true, transB: false, M: outF, N: inF, K: N, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.x, bOffset: 0, ldb: inF, beta: 0, C: dW, cOffset: 0, ldc: inF });
-    }
-    if (inputs.length === 3 && needs[2]) {
-      db = alloc(outF);
-      for (let n = 0; n < N; n++) for (let o = 0; o < outF; o++) db[o] += dy[n * outF + o];
-    }
-    return inputs.length === 3 ? [dx, dW, db] : [dx, dW];
-  },
+      let dx: Float32Array | null = null, dW: Float32Array | null = null, db: Float32Array | null = null;
+      if (needs[0]) {
+        dx = alloc(N * inF);
+        parallelGemm({ transA: false, transB: false, M: N, N: inF, K: outF, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.weight, bOffset: 0, ldb: inF, beta: 0, C: dx, cOffset: 0, ldc: inF });
+      }
+      if (needs[1]) {
+        dW = alloc(outF * inF);
+        parallelGemm({ transA: true, transB: false, M: outF, N: inF, K: N, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.x, bOffset: 0, ldb: inF, beta: 0, C: dW, cOffset: 0, ldc: inF });
+      }
+      if (inputs.length === 3 && needs[2]) {
+        db = alloc(outF);
+        for (let n = 0; n < N; n++) for (let o = 0; o < outF; o++) db[o] += dy[n * outF + o];
+      }
+      return inputs.length === 3 ? [dx, dW, db] : [dx, dW];
+    },
     apply: (xs) => linear(xs[0], xs[1], xs[2] ?? null),
   });
 }

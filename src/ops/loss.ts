@@ -48,19 +48,18 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>, o
   const loss = new Tensor(Float32Array.of(total / N), []);
   const labelCopy = Int32Array.from(labels);
   return recordOp(loss, {
-    op: 'softmaxCrossEntropy',
+    op: 'softmaxCrossEntropy', inputs: [logits],
     formula: `loss = mean_n -sum_c q_c log softmax(z)_c${eps > 0 ? ` (label smoothing ${eps})` : ''}  ->  dz = (softmax(z) - q) / N`,
-    inputs: [logits],
     saved: { probs, labels: labelCopy },
     backward: (dLoss, s) => {
-    const dlogits = alloc(N * C);
-    const scale = dLoss[0] / N;
-    for (let n = 0; n < N; n++) {
-      for (let c = 0; c < C; c++) dlogits[n * C + c] = (s.probs[n * C + c] - eps / C) * scale;
-      dlogits[n * C + s.labels[n]] -= (1 - eps) * scale;
-    }
-    return [dlogits];
-  },
+      const dlogits = alloc(N * C);
+      const scale = dLoss[0] / N;
+      for (let n = 0; n < N; n++) {
+        for (let c = 0; c < C; c++) dlogits[n * C + c] = (s.probs[n * C + c] - eps / C) * scale;
+        dlogits[n * C + s.labels[n]] -= (1 - eps) * scale;
+      }
+      return [dlogits];
+    },
     apply: (xs) => softmaxCrossEntropy(xs[0], labels, options),
   });
 }

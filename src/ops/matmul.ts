@@ -27,25 +27,24 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const outShape = batched ? [batch, M, N] : [M, N];
   return recordOp(new Tensor(out, outShape), {
-    op: 'matmul',
+    op: 'matmul', inputs: [a, b],
     formula: 'C = A B  ->  dA = dC B^T, dB = A^T dC',
-    inputs: [a, b],
     saved: { a: a.data, b: b.data },
     backward: (dC, s, needs) => {
-    let dA: Float32Array | null = null;
-    let dB: Float32Array | null = null;
-    if (needs[0]) {
-      dA = alloc(batch * M * K);
-      // dA (M x K) = dC (M x N) * B^T (N x K)
-      for (let i = 0; i < batch; i++) matmulInto(dC, s.b, dA, M, K, N, { transB: true, aOffset: i * M * N, bOffset: i * K * N, cOffset: i * M * K });
-    }
-    if (needs[1]) {
-      dB = alloc(batch * K * N);
-      // dB (K x N) = A^T (K x M) * dC (M x N)
-      for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
-    }
-    return [dA, dB];
-  },
+      let dA: Float32Array | null = null;
+      let dB: Float32Array | null = null;
+      if (needs[0]) {
+        dA = alloc(batch * M * K);
+        // dA (M x K) = dC (M x N) * B^T (N x K)
+        for (let i = 0; i < batch; i++) matmulInto(dC, s.b, dA, M, K, N, { transB: true, aOffset: i * M * N, bOffset: i * K * N, cOffset: i * M * K });
+      }
+      if (needs[1]) {
+        dB = alloc(batch * K * N);
+        // dB (K x N) = A^T (K x M) * dC (M x N)
+        for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
+      }
+      return [dA, dB];
+    },
     apply: (xs) => matmul(xs[0], xs[1]),
   });
 }

@@ -9,7 +9,7 @@ import { alloc, release } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { addBiasPerChannel, biasGradPerChannel } from './conv2d.js';
+import { addBiasPerChannel, convolutionGrads } from './conv2d.js';
 import { gemmNaive, type Gemm } from './gemm.js';
 import { parallelGemm } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
@@ -151,18 +151,10 @@ export function pointwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.HW);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return recordOp(new Tensor(y, [g.N, g.Cout, x.shape[2], x.shape[3]]), {
-    op: 'pointwiseConv2d',
+    op: 'pointwiseConv2d', inputs,
     formula: 'Y_n = W X_n  (1x1 conv)  ->  dX_n = W^T dY_n, dW = sum_n dY_n X_n^T',
-    inputs: inputs,
     saved: { x: x.data, weight: weight.data, g },
-    backward: (dy, s, needs) => {
-    const dx = needs[0] ? alloc(s.x.length) : null;
-    const dweight = needs[1] ? alloc(s.weight.length) : null;
-    pointwiseBackward(s.x, s.weight, dy, s.g, dx, dweight);
-    const grads: (Float32Array | null)[] = [dx, dweight];
-    if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.HW) : null);
-    return grads;
-  },
+    backward: (dy, s, needs) => convolutionGrads(dy, needs, s, inputs.length === 3, s.g.HW, (dx, dweight) => pointwiseBackward(s.x, s.weight, dy, s.g, dx, dweight)),
     apply: (xs) => pointwiseConv2d(xs[0], xs[1], xs[2] ?? null),
   });
 }

@@ -60,15 +60,14 @@ export function maxPool2d(x: Tensor, options: PoolOptions): Tensor {
     }
   }
   return recordOp(new Tensor(y, [N, C, Hout, Wout]), {
-    op: 'maxPool2d',
+    op: 'maxPool2d', inputs: [x],
     formula: `y = max over ${k}x${k} windows  ->  dx[argmax] += dy`,
-    inputs: [x],
     saved: { argmax, n: xd.length },
     backward: (dy, s) => {
-    const dx = alloc(s.n);
-    for (let i = 0; i < dy.length; i++) dx[s.argmax[i]] += dy[i];
-    return [dx];
-  },
+      const dx = alloc(s.n);
+      for (let i = 0; i < dy.length; i++) dx[s.argmax[i]] += dy[i];
+      return [dx];
+    },
     apply: (xs) => maxPool2d(xs[0], options),
   });
 }
@@ -99,30 +98,29 @@ export function avgPool2d(x: Tensor, options: PoolOptions): Tensor {
       }
   }
   return recordOp(new Tensor(y, [N, C, Hout, Wout]), {
-    op: 'avgPool2d',
+    op: 'avgPool2d', inputs: [x],
     formula: `y = mean over ${k}x${k} windows  ->  dx += dy / ${area} over each window`,
-    inputs: [x],
     saved: { n: xd.length },
     backward: (dy, s) => {
-    const dx = alloc(s.n);
-    let i = 0;
-    for (let plane = 0; plane < N * C; plane++) {
-      const base = plane * H * W;
-      for (let oy = 0; oy < Hout; oy++)
-        for (let ox = 0; ox < Wout; ox++, i++) {
-          const g = dy[i] / area;
-          for (let ky = 0; ky < k; ky++) {
-            const iy = oy * stride - padding + ky;
-            if (iy < 0 || iy >= H) continue;
-            for (let kx = 0; kx < k; kx++) {
-              const ix = ox * stride - padding + kx;
-              if (ix >= 0 && ix < W) dx[base + iy * W + ix] += g;
+      const dx = alloc(s.n);
+      let i = 0;
+      for (let plane = 0; plane < N * C; plane++) {
+        const base = plane * H * W;
+        for (let oy = 0; oy < Hout; oy++)
+          for (let ox = 0; ox < Wout; ox++, i++) {
+            const g = dy[i] / area;
+            for (let ky = 0; ky < k; ky++) {
+              const iy = oy * stride - padding + ky;
+              if (iy < 0 || iy >= H) continue;
+              for (let kx = 0; kx < k; kx++) {
+                const ix = ox * stride - padding + kx;
+                if (ix >= 0 && ix < W) dx[base + iy * W + ix] += g;
+              }
             }
           }
-        }
-    }
-    return [dx];
-  },
+      }
+      return [dx];
+    },
     apply: (xs) => avgPool2d(xs[0], options),
   });
 }
@@ -140,15 +138,14 @@ export function globalAvgPool2d(x: Tensor): Tensor {
     y[plane] = acc / HW;
   }
   return recordOp(new Tensor(y, [N, C, 1, 1]), {
-    op: 'globalAvgPool2d',
+    op: 'globalAvgPool2d', inputs: [x],
     formula: 'y = mean over H, W  ->  dx = dy / (H W)',
-    inputs: [x],
     saved: { n: x.numel },
     backward: (dy, s) => {
-    const dx = alloc(s.n);
-    for (let plane = 0; plane < N * C; plane++) dx.fill(dy[plane] / HW, plane * HW, (plane + 1) * HW);
-    return [dx];
-  },
+      const dx = alloc(s.n);
+      for (let plane = 0; plane < N * C; plane++) dx.fill(dy[plane] / HW, plane * HW, (plane + 1) * HW);
+      return [dx];
+    },
     apply: (xs) => globalAvgPool2d(xs[0]),
   });
 }

@@ -33,15 +33,14 @@ export function sum(x: Tensor, axes?: number | readonly number[], options: Reduc
   for (let i = 0; i < x.data.length; i++) result[target[i]] += x.data[i];
   const yData = Float32Array.from(result);
   return recordOp(new Tensor(yData, out), {
-    op: 'sum',
+    op: 'sum', inputs: [x],
     formula: 'y = sum(x)  ->  dx = dy (broadcast back)',
-    inputs: [x],
     saved: { target },
     backward: (dy, s) => {
-    const dx = alloc(s.target.length);
-    for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]];
-    return [dx];
-  },
+      const dx = alloc(s.target.length);
+      for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]];
+      return [dx];
+    },
     apply: (xs) => sum(xs[0], axes, options),
   });
 }
@@ -56,16 +55,15 @@ export function mean(x: Tensor, axes?: number | readonly number[], options: Redu
   const yData = alloc(result.length);
   for (let i = 0; i < result.length; i++) yData[i] = result[i] / count;
   return recordOp(new Tensor(yData, out), {
-    op: 'mean',
+    op: 'mean', inputs: [x],
     formula: 'y = mean(x)  ->  dx = dy / n',
-    inputs: [x],
     saved: { target, count },
     backward: (dy, s) => {
-    const dx = alloc(s.target.length);
-    const scale = 1 / s.count;
-    for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]] * scale;
-    return [dx];
-  },
+      const dx = alloc(s.target.length);
+      const scale = 1 / s.count;
+      for (let i = 0; i < dx.length; i++) dx[i] = dy[s.target[i]] * scale;
+      return [dx];
+    },
     apply: (xs) => mean(xs[0], axes, options),
   });
 }
@@ -102,15 +100,14 @@ export function max(x: Tensor, axis: number, options: ReduceOptions = {}): Tenso
     }
   }
   return recordOp(new Tensor(yData, out), {
-    op: 'max',
+    op: 'max', inputs: [x],
     formula: 'y = max_k x_k  ->  dx_k = dy if k = argmax else 0',
-    inputs: [x],
     saved: { argmax, n: x.numel },
     backward: (dy, s) => {
-    const dx = alloc(s.n);
-    for (let i = 0; i < s.argmax.length; i++) dx[s.argmax[i]] += dy[i];
-    return [dx];
-  },
+      const dx = alloc(s.n);
+      for (let i = 0; i < s.argmax.length; i++) dx[s.argmax[i]] += dy[i];
+      return [dx];
+    },
     apply: (xs) => max(xs[0], axis, options),
   });
 }

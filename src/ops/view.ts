@@ -24,12 +24,9 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const outShape = resolveShape('reshape', x.shape, shape);
   const y = new Tensor(x.data, outShape);
   return recordOp(y, {
-    op: 'reshape',
+    op: 'reshape', inputs: [x], saved: {},
     formula: `y = reshape(x, ${formatShape(outShape)})  ->  dx = reshape(dy, ${formatShape(x.shape)})`,
-    inputs: [x],
-    saved: {},
-    backward: (dy) => [dy],
-    apply: (xs) => reshape(xs[0], shape),
+    backward: (dy) => [dy], apply: (xs) => reshape(xs[0], shape),
   });
 }
 
@@ -78,12 +75,9 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const inverse = new Array<number>(rank);
   normalized.forEach((p, i) => (inverse[p] = i));
   return recordOp(y, {
-    op: 'permute',
+    op: 'permute', inputs: [x], saved: { outShape, inverse },
     formula: `y = permute(x, [${normalized.join(', ')}])  ->  dx = permute(dy, [${inverse.join(', ')}])`,
-    inputs: [x],
-    saved: { outShape, inverse },
-    backward: (dy, s) => [permuteData(dy, s.outShape, s.inverse)],
-    apply: (xs) => permute(xs[0], perm),
+    backward: (dy, s) => [permuteData(dy, s.outShape, s.inverse)], apply: (xs) => permute(xs[0], perm),
   });
 }
 
