@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
+import { createModel, MOBILENET_V2_EXPANSION, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
@@ -79,7 +79,20 @@ export function integerList(flag: string) {
 export function addModelOptions<M extends string>(command: Command, models: readonly M[], defaults: { model: M; alpha: number }, what = ''): Command {
   return command
     .option('--model <name>', `${models.join(' | ')}${what}`, oneOf('--model', models), defaults.model)
-    .option('--alpha <a>', 'width multiplier alpha, in (0, 4]', numberIn('--alpha', 0, 4, { minExclusive: true }), defaults.alpha);
+    .option('--alpha <a>', 'width multiplier alpha, in (0, 4]', numberIn('--alpha', 0, 4, { minExclusive: true }), defaults.alpha)
+    .option('--expansion <t>', 'MobileNetV2: expansion factor t of the inverted residual blocks (6 in the paper; below 1 a classic bottleneck), in (0, 16]', numberIn('--expansion', 0, 16, { minExclusive: true }), MOBILENET_V2_EXPANSION);
+}
+
+/** `--rho`: the paper's resolution multiplier, resolution = round(rho x the base size). */
+export const rhoOption = (base: string) => ['--rho <r>', `resolution multiplier, in (0, 1]: resolution = round(rho x ${base}); excludes --resolution`, numberIn('--rho', 0, 1, { minExclusive: true })] as const;
+
+/** The resolution a run uses: round(rho x base) with --rho, else --resolution; both is a usage error. */
+export function resolutionFrom(flags: { rho?: number; resolution: number }, given: (flag: string) => boolean, base: number): number {
+  if (flags.rho === undefined) return flags.resolution;
+  if (given('resolution')) throw new UsageError('--rho and --resolution exclude each other: --rho scales the base size, --resolution sets the size');
+  const resolution = Math.round(flags.rho * base);
+  if (resolution < 8) throw new UsageError(`--rho ${flags.rho}: round(${flags.rho} x ${base}) = ${resolution} pixels, below the smallest resolution 8`);
+  return resolution;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,7 +179,7 @@ export function loadModelFromCheckpoint(path: string): LoadedModel {
   const ckpt = readCheckpoint(file);
   const config = ckpt.meta.config as TrainConfig;
   const dataset = ckpt.meta.dataset as { name: string; classNames: string[]; channels: number };
-  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout });
+  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout, expansion: config.expansion ?? MOBILENET_V2_EXPANSION });
   const dict = new Map<string, Tensor>();
   for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
   model.loadStateDict(dict);

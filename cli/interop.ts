@@ -11,7 +11,7 @@
 import { type Command } from 'commander';
 import { checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { loadWeights, saveWeights } from '../src/nn/interop.js';
-import { createModel, type Architecture } from '../src/nn/mobilenet.js';
+import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
@@ -19,7 +19,6 @@ import { writeFileAtomic } from '../src/tensor/safetensors.js';
 
 /** torchvision's ImageNet normalisation (its pretrained weights expect it). */
 const IMAGENET = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
-const ARCHITECTURES = ['v1', 'v2', 'baseline'] as const;
 
 interface ImportFlags {
   model?: Architecture;
@@ -47,6 +46,7 @@ export function registerInterop(program: Command, run: (fn: () => Promise<void>)
           in_channels: String(m.channels),
           resolution: String(m.config.resolution),
           dropout: String(info.dropout),
+          expansion: String(info.expansion ?? MOBILENET_V2_EXPANSION),
           class_names: JSON.stringify(m.classNames),
           normalization: JSON.stringify(m.normalization),
         });
@@ -58,7 +58,7 @@ export function registerInterop(program: Command, run: (fn: () => Promise<void>)
     .description('turn PyTorch-named safetensors weights (from `export`, or torchvision\'s converted by scripts/export-torchvision.py) into a checkpoint for eval, predict, step and train --init')
     .argument('<weights>', 'safetensors weights')
     .argument('<output>', 'the checkpoint to write')
-    .option('--model <name>', 'v1 | v2 | baseline (default: the file\'s metadata, else v2)', oneOf('--model', ARCHITECTURES))
+    .option('--model <name>', `${ARCHITECTURES.join(' | ')} (default: the file's metadata, else v2)`, oneOf('--model', ARCHITECTURES))
     .option('--alpha <a>', 'width multiplier (default: the file\'s metadata, else 1)', numberIn('--alpha', 0, 4, { minExclusive: true }))
     .option('--resolution <r>', 'input resolution (default: the file\'s metadata, else 224)', numberIn('--resolution', 8, 1024, { integer: true }))
     .option('--num-classes <n>', 'classes (default: read off the classifier\'s weight)', numberIn('--num-classes', 1, 100000, { integer: true }))
@@ -93,13 +93,14 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
   const normalization = json<{ mean: number[]; std: number[] }>('normalization') ?? (inChannels === 3 ? IMAGENET : { mean: average(IMAGENET.mean), std: average(IMAGENET.std) });
   if (normalization.mean.length !== inChannels) throw new UsageError(`${weights}: the normalisation has ${normalization.mean.length} channels but the model takes ${inChannels}`);
   const dropout = meta.dropout !== undefined ? Number(meta.dropout) : 0;
-  const model = createModel(architecture, { alpha, resolution, numClasses: classNames.length, inChannels, dropout });
+  const expansion = meta.expansion !== undefined ? Number(meta.expansion) : MOBILENET_V2_EXPANSION;
+  const model = createModel(architecture, { alpha, expansion, resolution, numClasses: classNames.length, inChannels, dropout });
   loadWeights(model, file);
   // A weights-only checkpoint: the model, the config eval/predict need and the normalisation.
   // It has no optimizer state: it cannot be resumed, but `train --init` starts from it.
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   for (const [k, t] of model.stateDict()) tensors.set(k, { shape: t.shape, data: t.data });
-  const config = { ...TRAIN_DEFAULTS, model: architecture, alpha, resolution, dropout };
+  const config = { ...TRAIN_DEFAULTS, model: architecture, alpha, expansion, resolution, dropout };
   const checkpointMeta = {
     config,
     normalization,

@@ -3,14 +3,16 @@
 
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
-import { addModelOptions, checkAlpha, numberIn } from './common.js';
+import { addModelOptions, checkAlpha, numberIn, resolutionFrom, rhoOption } from './common.js';
 import { formatCostTable, layerCosts } from '../src/nn/cost.js';
-import { createModel } from '../src/nn/mobilenet.js';
+import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 
 interface SummaryFlags {
-  model: 'v1' | 'v2' | 'baseline';
+  model: Architecture;
   alpha: number;
   resolution: number;
+  rho?: number;
+  expansion: number;
   numClasses: number;
   inChannels: number;
   compareBaseline: boolean;
@@ -18,21 +20,23 @@ interface SummaryFlags {
 
 export function registerSummary(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   const command = program.command('summary').description('per-layer output shapes, parameters and mult-adds, as in the paper\'s tables');
-  addModelOptions(command, ['v1', 'v2', 'baseline'] as const, { model: 'v1', alpha: 1 })
+  addModelOptions(command, ARCHITECTURES, { model: 'v1', alpha: 1 })
     .option('--resolution <r>', 'input resolution', numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), 224)
+    .option(...rhoOption('224'))
     .option('--num-classes <n>', 'classes', numberIn('--num-classes', 1, 100000, { integer: true }), 1000)
     .option('--in-channels <n>', 'input channels', numberIn('--in-channels', 1, 64, { integer: true }), 3)
     .option('--compare-baseline', 'compare depthwise separable (V1) with the full-convolution baseline (Table 4)', false)
-    .action((flags: SummaryFlags) => run(async () => summary(flags)));
+    .action((flags: SummaryFlags, cmd: Command) => run(async () => summary({ ...flags, resolution: resolutionFrom(flags, (name) => cmd.getOptionValueSource(name) === 'cli', 224) })));
 }
 
 function summary(f: SummaryFlags): void {
   checkAlpha(f.model, f.alpha);
   const out = process.stdout;
-  const opts = { alpha: f.alpha, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
+  const opts = { alpha: f.alpha, expansion: f.expansion, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
   const shape = [1, f.inChannels, f.resolution, f.resolution];
   if (!f.compareBaseline) {
-    out.write(`MobileNet ${f.model}, alpha ${f.alpha}, ${f.resolution}x${f.resolution}, ${f.numClasses} classes\n\n`);
+    const expansion = f.model === 'v2' && f.expansion !== MOBILENET_V2_EXPANSION ? `, expansion ${f.expansion}` : '';
+    out.write(`MobileNet ${f.model}, alpha ${f.alpha}${expansion}, ${f.resolution}x${f.resolution}, ${f.numClasses} classes\n\n`);
     out.write(formatCostTable(layerCosts(createModel(f.model, opts), shape)) + '\n');
     return;
   }

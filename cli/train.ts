@@ -6,13 +6,16 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { addModelOptions, checkAlpha, integerList, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { addModelOptions, checkAlpha, integerList, resolutionFrom, rhoOption, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { ARCHITECTURES } from '../src/nn/mobilenet.js';
 import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 
 interface TrainFlags {
   model: TrainConfig['model'];
   alpha: number;
   resolution: number;
+  rho?: number;
+  expansion: number;
   data: string;
   dataPath?: string;
   epochs: number;
@@ -44,8 +47,9 @@ const D = TRAIN_DEFAULTS;
 
 export function registerTrain(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   const command = program.command('train').description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~85%');
-  addModelOptions(command, ['v1', 'v2', 'baseline'] as const, D, ' (baseline: the paper\'s full-convolution MobileNet)')
-    .option('--resolution <r>', `input resolution (the paper\'s rho), 8..${MAX_RESOLUTION}`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
+  addModelOptions(command, ARCHITECTURES, D, " (baseline: the paper's full-convolution MobileNet; shallow: Table 5's Shallow MobileNet)")
+    .option('--resolution <r>', `input resolution, 8..${MAX_RESOLUTION} (default: the images' native size for the bundled data)`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
+    .option(...rhoOption("the dataset's native size"))
     .option('--data <name>', 'fashion-mnist | mnist | cifar10 | a folder of class subfolders', 'fashion-mnist')
     .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
     .option('--epochs <n>', 'epochs', numberIn('--epochs', 1, 100000, { integer: true }), D.epochs)
@@ -93,7 +97,7 @@ const SIGINT_REPEAT_MS = 500;
  */
 function configFromFlags(flags: TrainFlags): TrainConfig {
   const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, ...settings } = flags;
-  return { ...TRAIN_DEFAULTS, ...settings, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
+  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
 }
 
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
@@ -115,6 +119,8 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   }
   checkAlpha(flags.model, flags.alpha);
   const data = await loadData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed: flags.seed, onWarning: warn });
+  // --rho scales the images' native size (an image folder's: the size its images were read at).
+  flags.resolution = resolutionFrom(flags, given, data.train.height);
   let trainer: Trainer;
   let outputDir: string;
   if (flags.resume) {

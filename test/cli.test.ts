@@ -113,6 +113,45 @@ describe('mobilenet train', () => {
   });
 });
 
+describe("the paper's model variants through train, eval, predict, export and import", () => {
+  it('--model v2 --expansion 0.5 --rho 0.571 trains at 16x16 (round(0.571 x 28)); eval, predict and the export round trip keep it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'variants-'));
+    const out = join(dir, 'run');
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--model', 'v2', '--alpha', '0.35', '--expansion', '0.5', '--rho', '0.571', '--epochs', '1', '-b', '32', '--output-dir', out, '--log-interval', '0']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/training MobileNet v2 alpha 0\.35 at 16x16/);
+    expect(readCheckpoint(join(out, 'last.safetensors')).meta.config).toMatchObject({ model: 'v2', expansion: 0.5, rho: 0.571, resolution: 16 });
+    const e = cli(['--threads', '1', 'eval', out, '--data-path', data, '--confusion', join(dir, 'c.png')]);
+    expect(e.code).toBe(0);
+    const image = join(dir, 'x.png');
+    await sharp({ create: { width: 40, height: 40, channels: 3, background: { r: 90, g: 90, b: 90 } } }).png().toFile(image);
+    expect(cli(['--threads', '1', 'predict', out, image]).code).toBe(0);
+    expect(cli(['export', out, join(dir, 'w.safetensors')]).code).toBe(0);
+    expect(cli(['import', join(dir, 'w.safetensors'), join(dir, 'back.safetensors')]).stdout).toContain('1x16x16 input');
+    const back = cli(['--threads', '1', 'eval', join(dir, 'back.safetensors'), '--data', 'fashion-mnist', '--data-path', data, '--confusion', join(dir, 'd.png')]);
+    expect(back.stdout.split('\n').find((l) => l.startsWith('loss '))).toBe(e.stdout.split('\n').find((l) => l.startsWith('loss ')));
+  });
+  it('--model shallow trains; bad --rho / --expansion values and --rho with --resolution name the flag', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'shallow-')), 'run');
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--model', 'shallow', '--epochs', '1', '-b', '32', '--output-dir', out, '--log-interval', '0']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/training MobileNet shallow alpha 0\.25 at 28x28/);
+    for (const [args, message] of [
+      [['--rho', '0'], /--rho must be a number in \(0, 1\], got '0'/],
+      [['--rho', '1.5'], /--rho must be a number in \(0, 1\], got '1\.5'/],
+      [['--expansion', '0'], /--expansion must be a number in \(0, 16\], got '0'/],
+      [['--rho', '0.5', '--resolution', '32'], /--rho and --resolution exclude each other/],
+    ] as const) {
+      const bad = cli(['train', '--data-path', data, ...args]);
+      expect(bad.code, args.join(' ')).toBe(2);
+      expect(bad.stderr).toMatch(message);
+    }
+    const summary = cli(['summary', '--model', 'shallow', '--alpha', '1', '--resolution', '224']);
+    expect(summary.stdout).toMatch(/total params: 2,887,976 {3}total mult-adds: 307,323,392 \(307\.3M\)/);
+  });
+});
+
 describe('mobilenet train on an image folder', () => {
   it('trains on class subfolders (10% held out by seed), and eval asks for the folder again', async () => {
     const root = mkdtempSync(join(tmpdir(), 'folder-'));

@@ -6,7 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { layerCosts, formatCostTable } from '../src/nn/cost.js';
 import { loadWeights, saveWeights, tensorsFromFile } from '../src/nn/interop.js';
 import { Conv2d } from '../src/nn/layers.js';
-import { createModel, FullConvMobileNet, makeDivisible, MobileNetV1, MobileNetV2, type ImageClassifier } from '../src/nn/mobilenet.js';
+import { createModel, FullConvMobileNet, InvertedResidual, makeDivisible, MobileNetV1, MobileNetV2, ShallowMobileNet, type ImageClassifier } from '../src/nn/mobilenet.js';
+import { Sequential } from '../src/nn/module.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Rng } from '../src/tensor/rng.js';
@@ -46,6 +47,23 @@ describe("cost model reproduces the paper's tables", () => {
   });
   it('V2 at 224: ~300M mult-adds', () => {
     expect(Math.round(multAdds(new MobileNetV2()) / M)).toBe(301);
+  });
+  it('Shallow MobileNet: 307M mult-adds and 2.9M params against alpha 0.75 V1\'s 325M / 2.6M (Table 5)', () => {
+    const shallow = new ShallowMobileNet();
+    expect(Math.round(multAdds(shallow) / M)).toBe(307);
+    expect((shallow.parameterCount() / M).toFixed(1)).toBe('2.9');
+    expect((new MobileNetV1({ alpha: 0.75 }).parameterCount() / M).toFixed(1)).toBe('2.6');
+    // Eight separable blocks instead of thirteen: the five 14x14x512 ones are gone.
+    expect(shallow.features.length).toBe(1 + 8);
+  });
+  it('V2 --expansion: 6 is the paper\'s network; 0.5 turns every t=6 block into a reducing bottleneck', () => {
+    expect(new MobileNetV2({ expansion: 6 }).parameterCount()).toBe(new MobileNetV2().parameterCount());
+    const reduced = new MobileNetV2({ expansion: 0.5 });
+    const block = reduced.features.at(2) as InvertedResidual; // 16 -> 24 channels, t = 0.5: hidden 8
+    const expand = (block.conv.at(0) as Sequential).at(0) as Conv2d;
+    expect([expand.inChannels, expand.outChannels]).toEqual([16, 8]);
+    expect(reduced.features.at(1).stateDict().get('conv.0.0.weight')!.shape).toEqual([32, 1, 3, 3]); // the t = 1 block is unchanged: depthwise on the stem's 32 channels
+    expect(() => new MobileNetV2({ expansion: 0 })).toThrow('expansion must be > 0, got 0');
   });
   it('breakdown by layer type matches Table 2 (1x1 conv 94.86% of mult-adds, 74.6% of params)', () => {
     const r = layerCosts(new MobileNetV1(), [1, 3, 224, 224]);

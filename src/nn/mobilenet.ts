@@ -28,6 +28,12 @@ export const MOBILENET_V1_BLOCKS: readonly (readonly [channels: number, stride: 
   [1024, 1],
 ];
 
+/**
+ * The paper's "Shallow MobileNet" (Table 5): Table 1 without the five 14x14x512 separable blocks
+ * (stride 1, 512 channels), to compare making the network shallower with making it thinner.
+ */
+export const SHALLOW_MOBILENET_BLOCKS = MOBILENET_V1_BLOCKS.filter(([channels, stride], i) => !(channels === 512 && stride === 1 && i >= 6 && i <= 10));
+
 /** Channels of MobileNetV1's first convolution at alpha 1 (Table 1). */
 export const MOBILENET_V1_STEM_CHANNELS = 32;
 
@@ -43,16 +49,24 @@ export interface MobileNetOptions {
   dropout?: number;
   /** Seed for weight initialisation and the dropout generator. */
   seed?: number;
+  /**
+   * MobileNetV2 only: the expansion factor t of every inverted residual block whose table row
+   * says 6 (the first block's t = 1 stays). Below 1 the block reduces channels before the
+   * depthwise convolution: the classic bottleneck V2 turned inside out.
+   */
+  expansion?: number;
 }
 
 /** What defines a built MobileNet; stored in checkpoints so that it can be rebuilt. */
 export interface ModelInfo {
-  architecture: 'v1' | 'v2' | 'baseline';
+  architecture: Architecture;
   alpha: number;
   resolution: number;
   numClasses: number;
   inChannels: number;
   dropout: number;
+  /** MobileNetV2's expansion factor t of the inverted residual blocks (6 in the paper). */
+  expansion?: number;
 }
 
 /** Common shape of the three models: features -> global pool -> flatten -> classifier. */
@@ -86,7 +100,8 @@ function checkAlpha(model: string, alpha: number): void {
 }
 
 function resolveOptions(options: MobileNetOptions, defaultDropout: number): Required<MobileNetOptions> {
-  const o = { alpha: 1, resolution: 224, numClasses: 1000, inChannels: 3, dropout: defaultDropout, seed: 0, ...options };
+  const o = { alpha: 1, resolution: 224, numClasses: 1000, inChannels: 3, dropout: defaultDropout, seed: 0, expansion: MOBILENET_V2_EXPANSION, ...options };
+  if (!(o.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${o.expansion}`);
   if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`numClasses must be an integer >= 1, got ${o.numClasses}`);
   if (!Number.isInteger(o.inChannels) || o.inChannels < 1) throw new RangeError(`inChannels must be an integer >= 1, got ${o.inChannels}`);
   if (!Number.isInteger(o.resolution) || o.resolution < 8) throw new RangeError(`resolution must be an integer >= 8, got ${o.resolution}`);
@@ -107,12 +122,12 @@ function convBnAct(inC: number, outC: number, kernel: number, stride: number, rn
  * s2 (round(32 alpha) channels), then one block per table row (channels floor(c alpha)), then
  * global average pool -> (dropout) -> fully connected. `block` builds a row's block.
  */
-function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, outC: number, stride: number, rng: Rng) => Module): { features: Sequential; classifier: Sequential } {
+function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, outC: number, stride: number, rng: Rng) => Module, rows = MOBILENET_V1_BLOCKS): { features: Sequential; classifier: Sequential } {
   const rng = new Rng(o.seed);
   let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
   if (channels < 1) throw new RangeError(`MobileNetV1: alpha ${o.alpha} leaves the stem with no channels (round(32 alpha) = 0; the smallest alpha is 1/64)`);
   const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
-  for (const [c, stride] of MOBILENET_V1_BLOCKS) {
+  for (const [c, stride] of rows) {
     const out = Math.max(1, Math.floor(c * o.alpha));
     layers.push(block(channels, out, stride, rng));
     channels = out;
@@ -129,12 +144,12 @@ abstract class MobileNetV1Family extends ImageClassifier {
   readonly features: Sequential;
   readonly classifier: Sequential;
 
-  constructor(architecture: 'v1' | 'baseline', options: MobileNetOptions, block: (inC: number, outC: number, stride: number, rng: Rng) => Module) {
+  constructor(architecture: 'v1' | 'baseline' | 'shallow', options: MobileNetOptions, block: (inC: number, outC: number, stride: number, rng: Rng) => Module, rows = MOBILENET_V1_BLOCKS) {
     super();
     const o = resolveOptions(options, 0);
-    checkAlpha(architecture === 'v1' ? 'MobileNetV1' : 'FullConvMobileNet', o.alpha);
+    checkAlpha({ v1: 'MobileNetV1', baseline: 'FullConvMobileNet', shallow: 'ShallowMobileNet' }[architecture], o.alpha);
     this.info = { architecture, alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
-    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, block));
+    ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, block, rows));
     this.registerHead(this.features, this.classifier);
   }
 }
@@ -146,6 +161,13 @@ abstract class MobileNetV1Family extends ImageClassifier {
 export class MobileNetV1 extends MobileNetV1Family {
   constructor(options: MobileNetOptions = {}) {
     super('v1', options, (inC, outC, stride, rng) => new DepthwiseSeparable(inC, outC, stride, rng));
+  }
+}
+
+/** The paper's Shallow MobileNet (Table 5): MobileNetV1 without the five 14x14x512 blocks. */
+export class ShallowMobileNet extends MobileNetV1Family {
+  constructor(options: MobileNetOptions = {}) {
+    super('shallow', options, (inC, outC, stride, rng) => new DepthwiseSeparable(inC, outC, stride, rng), SHALLOW_MOBILENET_BLOCKS);
   }
 }
 
@@ -162,6 +184,9 @@ export class FullConvMobileNet extends MobileNetV1Family {
 // =============================================================================================
 // MobileNetV2
 // =============================================================================================
+
+/** MobileNetV2's expansion factor t (Sandler et al. 2018, Table 2). */
+export const MOBILENET_V2_EXPANSION = 6;
 
 /** Table 2 of Sandler et al.: expansion t, output channels c, repeats n, first stride s. */
 export const MOBILENET_V2_SETTINGS: readonly (readonly [t: number, c: number, n: number, s: number])[] = [
@@ -225,7 +250,7 @@ export class MobileNetV2 extends ImageClassifier {
     super();
     const o = resolveOptions(options, 0.2);
     checkAlpha('MobileNetV2', o.alpha);
-    this.info = { architecture: 'v2', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    this.info = { architecture: 'v2', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout, expansion: o.expansion };
     const rng = new Rng(o.seed);
     let channels = makeDivisible(32 * o.alpha);
     const lastChannels = makeDivisible(1280 * Math.max(1, o.alpha));
@@ -233,7 +258,7 @@ export class MobileNetV2 extends ImageClassifier {
     for (const [t, c, n, s] of MOBILENET_V2_SETTINGS) {
       const out = makeDivisible(c * o.alpha);
       for (let i = 0; i < n; i++) {
-        layers.push(new InvertedResidual(channels, out, i === 0 ? s : 1, t, rng));
+        layers.push(new InvertedResidual(channels, out, i === 0 ? s : 1, t === MOBILENET_V2_EXPANSION ? o.expansion : t, rng));
         channels = out;
       }
     }
@@ -245,7 +270,10 @@ export class MobileNetV2 extends ImageClassifier {
 }
 
 /** The models `createModel` builds: MobileNetV1, MobileNetV2, and the paper's full-convolution baseline. */
-export type Architecture = 'v1' | 'v2' | 'baseline';
+export type Architecture = 'v1' | 'v2' | 'baseline' | 'shallow';
+
+/** Every architecture, for option parsers and messages. */
+export const ARCHITECTURES: readonly Architecture[] = ['v1', 'v2', 'baseline', 'shallow'];
 
 /** Build a model by name (the CLI's `--model`). */
 export function createModel(architecture: Architecture, options: MobileNetOptions = {}): ImageClassifier {
@@ -256,5 +284,7 @@ export function createModel(architecture: Architecture, options: MobileNetOption
       return new MobileNetV2(options).nameParameters();
     case 'baseline':
       return new FullConvMobileNet(options).nameParameters();
+    case 'shallow':
+      return new ShallowMobileNet(options).nameParameters();
   }
 }

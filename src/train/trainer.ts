@@ -28,7 +28,12 @@ export type SchedulerName = (typeof SCHEDULERS)[number];
 export interface TrainConfig {
   model: Architecture;
   alpha: number;
+  /** MobileNetV2's expansion factor t (6 in the paper). */
+  expansion: number;
+  /** The input resolution (with --rho, round(rho x the dataset's native size)). */
   resolution: number;
+  /** The resolution multiplier the resolution came from, or null when it was given directly. */
+  rho: number | null;
   dropout: number;
   epochs: number;
   batchSize: number;
@@ -64,7 +69,9 @@ export interface TrainConfig {
 export const TRAIN_DEFAULTS: TrainConfig = {
   model: 'v1',
   alpha: 0.25,
+  expansion: 6,
   resolution: 28,
+  rho: null,
   dropout: 0,
   epochs: 12,
   batchSize: 64,
@@ -99,6 +106,8 @@ export function checkConfig(c: TrainConfig): void {
   positiveInt('patience', c.patience, 0);
   positiveInt('checkpoint-every', c.checkpointEvery, 0);
   if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
+  if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
+  if (c.rho !== null && !(c.rho > 0 && c.rho <= 1)) throw new RangeError(`rho must be in (0, 1], got ${c.rho}`);
   if (!(c.lr > 0)) throw new RangeError(`lr must be > 0, got ${c.lr}`);
   if (!(c.labelSmoothing >= 0 && c.labelSmoothing < 1)) throw new RangeError(`label-smoothing must be in [0, 1), got ${c.labelSmoothing}`);
   if (!OPTIMIZERS.includes(c.opt)) throw new RangeError(`opt must be one of ${OPTIMIZERS.join(', ')}, got ${c.opt}`);
@@ -224,7 +233,7 @@ export class Trainer {
     if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
     const inChannels = train.channels;
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
-    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
+    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
     // The training images are resized and converted once; the statistics and the training
     // loader share that copy.
     const converted = new DataLoader(train, { batchSize: config.batchSize, resolution: config.resolution, channels: inChannels });
@@ -353,7 +362,8 @@ export class Trainer {
     const stored = found.checkpoint.meta.config as TrainConfig;
     const done = (found.checkpoint.meta.progress as Progress).epoch;
     if (overrides.epochs !== undefined && overrides.epochs < done) throw new RangeError(`epochs ${overrides.epochs}: the run at ${found.path} has already trained ${done} epochs`);
-    const config = { ...stored, ...overrides };
+    // Settings added since the checkpoint was written take their defaults.
+    const config = { ...TRAIN_DEFAULTS, ...stored, ...overrides };
     const trainer = new Trainer(config, train, val, { ...parts, normalization: found.checkpoint.meta.normalization as Normalization });
     trainer.restore(found.checkpoint, found.path, warn);
     return { trainer, path: found.path };
