@@ -5,6 +5,7 @@
 import { Command } from 'commander';
 import { UsageError, numberIn } from './common.js';
 import { registerEval } from './evaluate.js';
+import { ExperimentRunError, registerExperiment } from './experiment.js';
 import { registerInterop } from './interop.js';
 import { registerPredict } from './predict.js';
 import { registerStep } from './step.js';
@@ -45,7 +46,7 @@ program
   });
 
 /** Errors a user can act on: their message is the whole story. */
-const USER_ERRORS = [UsageError, DatasetError, CheckpointError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
+const USER_ERRORS = [UsageError, ExperimentRunError, DatasetError, CheckpointError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
 
 /**
  * A file that cannot be read or written (no such file, no permission, a folder where a file
@@ -76,6 +77,7 @@ registerPredict(program, run);
 registerSummary(program, run);
 registerInterop(program, run);
 registerStep(program, run);
+registerExperiment(program, run);
 
 program.parseAsync(process.argv).then(
   () => process.exit(process.exitCode ?? 0), // worker threads must not keep a finished command alive

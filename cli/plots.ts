@@ -113,3 +113,58 @@ export function writeOutputFile(path: string, bytes: string | Uint8Array): void 
 export async function writePng(svg: string, path: string): Promise<void> {
   writeOutputFile(path, await sharp(Buffer.from(svg)).png().toBuffer());
 }
+
+/**
+ * Accuracy against cost as the MobileNet paper's Figures 4 and 5 draw it: x on a log scale, one
+ * small grey point per run and one labelled dot per configuration (the mean over its runs).
+ */
+export function scatterSvg(options: { title: string; xLabel: string; yLabel: string; runs: { x: number; y: number }[]; means: { x: number; y: number; label: string }[] }): string {
+  const W = 760, H = 460;
+  const m = { left: 70, right: 30, top: 44, bottom: 56 };
+  const all = [...options.runs, ...options.means].filter((p) => p.x > 0 && Number.isFinite(p.y));
+  const lx = all.map((p) => Math.log10(p.x)), ys = all.map((p) => p.y);
+  let xMin = all.length > 0 ? minOf(lx) : 0, xMax = all.length > 0 ? maxOf(lx) : 1;
+  if (!(xMax > xMin)) [xMin, xMax] = [xMin - 0.5, xMax + 0.5];
+  const xPad = (xMax - xMin) * 0.08;
+  xMin -= xPad;
+  xMax += xPad;
+  let yMin = all.length > 0 ? minOf(ys) : 0, yMax = all.length > 0 ? maxOf(ys) : 100;
+  if (!(yMax > yMin)) [yMin, yMax] = [yMin - 1, yMax + 1];
+  const yPad = (yMax - yMin) * 0.1;
+  yMin -= yPad;
+  yMax += yPad;
+  const px = (x: number) => m.left + ((Math.log10(x) - xMin) / (xMax - xMin)) * (W - m.left - m.right);
+  const py = (y: number) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(`<text x="${W / 2}" y="26" font-size="16" font-weight="bold" text-anchor="middle">${escapeXml(options.title)}</text>`);
+  for (const t of niceTicks(yMin, yMax)) {
+    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
+    out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
+  }
+  // Decade ticks with 2 and 5 between them, labelled in engineering units.
+  const unit = (v: number) => (v >= 1e6 ? `${Number((v / 1e6).toPrecision(3))}M` : v >= 1e3 ? `${Number((v / 1e3).toPrecision(3))}k` : String(v));
+  for (let e = Math.floor(xMin); e <= Math.ceil(xMax); e++) {
+    for (const f of [1, 2, 5]) {
+      const v = f * 10 ** e;
+      if (Math.log10(v) < xMin || Math.log10(v) > xMax) continue;
+      out.push(`<line x1="${px(v)}" x2="${px(v)}" y1="${H - m.bottom}" y2="${H - m.bottom + 5}" stroke="black"/>`);
+      out.push(`<text x="${px(v)}" y="${H - m.bottom + 20}" font-size="12" text-anchor="middle">${unit(v)}</text>`);
+    }
+  }
+  out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${H - m.bottom}" y2="${H - m.bottom}" stroke="black"/>`);
+  out.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${H - m.bottom}" stroke="black"/>`);
+  out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 12}" font-size="14" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
+  out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" font-size="14" text-anchor="middle">${escapeXml(options.yLabel)}</text>`);
+  for (const p of options.runs) if (p.x > 0 && Number.isFinite(p.y)) out.push(`<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="2.5" fill="#9e9e9e"/>`);
+  for (const p of options.means) {
+    if (!(p.x > 0 && Number.isFinite(p.y))) continue;
+    out.push(`<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="5" fill="#d62728"/>`);
+    // Labels near the right edge go to the left of their dot.
+    const right = px(p.x) > W - 200;
+    out.push(`<text x="${(px(p.x) + (right ? -8 : 8)).toFixed(1)}" y="${(py(p.y) - 6).toFixed(1)}" font-size="11" text-anchor="${right ? 'end' : 'start'}">${escapeXml(p.label)}</text>`);
+  }
+  out.push('</svg>');
+  return out.join('\n');
+}

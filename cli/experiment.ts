@@ -1,0 +1,299 @@
+// `mobilenet experiment <name>`: one of the papers' comparisons as a grid of `train` runs with one
+// recipe, every configuration trained with several seeds. Each run is a normal run folder; a
+// finished run is skipped when the command is run again and a killed one resumes from its last
+// checkpoint (bit-for-bit, as `train --resume` does), so a grid of hours survives interruptions.
+// Results (markdown table, JSON, plots) are rewritten as runs finish.
+
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { type Command } from 'commander';
+import { checkAlpha, numberIn, UsageError } from './common.js';
+import { scatterSvg, writeOutputFile, writePng } from './plots.js';
+import { formatDuration } from './train.js';
+import { layerCosts } from '../src/nn/cost.js';
+import { createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
+
+/** One configuration of a grid (trained once per seed). */
+export interface GridPoint {
+  label: string;
+  model: Architecture;
+  alpha: number;
+  rho: number;
+  expansion: number;
+  /** The paper's ImageNet top-1 for this row, where it gives one. */
+  paper?: string;
+}
+
+export interface ExperimentOptions {
+  alpha?: number;
+  rho?: number;
+}
+
+interface Experiment {
+  title: string;
+  paper: string;
+  /** The grid, from the free parameters (alpha, rho) the user may set. */
+  grid(o: Required<ExperimentOptions>, native: number): GridPoint[];
+}
+
+const V1 = (alpha: number, rho: number, paper?: string, label = `V1 alpha ${alpha} rho ${round3(rho)}`): GridPoint => ({ label, model: 'v1', alpha, rho, expansion: MOBILENET_V2_EXPANSION, paper });
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+/** Multiply-adds of a configuration at the resolution it trains at (the cost model). */
+function costOf(p: GridPoint, native: number, channels = 1, classes = 10): { multAdds: number; params: number; resolution: number } {
+  const resolution = Math.max(8, Math.round(p.rho * native));
+  const model = createModel(p.model, { alpha: p.alpha, expansion: p.expansion, resolution, numClasses: classes, inChannels: channels });
+  const report = layerCosts(model, [1, channels, resolution, resolution]);
+  return { multAdds: report.totalMultAdds, params: report.totalParams, resolution };
+}
+
+export const EXPERIMENTS: Record<string, Experiment> = {
+  'separable-vs-full': {
+    title: 'Depthwise separable vs full convolutions',
+    paper: 'MobileNet paper, Table 4 (ImageNet, alpha 1, 224)',
+    grid: ({ alpha, rho }) => [
+      { label: `Conv MobileNet (full convolutions) alpha ${alpha}`, model: 'baseline', alpha, rho, expansion: MOBILENET_V2_EXPANSION, paper: '71.7%' },
+      V1(alpha, rho, '70.6%', `MobileNet (depthwise separable) alpha ${alpha}`),
+    ],
+  },
+  'thin-vs-shallow': {
+    title: 'Thinner or shallower',
+    paper: 'MobileNet paper, Table 5 (ImageNet, 224)',
+    grid: ({ rho }) => [V1(0.75, rho, '68.4%', '0.75 MobileNet (thinner)'), { label: 'Shallow MobileNet (alpha 1)', model: 'shallow', alpha: 1, rho, expansion: MOBILENET_V2_EXPANSION, paper: '65.3%' }],
+  },
+  width: {
+    title: 'Width multiplier',
+    paper: 'MobileNet paper, Table 6 (ImageNet, 224)',
+    grid: ({ rho }) => [V1(1, rho, '70.6%'), V1(0.75, rho, '68.4%'), V1(0.5, rho, '63.7%'), V1(0.25, rho, '50.6%')],
+  },
+  resolution: {
+    title: 'Resolution multiplier',
+    paper: 'MobileNet paper, Table 7 (ImageNet, alpha 1; 224, 192, 160, 128)',
+    grid: ({ alpha }) => [V1(alpha, 1, '70.6%'), V1(alpha, 6 / 7, '69.1%'), V1(alpha, 5 / 7, '67.2%'), V1(alpha, 4 / 7, '64.4%')],
+  },
+  tradeoff: {
+    title: 'Accuracy against cost: 4 widths x 4 resolutions',
+    paper: 'MobileNet paper, Figures 4 and 5 (ImageNet)',
+    grid: () => [1, 0.75, 0.5, 0.25].flatMap((alpha) => [1, 6 / 7, 5 / 7, 4 / 7].map((rho) => V1(alpha, rho))),
+  },
+  'v1-vs-v2': {
+    title: 'MobileNetV1 and MobileNetV2 at about equal mult-adds',
+    paper: 'MobileNetV2 paper, Table 4 (ImageNet, 224: V1 70.6% at 575M, V2 72.0% at 300M)',
+    grid: ({ alpha, rho }, native) => {
+      // The V2 width whose cost at this resolution is closest to V1's.
+      const v1 = V1(alpha, rho, '70.6% (alpha 1)');
+      const target = costOf(v1, native).multAdds;
+      const candidates = [0.35, 0.5, 0.75, 1, 1.3, 1.4].map((a) => ({ label: `V2 alpha ${a} rho ${round3(rho)}`, model: 'v2' as const, alpha: a, rho, expansion: MOBILENET_V2_EXPANSION, paper: '72.0% (alpha 1)' }));
+      const v2 = candidates.reduce((best, c) => (Math.abs(Math.log(costOf(c, native).multAdds / target)) < Math.abs(Math.log(costOf(best, native).multAdds / target)) ? c : best));
+      return [v1, v2];
+    },
+  },
+  expansion: {
+    title: 'MobileNetV2 expansion factor t (t < 1: the classic bottleneck that reduces channels)',
+    paper: 'MobileNetV2 paper, section 6 (expansion factor 6; t < 1 reduces)',
+    grid: ({ alpha, rho }) => [0.5, 1, 2, 4, 6].map((t) => ({ label: `V2 alpha ${alpha} t ${t}`, model: 'v2' as const, alpha, rho, expansion: t, paper: t === 6 ? '72.0% (alpha 1)' : undefined })),
+  },
+};
+
+/** A run of the grid failed; the message has the run and the last lines its train process printed. */
+export class ExperimentRunError extends Error {
+  override name = 'ExperimentRunError';
+}
+
+interface ExperimentFlags {
+  data: string;
+  dataPath?: string;
+  epochs: number;
+  batchSize: number;
+  seeds: number;
+  alpha?: number;
+  rho?: number;
+  jobs: number;
+  outputDir?: string;
+}
+
+export function registerExperiment(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('experiment')
+    .description(`train the grid of one of the papers' comparisons and write results.md, results.json and plots: ${Object.keys(EXPERIMENTS).join(', ')}`)
+    .argument('<name>', Object.keys(EXPERIMENTS).join(' | '))
+    .option('--data <name>', 'fashion-mnist | mnist | cifar10 | a folder of class subfolders', 'fashion-mnist')
+    .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
+    .option('--epochs <n>', 'epochs per run (the default recipe of train otherwise)', numberIn('--epochs', 1, 100000, { integer: true }), 12)
+    .option('-b, --batch-size <n>', 'batch size of every run', numberIn('--batch-size', 1, 65536, { integer: true }), 64)
+    .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
+    .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
+    .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
+    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads', numberIn('--jobs', 1, 64, { integer: true }), 1)
+    .option('--output-dir <dir>', 'where the runs and results go (default experiments/<name>)')
+    .action((name: string, flags: ExperimentFlags) => run(() => experiment(name, flags)));
+}
+
+/** The dataset's native image size: 28 for the IDX sets, 32 for CIFAR-10, the loaded size for a folder (28). */
+function nativeSize(data: string): number {
+  return data === 'cifar10' ? 32 : 28;
+}
+
+interface RunResult {
+  top1: number;
+  loss: number;
+  secondsPerEpoch: number;
+  imagesPerSecond: number;
+  resolution: number;
+}
+
+/** What a finished run measured: the last epoch's top-1 (not the best: choosing by the test score flatters), its speed. */
+function readRunResult(dir: string): RunResult {
+  const events = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; seconds?: number; imagesPerSecond?: number; val?: { top1: number; loss: number } });
+  const epochs = events.filter((e) => e.event === 'epochEnd');
+  const rates = events.filter((e) => e.event === 'batchEnd').map((e) => e.imagesPerSecond!).sort((a, b) => a - b);
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { resolution: number };
+  const last = epochs[epochs.length - 1];
+  return { top1: last.val!.top1, loss: last.val!.loss, secondsPerEpoch: epochs.reduce((s, e) => s + e.seconds!, 0) / epochs.length, imagesPerSecond: rates[Math.floor(rates.length / 2)] ?? NaN, resolution: config.resolution };
+}
+
+function meanStd(values: number[]): { mean: number; std: number } {
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const std = values.length > 1 ? Math.sqrt(values.reduce((s, v) => s + (v - mean) ** 2, 0) / (values.length - 1)) : 0;
+  return { mean, std };
+}
+
+/** One child process: `mobilenet train` for a new run, or `train --resume` for a killed one. */
+function runTrain(args: string[], threads: number): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], '--threads', String(threads), 'train', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
+  const spec = EXPERIMENTS[name];
+  if (spec === undefined) throw new UsageError(`experiment '${name}': no such experiment; the experiments are ${Object.keys(EXPERIMENTS).join(', ')}`);
+  const out = process.stdout;
+  const dir = flags.outputDir ?? join('experiments', name);
+  const native = nativeSize(flags.data);
+  const free = { alpha: flags.alpha ?? (name === 'expansion' ? 0.35 : 0.25), rho: flags.rho ?? 1 };
+  const points = spec.grid(free, native);
+  for (const p of points) checkAlpha(p.model, p.alpha);
+  const seeds = Array.from({ length: flags.seeds }, (_, s) => s);
+  const runs = points.flatMap((point, index) => seeds.map((seed) => ({ point, seed, dir: join(dir, `${String(index).padStart(2, '0')}-${point.model}-a${point.alpha}-r${round3(point.rho)}-t${point.expansion}-seed${seed}`) })));
+  const threads = Math.max(1, Math.floor(availableParallelism() / flags.jobs));
+  const command = `mobilenet experiment ${name} ${process.argv.slice(process.argv.indexOf(name) + 1).join(' ')}`.trim();
+  out.write(`${spec.title}: ${points.length} configurations x ${seeds.length} seed${seeds.length > 1 ? 's' : ''} = ${runs.length} runs of ${flags.epochs} epochs, ${flags.jobs} at a time on ${threads} thread${threads > 1 ? 's' : ''} each; output ${dir}\n`);
+  const started = performance.now();
+  let finishedHere = 0;
+  const isDone = (runDir: string) => existsSync(join(runDir, 'result.json'));
+  const writeResults = async () => summarise(dir, name, spec, points, runs, native, flags, command);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < runs.length; i = next++) {
+      const r = runs[i];
+      const what = `run ${i + 1}/${runs.length}: ${r.point.label}, seed ${r.seed}`;
+      if (isDone(r.dir)) {
+        out.write(`${what}: done earlier, skipped\n`);
+        continue;
+      }
+      const runStart = performance.now();
+      const resume = existsSync(join(r.dir, 'last.safetensors'));
+      const data = ['--data', flags.data, ...(flags.dataPath ? ['--data-path', flags.dataPath] : [])];
+      const args = resume
+        ? [...data, '--resume', r.dir, '--log-interval', '3600']
+        : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
+      out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
+      const result = await runTrain(args, threads);
+      if (result.code !== 0) throw new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+      const measured = readRunResult(r.dir);
+      writeFileSync(join(r.dir, 'result.json'), JSON.stringify(measured, null, 2) + '\n');
+      finishedHere++;
+      const elapsed = (performance.now() - started) / 1000;
+      const left = runs.filter((x) => !isDone(x.dir)).length;
+      const eta = (elapsed / finishedHere) * Math.ceil(left / flags.jobs) / 1;
+      out.write(`${what}: top-1 ${(100 * measured.top1).toFixed(2)}% in ${formatDuration((performance.now() - runStart) / 1000)}; ${left} run${left === 1 ? '' : 's'} left, grid ETA ${formatDuration(left === 0 ? 0 : eta)}\n`);
+      await writeResults();
+    }
+  };
+  await Promise.all(Array.from({ length: flags.jobs }, worker));
+  await writeResults();
+  out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
+}
+
+interface ResultRow {
+  label: string;
+  model: Architecture;
+  alpha: number;
+  rho: number;
+  expansion: number;
+  resolution: number;
+  multAdds: number;
+  params: number;
+  seeds: number;
+  top1: { mean: number; std: number; values: number[] } | null;
+  secondsPerEpoch: number | null;
+  imagesPerSecond: number | null;
+  paper: string | null;
+}
+
+/** results.json, results.md and the two plots, from the runs finished so far. */
+async function summarise(dir: string, name: string, spec: Experiment, points: GridPoint[], runs: { point: GridPoint; seed: number; dir: string }[], native: number, flags: ExperimentFlags, command: string): Promise<void> {
+  const rows: ResultRow[] = points.map((point) => {
+    const done = runs.filter((r) => r.point === point && existsSync(join(r.dir, 'result.json'))).map((r) => JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult);
+    const cost = costOf(point, native);
+    const top1 = done.map((d) => d.top1);
+    return {
+      label: point.label,
+      model: point.model,
+      alpha: point.alpha,
+      rho: round3(point.rho),
+      expansion: point.expansion,
+      resolution: cost.resolution,
+      multAdds: cost.multAdds,
+      params: cost.params,
+      seeds: done.length,
+      top1: done.length > 0 ? { ...meanStd(top1), values: top1 } : null,
+      secondsPerEpoch: done.length > 0 ? meanStd(done.map((d) => d.secondsPerEpoch)).mean : null,
+      imagesPerSecond: done.length > 0 ? meanStd(done.map((d) => d.imagesPerSecond)).mean : null,
+      paper: point.paper ?? null,
+    };
+  });
+  const json = { experiment: name, title: spec.title, paper: spec.paper, command, data: flags.data, dataPath: flags.dataPath ?? null, epochs: flags.epochs, seeds: flags.seeds, accuracy: 'top-1 on the test split at the last epoch', rows };
+  writeOutputFile(join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
+  const pct = (x: number) => (100 * x).toFixed(2);
+  const lines = [
+    `## ${spec.title}`,
+    '',
+    `\`${command}\`: ${flags.data}${flags.dataPath ? ` (${flags.dataPath})` : ' (the bundled subset)'}, ${flags.epochs} epochs, ${flags.seeds} seed${flags.seeds > 1 ? 's' : ''}; top-1 on the test split at the last epoch, mean +- standard deviation over seeds. Cost at the trained resolution (cost model). Paper: ${spec.paper}.`,
+    '',
+    '| model | alpha | resolution | expansion | mult-adds | parameters | top-1 (%) | seeds | s / epoch | img/s (training) | paper (ImageNet) |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) =>
+      [r.label, r.alpha, `${r.resolution} (rho ${r.rho})`, r.model === 'v2' ? r.expansion : '-', `${(r.multAdds / 1e6).toFixed(2)}M`, `${(r.params / 1e6).toFixed(3)}M`, r.top1 ? `${pct(r.top1.mean)} +- ${pct(r.top1.std)}` : 'not run yet', r.seeds, r.secondsPerEpoch?.toFixed(1) ?? '-', r.imagesPerSecond?.toFixed(0) ?? '-', r.paper ?? '-']
+        .join(' | ')
+        .replace(/^/, '| ')
+        .replace(/$/, ' |'),
+    ),
+    '',
+  ];
+  writeOutputFile(join(dir, 'results.md'), lines.join('\n'));
+  const done = rows.filter((r) => r.top1 !== null);
+  const perRun = runs.filter((r) => existsSync(join(r.dir, 'result.json'))).map((r) => ({ point: r.point, top1: (JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult).top1 }));
+  for (const [axis, file, value] of [['mult-adds', 'accuracy-vs-mult-adds.png', (r: { multAdds: number }) => r.multAdds], ['parameters', 'accuracy-vs-parameters.png', (r: { params: number }) => r.params]] as const) {
+    const costs = new Map(rows.map((r) => [r.label, r]));
+    await writePng(
+      scatterSvg({
+        title: `${spec.title}: top-1 against ${axis}`,
+        xLabel: `${axis} (log scale)`,
+        yLabel: 'top-1 (%)',
+        runs: perRun.map((p) => ({ x: value(costs.get(p.point.label)!), y: 100 * p.top1 })),
+        means: done.map((r) => ({ x: value(r), y: 100 * r.top1!.mean, label: r.label })),
+      }),
+      join(dir, file),
+    );
+  }
+}
