@@ -3,8 +3,9 @@
 
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
-import { addModelOptions, checkAlpha, numberIn, resolutionFrom, rhoOption } from './common.js';
-import { formatCostTable, layerCosts } from '../src/nn/cost.js';
+import { addModelOptions, checkAlpha, numberIn, resolutionFrom, rhoOption, UsageError } from './common.js';
+import { formatCostTable, layerCosts, type CostReport } from '../src/nn/cost.js';
+import { maxOf } from '../src/tensor/arrays.js';
 import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 
 interface SummaryFlags {
@@ -16,6 +17,7 @@ interface SummaryFlags {
   numClasses: number;
   inChannels: number;
   compareBaseline: boolean;
+  explain: boolean;
 }
 
 export function registerSummary(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
@@ -25,6 +27,7 @@ export function registerSummary(program: Command, run: (fn: () => Promise<void>)
     .option(...rhoOption('224'))
     .option('--num-classes <n>', 'classes', numberIn('--num-classes', 1, 100000, { integer: true }), 1000)
     .option('--in-channels <n>', 'input channels', numberIn('--in-channels', 1, 64, { integer: true }), 3)
+    .option('--explain', 'for each depthwise separable block (V1, shallow): the cost of the standard convolution it replaces and the ratio 1/N + 1/Dk^2 (paper section 3.1)', false)
     .option('--compare-baseline', 'compare depthwise separable (V1) with the full-convolution baseline (Table 4)', false)
     .action((flags: SummaryFlags, cmd: Command) => run(async () => summary({ ...flags, resolution: resolutionFrom(flags, (name) => cmd.getOptionValueSource(name) === 'cli', 224) })));
 }
@@ -34,6 +37,10 @@ function summary(f: SummaryFlags): void {
   const out = process.stdout;
   const opts = { alpha: f.alpha, expansion: f.expansion, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
   const shape = [1, f.inChannels, f.resolution, f.resolution];
+  if (f.explain) {
+    explainSeparable(layerCosts(createModel(f.model, opts), shape), out);
+    return;
+  }
   if (!f.compareBaseline) {
     const expansion = f.model === 'v2' && f.expansion !== MOBILENET_V2_EXPANSION ? `, expansion ${f.expansion}` : '';
     out.write(`MobileNet ${f.model}, alpha ${f.alpha}${expansion}, ${f.resolution}x${f.resolution}, ${f.numClasses} classes\n\n`);
@@ -50,4 +57,33 @@ function summary(f: SummaryFlags): void {
   out.write(`${'ratio'.padEnd(28)}${`${(full.totalMultAdds / mobile.totalMultAdds).toFixed(1)}x`.padStart(12)}${`${(full.totalParams / mobile.totalParams).toFixed(1)}x`.padStart(14)}\n\n`);
   out.write('MobileNet V1 by layer type (paper Table 2):\n');
   for (const b of mobile.breakdown) out.write(`  ${b.kind.padEnd(14)} ${(100 * b.multAddsShare).toFixed(2).padStart(7)}% of mult-adds  ${(100 * b.paramsShare).toFixed(2).padStart(7)}% of parameters\n`);
+}
+
+/**
+ * The paper's section 3.1, layer by layer: a depthwise separable block (depthwise Dk x Dk on M
+ * channels, then pointwise M -> N, on a Df x Df output) costs Dk^2 M Df^2 + M N Df^2
+ * multiply-adds; the standard Dk x Dk convolution it replaces costs Dk^2 M N Df^2; the ratio is
+ * 1/N + 1/Dk^2. Read off the model's own layers (the `dw` / `pw` pairs), so the figures are
+ * the cost model's.
+ */
+function explainSeparable(report: CostReport, out: NodeJS.WritableStream): void {
+  const blocks = report.layers.filter((l) => l.name.endsWith('.dw')).map((dw) => ({ dw, pw: report.layers.find((l) => l.name === dw.name.replace(/\.dw$/, '.pw'))! }));
+  if (blocks.length === 0) throw new UsageError('--explain: this model has no depthwise separable blocks (use --model v1 or shallow)');
+  const header = ['block', 'Dk', 'M', 'N', 'Df', 'standard Dk^2 M N Df^2', 'separable Dk^2 M Df^2 + M N Df^2', 'ratio', '1/N + 1/Dk^2'];
+  const rows: string[][] = [];
+  let standardTotal = 0, separableTotal = 0;
+  for (const { dw, pw } of blocks) {
+    const [, M, Df] = dw.outputShape, N = pw.outputShape[1];
+    const Dk = Math.round(Math.sqrt(dw.params / M));
+    const standard = Dk * Dk * M * N * Df * Df;
+    const separable = dw.multAdds + pw.multAdds;
+    standardTotal += standard;
+    separableTotal += separable;
+    rows.push([dw.name.replace(/\.dw$/, ''), String(Dk), String(M), String(N), String(Df), standard.toLocaleString('en-US'), `${dw.multAdds.toLocaleString('en-US')} + ${pw.multAdds.toLocaleString('en-US')}`, (separable / standard).toFixed(4), (1 / N + 1 / (Dk * Dk)).toFixed(4)]);
+  }
+  rows.push(['total', '', '', '', '', standardTotal.toLocaleString('en-US'), separableTotal.toLocaleString('en-US'), (separableTotal / standardTotal).toFixed(4), `${(standardTotal / separableTotal).toFixed(1)}x fewer`]);
+  const widths = header.map((h, i) => Math.max(h.length, maxOf(rows.map((r) => r[i].length))));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  out.write('Depthwise separable blocks against the standard convolutions they replace (paper section 3.1):\n\n');
+  out.write([line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n') + '\n');
 }

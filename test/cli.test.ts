@@ -289,6 +289,19 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(c.stdout).toMatch(/MobileNet \(V1\) +568\.7M +4\.2M/);
     expect(c.stdout).toMatch(/Conv 1x1 +94\.86% of mult-adds/);
   });
+  it('summary --explain sets each separable block against the standard convolution it replaces: the ratio is 1/N + 1/Dk^2', () => {
+    const r = cli(['summary', '--explain']);
+    expect(r.code).toBe(0);
+    const rows = r.stdout.split('\n').filter((l) => /^features\.\d+ /.test(l));
+    expect(rows).toHaveLength(13);
+    for (const row of rows) {
+      const cells = row.trim().split(/\s+/);
+      expect(cells.at(-1), row).toBe(cells.at(-2)); // measured ratio = 1/N + 1/Dk^2
+    }
+    expect(rows[0]).toMatch(/^features\.1 +3 +32 +64 +112 +231,211,008 +3,612,672 \+ 25,690,112 +0\.1267 +0\.1267$/);
+    expect(r.stdout).toMatch(/^total +4,855,431,168 +556,878,336 +0\.1147 +8\.7x fewer$/m);
+    expect(cli(['summary', '--explain', '--model', 'v2']).code).toBe(2);
+  });
 });
 
 describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
