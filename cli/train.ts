@@ -8,7 +8,8 @@ import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
 import { addModelOptions, checkAlpha, integerList, resolutionFrom, rhoOption, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { ARCHITECTURES } from '../src/nn/mobilenet.js';
-import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
+import { Rng } from '../src/tensor/rng.js';
+import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents, type TrainerParts } from '../src/train/trainer.js';
 
 interface TrainFlags {
   model: TrainConfig['model'];
@@ -16,6 +17,8 @@ interface TrainFlags {
   resolution: number;
   rho?: number;
   expansion: number;
+  freeze?: 'features';
+  trainableBlocks?: number;
   data: string;
   dataPath?: string;
   epochs: number;
@@ -70,6 +73,8 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
     .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')
     .option('--resume <path>', 'continue from a checkpoint or a run folder (uses its last.safetensors)')
+    .option('--freeze <part>', 'transfer learning: freeze this part (features: everything below the classifier; its BatchNorms keep their statistics)', oneOf('--freeze', ['features'] as const))
+    .option('--trainable-blocks <n>', 'transfer learning: only the last n blocks of the features and the classifier train', numberIn('--trainable-blocks', 0, 1000, { integer: true }))
     .option('--init <checkpoint>', 'start from a checkpoint\'s weights (a .safetensors file or a run folder\'s best) with a fresh optimizer and schedule: fine-tuning')
     .option('--seed <n>', 'random seed', numberIn('--seed', 0, 2 ** 31, { integer: true }), D.seed)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
@@ -87,6 +92,13 @@ function underTsxLauncher(): boolean {
   return process.execArgv.some((arg) => /tsx[\\/]dist[\\/]preflight\.cjs$/.test(arg));
 }
 
+/** ", 1,234 trainable" when part of the model is frozen. */
+function trainableNote(trainer: Trainer): string {
+  let trainable = 0;
+  for (const p of trainer.model.parameters()) if (p.requiresGrad) trainable += p.numel;
+  return trainable === trainer.model.parameterCount() ? '' : `, ${trainable.toLocaleString('en-US')} trainable`;
+}
+
 /** SIGINTs closer together than this are one Ctrl-C (see `onSigint`). */
 const SIGINT_REPEAT_MS = 500;
 
@@ -97,7 +109,7 @@ const SIGINT_REPEAT_MS = 500;
  */
 function configFromFlags(flags: TrainFlags): TrainConfig {
   const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, ...settings } = flags;
-  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
+  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
 }
 
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
@@ -118,6 +130,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     }
   }
   checkAlpha(flags.model, flags.alpha);
+  if (flags.freeze !== undefined && flags.trainableBlocks !== undefined) throw new UsageError('--freeze and --trainable-blocks exclude each other (--freeze features is --trainable-blocks 0)');
   const data = await loadData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed: flags.seed, onWarning: warn });
   // --rho scales the images' native size (an image folder's: the size its images were read at).
   flags.resolution = resolutionFrom(flags, given, data.train.height);
@@ -142,16 +155,32 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     out.write(`resuming from ${path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
   } else {
     const config = configFromFlags(flags);
-    trainer = new Trainer(config, data.train, data.val);
+    let parts: TrainerParts = {};
     if (flags.init) {
-      // Fine-tuning: only the weights and BatchNorm statistics come from the checkpoint; the
+      // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
+      // normalisation come from the checkpoint (the features were learned with it); the
       // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
       const start = loadModelFromCheckpoint(flags.init);
       if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
         throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (pass --model and --alpha to match)`);
       }
-      trainer.model.loadStateDict(start.model.stateDict());
+      const classes = data.train.classNames.length;
+      if (start.classNames.length !== classes) {
+        start.model.replaceClassifier(classes, new Rng(config.seed));
+        out.write(`replacing the classifier: ${flags.init} has ${start.classNames.length} classes, ${data.train.name} has ${classes}; every other tensor is loaded, the new classifier starts from a fresh initialisation\n`);
+      }
+      config.inChannels = start.channels;
+      config.expansion = start.model.info.expansion ?? config.expansion;
+      start.model.train();
+      parts = { model: start.model, normalization: start.normalization };
       out.write(`starting from the weights of ${flags.init}\n`);
+    }
+    try {
+      trainer = new Trainer(config, data.train, data.val, parts);
+    } catch (e) {
+      // The library names its settings; the command line names the flag.
+      if (e instanceof RangeError && e.message.startsWith('trainable blocks ')) throw new UsageError(`--trainable-blocks ${e.message.slice('trainable blocks '.length)}`);
+      throw e;
     }
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
     outputDir = flags.outputDir ?? join('runs', `${stamp}-${config.model}-a${config.alpha}`);
@@ -160,7 +189,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   const c = trainer.config;
   writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
   out.write(
-    `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters) on ${data.train.name}: ` +
+    `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters${trainableNote(trainer)}) on ${data.train.name}: ` +
       `${data.train.count} train / ${data.val.count} validation images, ${plural(c.epochs, 'epoch')} of ${plural(trainer.trainLoader.batchesPerEpoch, 'batch', 'batches')}\n` +
       `output: ${outputDir}\n`,
   );

@@ -152,6 +152,52 @@ describe("the paper's model variants through train, eval, predict, export and im
   });
 });
 
+describe('transfer learning: --init on other classes, --freeze, --trainable-blocks', () => {
+  it('fine-tunes imported torchvision weights on a folder of 3 classes, frozen and unfrozen, and predicts with the result', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'transfer-'));
+    // torchvision mobilenet_v2 (width 0.35, 100 classes, 3 channels) imported as a checkpoint.
+    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
+    writeFileSync(join(dir, 'tv.safetensors'), serializeSafetensors(new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')))));
+    const pretrained = join(dir, 'pretrained.safetensors');
+    expect(cli(['import', join(dir, 'tv.safetensors'), pretrained, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
+    const photos = join(dir, 'photos');
+    const colours = { red: { r: 220, g: 20, b: 20 }, green: { r: 20, g: 200, b: 40 }, blue: { r: 20, g: 30, b: 220 } };
+    for (const [name, c] of Object.entries(colours)) {
+      mkdirSync(join(photos, name), { recursive: true });
+      for (let i = 0; i < 10; i++) await sharp({ create: { width: 30 + i, height: 28, channels: 3, background: { ...c, g: Math.min(255, c.g + 5 * i) } } }).png().toFile(join(photos, name, `${i}.png`));
+    }
+    const frozen = join(dir, 'frozen');
+    const common = ['--threads', '1', 'train', '--data', photos, '--model', 'v2', '--alpha', '0.35', '--init', pretrained, '--resolution', '32', '--epochs', '1', '-b', '9', '--log-interval', '0'];
+    const r = cli([...common, '--freeze', 'features', '--output-dir', frozen]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`replacing the classifier: ${pretrained} has 100 classes, photos has 3`);
+    expect(r.stdout).toMatch(/\(\d[\d,]* parameters, 3,843 trainable\)/); // 1280 x 3 + 3: the new classifier only
+    // The frozen features are the pretrained ones to the bit, BatchNorm statistics included; the
+    // normalisation is ImageNet's, which the features were learned with.
+    const before = readCheckpoint(pretrained), after = readCheckpoint(join(frozen, 'last.safetensors'));
+    for (const [key, t] of before.model) if (key.startsWith('features.')) expect(Array.from(after.model.get(key)!.data), key).toEqual(Array.from(t.data));
+    expect(after.meta.normalization).toEqual(before.meta.normalization);
+    expect(after.model.get('classifier.1.weight')!.shape).toEqual([3, 1280]);
+    const tuned = join(dir, 'tuned');
+    const u = cli([...common, '--trainable-blocks', '2', '--output-dir', tuned]);
+    expect(u.code).toBe(0);
+    const partly = readCheckpoint(join(tuned, 'last.safetensors'));
+    expect(Array.from(partly.model.get('features.17.conv.2.weight')!.data)).not.toEqual(Array.from(before.model.get('features.17.conv.2.weight')!.data));
+    expect(Array.from(partly.model.get('features.16.conv.2.weight')!.data)).toEqual(Array.from(before.model.get('features.16.conv.2.weight')!.data));
+    const p = cli(['--threads', '1', 'predict', tuned, join(photos, 'red', '0.png')]);
+    expect(p.code).toBe(0);
+    expect(p.stdout).toMatch(/% {2}(red|green|blue)/);
+    // Bad input names the flag and what is allowed.
+    const part = cli([...common, '--freeze', 'head']);
+    expect(part.code).toBe(2);
+    expect(part.stderr).toMatch(/--freeze must be one of features, got 'head'/);
+    const blocks = cli([...common, '--trainable-blocks', '30']);
+    expect(blocks.code).toBe(2);
+    expect(blocks.stderr).toContain('--trainable-blocks 30: this model has 19 blocks in its features');
+  });
+});
+
 describe('mobilenet train on an image folder', () => {
   it('trains on class subfolders (10% held out by seed), and eval asks for the folder again', async () => {
     const root = mkdtempSync(join(tmpdir(), 'folder-'));

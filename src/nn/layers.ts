@@ -127,9 +127,16 @@ export class BatchNorm2d extends Module {
   /** The activation this BatchNorm applies itself, as one fused op (see Module.fuseActivations), or null. */
   private activation: 'relu' | 'relu6' | null = null;
 
+  /**
+   * A frozen BatchNorm normalises with its running statistics and leaves them alone even while
+   * the model trains, as Keras does for a frozen base and torchvision's FrozenBatchNorm2d.
+   */
+  frozen = false;
+
   forward(x: Tensor): Tensor {
-    if (this.training) this.numBatchesTracked.data[0] += 1;
-    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training: this.training, momentum: this.momentum, eps: this.eps, activation: this.activation ?? undefined });
+    const training = this.training && !this.frozen;
+    if (training) this.numBatchesTracked.data[0] += 1;
+    return batchNorm2d(x, this.weight, this.bias, this.runningMean, this.runningVar, { training, momentum: this.momentum, eps: this.eps, activation: this.activation ?? undefined });
   }
 
   override absorbActivation(next: Module | null): boolean {
@@ -262,4 +269,22 @@ export class DepthwiseSeparable extends Sequential {
     this.registerModule('pw_bn', new BatchNorm2d(outChannels));
     this.registerModule('pw_relu', new ReLU());
   }
+}
+
+/**
+ * Freeze a module for transfer learning: its parameters get no gradient (so no optimizer state
+ * and no weight decay), and its BatchNorms keep their running statistics in training too.
+ */
+export function freeze(module: Module): void {
+  setFrozen(module, true);
+}
+
+/** Undo `freeze`: the parameters train again and BatchNorm uses batch statistics in training. */
+export function unfreeze(module: Module): void {
+  setFrozen(module, false);
+}
+
+function setFrozen(module: Module, frozen: boolean): void {
+  for (const p of module.parameters()) p.requiresGrad = !frozen;
+  for (const [, m] of module.namedModules()) if (m instanceof BatchNorm2d) m.frozen = frozen;
 }

@@ -86,6 +86,19 @@ export abstract class ImageClassifier extends Module {
     return this.classifier.forward(this.flatten.forward(this.pool.forward(features)));
   }
 
+  /**
+   * A new classifier for `numClasses` classes, freshly initialised, in place of the old one:
+   * transfer learning keeps the features and learns a new head (every other tensor stays).
+   */
+  replaceClassifier(numClasses: number, rng: Rng = new Rng(0)): this {
+    if (!Number.isInteger(numClasses) || numClasses < 1) throw new RangeError(`replaceClassifier: numClasses must be an integer >= 1, got ${numClasses}`);
+    const old = this.classifier.at(this.classifier.length - 1);
+    if (!(old instanceof Linear)) throw new Error(`replaceClassifier: the classifier's last layer is a ${old.typeName}, not Linear`);
+    this.classifier.replace(this.classifier.length - 1, new Linear(old.inFeatures, numClasses, { rng }));
+    this.info.numClasses = numClasses;
+    return this.nameParameters();
+  }
+
   /** Register children in execution order (the cost table walks them in that order). */
   protected registerHead(features: Sequential, classifier: Sequential): void {
     this.registerModule('features', features);

@@ -241,6 +241,12 @@ export class Sequential extends Module {
     return this.children().length;
   }
 
+  /** Put `module` in place of the child at `index` (same name, so the state-dict keys stay). */
+  replace(index: number, module: Module): void {
+    this.at(index);
+    this.registerModule(String(index), module);
+  }
+
   at(index: number): Module {
     const m = this.children()[index];
     if (m === undefined) throw new RangeError(`Sequential: no module at index ${index} (length ${this.length})`);

@@ -3,6 +3,7 @@
 
 import { mkdirSync } from 'node:fs';
 import { createModel, ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
+import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { reuseBuffers } from '../tensor/buffers.js';
@@ -16,6 +17,10 @@ import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
 
 /** The optimizers the trainer builds by name (torchvision reference script names). */
+/** What `freeze` may name: nothing, or every layer below the classifier. */
+export const FREEZE_PARTS = ['none', 'features'] as const;
+export type FreezePart = (typeof FREEZE_PARTS)[number];
+
 export const OPTIMIZERS = ['sgd', 'sgd_nesterov', 'rmsprop', 'adam', 'adamw'] as const;
 /** The learning-rate schedules the trainer builds by name. */
 export const SCHEDULERS = ['constant', 'steplr', 'multisteplr', 'cosineannealinglr', 'exponentiallr', 'onecycle', 'plateau'] as const;
@@ -34,6 +39,12 @@ export interface TrainConfig {
   resolution: number;
   /** The resolution multiplier the resolution came from, or null when it was given directly. */
   rho: number | null;
+  /** The model's input channels, or null for the dataset's (a pretrained colour model on gray images: 3). */
+  inChannels: number | null;
+  /** Transfer learning: 'features' freezes everything below the classifier. */
+  freeze: FreezePart;
+  /** Transfer learning: only the last N blocks of the features (and the classifier) train; null: all. */
+  trainableBlocks: number | null;
   dropout: number;
   epochs: number;
   batchSize: number;
@@ -72,6 +83,9 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   expansion: 6,
   resolution: 28,
   rho: null,
+  inChannels: null,
+  freeze: 'none',
+  trainableBlocks: null,
   dropout: 0,
   epochs: 12,
   batchSize: 64,
@@ -107,6 +121,9 @@ export function checkConfig(c: TrainConfig): void {
   positiveInt('checkpoint-every', c.checkpointEvery, 0);
   if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
   if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
+  if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
+  if (c.trainableBlocks !== null && !(Number.isInteger(c.trainableBlocks) && c.trainableBlocks >= 0)) throw new RangeError(`trainable blocks must be an integer >= 0, got ${c.trainableBlocks}`);
+  if (c.freeze !== 'none' && c.trainableBlocks !== null) throw new RangeError('freeze and trainable blocks exclude each other (freezing the features is 0 trainable blocks)');
   if (c.rho !== null && !(c.rho > 0 && c.rho <= 1)) throw new RangeError(`rho must be in (0, 1], got ${c.rho}`);
   if (!(c.lr > 0)) throw new RangeError(`lr must be > 0, got ${c.lr}`);
   if (!(c.labelSmoothing >= 0 && c.labelSmoothing < 1)) throw new RangeError(`label-smoothing must be in [0, 1), got ${c.labelSmoothing}`);
@@ -178,6 +195,19 @@ export function channelStats(loader: DataLoader): Normalization {
   return { mean, std };
 }
 
+/**
+ * Transfer learning's freezing, from the config (so that a resumed run freezes the same parts):
+ * everything below the classifier, or all but the last N blocks of the features.
+ */
+function applyFreezing(model: Module, c: TrainConfig): void {
+  if (c.freeze === 'none' && c.trainableBlocks === null) return;
+  if (!(model instanceof ImageClassifier)) throw new RangeError('freezing needs a MobileNet (a model with features and a classifier)');
+  const blocks = model.features.children();
+  const keep = c.freeze === 'features' ? 0 : c.trainableBlocks!;
+  if (keep > blocks.length) throw new RangeError(`trainable blocks ${keep}: this model has ${blocks.length} blocks in its features`);
+  for (const block of blocks.slice(0, blocks.length - keep)) freeze(block);
+}
+
 /** A checkpoint of imported weights has no optimizer state or progress: it can start a run, not continue one. */
 function assertResumable(ckpt: LoadedCheckpoint, source: string): void {
   if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
@@ -231,9 +261,10 @@ export class Trainer {
   constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, parts: TrainerParts = {}) {
     checkConfig(config);
     if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
-    const inChannels = train.channels;
+    const inChannels = parts.model instanceof ImageClassifier ? parts.model.info.inChannels : (config.inChannels ?? train.channels);
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
     this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
+    applyFreezing(this.model, config);
     // The training images are resized and converted once; the statistics and the training
     // loader share that copy.
     const converted = new DataLoader(train, { batchSize: config.batchSize, resolution: config.resolution, channels: inChannels });
@@ -242,7 +273,9 @@ export class Trainer {
     this.valLoader = new DataLoader(val, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize });
     this.fingerprint = datasetFingerprint(train);
     const depthwiseNames = new Set([...this.model.namedModules()].filter(([, m]) => m.typeName === 'DepthwiseConv2d').map(([n]) => `${n}.weight`));
-    const groups = weightDecayGroups(this.model.namedParameters(), config.weightDecay, { decayDepthwise: config.decayDepthwise, depthwiseNames });
+    // Frozen parameters get no gradient, no optimizer state and no weight decay.
+    const trainable = [...this.model.namedParameters()].filter(([, p]) => p.requiresGrad);
+    const groups = weightDecayGroups(trainable, config.weightDecay, { decayDepthwise: config.decayDepthwise, depthwiseNames });
     this.optimizer = parts.optimizer ?? this.makeOptimizer(groups);
     this.scheduler = this.makeScheduler();
   }
