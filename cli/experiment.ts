@@ -214,7 +214,7 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
       finishedHere++;
       const elapsed = (performance.now() - started) / 1000;
       const left = runs.filter((x) => !isDone(x.dir)).length;
-      const eta = (elapsed / finishedHere) * Math.ceil(left / flags.jobs) / 1;
+      const eta = (elapsed / finishedHere) * left; // runs per second so far, parallel jobs included
       out.write(`${what}: top-1 ${(100 * measured.top1).toFixed(2)}% in ${formatDuration((performance.now() - runStart) / 1000)}; ${left} run${left === 1 ? '' : 's'} left, grid ETA ${formatDuration(left === 0 ? 0 : eta)}\n`);
       await writeResults();
     }
