@@ -48,12 +48,13 @@ export function checkAlpha(model: string, alpha: number): void {
 // Flag parsers: errors name the flag and the allowed values.
 // ---------------------------------------------------------------------------------------------
 
-export function numberIn(flag: string, min: number, max: number, options: { integer?: boolean; minExclusive?: boolean } = {}) {
+export function numberIn(flag: string, min: number, max: number, options: { integer?: boolean; minExclusive?: boolean; maxExclusive?: boolean } = {}) {
   return (value: string): number => {
     const v = Number(value);
     const okMin = options.minExclusive ? v > min : v >= min;
-    if (value.trim() === '' || !Number.isFinite(v) || !okMin || v > max || (options.integer && !Number.isInteger(v))) {
-      const range = `${options.minExclusive ? '(' : '['}${min}, ${max === Infinity ? 'inf)' : `${max}]`}`;
+    const okMax = options.maxExclusive ? v < max : v <= max;
+    if (value.trim() === '' || !Number.isFinite(v) || !okMin || !okMax || (options.integer && !Number.isInteger(v))) {
+      const range = `${options.minExclusive ? '(' : '['}${min}, ${max === Infinity ? 'inf)' : `${max}${options.maxExclusive ? ')' : ']'}`}`;
       throw new InvalidArgumentError(`${flag} must be ${options.integer ? 'an integer' : 'a number'} in ${range}, got '${value}'.`);
     }
     return v;
@@ -128,6 +129,29 @@ function splitDataset(ds: ImageDataset, valFraction: number, seed: number): { tr
  * or a folder: with train/ and val/ (or test/) subfolders of class folders, or class folders
  * directly (then 10% is held out for validation, chosen with the seed).
  */
+/**
+ * The data of a run: `val` chooses the best epoch (and drives early stopping and plateau
+ * schedules); `test`, when there is one apart from it, is evaluated once at the end. `valName`
+ * says what `val` is: 'test' when the test split doubles as validation (no --val-split), else
+ * 'val'.
+ */
+export interface RunData {
+  train: ImageDataset;
+  val: ImageDataset;
+  test: ImageDataset | null;
+  valName: 'val' | 'test';
+}
+
+/** `loadData`, then with `valSplit` > 0 a seeded fraction of the training images held out for validation. */
+export async function loadRunData(choice: DataChoice, valSplit: number): Promise<RunData> {
+  const loaded = await loadData(choice);
+  // An image folder without val/ or test/ already holds out 10% for validation, and has no test split.
+  const heldOut = loaded.val.name.endsWith('-val');
+  if (valSplit <= 0) return { train: loaded.train, val: loaded.val, test: null, valName: heldOut ? 'val' : 'test' };
+  const split = splitDataset(loaded.train, valSplit, choice.seed);
+  return { train: split.train, val: split.val, test: heldOut ? null : loaded.val, valName: 'val' };
+}
+
 export async function loadData(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
   const { data } = choice;
   if (data === 'mnist') {

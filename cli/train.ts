@@ -6,9 +6,10 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { addModelOptions, checkAlpha, integerList, resolutionFrom, rhoOption, percent, plural, loadData, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { addModelOptions, checkAlpha, integerList, loadRunData, resolutionFrom, rhoOption, percent, plural, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { ARCHITECTURES } from '../src/nn/mobilenet.js';
 import { Rng } from '../src/tensor/rng.js';
+import { findResumableCheckpoint } from '../src/train/checkpoint.js';
 import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents, type TrainerParts } from '../src/train/trainer.js';
 
 interface TrainFlags {
@@ -19,6 +20,7 @@ interface TrainFlags {
   expansion: number;
   freeze?: 'features';
   trainableBlocks?: number;
+  valSplit: number;
   data: string;
   dataPath?: string;
   epochs: number;
@@ -77,6 +79,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--trainable-blocks <n>', 'transfer learning: only the last n blocks of the features and the classifier train', numberIn('--trainable-blocks', 0, 1000, { integer: true }))
     .option('--init <checkpoint>', 'start from a checkpoint\'s weights (a .safetensors file or a run folder\'s best) with a fresh optimizer and schedule: fine-tuning')
     .option('--seed <n>', 'random seed', numberIn('--seed', 0, 2 ** 31, { integer: true }), D.seed)
+    .option('--val-split <f>', 'hold out this fraction of the training images (seeded) to choose the best epoch, stop early and drive plateau schedules; the test split is then evaluated once at the end (default 0: the test split does all of it)', numberIn('--val-split', 0, 1, { maxExclusive: true }), D.valSplit)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
     .option('--checkpoint-every <n>', 'also checkpoint every n batches (0 = at epoch ends only)', numberIn('--checkpoint-every', 0, 1e9, { integer: true }), D.checkpointEvery)
     .option('--log-interval <s>', 'seconds between progress lines when not on a terminal', numberIn('--log-interval', 0, 3600), 10)
@@ -131,7 +134,12 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   }
   checkAlpha(flags.model, flags.alpha);
   if (flags.freeze !== undefined && flags.trainableBlocks !== undefined) throw new UsageError('--freeze and --trainable-blocks exclude each other (--freeze features is --trainable-blocks 0)');
-  const data = await loadData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed: flags.seed, onWarning: warn });
+  // A resumed run splits its validation images off exactly as it did the first time.
+  const stored = flags.resume && existsSync(flags.resume) ? (findResumableCheckpoint(flags.resume, () => {}).checkpoint.meta.config as Partial<TrainConfig>) : null;
+  const valSplit = stored ? (stored.valSplit ?? 0) : flags.valSplit;
+  const seed = stored?.seed ?? flags.seed;
+  const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn }, valSplit);
+  const valName = data.valName;
   // --rho scales the images' native size (an image folder's: the size its images were read at).
   flags.resolution = resolutionFrom(flags, given, data.train.height);
   let trainer: Trainer;
@@ -141,7 +149,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     const overrides = given('epochs') ? { epochs: flags.epochs } : {};
     let resumed: ReturnType<typeof Trainer.resume>;
     try {
-      resumed = Trainer.resume(flags.resume, data.train, data.val, warn, overrides);
+      resumed = Trainer.resume(flags.resume, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {});
     } catch (e) {
       if (e instanceof RangeError && given('epochs')) throw new UsageError(`--${e.message}`);
       throw e;
@@ -155,7 +163,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     out.write(`resuming from ${path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
   } else {
     const config = configFromFlags(flags);
-    let parts: TrainerParts = {};
+    let parts: TrainerParts = data.test ? { test: data.test } : {};
     if (flags.init) {
       // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
       // normalisation come from the checkpoint (the features were learned with it); the
@@ -172,7 +180,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       config.inChannels = start.channels;
       config.expansion = start.model.info.expansion ?? config.expansion;
       start.model.train();
-      parts = { model: start.model, normalization: start.normalization };
+      parts = { ...parts, model: start.model, normalization: start.normalization };
       out.write(`starting from the weights of ${flags.init}\n`);
     }
     try {
@@ -190,14 +198,14 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
   out.write(
     `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters${trainableNote(trainer)}) on ${data.train.name}: ` +
-      `${data.train.count} train / ${data.val.count} validation images, ${plural(c.epochs, 'epoch')} of ${plural(trainer.trainLoader.batchesPerEpoch, 'batch', 'batches')}\n` +
+      `${data.train.count} train / ${data.val.count} ${valName === 'test' ? 'test (also for validation)' : 'validation'}${data.test ? ` / ${data.test.count} test` : ''} images, ${plural(c.epochs, 'epoch')} of ${plural(trainer.trainLoader.batchesPerEpoch, 'batch', 'batches')}\n` +
       `output: ${outputDir}\n`,
   );
 
   const renderer = new ProgressRenderer(process.stdout, flags.logInterval);
   const logPath = join(outputDir, 'metrics.jsonl');
   const csvPath = join(outputDir, 'metrics.csv');
-  if (!existsSync(csvPath)) writeFileSync(csvPath, 'epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds\n');
+  if (!existsSync(csvPath)) writeFileSync(csvPath, `epoch,train_loss,train_top1,train_top5,${valName}_loss,${valName}_top1,${valName}_top5,lr,seconds\n`);
   const log = <K extends keyof TrainerEvents>(event: K, payload: TrainerEvents[K]) => appendFileSync(logPath, JSON.stringify({ event, time: new Date().toISOString(), ...payload }) + '\n');
   const history: TrainerEvents['epochEnd'][] = [];
   let lastConfusion: number[][] | null = null;
@@ -219,17 +227,17 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   trainer.on('nanLoss', (e) => log('nanLoss', e));
   trainer.on('earlyStop', (e) => {
     log('earlyStop', e);
-    out.write(`early stop: no better validation top-1 for ${e.patience} epochs (best ${(100 * e.bestTop1).toFixed(2)}% at epoch ${e.bestEpoch + 1})\n`);
+    out.write(`early stop: no better ${valName} top-1 for ${e.patience} epochs (best ${(100 * e.bestTop1).toFixed(2)}% at epoch ${e.bestEpoch + 1})\n`);
   });
   const pending: Promise<void>[] = [];
   trainer.on('epochEnd', (e) => {
     log('epochEnd', e);
     history.push(e);
-    renderer.epochEnd(e, c.epochs);
+    renderer.epochEnd(e, c.epochs, valName);
     // A figure that does not exist (top-5 with 5 classes or fewer) is an empty cell.
     const cells = [e.epoch + 1, e.train.loss, e.train.top1, e.train.top5, e.val.loss, e.val.top1, e.val.top5, e.lr, e.seconds.toFixed(2)];
     appendFileSync(csvPath, cells.map((v) => (typeof v === 'number' && Number.isNaN(v) ? '' : v)).join(',') + '\n');
-    pending.push(writePlots(outputDir, history, lastConfusion, data.train.classNames));
+    pending.push(writePlots(outputDir, history, lastConfusion, data.train.classNames, valName));
   });
 
   // Ctrl-C: the first stops after the current batch and saves a checkpoint; a second, pressed
@@ -260,9 +268,13 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     renderer.clear();
     out.write(`stopped at epoch ${e.epoch + 1}, batch ${e.batch}; checkpoint: ${e.checkpoint}\nresume with: mobilenet train --resume ${outputDir}\n`);
   });
+  trainer.on('testEnd', (e) => {
+    log('testEnd', e);
+    out.write(`test (${e.count} images, held out until now; the last epoch's weights): loss ${e.loss.toFixed(4)}  top1 ${percent(e.top1)}  top5 ${percent(e.top5)}\n`);
+  });
   trainer.on('done', (e) => {
     log('done', e);
-    out.write(`done: ${plural(e.epochs, 'epoch')} in ${formatDuration(e.seconds)}; best validation top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
+    out.write(`done: ${plural(e.epochs, 'epoch')} in ${formatDuration(e.seconds)}; best ${valName} top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
   });
   try {
     await trainer.fit({ outputDir, signal: controller.signal });
@@ -278,7 +290,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   if (controller.signal.aborted) process.exitCode = 130;
 }
 
-async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], confusion: number[][] | null, classNames: string[]): Promise<void> {
+async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], confusion: number[][] | null, classNames: string[], valName: string): Promise<void> {
   const x = (e: TrainerEvents['epochEnd']) => e.epoch + 1;
   await writePng(
     lineChartSvg({
@@ -287,7 +299,7 @@ async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], con
       yLabel: 'cross-entropy loss',
       series: [
         { name: 'train', color: '#1f77b4', points: history.map((e) => [x(e), e.train.loss]) },
-        { name: 'validation', color: '#d62728', points: history.map((e) => [x(e), e.val.loss]) },
+        { name: valName, color: '#d62728', points: history.map((e) => [x(e), e.val.loss]) },
       ],
     }),
     join(dir, 'loss.png'),
@@ -299,12 +311,12 @@ async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], con
       yLabel: 'top-1 accuracy (%)',
       series: [
         { name: 'train', color: '#1f77b4', points: history.map((e) => [x(e), 100 * e.train.top1]) },
-        { name: 'validation', color: '#d62728', points: history.map((e) => [x(e), 100 * e.val.top1]) },
+        { name: valName, color: '#d62728', points: history.map((e) => [x(e), 100 * e.val.top1]) },
       ],
     }),
     join(dir, 'accuracy.png'),
   );
-  if (confusion) await writePng(confusionSvg(confusion, classNames), join(dir, 'confusion.png'));
+  if (confusion) await writePng(confusionSvg(confusion, classNames, `Confusion matrix (${valName})`), join(dir, 'confusion.png'));
 }
 
 export function formatDuration(seconds: number): string {
@@ -353,11 +365,11 @@ export class ProgressRenderer {
     }
   }
 
-  epochEnd(e: TrainerEvents['epochEnd'], epochs: number): void {
+  epochEnd(e: TrainerEvents['epochEnd'], epochs: number, valName = 'val'): void {
     this.clear();
     const pct = percent;
     this.stream.write(
-      `epoch ${e.epoch + 1}/${epochs}  train loss ${e.train.loss.toFixed(4)} top1 ${pct(e.train.top1)}  |  val loss ${e.val.loss.toFixed(4)} top1 ${pct(e.val.top1)} top5 ${pct(e.val.top5)}  |  ${e.seconds.toFixed(1)}s  lr ${e.lr.toPrecision(3)}  best ${pct(e.bestTop1)} (epoch ${e.bestEpoch + 1})\n`,
+      `epoch ${e.epoch + 1}/${epochs}  train loss ${e.train.loss.toFixed(4)} top1 ${pct(e.train.top1)}  |  ${valName} loss ${e.val.loss.toFixed(4)} top1 ${pct(e.val.top1)} top5 ${pct(e.val.top5)}  |  ${e.seconds.toFixed(1)}s  lr ${e.lr.toPrecision(3)}  best ${pct(e.bestTop1)} (epoch ${e.bestEpoch + 1})\n`,
     );
   }
 

@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadIdxDataset } from '../src/train/datasets.js';
 import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { expectClose, tinyFashionMnist } from './helpers.js';
+import { expectClose, tinyFashionMnist, weightsDigest } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
@@ -36,10 +36,10 @@ describe('mobilenet train', () => {
   it('trains, prints plain progress lines and a summary per epoch when not on a terminal', () => {
     expect(trainResult.stderr).toBe('');
     expect(trainResult.code).toBe(0);
-    expect(trainResult.stdout).toMatch(/training MobileNet v1 alpha 0.25 at 28x28 \(\d[\d,]* parameters\) on fashion-mnist: 96 train \/ 40 validation images, 2 epochs of 3 batches/);
+    expect(trainResult.stdout).toMatch(/training MobileNet v1 alpha 0.25 at 28x28 \(\d[\d,]* parameters\) on fashion-mnist: 96 train \/ 40 test \(also for validation\) images, 2 epochs of 3 batches/);
     expect(trainResult.stdout).toMatch(/epoch 1\/2 batch 3\/3 ETA 0:00 \d+ img\/s loss \d\.\d{4} acc \d+\.\d% lr /);
-    expect(trainResult.stdout).toMatch(/epoch 2\/2 {2}train loss \d\.\d{4} top1 \d+\.\d\d% {2}\| {2}val loss \d\.\d{4} top1 \d+\.\d\d% top5 \d+\.\d\d%/);
-    expect(trainResult.stdout).toMatch(/done: 2 epochs in \d:\d\d; best validation top-1/);
+    expect(trainResult.stdout).toMatch(/epoch 2\/2 {2}train loss \d\.\d{4} top1 \d+\.\d\d% {2}\| {2}test loss \d\.\d{4} top1 \d+\.\d\d% top5 \d+\.\d\d%/);
+    expect(trainResult.stdout).toMatch(/done: 2 epochs in \d:\d\d; best test top-1/);
     expect(trainResult.stdout).not.toContain('\r');
   });
   it('writes metrics.jsonl, metrics.csv, config.json, checkpoints and readable PNG plots', async () => {
@@ -47,7 +47,7 @@ describe('mobilenet train', () => {
     expect(events.filter((e) => e.event === 'batchEnd')).toHaveLength(6);
     expect(events.filter((e) => e.event === 'epochEnd')).toHaveLength(2);
     const csv = readFileSync(join(run, 'metrics.csv'), 'utf8').trim().split('\n');
-    expect(csv[0]).toBe('epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds');
+    expect(csv[0]).toBe('epoch,train_loss,train_top1,train_top5,test_loss,test_top1,test_top5,lr,seconds');
     expect(csv).toHaveLength(3);
     const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
     expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32 });
@@ -71,6 +71,24 @@ describe('mobilenet train', () => {
     const shorter = cli(['train', '--data-path', data, '--resume', run, '--epochs', '1']);
     expect(shorter.code).toBe(2);
     expect(shorter.stderr).toMatch(/--epochs 1: the run at .* has already trained 3 epochs/);
+  });
+  it('--val-split holds out training images for choosing the best epoch; the test split is evaluated once at the end; resume splits the same', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'val-split-'));
+    const args = ['--threads', '1', 'train', '--data-path', data, '--val-split', '0.25', '--epochs', '2', '-b', '24', '--lr-scheduler', 'constant', '--lr', '0.02', '--log-interval', '0'];
+    const straight = cli([...args, '--output-dir', join(dir, 'straight')]);
+    expect(straight.code).toBe(0);
+    expect(straight.stdout).toMatch(/on fashion-mnist: 72 train \/ 24 validation \/ 40 test images/);
+    expect(straight.stdout).toMatch(/^epoch 2\/2 {2}train loss \S+ top1 \S+ {2}\| {2}val loss /m);
+    expect(straight.stdout).toMatch(/^test \(40 images, held out until now; the last epoch's weights\): loss \d\.\d{4} {2}top1 \d+\.\d\d% {2}top5 \d+\.\d\d%$/m);
+    expect(straight.stdout).toMatch(/best val top-1/);
+    expect(readFileSync(join(dir, 'straight', 'metrics.csv'), 'utf8').split('\n')[0]).toBe('epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds');
+    // One epoch, then --resume to two: the same split, the same weights, the same test figures.
+    expect(cli([...args.map((a) => (a === '2' ? '1' : a)), '--output-dir', join(dir, 'resumed')]).code).toBe(0);
+    const resumed = cli(['--threads', '1', 'train', '--data-path', data, '--resume', join(dir, 'resumed'), '--epochs', '2', '--log-interval', '0']);
+    expect(resumed.code).toBe(0);
+    expect(weightsDigest(join(dir, 'resumed', 'last.safetensors'))).toBe(weightsDigest(join(dir, 'straight', 'last.safetensors')));
+    const testLine = (r: ReturnType<typeof cli>) => r.stdout.split('\n').find((l) => l.startsWith('test ('));
+    expect(testLine(resumed)).toBe(testLine(straight));
   });
   it('fine-tunes from a checkpoint\'s weights with --init, with a fresh optimizer and schedule', () => {
     // With a learning rate of 1e-12 training cannot move a weight by a float32 step, so the

@@ -41,6 +41,12 @@ export interface TrainConfig {
   rho: number | null;
   /** The model's input channels, or null for the dataset's (a pretrained colour model on gray images: 3). */
   inChannels: number | null;
+  /**
+   * The fraction of the training images held out (seeded) to choose the best epoch, stop early
+   * and drive plateau schedules; the test split is then evaluated once, at the end. 0: the
+   * validation data given to the trainer is used for all of that.
+   */
+  valSplit: number;
   /** Transfer learning: 'features' freezes everything below the classifier. */
   freeze: FreezePart;
   /** Transfer learning: only the last N blocks of the features (and the classifier) train; null: all. */
@@ -84,6 +90,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   resolution: 28,
   rho: null,
   inChannels: null,
+  valSplit: 0,
   freeze: 'none',
   trainableBlocks: null,
   dropout: 0,
@@ -121,6 +128,7 @@ export function checkConfig(c: TrainConfig): void {
   positiveInt('checkpoint-every', c.checkpointEvery, 0);
   if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
   if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
+  if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
   if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
   if (c.trainableBlocks !== null && !(Number.isInteger(c.trainableBlocks) && c.trainableBlocks >= 0)) throw new RangeError(`trainable blocks must be an integer >= 0, got ${c.trainableBlocks}`);
   if (c.freeze !== 'none' && c.trainableBlocks !== null) throw new RangeError('freeze and trainable blocks exclude each other (freezing the features is 0 trainable blocks)');
@@ -145,6 +153,8 @@ export interface TrainerEvents {
   earlyStop: { epoch: number; patience: number; bestEpoch: number; bestTop1: number };
   stopped: { epoch: number; batch: number; checkpoint: string | null };
   warning: { message: string };
+  /** The test data (TrainerParts.test), evaluated once with the last epoch's weights. */
+  testEnd: { loss: number; top1: number; top5: number; count: number };
   done: { epochs: number; bestTop1: number; bestEpoch: number; seconds: number };
 }
 
@@ -239,6 +249,8 @@ export interface TrainerParts {
   optimizer?: Optimizer;
   /** Input normalisation. Default: measured on the training images. */
   normalization?: Normalization;
+  /** Test data kept apart from the validation data: evaluated once, after the last epoch (`testEnd`). */
+  test?: ImageDataset;
 }
 
 /** What a checkpoint records about the model: its settings, or 'custom' for a model the caller built. */
@@ -251,6 +263,8 @@ export class Trainer {
   readonly model: Module;
   readonly trainLoader: DataLoader;
   readonly valLoader: DataLoader;
+  /** The test data apart from validation, or null. */
+  readonly testLoader: DataLoader | null;
   readonly optimizer: Optimizer;
   readonly scheduler: LRScheduler;
   readonly normalization: Normalization;
@@ -271,6 +285,7 @@ export class Trainer {
     this.normalization = parts.normalization ?? channelStats(converted);
     this.trainLoader = converted.with({ ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
     this.valLoader = new DataLoader(val, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize });
+    this.testLoader = parts.test ? new DataLoader(parts.test, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize }) : null;
     this.fingerprint = datasetFingerprint(train);
     const depthwiseNames = new Set([...this.model.namedModules()].filter(([, m]) => m.typeName === 'DepthwiseConv2d').map(([n]) => `${n}.weight`));
     // Frozen parameters get no gradient, no optimizer state and no weight decay.
@@ -441,6 +456,7 @@ export class Trainer {
         return this.progress;
       }
     }
+    if (this.testLoader !== null) this.emit('testEnd', this.evaluate(this.testLoader).summary());
     this.emit('done', { epochs: this.progress.epoch, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch, seconds: (performance.now() - started) / 1000 });
     return this.progress;
   }
