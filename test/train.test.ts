@@ -6,6 +6,7 @@ import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/train/checkpoint.js';
 import { DatasetError, encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader, normalizePixels } from '../src/train/loader.js';
@@ -13,7 +14,7 @@ import { ClassificationMetrics } from '../src/train/metrics.js';
 import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 import { BatchNorm2d, Conv2d, DepthwiseSeparable, Flatten, GlobalAvgPool2d, Linear, ReLU } from '../src/nn/layers.js';
 import { Sequential } from '../src/nn/module.js';
-import { SGD } from '../src/train/optim.js';
+import { clipGradNorm, SGD } from '../src/train/optim.js';
 
 const BUNDLED = resolve(import.meta.dirname, '../data/fashion-mnist-subset');
 const tmp = (prefix: string) => mkdtempSync(join(tmpdir(), prefix));
@@ -209,6 +210,33 @@ describe('training', () => {
     await resumed.fit({ outputDir: dir });
     expect(weightsHash(resumed)).toBe(weightsHash(straight));
     expect(readCheckpoint(join(dir, 'last.safetensors')).meta.model).toEqual({ architecture: 'custom', typeName: 'Sequential' });
+  });
+
+  it('clipGradNorm scales every gradient by min(1, max / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_', () => {
+    const a = new Tensor(new Float32Array([0, 0]), [2], true), b = new Tensor(new Float32Array([0]), [1], true);
+    a.grad = new Tensor(new Float32Array([3, 0]), [2]);
+    b.grad = new Tensor(new Float32Array([4]), [1]);
+    expect(clipGradNorm([a, b], 1)).toBe(5);
+    expect(Array.from(a.grad.data)).toEqual([Math.fround(3 / (5 + 1e-6)), 0]);
+    expect(Array.from(b.grad.data)).toEqual([Math.fround(4 / (5 + 1e-6))]);
+    expect(clipGradNorm([a, b], 10)).toBeCloseTo(1, 5); // below the bound: unchanged
+    expect(Array.from(b.grad.data)).toEqual([Math.fround(4 / (5 + 1e-6))]);
+  });
+
+  it('--clip-grad-norm changes training, and a run with it stopped mid-epoch and resumed ends bit-identical', async () => {
+    const plain = new Trainer(config(), trainSet, valSet);
+    await plain.fit();
+    const clipped = new Trainer(config({ clipGradNorm: 0.05 }), trainSet, valSet);
+    await clipped.fit();
+    expect(weightsHash(clipped)).not.toBe(weightsHash(plain));
+    const dir = tmp('clip-');
+    const controller = new AbortController();
+    const first = new Trainer(config({ clipGradNorm: 0.05 }), trainSet, valSet);
+    first.on('batchEnd', (e) => { if (e.step === 4) controller.abort(); });
+    await first.fit({ outputDir: dir, signal: controller.signal });
+    const { trainer: resumed } = Trainer.resume(dir, trainSet, valSet, () => {});
+    await resumed.fit({ outputDir: dir });
+    expect(weightsHash(resumed)).toBe(weightsHash(clipped));
   });
 
   it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', async () => {

@@ -297,3 +297,24 @@ export function weightDecayGroups(named: Iterable<[string, Tensor]>, weightDecay
     { name: 'no_decay', params: noDecay, weightDecay: 0 },
   ];
 }
+
+/**
+ * Clip gradients by their global L2 norm, as torch.nn.utils.clip_grad_norm_: with
+ * total = sqrt(sum over every gradient entry of g^2) (in float64), every gradient is scaled by
+ * min(1, maxNorm / (total + 1e-6)). Returns the norm before clipping.
+ */
+export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number {
+  if (!(maxNorm > 0)) throw new RangeError(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
+  const grads: Float32Array[] = [];
+  let sumSquares = 0;
+  for (const p of params) {
+    if (p.grad === null) continue;
+    const g = p.grad.data;
+    grads.push(g);
+    for (let i = 0; i < g.length; i++) sumSquares += g[i] * g[i];
+  }
+  const total = Math.sqrt(sumSquares);
+  const scale = maxNorm / (total + 1e-6);
+  if (scale < 1) for (const g of grads) for (let i = 0; i < g.length; i++) g[i] *= scale;
+  return total;
+}

@@ -13,7 +13,7 @@ import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, normalizationOf, type AugmentOptions, type Batch } from './loader.js';
 import { evaluateModel } from './evaluate.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
-import { Adam, AdamW, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
+import { Adam, AdamW, clipGradNorm, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
 
 /** The optimizers the trainer builds by name (torchvision reference script names). */
@@ -47,6 +47,8 @@ export interface TrainConfig {
    * validation data given to the trainer is used for all of that.
    */
   valSplit: number;
+  /** Clip the gradients' global L2 norm to this value before each step (0 = off), as torchvision's --clip-grad-norm. */
+  clipGradNorm: number;
   /** Transfer learning: 'features' freezes everything below the classifier. */
   freeze: FreezePart;
   /** Transfer learning: only the last N blocks of the features (and the classifier) train; null: all. */
@@ -91,6 +93,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   rho: null,
   inChannels: null,
   valSplit: 0,
+  clipGradNorm: 0,
   freeze: 'none',
   trainableBlocks: null,
   dropout: 0,
@@ -128,6 +131,7 @@ export function checkConfig(c: TrainConfig): void {
   positiveInt('checkpoint-every', c.checkpointEvery, 0);
   if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
   if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
+  if (!(c.clipGradNorm >= 0)) throw new RangeError(`clip-grad-norm must be >= 0, got ${c.clipGradNorm}`);
   if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
   if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
   if (c.trainableBlocks !== null && !(Number.isInteger(c.trainableBlocks) && c.trainableBlocks >= 0)) throw new RangeError(`trainable blocks must be an integer >= 0, got ${c.trainableBlocks}`);
@@ -475,6 +479,7 @@ export class Trainer {
       if (!Number.isFinite(value)) this.stopOnBadLoss(value, batch, options);
       this.optimizer.zeroGrad();
       loss.backward();
+      if (this.config.clipGradNorm > 0) clipGradNorm(this.model.parameters(), this.config.clipGradNorm);
       this.optimizer.step();
       this.optimizer.zeroGrad();
       metrics.update(logits.data, batch.labels, value);
