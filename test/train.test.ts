@@ -239,6 +239,33 @@ describe('training', () => {
     expect(weightsHash(resumed)).toBe(weightsHash(clipped));
   });
 
+  it('--model-ema evaluates the moving average and keeps it as best; stopped mid-epoch and resumed, it ends bit-identical', async () => {
+    const emaConfig = config({ modelEma: true, modelEmaSteps: 2, modelEmaDecay: 0.999 });
+    const plainVal: number[] = [], emaVal: number[] = [];
+    const plain = new Trainer(config(), trainSet, valSet);
+    plain.on('epochEnd', (e) => plainVal.push(e.val.loss));
+    await plain.fit();
+    const dirA = tmp('ema-a-');
+    const straight = new Trainer(emaConfig, trainSet, valSet);
+    straight.on('epochEnd', (e) => emaVal.push(e.val.loss));
+    await straight.fit({ outputDir: dirA });
+    expect(emaVal).not.toEqual(plainVal); // the average was evaluated, not the trained weights
+    expect(weightsHash(straight)).toBe(weightsHash(plain)); // training itself is unchanged
+    // best holds the averaged weights: they differ from the trained ones.
+    const best = readCheckpoint(join(dirA, 'best.safetensors')).model.get('features.0.0.weight')!.data;
+    expect(Array.from(best)).not.toEqual(Array.from(straight.model.stateDict().get('features.0.0.weight')!.data));
+    const dirB = tmp('ema-b-');
+    const controller = new AbortController();
+    const first = new Trainer(emaConfig, trainSet, valSet);
+    first.on('batchEnd', (e) => { if (e.step === 5) controller.abort(); });
+    await first.fit({ outputDir: dirB, signal: controller.signal });
+    const { trainer: resumed } = Trainer.resume(dirB, trainSet, valSet, () => {});
+    await resumed.fit({ outputDir: dirB });
+    const digest = (p: string) => createHash('sha256').update(Buffer.concat([...readCheckpoint(p).model.values()].map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)))).digest('hex');
+    expect(digest(join(dirB, 'best.safetensors'))).toBe(digest(join(dirA, 'best.safetensors')));
+    expect([...readCheckpoint(join(dirB, 'last.safetensors')).ema.values()].map((t) => Array.from(t))).toEqual([...readCheckpoint(join(dirA, 'last.safetensors')).ema.values()].map((t) => Array.from(t)));
+  });
+
   it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', async () => {
     const straight = new Trainer(config(), trainSet, valSet);
     await straight.fit();

@@ -26,6 +26,8 @@ export interface CheckpointContent {
   /** Model state dict (parameters and buffers). */
   model: Map<string, Float32Array | { shape: readonly number[]; data: Float32Array }>;
   optimizer: Map<string, Float32Array>;
+  /** The model's exponential moving average (--model-ema), by state-dict key; absent without one. */
+  ema?: Map<string, Float32Array>;
   /** JSON-serialisable sections stored in the metadata. */
   meta: Record<string, unknown>;
 }
@@ -45,6 +47,7 @@ export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
   const tensors = new Map<string, TensorToWrite>();
   for (const [k, v] of content.model) tensors.set(`model.${k}`, v instanceof Float32Array ? { shape: [v.length], data: v } : v);
   for (const [k, v] of content.optimizer) tensors.set(`optim.${k}`, { shape: [v.length], data: v });
+  for (const [k, v] of content.ema ?? []) tensors.set(`ema.${k}`, { shape: [v.length], data: v });
   const metadata: Record<string, string> = { format: CHECKPOINT_FORMAT, payload_sha256: payloadDigest(tensors) };
   for (const [k, v] of Object.entries(content.meta)) metadata[k] = JSON.stringify(v);
   return serializeSafetensors(tensors, metadata);
@@ -54,6 +57,7 @@ export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
 export interface LoadedCheckpoint {
   model: Map<string, { shape: number[]; data: Float32Array }>;
   optimizer: Map<string, Float32Array>;
+  ema: Map<string, Float32Array>;
   meta: Record<string, unknown>;
 }
 
@@ -71,10 +75,12 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
   }
   const model = new Map<string, { shape: number[]; data: Float32Array }>();
   const optimizer = new Map<string, Float32Array>();
+  const ema = new Map<string, Float32Array>();
   for (const [k, t] of file.tensors) {
     if (!(t.data instanceof Float32Array)) throw new CheckpointError(`${path}: tensor '${k}' is ${t.dtype}, expected F32`);
     if (k.startsWith('model.')) model.set(k.slice(6), { shape: t.shape, data: t.data });
     else if (k.startsWith('optim.')) optimizer.set(k.slice(6), t.data);
+    else if (k.startsWith('ema.')) ema.set(k.slice(4), t.data);
   }
   const meta: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(file.metadata)) {
@@ -85,7 +91,7 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
       throw new CheckpointError(`${path}: metadata '${k}' is not valid JSON`);
     }
   }
-  return { model, optimizer, meta };
+  return { model, optimizer, ema, meta };
 }
 
 /** File name of the latest checkpoint. */

@@ -47,6 +47,15 @@ export interface TrainConfig {
    * validation data given to the trainer is used for all of that.
    */
   valSplit: number;
+  /**
+   * Keep an exponential moving average of the weights and evaluate it (torchvision's
+   * --model-ema): every `modelEmaSteps` batches, ema = d ema + (1 - d) weights, with
+   * d = 1 - min(1, (1 - modelEmaDecay) batchSize modelEmaSteps / epochs) as the reference script
+   * adjusts it; reset during LR warmup. `best` holds the averaged weights.
+   */
+  modelEma: boolean;
+  modelEmaSteps: number;
+  modelEmaDecay: number;
   /** Clip the gradients' global L2 norm to this value before each step (0 = off), as torchvision's --clip-grad-norm. */
   clipGradNorm: number;
   /** Transfer learning: 'features' freezes everything below the classifier. */
@@ -94,6 +103,9 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   inChannels: null,
   valSplit: 0,
   clipGradNorm: 0,
+  modelEma: false,
+  modelEmaSteps: 32,
+  modelEmaDecay: 0.99998,
   freeze: 'none',
   trainableBlocks: null,
   dropout: 0,
@@ -131,6 +143,8 @@ export function checkConfig(c: TrainConfig): void {
   positiveInt('checkpoint-every', c.checkpointEvery, 0);
   if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
   if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
+  if (!(c.modelEmaDecay > 0 && c.modelEmaDecay < 1)) throw new RangeError(`model-ema-decay must be in (0, 1), got ${c.modelEmaDecay}`);
+  positiveInt('model-ema-steps', c.modelEmaSteps);
   if (!(c.clipGradNorm >= 0)) throw new RangeError(`clip-grad-norm must be >= 0, got ${c.clipGradNorm}`);
   if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
   if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
@@ -210,6 +224,57 @@ export function channelStats(loader: DataLoader): Normalization {
 }
 
 /**
+ * An exponential moving average of a model's state (parameters and BatchNorm statistics), as
+ * torch.optim.swa_utils.AveragedModel with use_buffers: the first update copies, then
+ * avg = decay avg + (1 - decay) value, in float64 arithmetic stored as float32. Counters
+ * (num_batches_tracked) are copied.
+ */
+export class WeightAverage {
+  readonly tensors = new Map<string, Float32Array>();
+  /** Updates since the average (re)started; 0 makes the next update a copy. */
+  updates = 0;
+
+  constructor(private readonly model: Module, readonly decay: number) {
+    for (const [key, t] of model.stateDict()) this.tensors.set(key, new Float32Array(t.data));
+  }
+
+  update(): void {
+    const d = this.decay;
+    for (const [key, t] of this.model.stateDict()) {
+      const avg = this.tensors.get(key)!;
+      if (this.updates === 0 || key.endsWith('num_batches_tracked')) avg.set(t.data);
+      else for (let i = 0; i < avg.length; i++) avg[i] = d * avg[i] + (1 - d) * t.data[i];
+    }
+    this.updates++;
+  }
+
+  /** Run `fn` with the averaged state in the model, then put the trained state back. */
+  withAveragedWeights<T>(fn: () => T): T {
+    const state = this.model.stateDict();
+    const saved = new Map<string, Float32Array>();
+    for (const [key, t] of state) {
+      saved.set(key, t.data.slice());
+      t.data.set(this.tensors.get(key)!);
+    }
+    try {
+      return fn();
+    } finally {
+      for (const [key, t] of state) t.data.set(saved.get(key)!);
+    }
+  }
+
+  /** From a checkpoint's `ema` section. */
+  restore(tensors: Map<string, Float32Array>, updates: number): void {
+    for (const [key, avg] of this.tensors) {
+      const stored = tensors.get(key);
+      if (stored === undefined || stored.length !== avg.length) throw new CheckpointError(`the checkpoint has no moving average for ${key} (it was not trained with the model EMA)`);
+      avg.set(stored);
+    }
+    this.updates = updates;
+  }
+}
+
+/**
  * Transfer learning's freezing, from the config (so that a resumed run freezes the same parts):
  * everything below the classifier, or all but the last N blocks of the features.
  */
@@ -269,6 +334,8 @@ export class Trainer {
   readonly valLoader: DataLoader;
   /** The test data apart from validation, or null. */
   readonly testLoader: DataLoader | null;
+  /** The weights' moving average (config.modelEma), or null. */
+  readonly ema: WeightAverage | null;
   readonly optimizer: Optimizer;
   readonly scheduler: LRScheduler;
   readonly normalization: Normalization;
@@ -296,6 +363,8 @@ export class Trainer {
     const trainable = [...this.model.namedParameters()].filter(([, p]) => p.requiresGrad);
     const groups = weightDecayGroups(trainable, config.weightDecay, { decayDepthwise: config.decayDepthwise, depthwiseNames });
     this.optimizer = parts.optimizer ?? this.makeOptimizer(groups);
+    const emaAlpha = Math.min(1, ((1 - config.modelEmaDecay) * config.batchSize * config.modelEmaSteps) / config.epochs);
+    this.ema = config.modelEma ? new WeightAverage(this.model, 1 - emaAlpha) : null;
     this.scheduler = this.makeScheduler();
   }
 
@@ -377,6 +446,7 @@ export class Trainer {
     return serializeCheckpoint({
       model,
       optimizer: opt.buffers,
+      ema: this.ema?.tensors,
       meta: {
         config: this.config,
         progress: this.progress,
@@ -384,7 +454,9 @@ export class Trainer {
         scheduler: this.scheduler.stateDict(),
         rngs,
         normalization: this.normalization,
-        dataset: { name: this.train.name, fingerprint: this.fingerprint, classNames: this.train.classNames, channels: this.train.channels },
+        // The model's input channels (a colour model fine-tuned on gray images takes 3).
+        dataset: { name: this.train.name, fingerprint: this.fingerprint, classNames: this.train.classNames, channels: this.trainLoader.channels },
+        ema: this.ema === null ? null : { updates: this.ema.updates, decay: this.ema.decay },
         model: describeModel(this.model),
       },
     });
@@ -402,6 +474,7 @@ export class Trainer {
     this.model.loadStateDict(dict);
     this.optimizer.loadStateDict({ buffers: ckpt.optimizer, scalars: ckpt.meta.optimizer as Record<string, unknown> });
     this.scheduler.loadStateDict(ckpt.meta.scheduler as { t: number });
+    if (this.ema !== null) this.ema.restore(ckpt.ema, (ckpt.meta.ema as { updates: number } | null)?.updates ?? 0);
     const rngs = ckpt.meta.rngs as Record<string, number[]>;
     for (const [name, rng] of this.model.namedRngs()) if (rngs[name]) rng.setState(rngs[name]);
     this.progress = { ...(ckpt.meta.progress as Progress) };
@@ -513,6 +586,10 @@ export class Trainer {
     for (const batch of this.trainLoader.epoch(epoch, this.progress.batch)) {
       const computeStart = performance.now();
       const loss = this.trainStep(batch, metrics, options);
+      if (this.ema !== null && batch.index % this.config.modelEmaSteps === 0) {
+        this.ema.update();
+        if (epoch < this.config.lrWarmupEpochs) this.ema.updates = 0; // as the reference script: start over after warmup
+      }
       if (this.scheduler.perStep) this.scheduler.step();
       this.progress.step++;
       this.progress.batch = batch.index + 1;
@@ -545,7 +622,7 @@ export class Trainer {
 
   /** Evaluate on the validation data and report it (`evalEnd`, with the confusion matrix). */
   private validate(epoch: number): ClassificationMetrics {
-    const val = this.evaluate();
+    const val = this.ema === null ? this.evaluate() : this.ema.withAveragedWeights(() => this.evaluate());
     const C = this.train.classNames.length;
     const confusion: number[][] = [];
     for (let k = 0; k < C; k++) confusion.push(Array.from(val.confusion.subarray(k * C, (k + 1) * C)));
@@ -567,7 +644,9 @@ export class Trainer {
     } else this.progress.epochsWithoutImprovement++;
     this.saveLast(options);
     if (improved && options.outputDir) {
-      const path = saveBestCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
+      // `best` holds the weights that were evaluated: the moving average with --model-ema.
+      const bytes = this.ema === null ? this.checkpointBytes() : this.ema.withAveragedWeights(() => this.checkpointBytes());
+      const path = saveBestCheckpoint(options.outputDir, bytes, options.writer ?? atomicWriter);
       this.emit('checkpointSaved', { path, kind: 'best', epoch: this.progress.epoch, batch: 0 });
     }
     return improved;
