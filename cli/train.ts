@@ -22,6 +22,8 @@ interface TrainFlags {
   trainableBlocks?: number;
   valSplit: number;
   clipGradNorm: number;
+  mixupAlpha: number;
+  cutmixAlpha: number;
   modelEma: boolean;
   modelEmaSteps: number;
   modelEmaDecay: number;
@@ -86,6 +88,8 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--model-ema', 'evaluate (and keep as best) an exponential moving average of the weights', D.modelEma)
     .option('--model-ema-steps <n>', 'batches between moving-average updates', numberIn('--model-ema-steps', 1, 1e9, { integer: true }), D.modelEmaSteps)
     .option('--model-ema-decay <d>', 'moving-average decay before the reference script\'s adjustment, in (0, 1)', numberIn('--model-ema-decay', 0, 1, { minExclusive: true, maxExclusive: true }), D.modelEmaDecay)
+    .option('--mixup-alpha <a>', 'MixUp with lambda ~ Beta(a, a) (0 = off)', numberIn('--mixup-alpha', 0, 100), D.mixupAlpha)
+    .option('--cutmix-alpha <a>', 'CutMix with lambda ~ Beta(a, a) (0 = off; with --mixup-alpha, one of the two per batch)', numberIn('--cutmix-alpha', 0, 100), D.cutmixAlpha)
     .option('--clip-grad-norm <x>', 'clip the gradients\' global L2 norm to this before each step (0 = off)', numberIn('--clip-grad-norm', 0, 1e6), D.clipGradNorm)
     .option('--val-split <f>', 'hold out this fraction of the training images (seeded) to choose the best epoch, stop early and drive plateau schedules; the test split is then evaluated once at the end (default 0: the test split does all of it)', numberIn('--val-split', 0, 1, { maxExclusive: true }), D.valSplit)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)

@@ -385,6 +385,10 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     ['--batch-size', '0', /--batch-size must be an integer in \[1, 65536\], got '0'/],
     ['--opt', 'lbfgs', /--opt must be one of sgd, sgd_nesterov, rmsprop, adam, adamw, got 'lbfgs'/],
     ['--lr', 'fast', /--lr must be a number in \(0, 100\], got 'fast'/],
+    ['--mixup-alpha', '-1', /--mixup-alpha must be a number in \[0, 100\], got '-1'/],
+    ['--cutmix-alpha', '-0.5', /--cutmix-alpha must be a number in \[0, 100\], got '-0.5'/],
+    ['--val-split', '1', /--val-split must be a number in \[0, 1\), got '1'/],
+    ['--val-split', '-0.1', /--val-split must be a number in \[0, 1\), got '-0.1'/],
   ] as const) {
     it(`${flag} ${value} names the flag and the allowed values`, () => {
       const r = cli(['train', flag, value]);

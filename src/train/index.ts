@@ -7,3 +7,4 @@ export * from './checkpoint.js';
 export * from './trainer.js';
 export * from './tta.js';
 export * from './evaluate.js';
+export * from './mixup.js';

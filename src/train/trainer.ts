@@ -5,13 +5,16 @@ import { mkdirSync } from 'node:fs';
 import { createModel, ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
 import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
+import { add, mul } from '../ops/elementwise.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { reuseBuffers } from '../tensor/buffers.js';
-import { Tensor } from '../tensor/tensor.js';
+import { deriveSeed, Rng } from '../tensor/rng.js';
+import { scalar, Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, normalizationOf, type AugmentOptions, type Batch } from './loader.js';
 import { evaluateModel } from './evaluate.js';
+import { mixBatch } from './mixup.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, clipGradNorm, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
@@ -56,6 +59,10 @@ export interface TrainConfig {
   modelEma: boolean;
   modelEmaSteps: number;
   modelEmaDecay: number;
+  /** MixUp's Beta(alpha, alpha) (0 = off), as torchvision's --mixup-alpha. */
+  mixupAlpha: number;
+  /** CutMix's Beta(alpha, alpha) (0 = off), as torchvision's --cutmix-alpha. */
+  cutmixAlpha: number;
   /** Clip the gradients' global L2 norm to this value before each step (0 = off), as torchvision's --clip-grad-norm. */
   clipGradNorm: number;
   /** Transfer learning: 'features' freezes everything below the classifier. */
@@ -103,6 +110,8 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   inChannels: null,
   valSplit: 0,
   clipGradNorm: 0,
+  mixupAlpha: 0,
+  cutmixAlpha: 0,
   modelEma: false,
   modelEmaSteps: 32,
   modelEmaDecay: 0.99998,
@@ -145,6 +154,8 @@ export function checkConfig(c: TrainConfig): void {
   if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
   if (!(c.modelEmaDecay > 0 && c.modelEmaDecay < 1)) throw new RangeError(`model-ema-decay must be in (0, 1), got ${c.modelEmaDecay}`);
   positiveInt('model-ema-steps', c.modelEmaSteps);
+  if (!(c.mixupAlpha >= 0)) throw new RangeError(`mixup-alpha must be >= 0, got ${c.mixupAlpha}`);
+  if (!(c.cutmixAlpha >= 0)) throw new RangeError(`cutmix-alpha must be >= 0, got ${c.cutmixAlpha}`);
   if (!(c.clipGradNorm >= 0)) throw new RangeError(`clip-grad-norm must be >= 0, got ${c.clipGradNorm}`);
   if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
   if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
@@ -293,6 +304,9 @@ function assertResumable(ckpt: LoadedCheckpoint, source: string): void {
     throw new CheckpointError(`${source}: a weights-only checkpoint (imported weights) has no training state to resume; start a new run from its weights instead`);
   }
 }
+
+/** The generator stream of MixUp / CutMix draws, apart from the loader's augmentation stream of the same batch. */
+const MIX_STREAM = 0x6d6978;
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -545,9 +559,16 @@ export class Trainer {
    * the scope ends, since their memory goes back to the cache. Returns the batch's loss.
    */
   trainStep(batch: Batch, metrics: ClassificationMetrics, options: TrainerOptions = {}): number {
+    const c = this.config;
+    // MixUp / CutMix draw from their own stream of this batch's generator: resumable exactly.
+    const mixed = mixBatch(batch.x, batch.labels, c, new Rng(deriveSeed(c.seed, this.progress.epoch, batch.index, MIX_STREAM)));
     return reuseBuffers(() => {
       const logits = this.model.forward(batch.x);
-      const loss = softmaxCrossEntropy(logits, batch.labels, { labelSmoothing: this.config.labelSmoothing });
+      const smoothing = { labelSmoothing: c.labelSmoothing };
+      // Mixed: lambda CE(z, y) + (1 - lambda) CE(z, y_partner), the cross-entropy of the mixed target.
+      const loss = mixed === null
+        ? softmaxCrossEntropy(logits, batch.labels, smoothing)
+        : add(mul(softmaxCrossEntropy(logits, batch.labels, smoothing), scalar(mixed.lambda)), mul(softmaxCrossEntropy(logits, mixed.partnerLabels, smoothing), scalar(1 - mixed.lambda)));
       const value = loss.item();
       if (!Number.isFinite(value)) this.stopOnBadLoss(value, batch, options);
       this.optimizer.zeroGrad();
