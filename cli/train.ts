@@ -45,6 +45,7 @@ interface TrainFlags {
   cropPadding: number;
   hflip: boolean;
   randomErasing: number;
+  autoAugment?: 'ta_wide';
   outputDir?: string;
   resume?: string;
   init?: string;
@@ -78,6 +79,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--dropout <p>', 'dropout before the classifier, in [0, 1)', numberIn('--dropout', 0, 0.999), D.dropout)
     .option('--crop-padding <n>', 'random crop with this much zero padding (0 = off)', numberIn('--crop-padding', 0, 64, { integer: true }), D.augment.cropPadding)
     .option('--hflip', 'random horizontal flips', D.augment.horizontalFlip)
+    .option('--auto-augment <policy>', 'ta_wide: TrivialAugmentWide on each training image (gray or colour)', oneOf('--auto-augment', ['ta_wide'] as const))
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
     .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')
     .option('--resume <path>', 'continue from a checkpoint or a run folder (uses its last.safetensors)')
@@ -123,8 +125,8 @@ const SIGINT_REPEAT_MS = 500;
  * are grouped, and the flags about files and output are not part of a run's configuration.
  */
 function configFromFlags(flags: TrainFlags): TrainConfig {
-  const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, ...settings } = flags;
-  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing } };
+  const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, autoAugment, ...settings } = flags;
+  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing, autoAugment: autoAugment ?? 'none' } };
 }
 
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */

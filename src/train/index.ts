@@ -8,3 +8,4 @@ export * from './trainer.js';
 export * from './tta.js';
 export * from './evaluate.js';
 export * from './mixup.js';
+export * from './autoaugment.js';

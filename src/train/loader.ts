@@ -11,6 +11,7 @@
 // erase, normalise. The trainer measures the time spent here (`dataMs` in batch events).
 
 import { deriveSeed, Rng } from '../tensor/rng.js';
+import { trivialAugmentWide } from './autoaugment.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ImageDataset } from './datasets.js';
 
@@ -22,6 +23,8 @@ export interface AugmentOptions {
   horizontalFlip?: boolean;
   /** Probability of erasing a random rectangle (RandomErasing: area 2-33%, aspect 0.3-3.3, value 0). 0 = off. */
   randomErasing?: number;
+  /** 'ta_wide': TrivialAugmentWide on each uint8 image before the crop and flip (torchvision's --auto-augment ta_wide). */
+  autoAugment?: 'none' | 'ta_wide';
 }
 
 /** Options of a DataLoader. */
@@ -145,7 +148,7 @@ export class DataLoader {
       channels,
       mean,
       std,
-      augment: { cropPadding: 0, horizontalFlip: false, randomErasing: 0, ...options.augment },
+      augment: { cropPadding: 0, horizontalFlip: false, randomErasing: 0, autoAugment: 'none', ...options.augment },
     };
     this.batchSize = options.batchSize;
     this.resolution = resolution;
@@ -200,8 +203,16 @@ export class DataLoader {
       const dy = pad > 0 ? rng.int(-pad, pad + 1) : 0;
       const dx = pad > 0 ? rng.int(-pad, pad + 1) : 0;
       const flip = augment.horizontalFlip && rng.uniform() < 0.5;
+      // TrivialAugmentWide works on a copy of the uint8 image (its draws come after the crop and
+      // flip draws, so runs without it draw exactly as before).
+      let pixels = this.base, first = n * C * plane;
+      if (augment.autoAugment === 'ta_wide') {
+        pixels = this.base.slice(first, first + C * plane);
+        first = 0;
+        trivialAugmentWide(pixels, C, R, R, rng);
+      }
       for (let c = 0; c < C; c++) {
-        const src = (n * C + c) * plane;
+        const src = first + c * plane;
         const dst = (i * C + c) * plane;
         const { scale, shift } = normalizationOf(mean[c], std[c]);
         // out[y, x] = base[y + dy, x' + dx] with x' mirrored when flipping; zero (before normalising) outside.
@@ -215,7 +226,7 @@ export class DataLoader {
           const rowIn = src + sy * R;
           for (let xo = 0; xo < R; xo++) {
             const sx = (flip ? R - 1 - xo : xo) + dx;
-            x[rowOut + xo] = sx < 0 || sx >= R ? -shift : this.base[rowIn + sx] * scale - shift;
+            x[rowOut + xo] = sx < 0 || sx >= R ? -shift : pixels[rowIn + sx] * scale - shift;
           }
         }
       }

@@ -131,7 +131,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   lrMilestones: [],
   lrWarmupEpochs: 0,
   labelSmoothing: 0,
-  augment: { cropPadding: 0, horizontalFlip: false, randomErasing: 0 },
+  augment: { cropPadding: 0, horizontalFlip: false, randomErasing: 0, autoAugment: 'none' },
   seed: 0,
   patience: 0,
   checkpointEvery: 0,
