@@ -14,6 +14,7 @@ import { ClassificationMetrics } from '../src/train/metrics.js';
 import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 import { BatchNorm2d, Conv2d, DepthwiseSeparable, Flatten, GlobalAvgPool2d, Linear, ReLU } from '../src/nn/layers.js';
 import { Sequential } from '../src/nn/module.js';
+import type { ImageClassifier } from '../src/nn/mobilenet.js';
 import { clipGradNorm, SGD } from '../src/train/optim.js';
 
 const BUNDLED = resolve(import.meta.dirname, '../data/fashion-mnist-subset');
@@ -264,6 +265,29 @@ describe('training', () => {
     const digest = (p: string) => createHash('sha256').update(Buffer.concat([...readCheckpoint(p).model.values()].map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)))).digest('hex');
     expect(digest(join(dirB, 'best.safetensors'))).toBe(digest(join(dirA, 'best.safetensors')));
     expect([...readCheckpoint(join(dirB, 'last.safetensors')).ema.values()].map((t) => Array.from(t))).toEqual([...readCheckpoint(join(dirA, 'last.safetensors')).ema.values()].map((t) => Array.from(t)));
+  });
+
+  it('frozen features: the pooled features are computed once and the classifier trains on them, bit-identical to running the features every batch', async () => {
+    const frozen = (cacheFrozenFeatures: boolean) => new Trainer(config({ freeze: 'features', cacheFrozenFeatures, dropout: 0.2, epochs: 3 }), trainSet, valSet);
+    const slow = frozen(false), fast = frozen(true);
+    const slowEpochs: TrainerEvents['epochEnd'][] = [], fastEpochs: TrainerEvents['epochEnd'][] = [];
+    slow.on('epochEnd', (e) => slowEpochs.push(e));
+    fast.on('epochEnd', (e) => fastEpochs.push(e));
+    // Count how many images went through the features while training (validation aside).
+    const countImages = (t: Trainer) => {
+      const features = (t.model as ImageClassifier).features;
+      const forward = features.forward.bind(features);
+      let images = 0;
+      features.forward = (x) => ((images += features.training ? x.shape[0] : 0), forward(x));
+      return () => images;
+    };
+    const slowImages = countImages(slow), fastImages = countImages(fast);
+    await slow.fit();
+    await fast.fit();
+    expect(weightsHash(fast)).toBe(weightsHash(slow));
+    expect(fastEpochs.map((e) => [e.train, e.val])).toEqual(slowEpochs.map((e) => [e.train, e.val]));
+    expect(slowImages()).toBe(3 * trainSet.count); // every batch of three epochs
+    expect(fastImages()).toBe(0); // computed once, in eval mode, before training
   });
 
   it('resume is bit-exact: 2 epochs == 1 epoch, stop, resume, 1 more (sha256 of the weights)', async () => {

@@ -83,7 +83,12 @@ export abstract class ImageClassifier extends Module {
 
   /** From the last feature map (N, C, h, w) to logits: pool, flatten, classifier (Grad-CAM starts here). */
   forwardHead(features: Tensor): Tensor {
-    return this.classifier.forward(this.flatten.forward(this.pool.forward(features)));
+    return this.classifier.forward(this.flattenPool(features));
+  }
+
+  /** The last feature map (N, C, h, w) averaged and flattened to (N, C): the classifier's input. */
+  flattenPool(features: Tensor): Tensor {
+    return this.flatten.forward(this.pool.forward(features));
   }
 
   /**

@@ -51,6 +51,8 @@ export interface Batch {
   labels: Int32Array;
   /** Index of the batch within its epoch. */
   index: number;
+  /** Which images of the dataset the batch holds, in order. */
+  indices: Int32Array;
 }
 
 const LUMA = [0.299, 0.587, 0.114];
@@ -174,6 +176,11 @@ export class DataLoader {
     return this.base;
   }
 
+  /** The per-channel normalisation this loader applies. */
+  get normalization(): { mean: number[]; std: number[] } {
+    return { mean: this.options.mean, std: this.options.std };
+  }
+
   /** Another loader of the same images (converted once) with other options. */
   with(options: Omit<LoaderOptions, 'resolution' | 'channels'>): DataLoader {
     return new DataLoader(this.dataset, { ...options, resolution: this.resolution, channels: this.channels }, this.base);
@@ -232,7 +239,7 @@ export class DataLoader {
       }
       if (augment.randomErasing > 0 && rng.uniform() < augment.randomErasing) this.erase(x, i, rng);
     }
-    return { x: new Tensor(x, [B, C, R, R]), labels, index };
+    return { x: new Tensor(x, [B, C, R, R]), labels, index, indices: Int32Array.from(indices) };
   }
 
   /** RandomErasing (Zhong et al. 2017) with torchvision's defaults; value 0 after normalisation. */

@@ -7,6 +7,7 @@ import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { add, mul } from '../ops/elementwise.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
+import { noGrad } from '../tensor/autograd.js';
 import { reuseBuffers } from '../tensor/buffers.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
@@ -63,6 +64,12 @@ export interface TrainConfig {
   mixupAlpha: number;
   /** CutMix's Beta(alpha, alpha) (0 = off), as torchvision's --cutmix-alpha. */
   cutmixAlpha: number;
+  /**
+   * With everything below the classifier frozen and no random augmentation, compute each
+   * training image's pooled features once and train the classifier on them (the same numbers,
+   * epochs in milliseconds). False: run the frozen features on every batch.
+   */
+  cacheFrozenFeatures: boolean;
   /** Clip the gradients' global L2 norm to this value before each step (0 = off), as torchvision's --clip-grad-norm. */
   clipGradNorm: number;
   /** Transfer learning: 'features' freezes everything below the classifier. */
@@ -110,6 +117,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   inChannels: null,
   valSplit: 0,
   clipGradNorm: 0,
+  cacheFrozenFeatures: true,
   mixupAlpha: 0,
   cutmixAlpha: 0,
   modelEma: false,
@@ -234,6 +242,41 @@ export function channelStats(loader: DataLoader): Normalization {
   return { mean, std };
 }
 
+/** Every training image's pooled, flattened features (N, C), and batches gathered from them. */
+class FeatureCache {
+  private constructor(private readonly features: Float32Array, private readonly width: number) {}
+
+  static compute(model: ImageClassifier, loader: DataLoader): FeatureCache {
+    const plain = loader.with({ ...loader.normalization, batchSize: 256 });
+    let features: Float32Array | null = null;
+    let width = 0;
+    const wasTraining = model.training;
+    model.eval();
+    try {
+      noGrad(() => {
+        for (const batch of plain.epoch(0)) {
+          reuseBuffers(() => {
+            const pooled = model.flattenPool(model.features.forward(batch.x));
+            width = pooled.shape[1];
+            features ??= new Float32Array(plain.count * width);
+            for (let i = 0; i < batch.indices.length; i++) features.set(pooled.data.subarray(i * width, (i + 1) * width), batch.indices[i] * width);
+          });
+        }
+      });
+    } finally {
+      model.train(wasTraining);
+    }
+    return new FeatureCache(features!, width);
+  }
+
+  /** The features of these images, (B, C), as the classifier's input. */
+  gather(indices: Int32Array): Tensor {
+    const out = new Float32Array(indices.length * this.width);
+    for (let i = 0; i < indices.length; i++) out.set(this.features.subarray(indices[i] * this.width, (indices[i] + 1) * this.width), i * this.width);
+    return new Tensor(out, [indices.length, this.width]);
+  }
+}
+
 /**
  * An exponential moving average of a model's state (parameters and BatchNorm statistics), as
  * torch.optim.swa_utils.AveragedModel with use_buffers: the first update copies, then
@@ -348,6 +391,8 @@ export class Trainer {
   readonly valLoader: DataLoader;
   /** The test data apart from validation, or null. */
   readonly testLoader: DataLoader | null;
+  /** Pooled features of the training images (frozen features, no random augmentation); undefined until first asked. */
+  private featureCache: FeatureCache | null | undefined = undefined;
   /** The weights' moving average (config.modelEma), or null. */
   readonly ema: WeightAverage | null;
   readonly optimizer: Optimizer;
@@ -560,10 +605,11 @@ export class Trainer {
    */
   trainStep(batch: Batch, metrics: ClassificationMetrics, options: TrainerOptions = {}): number {
     const c = this.config;
+    const cached = this.frozenFeatures();
     // MixUp / CutMix draw from their own stream of this batch's generator: resumable exactly.
     const mixed = mixBatch(batch.x, batch.labels, c, new Rng(deriveSeed(c.seed, this.progress.epoch, batch.index, MIX_STREAM)));
     return reuseBuffers(() => {
-      const logits = this.model.forward(batch.x);
+      const logits = cached === null ? this.model.forward(batch.x) : (this.model as ImageClassifier).classifier.forward(cached.gather(batch.indices));
       const smoothing = { labelSmoothing: c.labelSmoothing };
       // Mixed: lambda CE(z, y) + (1 - lambda) CE(z, y_partner), the cross-entropy of the mixed target.
       const loss = mixed === null
@@ -579,6 +625,23 @@ export class Trainer {
       metrics.update(logits.data, batch.labels, value);
       return value;
     });
+  }
+
+  /**
+   * The pooled features of every training image when nothing below the classifier trains and no
+   * augmentation is random (see `cacheFrozenFeatures`), computed once in eval mode without a
+   * graph; null otherwise. Frozen BatchNorms use their running statistics, so an image's
+   * features do not depend on its batch: the classifier sees the same numbers as when the
+   * features run on every batch.
+   */
+  private frozenFeatures(): FeatureCache | null {
+    if (this.featureCache !== undefined) return this.featureCache;
+    const c = this.config, a = c.augment;
+    const random = a.cropPadding > 0 || a.horizontalFlip || a.randomErasing > 0 || a.autoAugment !== 'none' || c.mixupAlpha > 0 || c.cutmixAlpha > 0;
+    const model = this.model;
+    const frozen = model instanceof ImageClassifier && [...model.features.parameters()].every((p) => !p.requiresGrad);
+    this.featureCache = c.cacheFrozenFeatures && frozen && !random ? FeatureCache.compute(model as ImageClassifier, this.trainLoader) : null;
+    return this.featureCache;
   }
 
   /** A NaN or infinite loss ends training with an error that says where and what was kept. */
