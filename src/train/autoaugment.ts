@@ -30,6 +30,7 @@ const SPACE: [name: string, magnitudes: number[], signed: boolean][] = [
   ['Equalize', [0], false],
 ];
 
+/** The names of the fourteen operations, in torchvision's order. */
 export const TRIVIAL_AUGMENT_OPS = SPACE.map(([name]) => name);
 
 const clamp255 = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);

@@ -12,6 +12,7 @@
 import type { Rng } from '../tensor/rng.js';
 import type { Tensor } from '../tensor/tensor.js';
 
+/** Which of MixUp and CutMix are on, by their Beta alpha (0 = off). */
 export interface MixOptions {
   /** Beta(alpha, alpha) of MixUp; 0 = off. */
   mixupAlpha: number;

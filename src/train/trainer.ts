@@ -20,11 +20,12 @@ import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, clipGradNorm, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
 
-/** The optimizers the trainer builds by name (torchvision reference script names). */
 /** What `freeze` may name: nothing, or every layer below the classifier. */
 export const FREEZE_PARTS = ['none', 'features'] as const;
+/** One of FREEZE_PARTS. */
 export type FreezePart = (typeof FREEZE_PARTS)[number];
 
+/** The optimizers the trainer builds by name (torchvision reference script names). */
 export const OPTIMIZERS = ['sgd', 'sgd_nesterov', 'rmsprop', 'adam', 'adamw'] as const;
 /** The learning-rate schedules the trainer builds by name. */
 export const SCHEDULERS = ['constant', 'steplr', 'multisteplr', 'cosineannealinglr', 'exponentiallr', 'onecycle', 'plateau'] as const;
