@@ -364,11 +364,26 @@ function depthwiseParams(g: ConvGeometry): DepthwiseParams {
   return { N: g.N, C: g.Cin, H: g.H, W: g.W, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, Hout: g.Hout, Wout: g.Wout };
 }
 
+/** y = depthwise(x, weight) on every thread when worth it (planes split), else here. */
+export function runDepthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array): void {
+  runKernel(DEPTHWISE_FORWARD, depthwiseParams(g), { x, weight, y }, g.N * g.Cin, x.length * g.kH * g.kW);
+}
+
+/** dx from dy and the weight, on every thread when worth it (planes split). */
+export function runDepthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array): void {
+  runKernel(DEPTHWISE_BACKWARD_INPUT, depthwiseParams(g), { dy, weight, dx }, g.N * g.Cin, dy.length * g.kH * g.kW);
+}
+
+/** dweight from dy and x, on every thread when worth it (channels split). */
+export function runDepthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: ConvGeometry, dweight: Float32Array): void {
+  runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(g), { dy, x, dweight }, g.Cin, dy.length * g.kH * g.kW);
+}
+
 /** Depthwise convolution as an autograd op. */
 export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: DepthwiseOptions = {}): Tensor {
   const g = depthwiseGeometry(x, weight, bias, options);
   const y = alloc(g.N * g.Cout * g.Hout * g.Wout, false);
-  runKernel(DEPTHWISE_FORWARD, depthwiseParams(g), { x: x.data, weight: weight.data, y }, g.N * g.Cin, x.numel * g.kH * g.kW);
+  runDepthwiseForward(x.data, weight.data, g, y);
   if (bias !== null) addBiasPerChannel(y, bias.data, g.N, g.Cout, g.Hout * g.Wout);
   const inputs = bias === null ? [x, weight] : [x, weight, bias];
   return recordOp(new Tensor(y, [g.N, g.Cout, g.Hout, g.Wout]), {
@@ -378,9 +393,8 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
     backward: (dy, s, needs) => {
       let dx: Float32Array | null = null;
       let dweight: Float32Array | null = null;
-      const work = dy.length * s.g.kH * s.g.kW;
-      if (needs[0]) runKernel(DEPTHWISE_BACKWARD_INPUT, depthwiseParams(s.g), { dy, weight: s.weight, dx: (dx = alloc(s.x.length, false)) }, s.g.N * s.g.Cin, work);
-      if (needs[1]) runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(s.g), { dy, x: s.x, dweight: (dweight = alloc(s.weight.length, false)) }, s.g.Cin, work);
+      if (needs[0]) runDepthwiseBackwardInput(dy, s.weight, s.g, (dx = alloc(s.x.length, false)));
+      if (needs[1]) runDepthwiseBackwardFilter(dy, s.x, s.g, (dweight = alloc(s.weight.length, false)));
       const grads: (Float32Array | null)[] = [dx, dweight];
       if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
       return grads;
