@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { layerCosts } from '../src/nn/cost.js';
@@ -179,7 +180,7 @@ async function main(): Promise<void> {
     .option('--threads <list>', 'thread counts to measure, e.g. 1,2', '1,2')
     .option('--min-seconds <s>', 'minimum timed seconds per measurement (WORKLOADS.md: >= 5 steps or >= 10 s)', '2')
     .option('--json <path>', 'write the results as JSON to this file')
-    .option('--compare <engine>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend), interleaved, with our speed-up')
+    .option('--compare <engines>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend, one thread) and/or torch (PyTorch from /usr/bin/python3, at each thread count), interleaved workload by workload: tfjs, torch or tfjs,torch')
     .option('--child <id:threads:engine>', 'internal: run one workload and print its rows as JSON')
     .parse(process.argv);
   const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string; compare?: string }>();
@@ -190,10 +191,17 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peakRssMb: peak, engine: r.engine ?? 'mobilenet-ts' }))) + '\n');
     process.exit(0);
   }
-  if (opts.compare !== undefined && opts.compare !== 'tfjs') {
-    process.stderr.write(`bench: --compare supports only tfjs, got '${opts.compare}'\n`);
+  const engines = opts.compare === undefined ? [] : opts.compare.split(',').map((s) => s.trim());
+  if (engines.some((e) => e !== 'tfjs' && e !== 'torch')) {
+    process.stderr.write(`bench: --compare takes tfjs, torch or tfjs,torch, got '${opts.compare}'\n`);
     process.exit(2);
   }
+  let withTorch = engines.includes('torch');
+  if (withTorch && spawnSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) {
+    process.stderr.write('bench: --compare torch needs /usr/bin/python3 with PyTorch (Debian package python3-torch, and libopenblas0-pthread for a fast BLAS); running without it\n');
+    withTorch = false;
+  }
+  const withTfjs = engines.includes('tfjs');
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
   const threadCounts = opts.threads.split(',').map(Number);
   const unknown = ids.filter((id) => !ALL_IDS.includes(id));
@@ -203,7 +211,7 @@ async function main(): Promise<void> {
   }
   const rows: Row[] = [];
   process.stdout.write(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, node ${process.version}\n`);
-  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${opts.compare ? '     speed-up vs tfjs' : ''}\n`);
+  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${withTfjs ? '     speed-up vs tfjs' : ''}${withTorch ? '     time ours / torch' : ''}\n`);
   const self = fileURLToPath(import.meta.url);
   const runChild = (id: string, threads: number, engine: string): Row[] => {
     // Each workload in its own process: clean JIT state and a peak RSS of its own.
@@ -214,21 +222,36 @@ async function main(): Promise<void> {
     }
     return JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[];
   };
-  const print = (row: Row, reference?: Row) => {
-    const ratio = reference && row.engine === 'mobilenet-ts' ? `     ${(reference.medianMs / row.medianMs).toFixed(1)}x` : '';
+  const runTorch = (id: string, threads: number): Row[] => {
+    const child = spawnSync('/usr/bin/python3', [join(dirname(self), 'torch_bench.py'), '--workload', id, '--threads', String(threads), '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    if (child.status !== 0) {
+      process.stderr.write(`bench: ${id} on PyTorch with ${threads} threads failed:\n${child.stderr}\n`);
+      process.exit(1);
+    }
+    return JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[];
+  };
+  const print = (row: Row, tfjs?: Row, torch?: Row) => {
+    const ours = row.engine === 'mobilenet-ts';
+    const ratio = (ours && tfjs ? `     ${(tfjs.medianMs / row.medianMs).toFixed(1)}x` : '') + (ours && torch ? `     ${(row.medianMs / torch.medianMs).toFixed(2)}x` : '');
     process.stdout.write(`${row.workload.padEnd(9)}${(row.engine ?? '').padEnd(14)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}${ratio}\n`);
   };
   for (const id of ids) {
-    // Interleaved: for each workload, the reference engine, then ours at each thread count.
-    const reference = opts.compare ? runChild(id, 1, 'tfjs') : [];
-    for (const row of reference) {
+    // Interleaved: for each workload TensorFlow.js (one thread), then at each thread count
+    // PyTorch and ours right after each other, so that both see the machine in the same state.
+    const tfjs = withTfjs ? runChild(id, 1, 'tfjs') : [];
+    for (const row of tfjs) {
       rows.push(row);
       print(row);
     }
     for (const threads of threadCounts) {
+      const torch = withTorch ? runTorch(id, threads) : [];
+      for (const row of torch) {
+        rows.push(row);
+        print(row);
+      }
       for (const row of runChild(id, threads, 'ours')) {
         rows.push(row);
-        print(row, reference.find((r) => r.what === row.what));
+        print(row, tfjs.find((r) => r.what === row.what), torch.find((r) => r.what === row.what));
       }
     }
   }
