@@ -55,6 +55,8 @@ export const NC = 2048;
 // float32 load (measured ~2% faster on G1; the packed panels are small).
 let packedA = new Float64Array(MC * KC);
 let packedB = new Float64Array(NC * KC);
+/** The micro-kernel's 4x4 accumulators, handed to the edge-tile store without allocating. */
+const edgeTile = new Float64Array(MR * NR);
 
 /** Scale C by beta first (beta = 0 overwrites, so NaN garbage in C does not leak through 0 * NaN). */
 export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: number, ldc: number): void {
@@ -190,7 +192,20 @@ export function microKernel4x4(
     C[c] += alpha * c30; C[c + 1] += alpha * c31; C[c + 2] += alpha * c32; C[c + 3] += alpha * c33;
     return;
   }
-  const tile = [c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33];
+  const t = edgeTile;
+  t[0] = c00; t[1] = c01; t[2] = c02; t[3] = c03;
+  t[4] = c10; t[5] = c11; t[6] = c12; t[7] = c13;
+  t[8] = c20; t[9] = c21; t[10] = c22; t[11] = c23;
+  t[12] = c30; t[13] = c31; t[14] = c32; t[15] = c33;
+  storeEdgeTile(t, alpha, C, cStart, ldc, rows, cols, overwrite);
+}
+
+/**
+ * The tiles at C's right and bottom edges, with fewer than MR rows or NR columns: a loop of
+ * its own, so that the micro-kernel's hot path stays straight-line code (an edge loop inside it
+ * made V8 deoptimise the kernel in some processes) and allocates nothing.
+ */
+export function storeEdgeTile(tile: Float64Array, alpha: number, C: Float32Array, cStart: number, ldc: number, rows: number, cols: number, overwrite: boolean): void {
   for (let r = 0; r < rows; r++) {
     for (let s = 0; s < cols; s++) {
       const i = cStart + r * ldc + s;
@@ -293,8 +308,8 @@ const GEMM_KERNEL = declareKernel({
   chunksPerThread: 1,
   minWork: PARALLEL_MIN_MULT_ADDS,
   slice: gemmSlice,
-  deps: [scaleC, packA, packB, microKernel4x4, gemmCore],
-  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);`,
+  deps: [scaleC, packA, packB, storeEdgeTile, microKernel4x4, gemmCore],
+  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);\nconst edgeTile = new Float64Array(MR * NR);`,
 });
 
 /** Extent of a row-major matrix slice: from its offset to one past its last element. */
