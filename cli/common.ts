@@ -81,6 +81,7 @@ export function addModelOptions<M extends string>(command: Command, models: read
   return command
     .option('--model <name>', `${models.join(' | ')}${what}`, oneOf('--model', models), defaults.model)
     .option('--alpha <a>', 'width multiplier alpha, in (0, 4]', numberIn('--alpha', 0, 4, { minExclusive: true }), defaults.alpha)
+    .option('--stem-stride <s>', 'stride of the first convolution: 2 as in the papers, 1 keeps small images\' resolution (4x the mult-adds)', (v: string) => oneOf('--stem-stride', ['1', '2'] as const)(v) === '1' ? 1 : 2, 2)
     .option('--expansion <t>', 'MobileNetV2: expansion factor t of the inverted residual blocks (6 in the paper; below 1 a classic bottleneck), in (0, 16]', numberIn('--expansion', 0, 16, { minExclusive: true }), MOBILENET_V2_EXPANSION);
 }
 
@@ -203,7 +204,7 @@ export function loadModelFromCheckpoint(path: string): LoadedModel {
   const ckpt = readCheckpoint(file);
   const config = ckpt.meta.config as TrainConfig;
   const dataset = ckpt.meta.dataset as { name: string; classNames: string[]; channels: number };
-  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout, expansion: config.expansion ?? MOBILENET_V2_EXPANSION });
+  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout, expansion: config.expansion ?? MOBILENET_V2_EXPANSION, stemStride: config.stemStride ?? 2 });
   const dict = new Map<string, Tensor>();
   for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
   model.loadStateDict(dict);

@@ -47,6 +47,7 @@ export function registerInterop(program: Command, run: (fn: () => Promise<void>)
           resolution: String(m.config.resolution),
           dropout: String(info.dropout),
           expansion: String(info.expansion ?? MOBILENET_V2_EXPANSION),
+          stem_stride: String(info.stemStride ?? 2),
           class_names: JSON.stringify(m.classNames),
           normalization: JSON.stringify(m.normalization),
         });
@@ -94,13 +95,14 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
   if (normalization.mean.length !== inChannels) throw new UsageError(`${weights}: the normalisation has ${normalization.mean.length} channels but the model takes ${inChannels}`);
   const dropout = meta.dropout !== undefined ? Number(meta.dropout) : 0;
   const expansion = meta.expansion !== undefined ? Number(meta.expansion) : MOBILENET_V2_EXPANSION;
-  const model = createModel(architecture, { alpha, expansion, resolution, numClasses: classNames.length, inChannels, dropout });
+  const stemStride = meta.stem_stride === '1' ? 1 : 2;
+  const model = createModel(architecture, { alpha, expansion, stemStride, resolution, numClasses: classNames.length, inChannels, dropout });
   loadWeights(model, file);
   // A weights-only checkpoint: the model, the config eval/predict need and the normalisation.
   // It has no optimizer state: it cannot be resumed, but `train --init` starts from it.
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   for (const [k, t] of model.stateDict()) tensors.set(k, { shape: t.shape, data: t.data });
-  const config = { ...TRAIN_DEFAULTS, model: architecture, alpha, expansion, resolution, dropout };
+  const config = { ...TRAIN_DEFAULTS, model: architecture, alpha, expansion, stemStride, resolution, dropout };
   const checkpointMeta = {
     config,
     normalization,

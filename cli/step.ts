@@ -21,6 +21,8 @@ type StepMode = 'step' | 'continue' | { breakAt: string };
 interface StepFlags {
   model: 'tiny' | 'v1' | 'v2';
   alpha: number;
+  expansion: number;
+  stemStride: 1 | 2;
   checkpoint?: string;
   dataPath?: string;
   index: number;
@@ -156,7 +158,7 @@ async function step(flags: StepFlags): Promise<void> {
     classNames = m.classNames;
   } else {
     if (flags.model !== 'tiny') checkAlpha(flags.model, flags.alpha);
-    model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
+    model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, expansion: flags.expansion, stemStride: flags.stemStride, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
   }
   // The graph training runs: each BatchNorm + ReLU pair is one fused node.
   model.fuseActivations();

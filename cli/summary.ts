@@ -14,6 +14,7 @@ interface SummaryFlags {
   resolution: number;
   rho?: number;
   expansion: number;
+  stemStride: 1 | 2;
   numClasses: number;
   inChannels: number;
   compareBaseline: boolean;
@@ -35,7 +36,7 @@ export function registerSummary(program: Command, run: (fn: () => Promise<void>)
 function summary(f: SummaryFlags): void {
   checkAlpha(f.model, f.alpha);
   const out = process.stdout;
-  const opts = { alpha: f.alpha, expansion: f.expansion, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
+  const opts = { alpha: f.alpha, expansion: f.expansion, stemStride: f.stemStride, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
   const shape = [1, f.inChannels, f.resolution, f.resolution];
   if (f.explain) {
     explainSeparable(layerCosts(createModel(f.model, opts), shape), out);

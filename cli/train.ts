@@ -18,6 +18,7 @@ interface TrainFlags {
   resolution: number;
   rho?: number;
   expansion: number;
+  stemStride: 1 | 2;
   freeze?: 'features';
   trainableBlocks?: number;
   valSplit: number;

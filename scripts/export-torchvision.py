@@ -91,13 +91,18 @@ def build(meta, fallback):
     if "model" not in meta:
         return torchvision.models.mobilenet_v2(weights=None, width_mult=fallback["width_mult"], num_classes=fallback["num_classes"])
     arch, alpha, classes, channels = meta["model"], float(meta["alpha"]), int(meta["num_classes"]), int(meta.get("in_channels", "3"))
-    if arch in ("v1", "baseline"):
-        return fixtures.MobileNetV1(alpha, classes, in_channels=channels, full_conv=arch == "baseline")
-    model = torchvision.models.mobilenet_v2(weights=None, width_mult=alpha, num_classes=classes)
-    if channels != 3:
-        # What a PyTorch user does for grayscale input: the same stem with one input channel.
+    stem_stride = int(meta.get("stem_stride", "2"))
+    if arch in ("v1", "baseline", "shallow"):
+        return fixtures.MobileNetV1(alpha, classes, in_channels=channels, full_conv=arch == "baseline", stem_stride=stem_stride, shallow=arch == "shallow")
+    # V2; an expansion factor other than 6 is torchvision's inverted_residual_setting with t replaced.
+    t = float(meta.get("expansion", "6"))
+    setting = [[1, 16, 1, 1]] + [[t, c, n, s] for _, c, n, s in [[6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]]
+    model = torchvision.models.mobilenet_v2(weights=None, width_mult=alpha, num_classes=classes, inverted_residual_setting=setting)
+    if channels != 3 or stem_stride != 2:
+        # What a PyTorch user does for grayscale input or small images: the same stem with one
+        # input channel, or stride 1.
         stem = model.features[0][0]
-        model.features[0][0] = torch.nn.Conv2d(channels, stem.out_channels, 3, 2, 1, bias=False)
+        model.features[0][0] = torch.nn.Conv2d(channels, stem.out_channels, 3, stem_stride, 1, bias=False)
     return model
 
 

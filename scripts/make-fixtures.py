@@ -246,12 +246,14 @@ class MobileNetV1(torch.nn.Module):
     3x3 convolution -> BatchNorm -> ReLU with the same channels and stride.
     """
 
-    def __init__(self, alpha, num_classes, in_channels=3, full_conv=False, dropout=0.0):
+    def __init__(self, alpha, num_classes, in_channels=3, full_conv=False, dropout=0.0, stem_stride=2, shallow=False):
         super().__init__()
         c = round(32 * alpha)
         conv_bn_relu = lambda cin, cout, s: torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, s, 1, bias=False), torch.nn.BatchNorm2d(cout), torch.nn.ReLU())
-        layers = [conv_bn_relu(in_channels, c, 2)]
-        for out, s in V1_BLOCKS:
+        layers = [conv_bn_relu(in_channels, c, stem_stride)]
+        # shallow: Table 5's Shallow MobileNet, without the five 14x14x512 blocks (rows 6..10).
+        blocks = [b for i, b in enumerate(V1_BLOCKS) if not (shallow and 6 <= i <= 10)]
+        for out, s in blocks:
             out = int(out * alpha)
             layers.append(conv_bn_relu(c, out, s) if full_conv else DepthwiseSeparable(c, out, s))
             c = out

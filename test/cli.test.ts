@@ -165,6 +165,13 @@ describe("the paper's model variants through train, eval, predict, export and im
       expect(bad.code, args.join(' ')).toBe(2);
       expect(bad.stderr).toMatch(message);
     }
+    // --stem-stride 1: the first convolution keeps 28x28 (4x the mult-adds); eval rebuilds it from the checkpoint.
+    const strided = join(mkdtempSync(join(tmpdir(), 'stem-')), 'run');
+    expect(cli(['--threads', '1', 'train', '--data-path', data, '--stem-stride', '1', '--epochs', '1', '-b', '32', '--output-dir', strided, '--log-interval', '0']).code).toBe(0);
+    expect(readCheckpoint(join(strided, 'last.safetensors')).meta.config).toMatchObject({ stemStride: 1 });
+    expect(readCheckpoint(join(strided, 'last.safetensors')).meta.model).toMatchObject({ stemStride: 1 });
+    expect(cli(['--threads', '1', 'eval', strided, '--data-path', data, '--confusion', join(strided, 'c.png')]).code).toBe(0);
+    expect(cli(['summary', '--alpha', '0.25', '--resolution', '28', '--in-channels', '1', '--num-classes', '10', '--stem-stride', '1']).stdout).toContain('total mult-adds: 2,895,136');
     const summary = cli(['summary', '--model', 'shallow', '--alpha', '1', '--resolution', '224']);
     expect(summary.stdout).toMatch(/total params: 2,887,976 {3}total mult-adds: 307,323,392 \(307\.3M\)/);
   });

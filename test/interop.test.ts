@@ -18,31 +18,35 @@ import { hasTorch, ROOT, runCli } from './helpers.js';
 const torch = hasTorch();
 
 /** A checkpoint as `train` writes it (weights-only), with BatchNorm statistics that are not the init's. */
-function makeCheckpoint(dir: string, architecture: Architecture, channels: number, resolution: number) {
+function makeCheckpoint(dir: string, architecture: Architecture, channels: number, resolution: number, variant: { expansion?: number; stemStride?: 1 | 2 } = {}) {
   const classNames = ['ant', 'bee', 'cat', 'dog'];
-  const model = createModel(architecture, { alpha: 0.25, resolution, numClasses: classNames.length, inChannels: channels, seed: 5 });
+  const model = createModel(architecture, { alpha: 0.25, resolution, numClasses: classNames.length, inChannels: channels, seed: 5, ...variant });
   // A few train-mode passes move the running statistics away from (0, 1).
   for (let i = 0; i < 3; i++) noGrad(() => model.train().forward(rand([4, channels, resolution, resolution], new Rng(i))));
   model.eval();
   const normalization = { mean: Array.from({ length: channels }, (_, c) => 0.2 + 0.1 * c), std: Array.from({ length: channels }, (_, c) => 0.3 + 0.05 * c) };
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   for (const [k, t] of model.stateDict()) tensors.set(k, { shape: t.shape, data: t.data });
-  const meta = { config: { ...TRAIN_DEFAULTS, model: architecture, alpha: 0.25, resolution }, normalization, dataset: { name: 'pets', fingerprint: 'x', classNames, channels }, model: model.info };
-  const path = join(dir, `${architecture}-${channels}-${resolution}.safetensors`);
+  const meta = { config: { ...TRAIN_DEFAULTS, model: architecture, alpha: 0.25, resolution, expansion: variant.expansion ?? 6, stemStride: variant.stemStride ?? 2 }, normalization, dataset: { name: 'pets', fingerprint: 'x', classNames, channels }, model: model.info };
+  const path = join(dir, `${architecture}-${channels}-${resolution}-${variant.expansion ?? 6}-${variant.stemStride ?? 2}.safetensors`);
   writeFileSync(path, serializeCheckpoint({ model: tensors, optimizer: new Map(), meta }));
   return { path, model, classNames, normalization };
 }
 
 describe('export -> import round trip', () => {
-  it.each([
-    ['v1', 1, 28],
-    ['v1', 3, 32],
-    ['v2', 1, 28],
-    ['v2', 3, 48],
-    ['baseline', 1, 28],
-  ] as const)('%s with %i channel(s) at %i: import rebuilds the model, its input and its normalisation; PyTorch loads the export', (architecture, channels, resolution) => {
+  it.each<[Architecture, number, number, { expansion?: number; stemStride?: 1 | 2 }]>([
+    ['v1', 1, 28, {}],
+    ['v1', 3, 32, {}],
+    ['v2', 1, 28, {}],
+    ['v2', 3, 48, {}],
+    ['baseline', 1, 28, {}],
+    ['shallow', 1, 28, {}],
+    ['v2', 1, 28, { expansion: 0.5 }],
+    ['v1', 1, 28, { stemStride: 1 }],
+    ['v2', 3, 32, { stemStride: 1, expansion: 2 }],
+  ])('%s with %i channel(s) at %i %j: import rebuilds the model, its input and its normalisation; PyTorch loads the export', (architecture, channels, resolution, variant) => {
     const dir = mkdtempSync(join(tmpdir(), 'roundtrip-'));
-    const original = makeCheckpoint(dir, architecture, channels, resolution);
+    const original = makeCheckpoint(dir, architecture, channels, resolution, variant);
     const exported = join(dir, 'new-folder', 'weights.safetensors'); // export creates the folder
     const e = runCli(['export', original.path, exported]);
     expect(e.stderr).toBe('');

@@ -55,6 +55,12 @@ export interface MobileNetOptions {
    * depthwise convolution: the classic bottleneck V2 turned inside out.
    */
   expansion?: number;
+  /**
+   * The stride of the first convolution: 2 in the papers (224 -> 112); 1 keeps the resolution
+   * of small images (28x28 Fashion-MNIST would otherwise be 1x1 after five more stride-2 layers),
+   * at four times the multiply-adds.
+   */
+  stemStride?: 1 | 2;
 }
 
 /** What defines a built MobileNet; stored in checkpoints so that it can be rebuilt. */
@@ -67,6 +73,8 @@ export interface ModelInfo {
   dropout: number;
   /** MobileNetV2's expansion factor t of the inverted residual blocks (6 in the paper). */
   expansion?: number;
+  /** The first convolution's stride (2 in the papers; 1 keeps small images' resolution). */
+  stemStride?: number;
 }
 
 /** Common shape of the three models: features -> global pool -> flatten -> classifier. */
@@ -118,7 +126,8 @@ function checkAlpha(model: string, alpha: number): void {
 }
 
 function resolveOptions(options: MobileNetOptions, defaultDropout: number): Required<MobileNetOptions> {
-  const o = { alpha: 1, resolution: 224, numClasses: 1000, inChannels: 3, dropout: defaultDropout, seed: 0, expansion: MOBILENET_V2_EXPANSION, ...options };
+  const o = { alpha: 1, resolution: 224, numClasses: 1000, inChannels: 3, dropout: defaultDropout, seed: 0, expansion: MOBILENET_V2_EXPANSION, stemStride: 2 as 1 | 2, ...options };
+  if (o.stemStride !== 1 && o.stemStride !== 2) throw new RangeError(`stemStride must be 1 or 2, got ${o.stemStride}`);
   if (!(o.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${o.expansion}`);
   if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`numClasses must be an integer >= 1, got ${o.numClasses}`);
   if (!Number.isInteger(o.inChannels) || o.inChannels < 1) throw new RangeError(`inChannels must be an integer >= 1, got ${o.inChannels}`);
@@ -144,7 +153,7 @@ function mobileNetV1Body(o: Required<MobileNetOptions>, block: (inC: number, out
   const rng = new Rng(o.seed);
   let channels = Math.round(MOBILENET_V1_STEM_CHANNELS * o.alpha);
   if (channels < 1) throw new RangeError(`MobileNetV1: alpha ${o.alpha} leaves the stem with no channels (round(32 alpha) = 0; the smallest alpha is 1/64)`);
-  const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu')];
+  const layers: Module[] = [convBnAct(o.inChannels, channels, 3, o.stemStride, rng, 'relu')];
   for (const [c, stride] of rows) {
     const out = Math.max(1, Math.floor(c * o.alpha));
     layers.push(block(channels, out, stride, rng));
@@ -166,7 +175,7 @@ abstract class MobileNetV1Family extends ImageClassifier {
     super();
     const o = resolveOptions(options, 0);
     checkAlpha({ v1: 'MobileNetV1', baseline: 'FullConvMobileNet', shallow: 'ShallowMobileNet' }[architecture], o.alpha);
-    this.info = { architecture, alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout };
+    this.info = { architecture, alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout, stemStride: o.stemStride };
     ({ features: this.features, classifier: this.classifier } = mobileNetV1Body(o, block, rows));
     this.registerHead(this.features, this.classifier);
   }
@@ -268,11 +277,11 @@ export class MobileNetV2 extends ImageClassifier {
     super();
     const o = resolveOptions(options, 0.2);
     checkAlpha('MobileNetV2', o.alpha);
-    this.info = { architecture: 'v2', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout, expansion: o.expansion };
+    this.info = { architecture: 'v2', alpha: o.alpha, resolution: o.resolution, numClasses: o.numClasses, inChannels: o.inChannels, dropout: o.dropout, expansion: o.expansion, stemStride: o.stemStride };
     const rng = new Rng(o.seed);
     let channels = makeDivisible(32 * o.alpha);
     const lastChannels = makeDivisible(1280 * Math.max(1, o.alpha));
-    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, 2, rng, 'relu6')];
+    const layers: Module[] = [convBnAct(o.inChannels, channels, 3, o.stemStride, rng, 'relu6')];
     for (const [t, c, n, s] of MOBILENET_V2_SETTINGS) {
       const out = makeDivisible(c * o.alpha);
       for (let i = 0; i < n; i++) {

@@ -40,6 +40,8 @@ export interface TrainConfig {
   alpha: number;
   /** MobileNetV2's expansion factor t (6 in the paper). */
   expansion: number;
+  /** The first convolution's stride: 2 as in the papers, 1 for small images. */
+  stemStride: 1 | 2;
   /** The input resolution (with --rho, round(rho x the dataset's native size)). */
   resolution: number;
   /** The resolution multiplier the resolution came from, or null when it was given directly. */
@@ -113,6 +115,7 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   model: 'v1',
   alpha: 0.25,
   expansion: 6,
+  stemStride: 2,
   resolution: 28,
   rho: null,
   inChannels: null,
@@ -408,7 +411,7 @@ export class Trainer {
     if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
     const inChannels = parts.model instanceof ImageClassifier ? parts.model.info.inChannels : (config.inChannels ?? train.channels);
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
-    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
+    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, stemStride: config.stemStride, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
     applyFreezing(this.model, config);
     // The training images are resized and converted once; the statistics and the training
     // loader share that copy.
