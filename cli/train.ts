@@ -133,7 +133,6 @@ function configFromFlags(flags: TrainFlags): TrainConfig {
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
 const RESUME_FLAGS = new Set(['resume', 'data', 'dataPath', 'outputDir', 'epochs', 'logInterval']);
 
-
 async function train(flags: TrainFlags, given: (flag: string) => boolean): Promise<void> {
   const out = process.stdout;
   const warn = (m: string) => process.stderr.write(`warning: ${m}\n`);
@@ -194,6 +193,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       }
       config.inChannels = start.channels;
       config.expansion = start.model.info.expansion ?? config.expansion;
+      config.stemStride = (start.model.info.stemStride ?? 2) === 1 ? 1 : 2;
       start.model.train();
       parts = { ...parts, model: start.model, normalization: start.normalization };
       out.write(`starting from the weights of ${flags.init}\n`);
