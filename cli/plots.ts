@@ -28,6 +28,17 @@ function niceTicks(min: number, max: number, count = 5): number[] {
   return ticks;
 }
 
+/** The start of a chart: the SVG element, a white background, the title, and the y grid with its labels. */
+function chartFrame(W: number, H: number, m: { left: number; right: number }, title: string, titleSize: number, yTicks: number[], py: (y: number) => number): string[] {
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`, `<rect width="${W}" height="${H}" fill="white"/>`];
+  out.push(`<text x="${W / 2}" y="26" font-size="${titleSize}" font-weight="bold" text-anchor="middle">${escapeXml(title)}</text>`);
+  for (const t of yTicks) {
+    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
+    out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
+  }
+  return out;
+}
+
 /** A line chart with axes, ticks, grid, axis labels and a legend. */
 export function lineChartSvg(options: { title: string; xLabel: string; yLabel: string; series: Series[]; yMin?: number; yMax?: number; width?: number; height?: number }): string {
   const W = options.width ?? 720, H = options.height ?? 420;
@@ -43,14 +54,7 @@ export function lineChartSvg(options: { title: string; xLabel: string; yLabel: s
   if (options.yMax === undefined) yMax += pad;
   const px = (x: number) => m.left + ((x - xMin) / (xMax - xMin)) * (W - m.left - m.right);
   const py = (y: number) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="26" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(options.title)}</text>`);
-  for (const t of niceTicks(yMin, yMax)) {
-    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
-    out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
-  }
+  const out = chartFrame(W, H, m, options.title, 17, niceTicks(yMin, yMax), py);
   for (const t of niceTicks(xMin, xMax, 8)) {
     out.push(`<line x1="${px(t)}" x2="${px(t)}" y1="${H - m.bottom}" y2="${H - m.bottom + 5}" stroke="black"/>`);
     out.push(`<text x="${px(t)}" y="${H - m.bottom + 20}" font-size="12" text-anchor="middle">${t}</text>`);
@@ -135,14 +139,7 @@ export function scatterSvg(options: { title: string; xLabel: string; yLabel: str
   yMax += yPad;
   const px = (x: number) => m.left + ((Math.log10(x) - xMin) / (xMax - xMin)) * (W - m.left - m.right);
   const py = (y: number) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="26" font-size="16" font-weight="bold" text-anchor="middle">${escapeXml(options.title)}</text>`);
-  for (const t of niceTicks(yMin, yMax)) {
-    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
-    out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
-  }
+  const out = chartFrame(W, H, m, options.title, 16, niceTicks(yMin, yMax), py);
   // Decade ticks with 2 and 5 between them, labelled in engineering units.
   const unit = (v: number) => (v >= 1e6 ? `${Number((v / 1e6).toPrecision(3))}M` : v >= 1e3 ? `${Number((v / 1e3).toPrecision(3))}k` : String(v));
   for (let e = Math.floor(xMin); e <= Math.ceil(xMax); e++) {

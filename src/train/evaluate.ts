@@ -25,23 +25,31 @@ export interface EvaluateOptions {
  */
 export function evaluateModel(model: Module, loader: DataLoader, numClasses: number, options: EvaluateOptions = {}): ClassificationMetrics {
   const metrics = new ClassificationMetrics(numClasses);
+  inEvalMode(model, () => {
+    for (const batch of loader.epoch(0)) {
+      // One scope per batch: each batch reuses the previous one's activation memory.
+      reuseBuffers(() => {
+        const logits = model.forward(batch.x);
+        // With flip TTA the scores are log-probabilities (their softmax is themselves), so the
+        // same cross-entropy gives the loss of the averaged distribution.
+        const scores = options.ttaFlip ? new Tensor(averagedLogProbabilities(logits.data, model.forward(flipHorizontal(batch.x)).data, numClasses), logits.shape) : logits;
+        metrics.update(scores.data, batch.labels, softmaxCrossEntropy(scores, batch.labels).item());
+      });
+    }
+  });
+  return metrics;
+}
+
+/**
+ * Run `fn` with the model in eval mode (BatchNorm with running statistics, no dropout) and
+ * without a graph; the model's mode is restored afterwards, also when `fn` throws.
+ */
+export function inEvalMode<T>(model: Module, fn: () => T): T {
   const wasTraining = model.training;
   model.eval();
   try {
-    noGrad(() => {
-      for (const batch of loader.epoch(0)) {
-        // One scope per batch: each batch reuses the previous one's activation memory.
-        reuseBuffers(() => {
-          const logits = model.forward(batch.x);
-          // With flip TTA the scores are log-probabilities (their softmax is themselves), so the
-          // same cross-entropy gives the loss of the averaged distribution.
-          const scores = options.ttaFlip ? new Tensor(averagedLogProbabilities(logits.data, model.forward(flipHorizontal(batch.x)).data, numClasses), logits.shape) : logits;
-          metrics.update(scores.data, batch.labels, softmaxCrossEntropy(scores, batch.labels).item());
-        });
-      }
-    });
+    return noGrad(fn);
   } finally {
     model.train(wasTraining);
   }
-  return metrics;
 }

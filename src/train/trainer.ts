@@ -7,14 +7,13 @@ import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { add, mul } from '../ops/elementwise.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
-import { noGrad } from '../tensor/autograd.js';
 import { reuseBuffers } from '../tensor/buffers.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
 import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, normalizationOf, type AugmentOptions, type Batch } from './loader.js';
-import { evaluateModel } from './evaluate.js';
+import { evaluateModel, inEvalMode } from './evaluate.js';
 import { mixBatch } from './mixup.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, clipGradNorm, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
@@ -254,22 +253,16 @@ class FeatureCache {
     const plain = loader.with({ ...loader.normalization, batchSize: 256 });
     let features: Float32Array | null = null;
     let width = 0;
-    const wasTraining = model.training;
-    model.eval();
-    try {
-      noGrad(() => {
-        for (const batch of plain.epoch(0)) {
-          reuseBuffers(() => {
-            const pooled = model.flattenPool(model.features.forward(batch.x));
-            width = pooled.shape[1];
-            features ??= new Float32Array(plain.count * width);
-            for (let i = 0; i < batch.indices.length; i++) features.set(pooled.data.subarray(i * width, (i + 1) * width), batch.indices[i] * width);
-          });
-        }
-      });
-    } finally {
-      model.train(wasTraining);
-    }
+    inEvalMode(model, () => {
+      for (const batch of plain.epoch(0)) {
+        reuseBuffers(() => {
+          const pooled = model.flattenPool(model.features.forward(batch.x));
+          width = pooled.shape[1];
+          features ??= new Float32Array(plain.count * width);
+          for (let i = 0; i < batch.indices.length; i++) features.set(pooled.data.subarray(i * width, (i + 1) * width), batch.indices[i] * width);
+        });
+      }
+    });
     return new FeatureCache(features!, width);
   }
 
