@@ -139,6 +139,11 @@ function nativeSize(data: string): number {
   return data === 'cifar10' ? 32 : 28;
 }
 
+/** Input channels of the dataset's images: 1 for (Fashion-)MNIST, 3 for CIFAR-10 and image folders. */
+function defaultChannels(data: string): number {
+  return data === 'fashion-mnist' || data === 'mnist' ? 1 : 3;
+}
+
 interface RunResult {
   top1: number;
   loss: number;
@@ -244,7 +249,10 @@ interface ResultRow {
 async function summarise(dir: string, name: string, spec: Experiment, points: GridPoint[], runs: { point: GridPoint; seed: number; dir: string }[], native: number, flags: ExperimentFlags, command: string): Promise<void> {
   const rows: ResultRow[] = points.map((point) => {
     const done = runs.filter((r) => r.point === point && existsSync(join(r.dir, 'result.json'))).map((r) => JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult);
-    const cost = costOf(point, native);
+    // The model's input and classes as its runs had them (config.json), else the dataset's usual ones.
+    const first = runs.find((r) => r.point === point && existsSync(join(r.dir, 'config.json')));
+    const run = first ? (JSON.parse(readFileSync(join(first.dir, 'config.json'), 'utf8')) as { classNames: string[]; normalization: { mean: number[] } }) : null;
+    const cost = costOf(point, native, run?.normalization.mean.length ?? defaultChannels(flags.data), run?.classNames.length ?? 10);
     const top1 = done.map((d) => d.top1);
     return {
       label: point.label,
