@@ -110,6 +110,7 @@ interface ExperimentFlags {
   dataPath?: string;
   epochs: number;
   batchSize: number;
+  lr: number;
   seeds: number;
   alpha?: number;
   rho?: number;
@@ -126,6 +127,7 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
     .option('--epochs <n>', 'epochs per run (the default recipe of train otherwise)', numberIn('--epochs', 1, 100000, { integer: true }), 12)
     .option('-b, --batch-size <n>', 'batch size of every run', numberIn('--batch-size', 1, 65536, { integer: true }), 64)
+    .option('--lr <x>', 'learning rate of every run (the one-cycle peak; default: train\'s, 0.1)', numberIn('--lr', 0, 100, { minExclusive: true }), 0.1)
     .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
     .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
     .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
@@ -210,7 +212,7 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
       const data = ['--data', flags.data, ...(flags.dataPath ? ['--data-path', flags.dataPath] : [])];
       const args = resume
         ? [...data, '--resume', r.dir, '--log-interval', '3600']
-        : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
+        : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--lr', String(flags.lr), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
       out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
       const result = await runTrain(args, threads);
       if (result.code !== 0) throw new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
@@ -270,13 +272,13 @@ async function summarise(dir: string, name: string, spec: Experiment, points: Gr
       paper: point.paper ?? null,
     };
   });
-  const json = { experiment: name, title: spec.title, paper: spec.paper, command, data: flags.data, dataPath: flags.dataPath ?? null, epochs: flags.epochs, seeds: flags.seeds, accuracy: 'top-1 on the test split at the last epoch', rows };
+  const json = { experiment: name, title: spec.title, paper: spec.paper, command, data: flags.data, dataPath: flags.dataPath ?? null, epochs: flags.epochs, lr: flags.lr, seeds: flags.seeds, accuracy: 'top-1 on the test split at the last epoch', rows };
   writeOutputFile(join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
   const pct = (x: number) => (100 * x).toFixed(2);
   const lines = [
     `## ${spec.title}`,
     '',
-    `\`${command}\`: ${flags.data}${flags.dataPath ? ` (${flags.dataPath})` : ' (the bundled subset)'}, ${flags.epochs} epochs, ${flags.seeds} seed${flags.seeds > 1 ? 's' : ''}; top-1 on the test split at the last epoch, mean +- standard deviation over seeds. Cost at the trained resolution (cost model). Paper: ${spec.paper}.`,
+    `\`${command}\`: ${flags.data}${flags.dataPath ? ` (${flags.dataPath})` : ' (the bundled subset)'}, ${flags.epochs} epochs at peak lr ${flags.lr}, ${flags.seeds} seed${flags.seeds > 1 ? 's' : ''}; top-1 on the test split at the last epoch, mean +- standard deviation over seeds. Cost at the trained resolution (cost model). Paper: ${spec.paper}.`,
     '',
     '| model | alpha | resolution | expansion | mult-adds | parameters | top-1 (%) | seeds | s / epoch | img/s (training) | paper (ImageNet) |',
     '|---|---|---|---|---|---|---|---|---|---|---|',

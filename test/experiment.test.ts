@@ -51,7 +51,9 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
   }, 300_000);
   it("the paper's figures stand in their own column (Table 5 for thin-vs-shallow)", () => {
     const out = join(mkdtempSync(join(tmpdir(), 'exp-paper-')), 'grid');
-    expect(tiny('thin-vs-shallow', out).code).toBe(0);
+    expect(tiny('thin-vs-shallow', out, ['--lr', '0.05']).code).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')).lr).toBe(0.05);
+    expect(readdirSync(out).filter((d) => d.startsWith('00-')).map((d) => JSON.parse(readFileSync(join(out, d, 'config.json'), 'utf8')).lr)).toEqual([0.05]);
     expect(read(out).rows.map((r) => r.paper)).toEqual(['68.4%', '65.3%']);
     expect(read(out).rows.map((r) => r.model)).toEqual(['v1', 'shallow']);
   }, 300_000);
