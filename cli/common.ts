@@ -8,6 +8,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
 import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
 import { Rng } from '../src/tensor/rng.js';
+import type { Normalization } from '../src/train/loader.js';
 import type { TrainConfig } from '../src/train/trainer.js';
 
 /** A mistake the user can fix: printed without a stack trace (unless --verbose), exit code 2. */
@@ -190,7 +191,7 @@ export interface LoadedModel {
   config: TrainConfig;
   classNames: string[];
   channels: number;
-  normalization: { mean: number[]; std: number[] };
+  normalization: Normalization;
   datasetName: string;
 }
 
@@ -209,5 +210,5 @@ export function loadModelFromCheckpoint(path: string): LoadedModel {
   for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
   model.loadStateDict(dict);
   model.eval();
-  return { model, config, classNames: dataset.classNames, channels: dataset.channels, normalization: ckpt.meta.normalization as { mean: number[]; std: number[] }, datasetName: dataset.name };
+  return { model, config, classNames: dataset.classNames, channels: dataset.channels, normalization: ckpt.meta.normalization as Normalization, datasetName: dataset.name };
 }

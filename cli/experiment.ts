@@ -13,6 +13,7 @@ import { checkAlpha, numberIn, UsageError } from './common.js';
 import { scatterSvg, writeOutputFile, writePng } from './plots.js';
 import { formatDuration } from './train.js';
 import { layerCosts } from '../src/nn/cost.js';
+import { minOf } from '../src/tensor/arrays.js';
 import { createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 
 /** One configuration of a grid (trained once per seed). */
@@ -89,8 +90,8 @@ export const EXPERIMENTS: Record<string, Experiment> = {
       const v1 = V1(alpha, rho, '70.6% (alpha 1)');
       const target = costOf(v1, native).multAdds;
       const candidates = [0.35, 0.5, 0.75, 1, 1.3, 1.4].map((a) => ({ label: `V2 alpha ${a} rho ${round3(rho)}`, model: 'v2' as const, alpha: a, rho, expansion: MOBILENET_V2_EXPANSION, paper: '72.0% (alpha 1)' }));
-      const v2 = candidates.reduce((best, c) => (Math.abs(Math.log(costOf(c, native).multAdds / target)) < Math.abs(Math.log(costOf(best, native).multAdds / target)) ? c : best));
-      return [v1, v2];
+      const distance = candidates.map((c) => Math.abs(Math.log(costOf(c, native).multAdds / target)));
+      return [v1, candidates[distance.indexOf(minOf(distance))]];
     },
   },
   expansion: {

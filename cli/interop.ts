@@ -13,6 +13,7 @@ import { checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from
 import { loadWeights, saveWeights } from '../src/nn/interop.js';
 import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
+import type { Normalization } from '../src/train/loader.js';
 import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
 import { writeFileAtomic } from '../src/tensor/safetensors.js';
@@ -91,7 +92,7 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
   // The normalisation the weights were trained with travels in the metadata; torchvision's
   // weights were trained with ImageNet's (averaged over the colours for a one-channel stem).
   const average = (v: number[]) => [v.reduce((a, b) => a + b, 0) / v.length];
-  const normalization = json<{ mean: number[]; std: number[] }>('normalization') ?? (inChannels === 3 ? IMAGENET : { mean: average(IMAGENET.mean), std: average(IMAGENET.std) });
+  const normalization = json<Normalization>('normalization') ?? (inChannels === 3 ? IMAGENET : { mean: average(IMAGENET.mean), std: average(IMAGENET.std) });
   if (normalization.mean.length !== inChannels) throw new UsageError(`${weights}: the normalisation has ${normalization.mean.length} channels but the model takes ${inChannels}`);
   const dropout = meta.dropout !== undefined ? Number(meta.dropout) : 0;
   const expansion = meta.expansion !== undefined ? Number(meta.expansion) : MOBILENET_V2_EXPANSION;

@@ -149,7 +149,9 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   checkAlpha(flags.model, flags.alpha);
   if (flags.freeze !== undefined && flags.trainableBlocks !== undefined) throw new UsageError('--freeze and --trainable-blocks exclude each other (--freeze features is --trainable-blocks 0)');
   // A resumed run splits its validation images off exactly as it did the first time.
-  const stored = flags.resume && existsSync(flags.resume) ? (findResumableCheckpoint(flags.resume, () => {}).checkpoint.meta.config as Partial<TrainConfig>) : null;
+  // Read once: its config chooses the data split, then the trainer is built from it.
+  const found = flags.resume && existsSync(flags.resume) ? findResumableCheckpoint(flags.resume, warn) : null;
+  const stored = found ? (found.checkpoint.meta.config as Partial<TrainConfig>) : null;
   const valSplit = stored ? (stored.valSplit ?? 0) : flags.valSplit;
   const seed = stored?.seed ?? flags.seed;
   const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn }, valSplit);
@@ -159,11 +161,11 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   let trainer: Trainer;
   let outputDir: string;
   if (flags.resume) {
-    if (!existsSync(flags.resume)) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
+    if (found === null) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
     const overrides = given('epochs') ? { epochs: flags.epochs } : {};
     let resumed: ReturnType<typeof Trainer.resume>;
     try {
-      resumed = Trainer.resume(flags.resume, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {});
+      resumed = Trainer.resume(found, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {});
     } catch (e) {
       if (e instanceof RangeError && given('epochs')) throw new UsageError(`--${e.message}`);
       throw e;

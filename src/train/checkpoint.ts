@@ -139,7 +139,13 @@ export function saveBestCheckpoint(dir: string, bytes: Uint8Array, writer: Check
  * The checkpoint to resume from: `path` itself if it is a file, else `last` in that directory,
  * falling back to `previous` (with a warning) when `last` is corrupt.
  */
-export function findResumableCheckpoint(path: string, warn: (message: string) => void): { path: string; checkpoint: LoadedCheckpoint } {
+/** A checkpoint found for resuming, and the file it was read from. */
+export interface ResumableCheckpoint {
+  path: string;
+  checkpoint: LoadedCheckpoint;
+}
+
+export function findResumableCheckpoint(path: string, warn: (message: string) => void): ResumableCheckpoint {
   const candidates = path.endsWith('.safetensors') ? [path] : [join(path, LAST_CHECKPOINT), join(path, PREVIOUS_CHECKPOINT)];
   const errors: string[] = [];
   for (const candidate of candidates) {

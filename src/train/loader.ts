@@ -57,6 +57,12 @@ export interface Batch {
 
 const LUMA = [0.299, 0.587, 0.114];
 
+/** Per-channel input normalisation: x = (pixel / 255 - mean[c]) / std[c]. */
+export interface Normalization {
+  mean: number[];
+  std: number[];
+}
+
 /**
  * The input normalisation, defined once: x = (pixel / 255 - mean) / std, computed as
  * pixel * scale - shift with scale = 1 / (255 std) and shift = mean / std. The loader, `predict`
@@ -67,7 +73,7 @@ export function normalizationOf(mean: number, std: number): { scale: number; shi
 }
 
 /** uint8 pixels of NCHW images (planes of `plane` pixels, channel after channel) normalised per channel. */
-export function normalizePixels(pixels: Uint8Array, channels: number, plane: number, normalization: { mean: number[]; std: number[] }): Float32Array {
+export function normalizePixels(pixels: Uint8Array, channels: number, plane: number, normalization: Normalization): Float32Array {
   const out = new Float32Array(pixels.length);
   for (let start = 0, c = 0; start < pixels.length; start += plane, c = (c + 1) % channels) {
     const { scale, shift } = normalizationOf(normalization.mean[c], normalization.std[c]);
@@ -177,7 +183,7 @@ export class DataLoader {
   }
 
   /** The per-channel normalisation this loader applies. */
-  get normalization(): { mean: number[]; std: number[] } {
+  get normalization(): Normalization {
     return { mean: this.options.mean, std: this.options.std };
   }
 

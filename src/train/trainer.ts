@@ -10,9 +10,9 @@ import { softmaxCrossEntropy } from '../ops/loss.js';
 import { reuseBuffers } from '../tensor/buffers.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
-import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint } from './checkpoint.js';
+import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
-import { DataLoader, normalizationOf, type AugmentOptions, type Batch } from './loader.js';
+import { DataLoader, normalizationOf, type AugmentOptions, type Batch, type Normalization } from './loader.js';
 import { evaluateModel, inEvalMode } from './evaluate.js';
 import { mixBatch } from './mixup.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
@@ -352,12 +352,6 @@ function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Per-channel input normalisation: x = (pixel / 255 - mean[c]) / std[c]. */
-export interface Normalization {
-  mean: number[];
-  std: number[];
-}
-
 /**
  * What a caller may hand the trainer instead of letting it build them from the config, as a
  * PyTorch loop or Keras `fit` takes the model it trains.
@@ -537,8 +531,9 @@ export class Trainer {
   }
 
   /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
-  static resume(path: string, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}, parts: Omit<TrainerParts, 'normalization'> = {}): { trainer: Trainer; path: string } {
-    const found = findResumableCheckpoint(path, warn);
+  static resume(source: string | ResumableCheckpoint, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}, parts: Omit<TrainerParts, 'normalization'> = {}): { trainer: Trainer; path: string } {
+    // A path, or a checkpoint the caller already found and read (the CLI reads its config first).
+    const found = typeof source === 'string' ? findResumableCheckpoint(source, warn) : source;
     assertResumable(found.checkpoint, found.path);
     const stored = found.checkpoint.meta.config as TrainConfig;
     const done = (found.checkpoint.meta.progress as Progress).epoch;
