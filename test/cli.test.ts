@@ -6,9 +6,9 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadIdxDataset } from '../src/train/datasets.js';
-import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
+import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { expectClose, tinyFashionMnist, weightsDigest } from './helpers.js';
+import { expectClose, tinyFashionMnist, torchvisionWeights, weightsDigest } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
@@ -181,10 +181,8 @@ describe('transfer learning: --init on other classes, --freeze, --trainable-bloc
   it('fine-tunes imported torchvision weights on a folder of 3 classes, frozen and unfrozen, and predicts with the result', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'transfer-'));
     // torchvision mobilenet_v2 (width 0.35, 100 classes, 3 channels) imported as a checkpoint.
-    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
-    writeFileSync(join(dir, 'tv.safetensors'), serializeSafetensors(new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')))));
     const pretrained = join(dir, 'pretrained.safetensors');
-    expect(cli(['import', join(dir, 'tv.safetensors'), pretrained, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
+    expect(cli(['import', torchvisionWeights(dir), pretrained, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
     const photos = join(dir, 'photos');
     const colours = { red: { r: 220, g: 20, b: 20 }, green: { r: 20, g: 200, b: 40 }, blue: { r: 20, g: 30, b: 220 } };
     for (const [name, c] of Object.entries(colours)) {
@@ -333,10 +331,7 @@ describe('mobilenet eval / predict / export / summary', () => {
   it('import turns torchvision weights into a checkpoint that eval and predict can use', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'import-'));
     // torchvision mobilenet_v2 weights (width 0.35, 100 classes) as scripts/export-torchvision.py writes them.
-    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
-    const weights = new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')));
-    const weightsPath = join(dir, 'mobilenet_v2.safetensors');
-    writeFileSync(weightsPath, serializeSafetensors(weights));
+    const weightsPath = torchvisionWeights(dir);
     const ckpt = join(dir, 'tv.safetensors');
     const r = cli(['import', weightsPath, ckpt, '--model', 'v2', '--alpha', '0.35', '--num-classes', '100', '--resolution', '64']);
     expect(r.stderr).toBe('');

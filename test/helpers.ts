@@ -10,7 +10,7 @@ import { readCheckpoint } from '../src/train/checkpoint.js';
 import { encodeIdx, loadIdxDataset } from '../src/train/datasets.js';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import { parseSafetensors, type StoredTensor } from '../src/tensor/safetensors.js';
+import { parseSafetensors, serializeSafetensors, type StoredTensor } from '../src/tensor/safetensors.js';
 import { Tensor } from '../src/tensor/tensor.js';
 
 export const FIXTURE_DIR = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -138,4 +138,16 @@ export function weightsDigest(checkpoint: string): string {
     h.update(new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
   }
   return h.digest('hex');
+}
+
+/**
+ * The committed torchvision mobilenet_v2 fixture (width 0.35, 100 classes, 3 channels) as
+ * scripts/export-torchvision.py writes weights: its reference tensors (`@...`) left out.
+ * Returns the path of the weights file written into `dir`.
+ */
+export function torchvisionWeights(dir: string): string {
+  const fixture = parseSafetensors(readFileSync(join(FIXTURE_DIR, 'torchvision_v2.safetensors')), 'torchvision_v2');
+  const path = join(dir, 'mobilenet_v2.safetensors');
+  writeFileSync(path, serializeSafetensors(new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')))));
+  return path;
 }

@@ -1,8 +1,8 @@
 // `mobilenet step` and the stepper library, driven as a learner would: in a real terminal (tmux).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import sharp from 'sharp';
-import { loadSafetensors, serializeSafetensors } from '../src/tensor/safetensors.js';
+import { torchvisionWeights } from './helpers.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -101,10 +101,8 @@ describe('mobilenet step (non-interactive)', () => {
   it('--checkpoint feeds an imported colour checkpoint its own input size (bundled images resized, or --image)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'step-ckpt-'));
     // torchvision mobilenet_v2 weights (width 0.35, 100 classes, 3 channels) imported at 64x64.
-    const fixture = loadSafetensors(join(ROOT, 'test/fixtures/torchvision_v2.safetensors'));
-    writeFileSync(join(dir, 'tv.safetensors'), serializeSafetensors(new Map([...fixture.tensors].filter(([k]) => !k.startsWith('@')))));
     const ckpt = join(dir, 'ckpt.safetensors');
-    expect(cli(['import', join(dir, 'tv.safetensors'), ckpt, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
+    expect(cli(['import', torchvisionWeights(dir), ckpt, '--alpha', '0.35', '--resolution', '64']).code).toBe(0);
     const r = cli(['step', '--checkpoint', ckpt, '--no-interactive', '--batch', '2']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
