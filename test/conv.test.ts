@@ -91,6 +91,8 @@ describe('fast conv kernels equal their naive twins', () => {
   }
   const dwCases = [
     [2, 5, 9, 8, 3, 1, 1], [2, 5, 9, 8, 3, 2, 1], [1, 3, 10, 11, 3, 2, 0], [1, 3, 4, 4, 3, 1, 2], [1, 4, 8, 7, 5, 1, 2], [1, 2, 2, 2, 3, 1, 1], [1, 3, 7, 7, 3, 3, 1], [2, 3, 16, 16, 3, 1, 0], [1, 2, 6, 6, 1, 2, 0],
+    // 1x1 planes (no interior), padding wider than the filter's reach, a 5x5 filter with stride 2
+    [2, 3, 1, 1, 3, 1, 1], [1, 2, 5, 7, 3, 1, 3], [1, 2, 9, 9, 3, 2, 2], [1, 3, 11, 9, 5, 2, 2],
   ];
   for (const [N, C, H, W, k, s, p] of dwCases) {
     it(`depthwise x=${N}x${C}x${H}x${W} k${k} s${s} p${p}`, () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync, existsSync, readdirSync, truncateSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync, readdirSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/train/checkpoint.js';
-import { DatasetError, encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
+import { encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader, normalizePixels } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
 import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';

@@ -15,154 +15,6 @@ import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
-// =============================================================================================
-// The hot path: 3 x 3 filters. The output plane is split into an interior rectangle, where all
-// nine taps fall inside the input, and a border. The interior runs with the nine weights and
-// three row offsets in local variables (registers) and no bounds checks; the border, a few
-// pixels wide, goes through the bounds-checked per-pixel code.
-// =============================================================================================
-
-/** Output range [lo, hi) whose taps at offsets base+0..base+2 (times stride) all lie in [0, size). */
-function interior3(stride: number, offset: number, size: number, outSize: number): [number, number] {
-  const lo = Math.min(outSize, Math.max(0, Math.ceil(-offset / stride)));
-  const hi = Math.max(lo, Math.min(outSize, Math.floor((size - 3 - offset) / stride) + 1));
-  return [lo, hi];
-}
-
-/**
- * One plane of a 3x3 correlation: dst[oy, ox] = sum_{ky,kx} w[ky*3+kx] * src[oy*s + off + ky, ox*s + off + kx]
- * (zero outside src). The forward pass is this with off = -padding; the stride-1 input gradient
- * is this with the filter flipped and off = padding - 2.
- */
-function correlate3x3Plane(src: Float32Array, srcBase: number, H: number, W: number, w: Float32Array, wBase: number, stride: number, off: number, dst: Float32Array, dstBase: number, Hout: number, Wout: number): void {
-  const w0 = w[wBase], w1 = w[wBase + 1], w2 = w[wBase + 2];
-  const w3 = w[wBase + 3], w4 = w[wBase + 4], w5 = w[wBase + 5];
-  const w6 = w[wBase + 6], w7 = w[wBase + 7], w8 = w[wBase + 8];
-  const [yLo, yHi] = interior3(stride, off, H, Hout);
-  const [xLo, xHi] = interior3(stride, off, W, Wout);
-  for (let oy = 0; oy < Hout; oy++) {
-    const dRow = dstBase + oy * Wout;
-    const iy0 = oy * stride + off;
-    const rowInterior = oy >= yLo && oy < yHi;
-    if (rowInterior) {
-      const r0 = srcBase + iy0 * W + off, r1 = r0 + W, r2 = r1 + W;
-      if (stride === 1 && xHi > xLo) {
-        // Sliding window: columns (a0,b0,c0), (a1,b1,c1) are the previous pixel's last two,
-        // so each output loads only its three new values.
-        let a0 = src[r0 + xLo], b0 = src[r1 + xLo], c0 = src[r2 + xLo];
-        let a1 = src[r0 + xLo + 1], b1 = src[r1 + xLo + 1], c1 = src[r2 + xLo + 1];
-        for (let ox = xLo; ox < xHi; ox++) {
-          const a2 = src[r0 + ox + 2], b2 = src[r1 + ox + 2], c2 = src[r2 + ox + 2];
-          dst[dRow + ox] = w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2 + w6 * c0 + w7 * c1 + w8 * c2;
-          a0 = a1; a1 = a2; b0 = b1; b1 = b2; c0 = c1; c1 = c2;
-        }
-      } else {
-        for (let ox = xLo; ox < xHi; ox++) {
-          const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
-          dst[dRow + ox] =
-            w0 * src[a] + w1 * src[a + 1] + w2 * src[a + 2] +
-            w3 * src[b] + w4 * src[b + 1] + w5 * src[b + 2] +
-            w6 * src[c] + w7 * src[c + 1] + w8 * src[c + 2];
-        }
-      }
-    }
-    // Border pixels (all of a non-interior row), bounds-checked.
-    for (let ox = 0; ox < Wout; ox++) {
-      if (rowInterior && ox === xLo) ox = Math.max(xHi, xLo);
-      if (ox >= Wout) break;
-      let acc = 0;
-      for (let ky = 0; ky < 3; ky++) {
-        const iy = iy0 + ky;
-        if (iy < 0 || iy >= H) continue;
-        for (let kx = 0; kx < 3; kx++) {
-          const ix = ox * stride + off + kx;
-          if (ix >= 0 && ix < W) acc += w[wBase + ky * 3 + kx] * src[srcBase + iy * W + ix];
-        }
-      }
-      dst[dRow + ox] = acc;
-    }
-  }
-}
-
-/** dW (9 sums) of one plane, 3x3: taps[ky*3+kx] += sum_{oy,ox} dy[oy,ox] * x[oy*s - p + ky, ox*s - p + kx]. */
-function filterGrad3x3Plane(dy: Float32Array, yBase: number, x: Float32Array, xBase: number, g: ConvGeometry, taps: Float64Array): void {
-  const { H, W, stride, padding, Hout, Wout } = g;
-  const off = -padding;
-  const [yLo, yHi] = interior3(stride, off, H, Hout);
-  const [xLo, xHi] = interior3(stride, off, W, Wout);
-  let t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-  for (let oy = 0; oy < Hout; oy++) {
-    const yRow = yBase + oy * Wout;
-    const iy0 = oy * stride + off;
-    const rowInterior = oy >= yLo && oy < yHi;
-    if (rowInterior) {
-      const r0 = xBase + iy0 * W + off, r1 = r0 + W, r2 = r1 + W;
-      for (let ox = xLo; ox < xHi; ox++) {
-        const gy = dy[yRow + ox];
-        const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
-        t0 += gy * x[a]; t1 += gy * x[a + 1]; t2 += gy * x[a + 2];
-        t3 += gy * x[b]; t4 += gy * x[b + 1]; t5 += gy * x[b + 2];
-        t6 += gy * x[c]; t7 += gy * x[c + 1]; t8 += gy * x[c + 2];
-      }
-    }
-    for (let ox = 0; ox < Wout; ox++) {
-      if (rowInterior && ox === xLo) ox = Math.max(xHi, xLo);
-      if (ox >= Wout) break;
-      const gy = dy[yRow + ox];
-      for (let ky = 0; ky < 3; ky++) {
-        const iy = iy0 + ky;
-        if (iy < 0 || iy >= H) continue;
-        for (let kx = 0; kx < 3; kx++) {
-          const ix = ox * stride + off + kx;
-          if (ix >= 0 && ix < W) taps[ky * 3 + kx] += gy * x[xBase + iy * W + ix];
-        }
-      }
-    }
-  }
-  taps[0] += t0; taps[1] += t1; taps[2] += t2;
-  taps[3] += t3; taps[4] += t4; taps[5] += t5;
-  taps[6] += t6; taps[7] += t7; taps[8] += t8;
-}
-
-/** Stride-2 (or any stride) 3x3 input gradient of one plane by scatter: dx[taps of (oy,ox)] += w * dy[oy,ox]. */
-function inputGrad3x3ScatterPlane(dy: Float32Array, yBase: number, w: Float32Array, wBase: number, g: ConvGeometry, dx: Float32Array, xBase: number): void {
-  const { H, W, stride, padding, Hout, Wout } = g;
-  const off = -padding;
-  const w0 = w[wBase], w1 = w[wBase + 1], w2 = w[wBase + 2];
-  const w3 = w[wBase + 3], w4 = w[wBase + 4], w5 = w[wBase + 5];
-  const w6 = w[wBase + 6], w7 = w[wBase + 7], w8 = w[wBase + 8];
-  const [yLo, yHi] = interior3(stride, off, H, Hout);
-  const [xLo, xHi] = interior3(stride, off, W, Wout);
-  for (let oy = 0; oy < Hout; oy++) {
-    const yRow = yBase + oy * Wout;
-    const iy0 = oy * stride + off;
-    const rowInterior = oy >= yLo && oy < yHi;
-    if (rowInterior) {
-      const r0 = xBase + iy0 * W + off, r1 = r0 + W, r2 = r1 + W;
-      for (let ox = xLo; ox < xHi; ox++) {
-        const gy = dy[yRow + ox];
-        const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
-        dx[a] += w0 * gy; dx[a + 1] += w1 * gy; dx[a + 2] += w2 * gy;
-        dx[b] += w3 * gy; dx[b + 1] += w4 * gy; dx[b + 2] += w5 * gy;
-        dx[c] += w6 * gy; dx[c + 1] += w7 * gy; dx[c + 2] += w8 * gy;
-      }
-    }
-    for (let ox = 0; ox < Wout; ox++) {
-      if (rowInterior && ox === xLo) ox = Math.max(xHi, xLo);
-      if (ox >= Wout) break;
-      const gy = dy[yRow + ox];
-      for (let ky = 0; ky < 3; ky++) {
-        const iy = iy0 + ky;
-        if (iy < 0 || iy >= H) continue;
-        for (let kx = 0; kx < 3; kx++) {
-          const ix = ox * stride + off + kx;
-          if (ix >= 0 && ix < W) dx[xBase + iy * W + ix] += w[wBase + ky * 3 + kx] * gy;
-        }
-      }
-    }
-  }
-}
-
 /** Options of depthwiseConv2d: stride and padding. */
 export interface DepthwiseOptions {
   stride?: number;
@@ -177,150 +29,276 @@ export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
   return convGeometry('depthwiseConv2d', x, weight, bias, { stride: options.stride ?? 1, padding: options.padding ?? 0, groups: x.rank === 4 ? x.shape[1] : 1 });
 }
 
-/**
- * For the generic (non-3x3) loops: for each tap column kx, the range [lo, hi) of output columns
- * whose input column ox*stride - padding + kx lies inside the row. It depends only on kx, so it is
- * computed once per call, not once per output row. ranges[2kx] = lo, ranges[2kx + 1] = hi.
- */
-function tapColumnRanges(g: ConvGeometry): Int32Array {
-  const ranges = new Int32Array(2 * g.kW);
-  for (let kx = 0; kx < g.kW; kx++) {
-    // As conv2d's validOutputRange (inlined: this runs in worker threads, which see no imports).
-    const offset = kx - g.padding;
-    const lo = Math.max(0, Math.ceil(-offset / g.stride));
-    const hi = Math.min(g.Wout, Math.floor((g.W - 1 - offset) / g.stride) + 1);
-    ranges[2 * kx] = lo;
-    ranges[2 * kx + 1] = Math.max(lo, hi);
+// =============================================================================================
+// The loops: one loop nest per direction. Tap (ky, kx) of output pixel (oy, ox) is input pixel
+// (oy*s + offsetY + ky, ox*s + offsetX + kx); the taps inside the input form a range of ky for
+// the row and a range of kx for the column, computed once per row and once per pixel, so the
+// tap loops run without bounds checks. Each pixel's terms are summed in float64 in tap order.
+//
+// 3x3 filters, by far the most common, get one specialisation: in the interior rectangle of the
+// output, where all nine taps fall inside the input, the nine weights live in local variables
+// and a pixel is one expression. The pixels outside that rectangle (a border one or two pixels
+// wide), and every pixel of other filters, go through the general nest, which skips the rectangle.
+// =============================================================================================
+
+/** Where the taps of a filter fall, for one plane shape; the same for every plane of a call. */
+interface TapLayout {
+  /** Size of the plane the taps read from (gather) or add into (scatter). */
+  inH: number;
+  inW: number;
+  /** Size of the plane indexed by (oy, ox). */
+  outH: number;
+  outW: number;
+  kH: number;
+  kW: number;
+  stride: number;
+  offsetY: number;
+  offsetX: number;
+  /** The output rectangle [yLo, yHi) x [xLo, xHi) where every tap is inside, for 3x3 filters; all four are 0 when there is none. */
+  yLo: number;
+  yHi: number;
+  xLo: number;
+  xHi: number;
+}
+
+/** Outputs o in [0, outSize) with o*stride + offset + tap in [0, size) for every tap in [tapLo, tapHi]: a range [lo, hi). */
+function validOutputs(stride: number, offset: number, tapLo: number, tapHi: number, size: number, outSize: number): [number, number] {
+  // As conv2d's validOutputRange (written out here: this runs in worker threads, which see no imports).
+  const lo = Math.min(outSize, Math.max(0, Math.ceil(-(offset + tapLo) / stride)));
+  const hi = Math.min(outSize, Math.floor((size - 1 - offset - tapHi) / stride) + 1);
+  return [lo, Math.max(lo, hi)];
+}
+
+function tapLayout(inH: number, inW: number, outH: number, outW: number, kH: number, kW: number, stride: number, offsetY: number, offsetX: number): TapLayout {
+  let [yLo, yHi, xLo, xHi] = [0, 0, 0, 0];
+  if (kH === 3 && kW === 3) {
+    [yLo, yHi] = validOutputs(stride, offsetY, 0, 2, inH, outH);
+    [xLo, xHi] = validOutputs(stride, offsetX, 0, 2, inW, outW);
+    if (yLo === yHi || xLo === xHi) [yLo, yHi, xLo, xHi] = [0, 0, 0, 0];
   }
-  return ranges;
+  return { inH, inW, outH, outW, kH, kW, stride, offsetY, offsetX, yLo, yHi, xLo, xHi };
+}
+
+/**
+ * Gather, every pixel of the plane outside the 3x3 interior rectangle (all of them when
+ * there is none): dst[oy, ox] = sum over the valid taps of w[ky, kx] * src[oy*s + offsetY + ky, ox*s + offsetX + kx].
+ * Each pixel's sum runs in float64 in tap order and is rounded to float32 once.
+ */
+function correlateOutside(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
+  const { inH, inW, outH, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
+  for (let oy = 0; oy < outH; oy++) {
+    const iy0 = oy * stride + t.offsetY;
+    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
+    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
+    for (let ox = 0; ox < outW; ox++) {
+      if (ox === interiorFrom) {
+        ox = xHi - 1; // the interior's columns are done by the specialisation
+        continue;
+      }
+      const ix0 = ox * stride + t.offsetX;
+      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
+      let acc = 0;
+      for (let ky = kyLo; ky < kyHi; ky++) {
+        const srcAt = srcBase + (iy0 + ky) * inW + ix0, wAt = wBase + ky * kW;
+        for (let kx = kxLo; kx < kxHi; kx++) acc += w[wAt + kx] * src[srcAt + kx];
+      }
+      dst[dstBase + oy * outW + ox] = acc;
+    }
+  }
+}
+
+/** The 3x3 interior rectangle of a correlation plane: all nine taps inside src, the weights in locals. */
+function correlate3x3Interior(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
+  const { inW, outW, stride, yLo, yHi, xLo, xHi } = t;
+  const w0 = w[wBase], w1 = w[wBase + 1], w2 = w[wBase + 2];
+  const w3 = w[wBase + 3], w4 = w[wBase + 4], w5 = w[wBase + 5];
+  const w6 = w[wBase + 6], w7 = w[wBase + 7], w8 = w[wBase + 8];
+  for (let oy = yLo; oy < yHi; oy++) {
+    const dstRow = dstBase + oy * outW;
+    const r0 = srcBase + (oy * stride + t.offsetY) * inW + t.offsetX, r1 = r0 + inW, r2 = r1 + inW;
+    if (stride === 1) {
+      // Sliding window: columns (a0,b0,c0), (a1,b1,c1) are the previous pixel's last two,
+      // so each output loads only its three new values.
+      let a0 = src[r0 + xLo], b0 = src[r1 + xLo], c0 = src[r2 + xLo];
+      let a1 = src[r0 + xLo + 1], b1 = src[r1 + xLo + 1], c1 = src[r2 + xLo + 1];
+      for (let ox = xLo; ox < xHi; ox++) {
+        const a2 = src[r0 + ox + 2], b2 = src[r1 + ox + 2], c2 = src[r2 + ox + 2];
+        dst[dstRow + ox] = w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2 + w6 * c0 + w7 * c1 + w8 * c2;
+        a0 = a1; a1 = a2; b0 = b1; b1 = b2; c0 = c1; c1 = c2;
+      }
+    } else {
+      for (let ox = xLo; ox < xHi; ox++) {
+        const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
+        dst[dstRow + ox] =
+          w0 * src[a] + w1 * src[a + 1] + w2 * src[a + 2] +
+          w3 * src[b] + w4 * src[b + 1] + w5 * src[b + 2] +
+          w6 * src[c] + w7 * src[c + 1] + w8 * src[c + 2];
+      }
+    }
+  }
+}
+
+/**
+ * One plane of a correlation: dst[oy, ox] = sum_{ky,kx} w[ky, kx] * src[oy*s + offsetY + ky, ox*s + offsetX + kx]
+ * (zero outside src). The forward pass is this with offset -padding; the stride-1 input gradient
+ * is this over dy with the filter flipped and offset padding - (k - 1).
+ */
+function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
+  if (t.yHi > t.yLo) correlate3x3Interior(src, srcBase, w, wBase, t, dst, dstBase);
+  correlateOutside(src, srcBase, w, wBase, t, dst, dstBase);
+}
+
+/** Scatter, rows [oy0, oy1) of dy, every pixel outside the 3x3 interior: dx[tap] += w[ky, kx] * dy[oy, ox] for its valid taps, pixel by pixel. */
+function scatterOutside(dy: Float32Array, dyBase: number, w: Float32Array, wBase: number, t: TapLayout, dx: Float32Array, dxBase: number, oy0: number, oy1: number): void {
+  const { inH, inW, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
+  for (let oy = oy0; oy < oy1; oy++) {
+    const iy0 = oy * stride + t.offsetY;
+    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
+    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
+    for (let ox = 0; ox < outW; ox++) {
+      if (ox === interiorFrom) {
+        ox = xHi - 1;
+        continue;
+      }
+      const ix0 = ox * stride + t.offsetX;
+      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
+      const gy = dy[dyBase + oy * outW + ox];
+      for (let ky = kyLo; ky < kyHi; ky++) {
+        const dxAt = dxBase + (iy0 + ky) * inW + ix0, wAt = wBase + ky * kW;
+        for (let kx = kxLo; kx < kxHi; kx++) dx[dxAt + kx] += w[wAt + kx] * gy;
+      }
+    }
+  }
+}
+
+/** The 3x3 interior of dy's row oy, columns [xLo, xHi), scattered into three dx rows from r0. */
+function scatter3x3InteriorRow(dy: Float32Array, dyRow: number, xLo: number, xHi: number, w: Float32Array, wBase: number, dx: Float32Array, r0: number, inW: number, stride: number): void {
+  const w0 = w[wBase], w1 = w[wBase + 1], w2 = w[wBase + 2];
+  const w3 = w[wBase + 3], w4 = w[wBase + 4], w5 = w[wBase + 5];
+  const w6 = w[wBase + 6], w7 = w[wBase + 7], w8 = w[wBase + 8];
+  const r1 = r0 + inW, r2 = r1 + inW;
+  for (let ox = xLo; ox < xHi; ox++) {
+    const gy = dy[dyRow + ox];
+    const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
+    dx[a] += w0 * gy; dx[a + 1] += w1 * gy; dx[a + 2] += w2 * gy;
+    dx[b] += w3 * gy; dx[b + 1] += w4 * gy; dx[b + 2] += w5 * gy;
+    dx[c] += w6 * gy; dx[c + 1] += w7 * gy; dx[c + 2] += w8 * gy;
+  }
+}
+
+/**
+ * One plane of the strided input gradient by scatter (dx must start at zero): the forward's loops,
+ * adding instead of reading. Row by row, the interior's pixels first, then the row's others, so
+ * every dx element receives its terms in the same order whatever the plane's size.
+ */
+function scatterPlane(dy: Float32Array, dyBase: number, w: Float32Array, wBase: number, t: TapLayout, dx: Float32Array, dxBase: number): void {
+  const { inW, outH, outW, stride, yLo, yHi, xLo, xHi } = t;
+  for (let oy = 0; oy < outH; oy++) {
+    if (oy >= yLo && oy < yHi) scatter3x3InteriorRow(dy, dyBase + oy * outW, xLo, xHi, w, wBase, dx, dxBase + (oy * stride + t.offsetY) * inW + t.offsetX, inW, stride);
+    scatterOutside(dy, dyBase, w, wBase, t, dx, dxBase, oy, oy + 1);
+  }
+}
+
+/** Filter gradient, every pixel outside the 3x3 interior: taps[ky, kx] += dy[oy, ox] * x[tap] for its valid taps, in float64. */
+function filterGradOutside(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
+  const { inH, inW, outH, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
+  for (let oy = 0; oy < outH; oy++) {
+    const iy0 = oy * stride + t.offsetY;
+    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
+    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
+    for (let ox = 0; ox < outW; ox++) {
+      if (ox === interiorFrom) {
+        ox = xHi - 1;
+        continue;
+      }
+      const ix0 = ox * stride + t.offsetX;
+      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
+      const gy = dy[dyBase + oy * outW + ox];
+      for (let ky = kyLo; ky < kyHi; ky++) {
+        const xAt = xBase + (iy0 + ky) * inW + ix0, tapAt = ky * kW;
+        for (let kx = kxLo; kx < kxHi; kx++) taps[tapAt + kx] += gy * x[xAt + kx];
+      }
+    }
+  }
+}
+
+/** The 3x3 interior rectangle's part of the filter gradient: nine float64 sums, added to taps at the end. */
+function filterGrad3x3Interior(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
+  const { inW, outW, stride, yLo, yHi, xLo, xHi } = t;
+  let t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
+  for (let oy = yLo; oy < yHi; oy++) {
+    const dyRow = dyBase + oy * outW;
+    const r0 = xBase + (oy * stride + t.offsetY) * inW + t.offsetX, r1 = r0 + inW, r2 = r1 + inW;
+    for (let ox = xLo; ox < xHi; ox++) {
+      const gy = dy[dyRow + ox];
+      const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
+      t0 += gy * x[a]; t1 += gy * x[a + 1]; t2 += gy * x[a + 2];
+      t3 += gy * x[b]; t4 += gy * x[b + 1]; t5 += gy * x[b + 2];
+      t6 += gy * x[c]; t7 += gy * x[c + 1]; t8 += gy * x[c + 2];
+    }
+  }
+  taps[0] += t0; taps[1] += t1; taps[2] += t2;
+  taps[3] += t3; taps[4] += t4; taps[5] += t5;
+  taps[6] += t6; taps[7] += t7; taps[8] += t8;
+}
+
+/**
+ * One plane's contribution to the filter gradient: taps[ky, kx] += sum_{oy,ox} dy[oy, ox] * x[oy*s + offsetY + ky, ox*s + offsetX + kx].
+ * The border's terms go into taps one by one, then a 3x3 interior's nine sums.
+ */
+function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
+  filterGradOutside(dy, dyBase, x, xBase, t, taps);
+  if (t.yHi > t.yLo) filterGrad3x3Interior(dy, dyBase, x, xBase, t, taps);
 }
 
 /** Forward over planes [plane0, plane1) of the N*C planes (a plane range lets threads split the work). */
 export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const { Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const planeIn = H * W, planeOut = Hout * Wout;
-  if (kH === 3 && kW === 3) {
-    for (let plane = plane0; plane < plane1; plane++) {
-      correlate3x3Plane(x, plane * planeIn, H, W, weight, (plane % C) * 9, stride, -padding, y, plane * planeOut, Hout, Wout);
-    }
-    return;
-  }
-  const ranges = tapColumnRanges(g);
+  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
   for (let plane = plane0; plane < plane1; plane++) {
-    const c = plane % C;
-    const xBase = plane * planeIn;
-    const yBase = plane * planeOut;
-    const wBase = c * kH * kW;
-    y.fill(0, yBase, yBase + planeOut);
-    for (let oy = 0; oy < Hout; oy++) {
-      const yRow = yBase + oy * Wout;
-      for (let ky = 0; ky < kH; ky++) {
-        const iy = oy * stride - padding + ky;
-        if (iy < 0 || iy >= H) continue;
-        const xRow = xBase + iy * W;
-        for (let kx = 0; kx < kW; kx++) {
-          const w = weight[wBase + ky * kW + kx];
-          const xOffset = kx - padding; // ix = ox*stride + xOffset
-          const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
-          const src = xRow + xOffset;
-          if (stride === 1) for (let ox = lo; ox < hi; ox++) y[yRow + ox] += w * x[src + ox];
-          else for (let ox = lo; ox < hi; ox++) y[yRow + ox] += w * x[src + ox * stride];
-        }
-      }
-    }
+    correlatePlane(x, plane * H * W, weight, (plane % C) * kH * kW, layout, y, plane * Hout * Wout);
   }
 }
 
 /**
- * Backward input: forward `y[oy,ox] += w * x[oy*s-p+ky, ox*s-p+kx]`, so each such term sends
- * `dx[oy*s-p+ky, ox*s-p+kx] += w * dy[oy, ox]`. Same loops as the forward, scatter instead of gather.
+ * Backward input: the forward's term `y[oy,ox] += w[ky,kx] * x[oy*s-p+ky, ox*s-p+kx]` sends
+ * `dx[oy*s-p+ky, ox*s-p+kx] += w[ky,kx] * dy[oy,ox]`. With stride 1 that is a correlation of dy
+ * with the filter flipped: dx[i, j] = sum_{ky,kx} w[kH-1-ky, kW-1-kx] * dy[i + p-(kH-1) + ky, j + p-(kW-1) + kx],
+ * the forward's loops again. With a larger stride, the forward's loops scatter instead of gather.
  */
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const { Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const planeIn = H * W, planeOut = Hout * Wout;
-  if (kH === 3 && kW === 3 && stride === 1 && padding <= 2) {
-    // Stride 1: the input gradient is a correlation of dy with the flipped filter.
-    const flipped = new Float32Array(9);
+  const taps = kH * kW;
+  if (stride === 1) {
+    const layout = tapLayout(Hout, Wout, H, W, kH, kW, 1, padding - (kH - 1), padding - (kW - 1));
+    const flipped = new Float32Array(taps);
     for (let plane = plane0; plane < plane1; plane++) {
-      const wBase = (plane % C) * 9;
-      for (let t = 0; t < 9; t++) flipped[t] = weight[wBase + 8 - t];
-      correlate3x3Plane(dy, plane * planeOut, Hout, Wout, flipped, 0, 1, padding - 2, dx, plane * planeIn, H, W);
+      const wBase = (plane % C) * taps;
+      for (let t = 0; t < taps; t++) flipped[t] = weight[wBase + taps - 1 - t];
+      correlatePlane(dy, plane * Hout * Wout, flipped, 0, layout, dx, plane * H * W);
     }
     return;
   }
-  if (kH === 3 && kW === 3) {
-    for (let plane = plane0; plane < plane1; plane++) {
-      dx.fill(0, plane * planeIn, (plane + 1) * planeIn);
-      inputGrad3x3ScatterPlane(dy, plane * planeOut, weight, (plane % C) * 9, g, dx, plane * planeIn);
-    }
-    return;
-  }
-  const ranges = tapColumnRanges(g);
+  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
   for (let plane = plane0; plane < plane1; plane++) {
-    const c = plane % C;
-    const xBase = plane * planeIn;
-    const yBase = plane * planeOut;
-    const wBase = c * kH * kW;
-    dx.fill(0, xBase, xBase + planeIn);
-    for (let oy = 0; oy < Hout; oy++) {
-      const yRow = yBase + oy * Wout;
-      for (let ky = 0; ky < kH; ky++) {
-        const iy = oy * stride - padding + ky;
-        if (iy < 0 || iy >= H) continue;
-        const xRow = xBase + iy * W;
-        for (let kx = 0; kx < kW; kx++) {
-          const w = weight[wBase + ky * kW + kx];
-          const xOffset = kx - padding;
-          const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
-          const dst = xRow + xOffset;
-          if (stride === 1) for (let ox = lo; ox < hi; ox++) dx[dst + ox] += w * dy[yRow + ox];
-          else for (let ox = lo; ox < hi; ox++) dx[dst + ox * stride] += w * dy[yRow + ox];
-        }
-      }
-    }
+    dx.fill(0, plane * H * W, (plane + 1) * H * W);
+    scatterPlane(dy, plane * Hout * Wout, weight, (plane % C) * taps, layout, dx, plane * H * W);
   }
 }
 
 /**
  * Backward filter: dW[c, ky, kx] = sum_{n, oy, ox} dy[n, c, oy, ox] * x[n, c, oy*s-p+ky, ox*s-p+kx].
- * For each output row and tap, the sum over ox is a dot product kept in a local accumulator;
- * the k*k sums of a channel stay in a small array, written once per channel. (Calling an
- * indexing method per multiply-add here is what makes some engines 40x slower.)
- * Planes are visited channel-major so that one channel's sums finish before the next begins.
+ * The k*k sums of a channel stay in float64 (a small array and, for 3x3, locals) and are written
+ * once per channel. (Calling an indexing method per multiply-add here is what makes some engines
+ * 40x slower.) Channels [c0, c1) are done one after another, over all images.
  */
 export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: ConvGeometry, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const planeIn = H * W, planeOut = Hout * Wout;
+  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
   const taps = new Float64Array(kH * kW);
-  const ranges = tapColumnRanges(g);
   for (let c = c0; c < c1; c++) {
     taps.fill(0);
-    for (let n = 0; n < N; n++) {
-      const plane = n * C + c;
-      const xBase = plane * planeIn;
-      const yBase = plane * planeOut;
-      if (kH === 3 && kW === 3) {
-        filterGrad3x3Plane(dy, yBase, x, xBase, g, taps);
-        continue;
-      }
-      for (let oy = 0; oy < Hout; oy++) {
-        const yRow = yBase + oy * Wout;
-        for (let ky = 0; ky < kH; ky++) {
-          const iy = oy * stride - padding + ky;
-          if (iy < 0 || iy >= H) continue;
-          const xRow = xBase + iy * W;
-          for (let kx = 0; kx < kW; kx++) {
-            const xOffset = kx - padding;
-            const lo = ranges[2 * kx], hi = ranges[2 * kx + 1];
-            const src = xRow + xOffset;
-            let acc = 0;
-            if (stride === 1) for (let ox = lo; ox < hi; ox++) acc += dy[yRow + ox] * x[src + ox];
-            else for (let ox = lo; ox < hi; ox++) acc += dy[yRow + ox] * x[src + ox * stride];
-            taps[ky * kW + kx] += acc;
-          }
-        }
-      }
-    }
+    for (let n = 0; n < N; n++) filterGradPlane(dy, (n * C + c) * Hout * Wout, x, (n * C + c) * H * W, layout, taps);
     for (let t = 0; t < kH * kW; t++) dweight[c * kH * kW + t] = taps[t];
   }
 }
@@ -333,7 +311,7 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 // On every thread: the three directions as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [interior3, correlate3x3Plane, filterGrad3x3Plane, inputGrad3x3ScatterPlane, tapColumnRanges];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateOutside, correlate3x3Interior, correlatePlane, scatterOutside, scatter3x3InteriorRow, scatterPlane, filterGradOutside, filterGrad3x3Interior, filterGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
