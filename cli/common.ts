@@ -6,7 +6,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { createModel, MOBILENET_V2_EXPANSION, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, type ImageDataset } from '../src/train/datasets.js';
+import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, pickImages, selectClasses, takePerClass, type ImageDataset } from '../src/train/datasets.js';
 import { Rng } from '../src/tensor/rng.js';
 import type { Normalization } from '../src/train/loader.js';
 import type { TrainConfig } from '../src/train/trainer.js';
@@ -77,6 +77,15 @@ export function integerList(flag: string) {
   };
 }
 
+/** A comma-separated list of names (spaces inside a name kept), none of them empty. */
+export function nameList(flag: string) {
+  return (value: string): string[] => {
+    const list = value.split(',').map((s) => s.trim());
+    if (list.some((s) => s === '')) throw new InvalidArgumentError(`${flag} must be a comma-separated list of class names or indices, got '${value}'.`);
+    return list;
+  };
+}
+
 /** `--model` and `--alpha`, the same for every command that builds a model. */
 export function addModelOptions<M extends string>(command: Command, models: readonly M[], defaults: { model: M; alpha: number }, what = ''): Command {
   return command
@@ -108,29 +117,17 @@ export interface DataChoice {
   resolution: number;
   seed: number;
   onWarning: (message: string) => void;
+  /** Keep only these classes (names or indices), relabelled in this order; null or absent: all. */
+  classes?: readonly string[] | null;
 }
 
 /** Split a dataset into train / validation by a seeded permutation (for folders without val/). */
 function splitDataset(ds: ImageDataset, valFraction: number, seed: number): { train: ImageDataset; val: ImageDataset } {
   const order = new Rng(seed).permutation(ds.count);
   const nVal = Math.max(1, Math.round(ds.count * valFraction));
-  const plane = ds.channels * ds.height * ds.width;
-  const pick = (idx: Int32Array, name: string): ImageDataset => {
-    const images = new Uint8Array(idx.length * plane), labels = new Uint8Array(idx.length);
-    idx.forEach((src, dst) => {
-      images.set(ds.images.subarray(src * plane, (src + 1) * plane), dst * plane);
-      labels[dst] = ds.labels[src];
-    });
-    return { ...ds, name, images, labels, count: idx.length };
-  };
-  return { val: pick(order.subarray(0, nVal), `${ds.name}-val`), train: pick(order.subarray(nVal), ds.name) };
+  return { val: pickImages(ds, order.subarray(0, nVal), `${ds.name}-val`), train: pickImages(ds, order.subarray(nVal)) };
 }
 
-/**
- * `fashion-mnist` (default path: the subset bundled in the repo), `cifar10` (needs --data-path),
- * or a folder: with train/ and val/ (or test/) subfolders of class folders, or class folders
- * directly (then 10% is held out for validation, chosen with the seed).
- */
 /**
  * The data of a run: `val` chooses the best epoch (and drives early stopping and plateau
  * schedules); `test`, when there is one apart from it, is evaluated once at the end. `valName`
@@ -144,17 +141,34 @@ export interface RunData {
   valName: 'val' | 'test';
 }
 
-/** `loadData`, then with `valSplit` > 0 a seeded fraction of the training images held out for validation. */
-export async function loadRunData(choice: DataChoice, valSplit: number): Promise<RunData> {
+/**
+ * `loadData`, then with `valSplit` > 0 a seeded fraction of the training images held out for
+ * validation, then with `perClass` > 0 at most that many training images per class (seeded).
+ */
+export async function loadRunData(choice: DataChoice, valSplit: number, perClass = 0): Promise<RunData> {
   const loaded = await loadData(choice);
+  const fewer = (train: ImageDataset) => (perClass > 0 ? takePerClass(train, perClass, choice.seed) : train);
   // An image folder without val/ or test/ already holds out 10% for validation, and has no test split.
   const heldOut = loaded.val.name.endsWith('-val');
-  if (valSplit <= 0) return { train: loaded.train, val: loaded.val, test: null, valName: heldOut ? 'val' : 'test' };
+  if (valSplit <= 0) return { train: fewer(loaded.train), val: loaded.val, test: null, valName: heldOut ? 'val' : 'test' };
   const split = splitDataset(loaded.train, valSplit, choice.seed);
-  return { train: split.train, val: split.val, test: heldOut ? null : loaded.val, valName: 'val' };
+  return { train: fewer(split.train), val: split.val, test: heldOut ? null : loaded.val, valName: 'val' };
 }
 
+/**
+ * `fashion-mnist` (default path: the subset bundled in the repo), `mnist` and `cifar10` (need
+ * --data-path), or a folder: with train/ and val/ (or test/) subfolders of class folders, or
+ * class folders directly (then 10% is held out for validation, chosen with the seed). With
+ * `classes`, only those classes, in that order.
+ */
 export async function loadData(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
+  const loaded = await loadAllClasses(choice);
+  const classes = choice.classes;
+  if (!classes || classes.length === 0) return loaded;
+  return { train: selectClasses(loaded.train, classes, '--classes'), val: selectClasses(loaded.val, classes, '--classes') };
+}
+
+async function loadAllClasses(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
   const { data } = choice;
   if (data === 'mnist') {
     // The bundled images are Fashion-MNIST: MNIST's digits must come from a folder of the user's.

@@ -37,7 +37,8 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
     throw new UsageError(`this checkpoint was trained on '${m.datasetName}', an image folder: give --data <folder> to evaluate it`);
   }
   const name = flags.data ?? m.datasetName;
-  const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`) });
+  // A model trained on some of the classes (--classes) is evaluated on those classes.
+  const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`), classes: m.config.classes ?? null });
   const loader = new DataLoader(val, { batchSize: flags.batchSize, resolution: m.config.resolution, channels: m.channels, ...m.normalization });
   const started = performance.now();
   const metrics = evaluateModel(m.model, loader, m.classNames.length, { ttaFlip: flags.ttaFlip });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
 import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { addModelOptions, checkAlpha, integerList, loadRunData, resolutionFrom, rhoOption, percent, plural, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { addModelOptions, checkAlpha, integerList, nameList, loadRunData, resolutionFrom, rhoOption, percent, plural, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { ARCHITECTURES } from '../src/nn/mobilenet.js';
 import { Rng } from '../src/tensor/rng.js';
 import { findResumableCheckpoint } from '../src/train/checkpoint.js';
@@ -22,6 +22,8 @@ interface TrainFlags {
   freeze?: 'features';
   trainableBlocks?: number;
   valSplit: number;
+  classes?: string[];
+  perClass: number;
   clipGradNorm: number;
   mixupAlpha: number;
   cutmixAlpha: number;
@@ -95,6 +97,8 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--cutmix-alpha <a>', 'CutMix with lambda ~ Beta(a, a) (0 = off; with --mixup-alpha, one of the two per batch)', numberIn('--cutmix-alpha', 0, 100), D.cutmixAlpha)
     .option('--clip-grad-norm <x>', 'clip the gradients\' global L2 norm to this before each step (0 = off)', numberIn('--clip-grad-norm', 0, 1e6), D.clipGradNorm)
     .option('--val-split <f>', 'hold out this fraction of the training images (seeded) to choose the best epoch, stop early and drive plateau schedules; the test split is then evaluated once at the end (default 0: the test split does all of it)', numberIn('--val-split', 0, 1, { maxExclusive: true }), D.valSplit)
+    .option('--classes <list>', 'train on these classes only, relabelled in this order: names or indices, comma-separated (e.g. 0,2,3 or "Sandal,Sneaker,Ankle boot")', nameList('--classes'))
+    .option('--per-class <n>', 'at most n training images per class, chosen with the seed (0 = all): few-shot transfer learning', numberIn('--per-class', 0, 1e9, { integer: true }), D.perClass)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
     .option('--checkpoint-every <n>', 'also checkpoint every n batches (0 = at epoch ends only)', numberIn('--checkpoint-every', 0, 1e9, { integer: true }), D.checkpointEvery)
     .option('--log-interval <s>', 'seconds between progress lines when not on a terminal', numberIn('--log-interval', 0, 3600), 10)
@@ -127,7 +131,7 @@ const SIGINT_REPEAT_MS = 500;
  */
 function configFromFlags(flags: TrainFlags): TrainConfig {
   const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, autoAugment, ...settings } = flags;
-  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing, autoAugment: autoAugment ?? 'none' } };
+  return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, classes: settings.classes ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing, autoAugment: autoAugment ?? 'none' } };
 }
 
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
@@ -154,7 +158,9 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   const stored = found ? (found.checkpoint.meta.config as Partial<TrainConfig>) : null;
   const valSplit = stored ? (stored.valSplit ?? 0) : flags.valSplit;
   const seed = stored?.seed ?? flags.seed;
-  const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn }, valSplit);
+  const classes = stored ? (stored.classes ?? null) : (flags.classes ?? null);
+  const perClass = stored ? (stored.perClass ?? 0) : flags.perClass;
+  const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn, classes }, valSplit, perClass);
   const valName = data.valName;
   // --rho scales the images' native size (an image folder's: the size its images were read at).
   flags.resolution = resolutionFrom(flags, given, data.train.height);

@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
+import { Rng } from '../tensor/rng.js';
 
 /** Images (N, C, H, W) as bytes 0..255, labels as class indices. */
 export interface ImageDataset {
@@ -294,4 +295,56 @@ export function datasetFingerprint(ds: ImageDataset): string {
   h.update(ds.labels);
   h.update(ds.images);
   return h.digest('hex').slice(0, 16);
+}
+
+/** The images at `indices`, in that order, as a dataset of their own. */
+export function pickImages(ds: ImageDataset, indices: ArrayLike<number>, name = ds.name): ImageDataset {
+  const plane = ds.channels * ds.height * ds.width;
+  const images = new Uint8Array(indices.length * plane), labels = new Uint8Array(indices.length);
+  for (let dst = 0; dst < indices.length; dst++) {
+    const src = indices[dst];
+    images.set(ds.images.subarray(src * plane, (src + 1) * plane), dst * plane);
+    labels[dst] = ds.labels[src];
+  }
+  return { ...ds, name, images, labels, count: indices.length };
+}
+
+/**
+ * Only the images of the named classes, relabelled 0..k-1 in the order given (as Keras's
+ * `class_names` argument selects and orders classes). A class is named as in `ds.classNames` or
+ * by its index there. `what` names the source of the list in errors (a flag, say).
+ */
+export function selectClasses(ds: ImageDataset, wanted: readonly string[], what = 'classes'): ImageDataset {
+  const indexOf = wanted.map((w) => {
+    const byName = ds.classNames.indexOf(w);
+    if (byName >= 0) return byName;
+    if (/^\d+$/.test(w) && Number(w) < ds.classNames.length) return Number(w);
+    throw new DatasetError(`${what}: ${ds.name} has no class '${w}' (its classes: ${ds.classNames.map((n, i) => `${i} ${n}`).join(', ')})`);
+  });
+  const repeated = indexOf.find((c, i) => indexOf.indexOf(c) !== i);
+  if (repeated !== undefined) throw new DatasetError(`${what}: class '${ds.classNames[repeated]}' is named twice`);
+  const newLabel = new Int32Array(ds.classNames.length).fill(-1);
+  indexOf.forEach((c, k) => (newLabel[c] = k));
+  const kept: number[] = [];
+  for (let i = 0; i < ds.count; i++) if (newLabel[ds.labels[i]] >= 0) kept.push(i);
+  const picked = pickImages(ds, kept);
+  for (let i = 0; i < picked.count; i++) picked.labels[i] = newLabel[picked.labels[i]];
+  return { ...picked, classNames: indexOf.map((c) => ds.classNames[c]) };
+}
+
+/**
+ * At most `perClass` images of each class, chosen with the seed (a seeded shuffle, then the
+ * first of each class), kept in their original order: a small training set from a large one.
+ */
+export function takePerClass(ds: ImageDataset, perClass: number, seed: number): ImageDataset {
+  const order = new Rng(seed).permutation(ds.count);
+  const taken = new Int32Array(ds.classNames.length);
+  const keep = new Uint8Array(ds.count);
+  for (const i of order) if (taken[ds.labels[i]] < perClass) {
+    taken[ds.labels[i]]++;
+    keep[i] = 1;
+  }
+  const kept: number[] = [];
+  for (let i = 0; i < ds.count; i++) if (keep[i]) kept.push(i);
+  return pickImages(ds, kept);
 }

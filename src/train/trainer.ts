@@ -53,6 +53,10 @@ export interface TrainConfig {
    * validation data given to the trainer is used for all of that.
    */
   valSplit: number;
+  /** Train on these classes only (names or indices, relabelled in this order); null: all. Recorded so that a resumed run selects the same images. */
+  classes: string[] | null;
+  /** At most this many training images per class, chosen with the seed (0: all); for few-shot transfer learning. */
+  perClass: number;
   /**
    * Keep an exponential moving average of the weights and evaluate it (torchvision's
    * --model-ema): every `modelEmaSteps` batches, ema = d ema + (1 - d) weights, with
@@ -119,6 +123,8 @@ export const TRAIN_DEFAULTS: TrainConfig = {
   rho: null,
   inChannels: null,
   valSplit: 0,
+  classes: null,
+  perClass: 0,
   clipGradNorm: 0,
   cacheFrozenFeatures: true,
   mixupAlpha: 0,
@@ -168,6 +174,7 @@ export function checkConfig(c: TrainConfig): void {
   if (!(c.mixupAlpha >= 0)) throw new RangeError(`mixup-alpha must be >= 0, got ${c.mixupAlpha}`);
   if (!(c.cutmixAlpha >= 0)) throw new RangeError(`cutmix-alpha must be >= 0, got ${c.cutmixAlpha}`);
   if (!(c.clipGradNorm >= 0)) throw new RangeError(`clip-grad-norm must be >= 0, got ${c.clipGradNorm}`);
+  positiveInt('per-class', c.perClass, 0);
   if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
   if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
   if (c.trainableBlocks !== null && !(Number.isInteger(c.trainableBlocks) && c.trainableBlocks >= 0)) throw new RangeError(`trainable blocks must be an integer >= 0, got ${c.trainableBlocks}`);
