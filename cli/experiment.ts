@@ -4,7 +4,7 @@
 // checkpoint (bit-for-bit, as `train --resume` does), so a grid of hours survives interruptions.
 // Results (markdown table, JSON, plots) are rewritten as runs finish.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -132,7 +132,7 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
     .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
     .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
-    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads', numberIn('--jobs', 1, 64, { integer: true }), 1)
+    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads (default: one per core, one thread each)', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, availableParallelism()))
     .option('--output-dir <dir>', 'where the runs and results go (default experiments/<name>)')
     .action((name: string, flags: ExperimentFlags) => run(() => experiment(name, flags)));
 }
@@ -172,12 +172,19 @@ function meanStd(values: number[]): { mean: number; std: number } {
 }
 
 /** One child process: `mobilenet train` for a new run, or `train --resume` for a killed one. */
+/** The train processes running now (with --jobs > 1, several), so that a failure can stop the others. */
+const running = new Set<ChildProcess>();
+
 function runTrain(args: string[], threads: number): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1], '--threads', String(threads), 'train', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    running.add(child);
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('close', (code) => resolve({ code, stderr }));
+    child.on('close', (code) => {
+      running.delete(child);
+      resolve({ code, stderr });
+    });
   });
 }
 
@@ -200,8 +207,9 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   const isDone = (runDir: string) => existsSync(join(runDir, 'result.json'));
   const writeResults = async () => summarise(dir, name, spec, points, runs, native, flags, command);
   let next = 0;
+  let failure: ExperimentRunError | null = null;
   const worker = async () => {
-    for (let i = next++; i < runs.length; i = next++) {
+    for (let i = next++; i < runs.length && failure === null; i = next++) {
       const r = runs[i];
       const what = `run ${i + 1}/${runs.length}: ${r.point.label}, seed ${r.seed}`;
       if (isDone(r.dir)) {
@@ -216,7 +224,14 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
         : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--lr', String(flags.lr), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
       out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
       const result = await runTrain(args, threads);
-      if (result.code !== 0) throw new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+      if (failure !== null) return; // stopped because a run beside this one failed
+      if (result.code !== 0) {
+        // Stop the runs beside this one as Ctrl-C would (each checkpoints, so running the
+        // command again resumes them), and report this failure once they have exited.
+        failure = new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+        for (const child of running) child.kill('SIGINT');
+        return;
+      }
       const measured = readRunResult(r.dir);
       writeFileSync(join(r.dir, 'result.json'), JSON.stringify(measured, null, 2) + '\n');
       finishedHere++;
@@ -228,6 +243,7 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
     }
   };
   await Promise.all(Array.from({ length: flags.jobs }, worker));
+  if (failure !== null) throw failure;
   await writeResults();
   out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
 }

@@ -1,7 +1,7 @@
 // `mobilenet experiment`: every grid at a tiny size, its results checked row by row; and a grid
 // killed mid-run finishes, when run again, with the results of an uninterrupted one.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -61,10 +61,22 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
     const r = runCli(['experiment', 'depth']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("experiment 'depth': no such experiment; the experiments are separable-vs-full, thin-vs-shallow, width, resolution, tradeoff, v1-vs-v2, expansion");
-    const failing = runCli(['--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '1', '--seeds', '1', '-b', '48', '--output-dir', join(mkdtempSync(join(tmpdir(), 'exp-fail-')), 'grid')]);
+    const failing = runCli(['--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '1', '--seeds', '1', '-b', '48', '--jobs', '1', '--output-dir', join(mkdtempSync(join(tmpdir(), 'exp-fail-')), 'grid')]);
     expect(failing.code).toBe(2);
     expect(failing.stderr.trim().split('\n')).toHaveLength(1);
     expect(failing.stderr).toMatch(/run 1\/4: V1 alpha 0\.25 rho 1, seed 0 failed \(exit 2\)/);
+    // Two at a time: run 2 fails at once (its checkpoint is garbage) while run 1 trains for long.
+    // The failure stops run 1 as Ctrl-C would (it checkpoints, so running the command again
+    // resumes it) and is reported once run 1 has exited: no training is left running.
+    const grid = join(mkdtempSync(join(tmpdir(), 'exp-fail-')), 'grid');
+    mkdirSync(join(grid, '01-v1-a0.25-r0.857-t6-seed0'), { recursive: true });
+    writeFileSync(join(grid, '01-v1-a0.25-r0.857-t6-seed0', 'last.safetensors'), 'garbage');
+    const beside = runCli(['--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '200', '--seeds', '1', '-b', '16', '--jobs', '2', '--output-dir', grid]);
+    expect(beside.code).toBe(2);
+    expect(beside.stderr.trim().split('\n')).toHaveLength(1);
+    expect(beside.stderr).toContain('run 2/4: V1 alpha 0.25 rho 0.857, seed 0 failed (exit 2)');
+    expect(spawnSync('pgrep', ['-f', grid]).status).toBe(1);
+    expect(existsSync(join(grid, '00-v1-a0.25-r1-t6-seed0', 'last.safetensors'))).toBe(true);
   });
 });
 
