@@ -37,45 +37,26 @@ export interface BatchNormOptions {
 // (see parallel.ts): they call nothing but each other.
 // =============================================================================================
 
-/**
- * stats[2c] = mean, stats[2c + 1] = biased variance of channel c, in float64 (two passes: stable).
- * Each sum is kept in four partial sums, one per element mod 4: a single running sum waits for
- * the previous addition to finish (about 4 cycles) before the next can start, four do not.
- */
+/** stats[2c] = mean, stats[2c + 1] = biased variance of channel c, in float64 (two passes: stable). */
 export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number): void {
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    let s = 0;
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
-      let i = start;
-      for (; i + 3 < end; i += 4) {
-        s0 += x[i];
-        s1 += x[i + 1];
-        s2 += x[i + 2];
-        s3 += x[i + 3];
-      }
-      for (; i < end; i++) s0 += x[i];
+      for (let i = start; i < end; i++) s += x[i];
     }
-    const m = (s0 + s1 + (s2 + s3)) / M;
-    let q0 = 0, q1 = 0, q2 = 0, q3 = 0;
+    const m = s / M;
+    let ss = 0;
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
-      let i = start;
-      for (; i + 3 < end; i += 4) {
-        const d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-        q2 += d2 * d2;
-        q3 += d3 * d3;
-      }
-      for (; i < end; i++) {
+      for (let i = start; i < end; i++) {
         const d = x[i] - m;
-        q0 += d * d;
+        ss += d * d;
       }
     }
     stats[2 * c] = m;
-    stats[2 * c + 1] = (q0 + q1 + (q2 + q3)) / M;
+    stats[2 * c + 1] = ss / M;
   }
 }
 
@@ -122,62 +103,41 @@ export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float3
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
     const m = coef[3 * c], is = coef[3 * c + 1];
-    // sum dy and sum dy (x - m), each as two partial sums (even and odd elements) so that the
-    // additions do not wait for each other; xhat = (x - m) is, so sum dy xhat = is sum dy (x - m).
-    let dy0 = 0, dy1 = 0, dyx0 = 0, dyx1 = 0;
+    let sumDy = 0, sumDyXhat = 0;
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
-      let i = start;
       if (high === 0) {
-        for (; i + 1 < end; i += 2) {
-          const d0 = dyIn[i], d1 = dyIn[i + 1];
-          dy0 += d0;
-          dy1 += d1;
-          dyx0 += d0 * (x[i] - m);
-          dyx1 += d1 * (x[i + 1] - m);
-        }
-        if (i < end) {
-          dy0 += dyIn[i];
-          dyx0 += dyIn[i] * (x[i] - m);
+        for (let i = start; i < end; i++) {
+          const d = dyIn[i];
+          sumDy += d;
+          sumDyXhat += d * (x[i] - m) * is;
         }
       } else {
         // The mask as arithmetic, not a branch (it would mispredict on half the values):
         // (v > 0) & (v < high) is 1 or 0, and "+ 0" turns the -0 of a masked negative into +0,
         // so d is bit for bit what a separate ReLU's backward would pass on.
-        for (; i + 1 < end; i += 2) {
-          const v0 = y[i], v1 = y[i + 1];
-          const d0 = dyIn[i] * (+(v0 > 0) & +(v0 < high)) + 0;
-          const d1 = dyIn[i + 1] * (+(v1 > 0) & +(v1 < high)) + 0;
-          dy0 += d0;
-          dy1 += d1;
-          dyx0 += d0 * (x[i] - m);
-          dyx1 += d1 * (x[i + 1] - m);
-        }
-        if (i < end) {
+        for (let i = start; i < end; i++) {
           const v = y[i];
           const d = dyIn[i] * (+(v > 0) & +(v < high)) + 0;
-          dy0 += d;
-          dyx0 += d * (x[i] - m);
+          sumDy += d;
+          sumDyXhat += d * (x[i] - m) * is;
         }
       }
     }
-    const sumDy = dy0 + dy1, sumDyXhat = (dyx0 + dyx1) * is;
     sums[2 * c] = sumDy;
     sums[2 * c + 1] = sumDyXhat;
     if (dx === null) continue;
     const g = coef[3 * c + 2] * is;
-    const meanDy = training ? sumDy / M : 0;
-    // xhat mean(dy xhat) = (x - m) is mean(dy xhat) = (x - m) k
-    const k = training ? (is * sumDyXhat) / M : 0;
+    const meanDy = training ? sumDy / M : 0, meanDyXhat = training ? sumDyXhat / M : 0;
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
-      if (high === 0 && training) for (let i = start; i < end; i++) dx[i] = g * (dyIn[i] - meanDy - (x[i] - m) * k);
+      if (high === 0 && training) for (let i = start; i < end; i++) dx[i] = g * (dyIn[i] - meanDy - (x[i] - m) * is * meanDyXhat);
       else if (high === 0) for (let i = start; i < end; i++) dx[i] = g * dyIn[i];
       else if (training) {
         for (let i = start; i < end; i++) {
           const v = y[i];
           const d = dyIn[i] * (+(v > 0) & +(v < high)) + 0;
-          dx[i] = g * (d - meanDy - (x[i] - m) * k);
+          dx[i] = g * (d - meanDy - (x[i] - m) * is * meanDyXhat);
         }
       } else {
         for (let i = start; i < end; i++) {
