@@ -15,8 +15,27 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+STARTED = time.monotonic()
+
+
+def threads_from_argv(argv):
+    """--threads N (or --threads=N) from the command line, 1 when absent."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "1"
+
+
+# OpenBLAS (Debian's libopenblas0-pthread) starts a pool of one thread per core when it loads,
+# and torch.set_num_threads does not reach that pool: without this, "1 thread" ran its GEMMs on
+# every core. The pools read their size from the environment once, so it is set before torch loads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = threads_from_argv(sys.argv)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from importlib import import_module  # noqa: E402
@@ -113,6 +132,9 @@ if __name__ == "__main__":
         rows = depthwise_workload(a.min_seconds)
     else:
         sys.exit(f"torch_bench: unknown workload {a.workload}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss / 1024
+    # Cores busy on average over the whole process (imports included): about --threads or less.
+    cores_used = (usage.ru_utime + usage.ru_stime) / (time.monotonic() - STARTED)
     engine = f"torch {re.match(r'[0-9.]+', torch.__version__).group(0).rstrip('.')}"
-    print(json.dumps([{**r, "threads": a.threads, "peakRssMb": peak, "engine": engine} for r in rows]))
+    print(json.dumps([{**r, "threads": a.threads, "peakRssMb": peak, "coresUsed": cores_used, "engine": engine} for r in rows]))
