@@ -31,8 +31,8 @@ export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
 
 // =============================================================================================
 // The loops: one loop nest per direction. Tap (ky, kx) of output pixel (oy, ox) is input pixel
-// (oy*s + offsetY + ky, ox*s + offsetX + kx); the taps inside the input form a range of ky for
-// the row and a range of kx for the column, computed once per row and once per pixel, so the
+// (oy*s + offsetY + ky, ox*s + offsetX + kx); the taps inside the input form a range of ky and a
+// range of kx, computed once per call for every pixel that needs them (TapLayout.border), so the
 // tap loops run without bounds checks. Each pixel's terms are summed in float64 in tap order.
 //
 // 3x3 filters, by far the most common, get one specialisation: in the interior rectangle of the
@@ -59,7 +59,16 @@ interface TapLayout {
   yHi: number;
   xLo: number;
   xHi: number;
+  /**
+   * The other pixels, row by row, six numbers each: the output pixel's index
+   * oy*outW + ox, the input index of its tap (0, 0) (oy*s + offsetY) * inW + ox*s + offsetX (it
+   * may lie outside the plane), and its valid taps [kyLo, kyHi) x [kxLo, kxHi).
+   */
+  border: Int32Array;
+  /** border entries of output row oy: [rowStart[oy], rowStart[oy + 1]) (in entries, not numbers). */
+  rowStart: Int32Array;
 }
+
 
 /** Outputs o in [0, outSize) with o*stride + offset + tap in [0, size) for every tap in [tapLo, tapHi]: a range [lo, hi). */
 function validOutputs(stride: number, offset: number, tapLo: number, tapHi: number, size: number, outSize: number): [number, number] {
@@ -76,34 +85,43 @@ function tapLayout(inH: number, inW: number, outH: number, outW: number, kH: num
     [xLo, xHi] = validOutputs(stride, offsetX, 0, 2, inW, outW);
     if (yLo === yHi || xLo === xHi) [yLo, yHi, xLo, xHi] = [0, 0, 0, 0];
   }
-  return { inH, inW, outH, outW, kH, kW, stride, offsetY, offsetX, yLo, yHi, xLo, xHi };
+  const count = outH * outW - (yHi - yLo) * (xHi - xLo);
+  const border = new Int32Array(count * 6), rowStart = new Int32Array(outH + 1);
+  let e = 0;
+  for (let oy = 0; oy < outH; oy++) {
+    rowStart[oy] = e / 6;
+    const iy0 = oy * stride + offsetY;
+    const interior = oy >= yLo && oy < yHi;
+    for (let ox = 0; ox < outW; ox++) {
+      if (interior && ox >= xLo && ox < xHi) continue;
+      const ix0 = ox * stride + offsetX;
+      border[e++] = oy * outW + ox;
+      border[e++] = iy0 * inW + ix0;
+      border[e++] = Math.max(0, -iy0);
+      border[e++] = Math.min(kH, inH - iy0);
+      border[e++] = Math.max(0, -ix0);
+      border[e++] = Math.min(kW, inW - ix0);
+    }
+  }
+  rowStart[outH] = e / 6;
+  return { inH, inW, outH, outW, kH, kW, stride, offsetY, offsetX, yLo, yHi, xLo, xHi, border, rowStart };
 }
 
 /**
- * Gather, every pixel of the plane outside the 3x3 interior rectangle (all of them when
- * there is none): dst[oy, ox] = sum over the valid taps of w[ky, kx] * src[oy*s + offsetY + ky, ox*s + offsetX + kx].
- * Each pixel's sum runs in float64 in tap order and is rounded to float32 once.
+ * Gather, every pixel outside the 3x3 interior rectangle (all of them when there is none):
+ * dst[oy, ox] = sum over its valid taps of w[ky, kx] * src[oy*s + offsetY + ky, ox*s + offsetX + kx],
+ * in float64 in tap order, rounded to float32 once.
  */
-function correlateOutside(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
-  const { inH, inW, outH, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
-  for (let oy = 0; oy < outH; oy++) {
-    const iy0 = oy * stride + t.offsetY;
-    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
-    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
-    for (let ox = 0; ox < outW; ox++) {
-      if (ox === interiorFrom) {
-        ox = xHi - 1; // the interior's columns are done by the specialisation
-        continue;
-      }
-      const ix0 = ox * stride + t.offsetX;
-      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
-      let acc = 0;
-      for (let ky = kyLo; ky < kyHi; ky++) {
-        const srcAt = srcBase + (iy0 + ky) * inW + ix0, wAt = wBase + ky * kW;
-        for (let kx = kxLo; kx < kxHi; kx++) acc += w[wAt + kx] * src[srcAt + kx];
-      }
-      dst[dstBase + oy * outW + ox] = acc;
+function correlateBorder(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
+  const { border, inW, kW } = t;
+  for (let e = 0; e < border.length; e += 6) {
+    const kyHi = border[e + 3], kxLo = border[e + 4], kxHi = border[e + 5];
+    let acc = 0;
+    for (let ky = border[e + 2]; ky < kyHi; ky++) {
+      const srcAt = srcBase + border[e + 1] + ky * inW, wAt = wBase + ky * kW;
+      for (let kx = kxLo; kx < kxHi; kx++) acc += w[wAt + kx] * src[srcAt + kx];
     }
+    dst[dstBase + border[e]] = acc;
   }
 }
 
@@ -145,28 +163,18 @@ function correlate3x3Interior(src: Float32Array, srcBase: number, w: Float32Arra
  */
 function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
   if (t.yHi > t.yLo) correlate3x3Interior(src, srcBase, w, wBase, t, dst, dstBase);
-  correlateOutside(src, srcBase, w, wBase, t, dst, dstBase);
+  correlateBorder(src, srcBase, w, wBase, t, dst, dstBase);
 }
 
-/** Scatter, rows [oy0, oy1) of dy, every pixel outside the 3x3 interior: dx[tap] += w[ky, kx] * dy[oy, ox] for its valid taps, pixel by pixel. */
-function scatterOutside(dy: Float32Array, dyBase: number, w: Float32Array, wBase: number, t: TapLayout, dx: Float32Array, dxBase: number, oy0: number, oy1: number): void {
-  const { inH, inW, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
-  for (let oy = oy0; oy < oy1; oy++) {
-    const iy0 = oy * stride + t.offsetY;
-    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
-    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
-    for (let ox = 0; ox < outW; ox++) {
-      if (ox === interiorFrom) {
-        ox = xHi - 1;
-        continue;
-      }
-      const ix0 = ox * stride + t.offsetX;
-      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
-      const gy = dy[dyBase + oy * outW + ox];
-      for (let ky = kyLo; ky < kyHi; ky++) {
-        const dxAt = dxBase + (iy0 + ky) * inW + ix0, wAt = wBase + ky * kW;
-        for (let kx = kxLo; kx < kxHi; kx++) dx[dxAt + kx] += w[wAt + kx] * gy;
-      }
+/** Scatter, the border pixels of dy's rows [oy0, oy1): dx[tap] += w[ky, kx] * dy[oy, ox] for each valid tap, pixel by pixel. */
+function scatterBorder(dy: Float32Array, dyBase: number, w: Float32Array, wBase: number, t: TapLayout, dx: Float32Array, dxBase: number, oy0: number, oy1: number): void {
+  const { border, inW, kW } = t;
+  for (let e = 6 * t.rowStart[oy0]; e < 6 * t.rowStart[oy1]; e += 6) {
+    const kyHi = border[e + 3], kxLo = border[e + 4], kxHi = border[e + 5];
+    const gy = dy[dyBase + border[e]];
+    for (let ky = border[e + 2]; ky < kyHi; ky++) {
+      const dxAt = dxBase + border[e + 1] + ky * inW, wAt = wBase + ky * kW;
+      for (let kx = kxLo; kx < kxHi; kx++) dx[dxAt + kx] += w[wAt + kx] * gy;
     }
   }
 }
@@ -195,29 +203,19 @@ function scatterPlane(dy: Float32Array, dyBase: number, w: Float32Array, wBase: 
   const { inW, outH, outW, stride, yLo, yHi, xLo, xHi } = t;
   for (let oy = 0; oy < outH; oy++) {
     if (oy >= yLo && oy < yHi) scatter3x3InteriorRow(dy, dyBase + oy * outW, xLo, xHi, w, wBase, dx, dxBase + (oy * stride + t.offsetY) * inW + t.offsetX, inW, stride);
-    scatterOutside(dy, dyBase, w, wBase, t, dx, dxBase, oy, oy + 1);
+    scatterBorder(dy, dyBase, w, wBase, t, dx, dxBase, oy, oy + 1);
   }
 }
 
-/** Filter gradient, every pixel outside the 3x3 interior: taps[ky, kx] += dy[oy, ox] * x[tap] for its valid taps, in float64. */
-function filterGradOutside(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
-  const { inH, inW, outH, outW, kH, kW, stride, yLo, yHi, xLo, xHi } = t;
-  for (let oy = 0; oy < outH; oy++) {
-    const iy0 = oy * stride + t.offsetY;
-    const kyLo = Math.max(0, -iy0), kyHi = Math.min(kH, inH - iy0);
-    const interiorFrom = oy >= yLo && oy < yHi ? xLo : outW;
-    for (let ox = 0; ox < outW; ox++) {
-      if (ox === interiorFrom) {
-        ox = xHi - 1;
-        continue;
-      }
-      const ix0 = ox * stride + t.offsetX;
-      const kxLo = Math.max(0, -ix0), kxHi = Math.min(kW, inW - ix0);
-      const gy = dy[dyBase + oy * outW + ox];
-      for (let ky = kyLo; ky < kyHi; ky++) {
-        const xAt = xBase + (iy0 + ky) * inW + ix0, tapAt = ky * kW;
-        for (let kx = kxLo; kx < kxHi; kx++) taps[tapAt + kx] += gy * x[xAt + kx];
-      }
+/** Filter gradient, the border pixels: taps[ky, kx] += dy[oy, ox] * x[tap] for each valid tap, in float64. */
+function filterGradBorder(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
+  const { border, inW, kW } = t;
+  for (let e = 0; e < border.length; e += 6) {
+    const kyHi = border[e + 3], kxLo = border[e + 4], kxHi = border[e + 5];
+    const gy = dy[dyBase + border[e]];
+    for (let ky = border[e + 2]; ky < kyHi; ky++) {
+      const xAt = xBase + border[e + 1] + ky * inW, tapAt = ky * kW;
+      for (let kx = kxLo; kx < kxHi; kx++) taps[tapAt + kx] += gy * x[xAt + kx];
     }
   }
 }
@@ -247,7 +245,7 @@ function filterGrad3x3Interior(dy: Float32Array, dyBase: number, x: Float32Array
  * The border's terms go into taps one by one, then a 3x3 interior's nine sums.
  */
 function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array): void {
-  filterGradOutside(dy, dyBase, x, xBase, t, taps);
+  filterGradBorder(dy, dyBase, x, xBase, t, taps);
   if (t.yHi > t.yLo) filterGrad3x3Interior(dy, dyBase, x, xBase, t, taps);
 }
 
@@ -311,7 +309,7 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 // On every thread: the three directions as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateOutside, correlate3x3Interior, correlatePlane, scatterOutside, scatter3x3InteriorRow, scatterPlane, filterGradOutside, filterGrad3x3Interior, filterGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Interior, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {

@@ -83,6 +83,17 @@ export function checkGemmArgs(a: GemmArgs): void {
   if (need(M, ldc, N, a.cOffset) > a.C.length) throw new RangeError(`gemm: C (${M}x${N}, ldc ${ldc}, offset ${a.cOffset}) overruns its buffer of ${a.C.length}`);
 }
 
+/** out[dst + 4p + r] = M[r0 + r * ld + p] for p < kc, r < 4: four rows of a row-major matrix, interleaved. */
+export function interleaveFourRows(M: Float32Array, r0: number, ld: number, kc: number, out: Float64Array, dst: number): void {
+  const r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
+  for (let p = 0; p < kc; p++, dst += 4) {
+    out[dst] = M[r0 + p];
+    out[dst + 1] = M[r1 + p];
+    out[dst + 2] = M[r2 + p];
+    out[dst + 3] = M[r3 + p];
+  }
+}
+
 /**
  * Pack rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-high panels:
  * packedA[panel * kc * MR + p * MR + r] = op(A)[i0 + panel*MR + r, p0 + p], zero beyond M.
@@ -102,13 +113,8 @@ export function packA(A: Float32Array, aOffset: number, lda: number, transA: boo
           out[dst + 3] = A[src + 3];
         }
       } else {
-        const r0 = aOffset + (i0 + ir) * lda + p0, r1 = r0 + lda, r2 = r1 + lda, r3 = r2 + lda;
-        for (let p = 0; p < kc; p++, dst += MR) {
-          out[dst] = A[r0 + p];
-          out[dst + 1] = A[r1 + p];
-          out[dst + 2] = A[r2 + p];
-          out[dst + 3] = A[r3 + p];
-        }
+        interleaveFourRows(A, aOffset + (i0 + ir) * lda + p0, lda, kc, out, dst);
+        dst += MR * kc;
       }
       continue;
     }
@@ -145,14 +151,9 @@ export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boo
       continue;
     }
     if (cols === NR) {
-      // B stored N x K: op(B)'s four columns are four rows of B, read as strided streams.
-      const r0 = bOffset + (j0 + jr) * ldb + p0, r1 = r0 + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
-      for (let p = 0; p < kc; p++, dst += NR) {
-        out[dst] = B[r0 + p];
-        out[dst + 1] = B[r1 + p];
-        out[dst + 2] = B[r2 + p];
-        out[dst + 3] = B[r3 + p];
-      }
+      // B stored N x K: op(B)'s four columns are four rows of B.
+      interleaveFourRows(B, bOffset + (j0 + jr) * ldb + p0, ldb, kc, out, dst);
+      dst += NR * kc;
       continue;
     }
     for (let p = 0; p < kc; p++) {
@@ -357,7 +358,7 @@ const GEMM_KERNEL = declareKernel({
   chunksPerThread: 1,
   minWork: PARALLEL_MIN_MULT_ADDS,
   slice: gemmSlice,
-  deps: [scaleC, packA, packB, storeEdgeTile, microKernel4x4, gemmCore],
+  deps: [scaleC, interleaveFourRows, packA, packB, storeEdgeTile, microKernel4x4, gemmCore],
   prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);\nconst edgeTile = new Float64Array(MR * NR);`,
 });
 
