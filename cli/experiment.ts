@@ -208,8 +208,18 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   const writeResults = async () => summarise(dir, name, spec, points, runs, native, flags, command);
   let next = 0;
   let failure: ExperimentRunError | null = null;
+  // Ctrl-C: no new run starts; the running ones stop after their current batch and checkpoint
+  // (the terminal sends them the SIGINT too; a `kill -INT` of this process alone is passed on),
+  // and running the same command again resumes them.
+  let interrupted = false;
+  const onSigint = () => {
+    if (!interrupted) process.stderr.write('\nstopping: the running trainings checkpoint after their current batch; run the same command again to continue\n');
+    interrupted = true;
+    for (const child of running) child.kill('SIGINT');
+  };
+  process.on('SIGINT', onSigint);
   const worker = async () => {
-    for (let i = next++; i < runs.length && failure === null; i = next++) {
+    for (let i = next++; i < runs.length && failure === null && !interrupted; i = next++) {
       const r = runs[i];
       const what = `run ${i + 1}/${runs.length}: ${r.point.label}, seed ${r.seed}`;
       if (isDone(r.dir)) {
@@ -224,7 +234,7 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
         : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--lr', String(flags.lr), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
       out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
       const result = await runTrain(args, threads);
-      if (failure !== null) return; // stopped because a run beside this one failed
+      if (failure !== null || interrupted) return; // stopped: a run beside this one failed, or Ctrl-C
       if (result.code !== 0) {
         // Stop the runs beside this one as Ctrl-C would (each checkpoints, so running the
         // command again resumes them), and report this failure once they have exited.
@@ -242,8 +252,17 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
       await writeResults();
     }
   };
-  await Promise.all(Array.from({ length: flags.jobs }, worker));
+  try {
+    await Promise.all(Array.from({ length: flags.jobs }, worker));
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
   if (failure !== null) throw failure;
+  if (interrupted) {
+    await writeResults();
+    process.exitCode = 130;
+    return;
+  }
   await writeResults();
   out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
 }

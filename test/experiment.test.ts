@@ -79,6 +79,37 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
   });
 });
 
+describe('Ctrl-C on a grid', () => {
+  it('stops starting runs, lets the running ones checkpoint, says how to continue and exits 130; the same command resumes', async () => {
+    const grid = join(mkdtempSync(join(tmpdir(), 'exp-int-')), 'grid');
+    const args = ['--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '200', '--seeds', '1', '-b', '16', '--jobs', '2', '--output-dir', grid];
+    const start = () => {
+      const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      const output = { stdout: '', stderr: '' };
+      child.stdout.on('data', (chunk: Buffer) => (output.stdout += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output.stderr += chunk.toString()));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      return { child, output, exited };
+    };
+    // Both runs under way (each has written its first checkpoint), then SIGINT to the grid alone.
+    const first = start();
+    const runDirs = () => (existsSync(grid) ? readdirSync(grid).filter((d) => /^0[01]-/.test(d)) : []);
+    while (!(runDirs().length === 2 && runDirs().every((d) => existsSync(join(grid, d, 'last.safetensors'))))) await new Promise((r) => setTimeout(r, 20));
+    first.child.kill('SIGINT');
+    expect(await first.exited).toBe(130);
+    expect(first.output.stderr).toContain('stopping: the running trainings checkpoint after their current batch; run the same command again to continue');
+    expect(spawnSync('pgrep', ['-f', grid]).status).toBe(1);
+    // The same command resumes both runs (then is stopped the same way).
+    const second = start();
+    while (!second.output.stdout.includes('run 2/4') && second.child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    second.child.kill('SIGINT');
+    expect(await second.exited).toBe(130);
+    expect(second.output.stdout).toContain('run 1/4: V1 alpha 0.25 rho 1, seed 0: resuming...');
+    expect(second.output.stdout).toContain('run 2/4: V1 alpha 0.25 rho 0.857, seed 0: resuming...');
+    expect(spawnSync('pgrep', ['-f', grid]).status).toBe(1);
+  }, 120_000);
+});
+
 describe('a killed grid', () => {
   it('run again, skips the finished runs, resumes the killed one and ends with the results of an uninterrupted grid', async () => {
     const straight = join(mkdtempSync(join(tmpdir(), 'exp-straight-')), 'grid');
