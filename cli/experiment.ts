@@ -171,10 +171,10 @@ function meanStd(values: number[]): { mean: number; std: number } {
   return { mean, std };
 }
 
-/** One child process: `mobilenet train` for a new run, or `train --resume` for a killed one. */
-/** The train processes running now (with --jobs > 1, several), so that a failure can stop the others. */
+/** The train processes running now (with --jobs > 1, several), so that a failure or Ctrl-C can stop them all. */
 const running = new Set<ChildProcess>();
 
+/** One child process: `mobilenet train` for a new run, or `train --resume` for a killed one. */
 function runTrain(args: string[], threads: number): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1], '--threads', String(threads), 'train', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
