@@ -212,14 +212,18 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   // (the terminal sends them the SIGINT too; a `kill -INT` of this process alone is passed on),
   // and running the same command again resumes them.
   let interrupted = false;
+  const stopping = () => failure !== null || interrupted;
+  const stopRunning = () => {
+    for (const child of running) child.kill('SIGINT');
+  };
   const onSigint = () => {
     if (!interrupted) process.stderr.write('\nstopping: the running trainings checkpoint after their current batch; run the same command again to continue\n');
     interrupted = true;
-    for (const child of running) child.kill('SIGINT');
+    stopRunning();
   };
   process.on('SIGINT', onSigint);
   const worker = async () => {
-    for (let i = next++; i < runs.length && failure === null && !interrupted; i = next++) {
+    for (let i = next++; i < runs.length && !stopping(); i = next++) {
       const r = runs[i];
       const what = `run ${i + 1}/${runs.length}: ${r.point.label}, seed ${r.seed}`;
       if (isDone(r.dir)) {
@@ -234,12 +238,12 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
         : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--lr', String(flags.lr), '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
       out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
       const result = await runTrain(args, threads);
-      if (failure !== null || interrupted) return; // stopped: a run beside this one failed, or Ctrl-C
+      if (stopping()) return; // a run beside this one failed, or Ctrl-C
       if (result.code !== 0) {
         // Stop the runs beside this one as Ctrl-C would (each checkpoints, so running the
         // command again resumes them), and report this failure once they have exited.
         failure = new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
-        for (const child of running) child.kill('SIGINT');
+        stopRunning();
         return;
       }
       const measured = readRunResult(r.dir);
@@ -258,12 +262,11 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
     process.off('SIGINT', onSigint);
   }
   if (failure !== null) throw failure;
+  await writeResults();
   if (interrupted) {
-    await writeResults();
     process.exitCode = 130;
     return;
   }
-  await writeResults();
   out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
 }
 
