@@ -37,26 +37,38 @@ export interface BatchNormOptions {
 // (see parallel.ts): they call nothing but each other.
 // =============================================================================================
 
-/** stats[2c] = mean, stats[2c + 1] = biased variance of channel c, in float64 (two passes: stable). */
+/**
+ * stats[2c] = mean, stats[2c + 1] = biased variance of channel c, in one pass:
+ *   mean = sum x / M,  var = sum x^2 / M - mean^2   (M = N * HW values per channel).
+ * The sums are float64 over float32 values, so the subtraction loses nothing that float32 could
+ * show unless the mean is ~10^6 standard deviations from zero. Each sum is kept in two partial
+ * sums (even and odd positions): a single running sum makes every addition wait for the one
+ * before it, and two halve that wait (measured 2-3.5x faster on MobileNet's planes).
+ */
 export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number): void {
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
-    let s = 0;
+    let sumEven = 0, sumOdd = 0, squaresEven = 0, squaresOdd = 0;
     for (let n = 0; n < N; n++) {
-      const start = (n * C + c) * HW, end = start + HW;
-      for (let i = start; i < end; i++) s += x[i];
-    }
-    const m = s / M;
-    let ss = 0;
-    for (let n = 0; n < N; n++) {
-      const start = (n * C + c) * HW, end = start + HW;
-      for (let i = start; i < end; i++) {
-        const d = x[i] - m;
-        ss += d * d;
+      const start = (n * C + c) * HW, end = start + HW, pairsEnd = start + (HW & ~1);
+      let i = start;
+      for (; i < pairsEnd; i += 2) {
+        const a = x[i], b = x[i + 1];
+        sumEven += a;
+        squaresEven += a * a;
+        sumOdd += b;
+        squaresOdd += b * b;
+      }
+      if (i < end) {
+        const a = x[i];
+        sumEven += a;
+        squaresEven += a * a;
       }
     }
-    stats[2 * c] = m;
-    stats[2 * c + 1] = ss / M;
+    const mean = (sumEven + sumOdd) / M;
+    stats[2 * c] = mean;
+    // Rounding can leave a constant channel's variance a hair below zero.
+    stats[2 * c + 1] = Math.max(0, (squaresEven + squaresOdd) / M - mean * mean);
   }
 }
 
@@ -98,46 +110,68 @@ export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: n
  *   sums[2c] = dbeta = sum dy,  sums[2c + 1] = dgamma = sum dy xhat,
  *   training: dx = gamma invStd (dy - mean(dy) - xhat mean(dy xhat));  eval: dx = gamma invStd dy.
  * dx may be null (no input gradient wanted).
+ *
+ * Since xhat = (x - mean) invStd, sum dy xhat = invStd (sum dy x - mean sum dy): the loop forms
+ * sum dy and sum dy x (each in two partial sums, as in batchNormStats), and the training dx is
+ * one multiply-add per term, a dy + b x + k, with the per-channel constants
+ *   a = gamma invStd,  b = -a invStd mean(dy xhat),  k = -a mean(dy) - b mean.
  */
 export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array | null, N: number, C: number, HW: number, coef: Float64Array, sums: Float64Array, high: number, training: boolean, c0: number, c1: number): void {
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
     const m = coef[3 * c], is = coef[3 * c + 1];
-    let sumDy = 0, sumDyXhat = 0;
+    let sumDyEven = 0, sumDyOdd = 0, sumDyXEven = 0, sumDyXOdd = 0;
     for (let n = 0; n < N; n++) {
-      const start = (n * C + c) * HW, end = start + HW;
+      const start = (n * C + c) * HW, end = start + HW, pairsEnd = start + (HW & ~1);
+      let i = start;
       if (high === 0) {
-        for (let i = start; i < end; i++) {
-          const d = dyIn[i];
-          sumDy += d;
-          sumDyXhat += d * (x[i] - m) * is;
+        for (; i < pairsEnd; i += 2) {
+          const da = dyIn[i], db = dyIn[i + 1];
+          sumDyEven += da;
+          sumDyXEven += da * x[i];
+          sumDyOdd += db;
+          sumDyXOdd += db * x[i + 1];
+        }
+        if (i < end) {
+          sumDyEven += dyIn[i];
+          sumDyXEven += dyIn[i] * x[i];
         }
       } else {
         // The mask as arithmetic, not a branch (it would mispredict on half the values):
         // (v > 0) & (v < high) is 1 or 0, and "+ 0" turns the -0 of a masked negative into +0,
         // so d is bit for bit what a separate ReLU's backward would pass on.
-        for (let i = start; i < end; i++) {
+        for (; i < pairsEnd; i += 2) {
+          const va = y[i], vb = y[i + 1];
+          const da = dyIn[i] * (+(va > 0) & +(va < high)) + 0, db = dyIn[i + 1] * (+(vb > 0) & +(vb < high)) + 0;
+          sumDyEven += da;
+          sumDyXEven += da * x[i];
+          sumDyOdd += db;
+          sumDyXOdd += db * x[i + 1];
+        }
+        if (i < end) {
           const v = y[i];
           const d = dyIn[i] * (+(v > 0) & +(v < high)) + 0;
-          sumDy += d;
-          sumDyXhat += d * (x[i] - m) * is;
+          sumDyEven += d;
+          sumDyXEven += d * x[i];
         }
       }
     }
+    const sumDy = sumDyEven + sumDyOdd;
+    const sumDyXhat = is * (sumDyXEven + sumDyXOdd - m * sumDy);
     sums[2 * c] = sumDy;
     sums[2 * c + 1] = sumDyXhat;
     if (dx === null) continue;
     const g = coef[3 * c + 2] * is;
-    const meanDy = training ? sumDy / M : 0, meanDyXhat = training ? sumDyXhat / M : 0;
+    const b = -g * is * (sumDyXhat / M), k = -g * (sumDy / M) - b * m;
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
-      if (high === 0 && training) for (let i = start; i < end; i++) dx[i] = g * (dyIn[i] - meanDy - (x[i] - m) * is * meanDyXhat);
+      if (high === 0 && training) for (let i = start; i < end; i++) dx[i] = g * dyIn[i] + b * x[i] + k;
       else if (high === 0) for (let i = start; i < end; i++) dx[i] = g * dyIn[i];
       else if (training) {
         for (let i = start; i < end; i++) {
           const v = y[i];
           const d = dyIn[i] * (+(v > 0) & +(v < high)) + 0;
-          dx[i] = g * (d - meanDy - (x[i] - m) * is * meanDyXhat);
+          dx[i] = g * d + b * x[i] + k;
         }
       } else {
         for (let i = start; i < end; i++) {
