@@ -115,7 +115,8 @@ describe('threads', () => {
         });
       const one = run(1), two = run(2);
       expect(one.jobs).toBe(0);
-      expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(6);
+      // Depthwise forward and its two gradients, BatchNorm's training forward and its backward.
+      expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(5);
       for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `k${k} s${stride}: output ${i}`).toBe(true);
     }
   });
