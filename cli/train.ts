@@ -61,7 +61,7 @@ interface TrainFlags {
 const D = TRAIN_DEFAULTS;
 
 export function registerTrain(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  const command = program.command('train').description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~85%');
+  const command = program.command('train').description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~87%');
   addModelOptions(command, ARCHITECTURES, D, " (baseline: the paper's full-convolution MobileNet; shallow: Table 5's Shallow MobileNet)")
     .option('--resolution <r>', `input resolution, 8..${MAX_RESOLUTION} (default: the images' native size for the bundled data)`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
     .option(...rhoOption("the dataset's native size"))
@@ -82,6 +82,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--dropout <p>', 'dropout before the classifier, in [0, 1)', numberIn('--dropout', 0, 0.999), D.dropout)
     .option('--crop-padding <n>', 'random crop with this much zero padding (0 = off)', numberIn('--crop-padding', 0, 64, { integer: true }), D.augment.cropPadding)
     .option('--hflip', 'random horizontal flips', D.augment.horizontalFlip)
+    .option('--no-hflip', 'no flips (for images whose mirror image means something else: digits, text)')
     .option('--auto-augment <policy>', 'ta_wide: TrivialAugmentWide on each training image (gray or colour)', oneOf('--auto-augment', ['ta_wide'] as const))
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
     .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')

@@ -29,7 +29,7 @@ let trainResult: ReturnType<typeof cli>;
 beforeAll(() => {
   data = tinyFashionMnist(96, 40);
   run = join(mkdtempSync(join(tmpdir(), 'cli-run-')), 'run');
-  trainResult = cli(['--threads', '1', 'train', '--data-path', data, '--epochs', '2', '--alpha', '0.25', '-b', '32', '--output-dir', run, '--log-interval', '0']);
+  trainResult = cli(['--threads', '1', 'train', '--data-path', data, '--model', 'v1', '--epochs', '2', '--alpha', '0.25', '-b', '32', '--output-dir', run, '--log-interval', '0']);
 }, 180_000);
 
 describe('mobilenet train', () => {
@@ -50,7 +50,8 @@ describe('mobilenet train', () => {
     expect(csv[0]).toBe('epoch,train_loss,train_top1,train_top5,test_loss,test_top1,test_top5,lr,seconds');
     expect(csv).toHaveLength(3);
     const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
-    expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32 });
+    // The default recipe (docs/training.md) flips and smooths labels by 0.1.
+    expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32, labelSmoothing: 0.1, augment: { horizontalFlip: true } });
     for (const f of ['last.safetensors', 'best.safetensors', 'previous.safetensors']) expect(existsSync(join(run, f)), f).toBe(true);
     for (const f of ['loss.png', 'accuracy.png', 'confusion.png']) {
       expect(isPng(join(run, f)), f).toBe(true);
@@ -74,9 +75,10 @@ describe('mobilenet train', () => {
   });
   it('--val-split holds out training images for choosing the best epoch; the test split is evaluated once at the end; resume splits the same', () => {
     const dir = mkdtempSync(join(tmpdir(), 'val-split-'));
-    const args = ['--threads', '1', 'train', '--data-path', data, '--val-split', '0.25', '--epochs', '2', '-b', '24', '--lr-scheduler', 'constant', '--lr', '0.02', '--log-interval', '0'];
+    const args = ['--threads', '1', 'train', '--data-path', data, '--val-split', '0.25', '--epochs', '2', '-b', '24', '--lr-scheduler', 'constant', '--lr', '0.02', '--no-hflip', '--log-interval', '0'];
     const straight = cli([...args, '--output-dir', join(dir, 'straight')]);
     expect(straight.code).toBe(0);
+    expect(JSON.parse(readFileSync(join(dir, 'straight', 'config.json'), 'utf8')).augment.horizontalFlip, '--no-hflip').toBe(false);
     expect(straight.stdout).toMatch(/on fashion-mnist: 72 train \/ 24 validation \/ 40 test images/);
     expect(straight.stdout).toMatch(/^epoch 2\/2 {2}train loss \S+ top1 \S+ {2}\| {2}val loss /m);
     expect(straight.stdout).toMatch(/^test \(40 images, held out until now; the last epoch's weights\): loss \d\.\d{4} {2}top1 \d+\.\d\d% {2}top5 \d+\.\d\d%$/m);
@@ -95,7 +97,7 @@ describe('mobilenet train', () => {
     // fine-tuned run's convolution filters must be the checkpoint's, not a fresh initialisation
     // (which, same seed, is the source run's epoch-0 weights, far from its best after 2 epochs).
     const out = join(mkdtempSync(join(tmpdir(), 'init-')), 'run');
-    const r = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--alpha', '0.25', '--epochs', '1', '-b', '32', '--lr', '1e-12', '--opt', 'sgd', '--momentum', '0', '--wd', '0', '--lr-scheduler', 'constant', '--output-dir', out, '--log-interval', '0']);
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--model', 'v1', '--alpha', '0.25', '--epochs', '1', '-b', '32', '--lr', '1e-12', '--opt', 'sgd', '--momentum', '0', '--wd', '0', '--lr-scheduler', 'constant', '--output-dir', out, '--log-interval', '0']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`starting from the weights of ${run}`);
@@ -113,7 +115,7 @@ describe('mobilenet train', () => {
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).init).toBe(run);
   });
   it('--init refuses a checkpoint of another width, and refuses to be combined with --resume', () => {
-    const wider = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--alpha', '0.5', '--epochs', '1']);
+    const wider = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--model', 'v1', '--alpha', '0.5', '--epochs', '1']);
     expect(wider.code).toBe(2);
     expect(wider.stderr).toContain(`--init ${run}: the checkpoint holds MobileNet v1 alpha 0.25, this run builds v1 alpha 0.5`);
     const both = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--resume', run]);
@@ -150,11 +152,11 @@ describe("the paper's model variants through train, eval, predict, export and im
     const back = cli(['--threads', '1', 'eval', join(dir, 'back.safetensors'), '--data', 'fashion-mnist', '--data-path', data, '--confusion', join(dir, 'd.png')]);
     expect(back.stdout.split('\n').find((l) => l.startsWith('loss '))).toBe(e.stdout.split('\n').find((l) => l.startsWith('loss ')));
   });
-  it('--model shallow trains; bad --rho / --expansion values and --rho with --resolution name the flag', () => {
+  it('the default model is Shallow MobileNet alpha 0.35; bad --rho / --expansion values and --rho with --resolution name the flag', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'shallow-')), 'run');
-    const r = cli(['--threads', '1', 'train', '--data-path', data, '--model', 'shallow', '--epochs', '1', '-b', '32', '--output-dir', out, '--log-interval', '0']);
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--epochs', '1', '-b', '32', '--output-dir', out, '--log-interval', '0']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/training MobileNet shallow alpha 0\.25 at 28x28/);
+    expect(r.stdout).toMatch(/training MobileNet shallow alpha 0\.35 at 28x28/);
     for (const [args, message] of [
       [['--rho', '0'], /--rho must be a number in \(0, 1\], got '0'/],
       [['--rho', '1.5'], /--rho must be a number in \(0, 1\], got '1\.5'/],
@@ -449,7 +451,7 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     const threads = cli(['--threads', '64', 'summary']);
     expect(threads.code).toBe(2);
     expect(threads.stderr).toMatch(/--threads must be an integer in \[1, 32\], got '64'/);
-    const tiny = cli(['train', '--alpha', '1e-9']);
+    const tiny = cli(['train', '--model', 'v1', '--alpha', '1e-9']);
     expect(tiny.code).toBe(2);
     expect(tiny.stderr).toContain('--alpha 1e-9: MobileNet v1 needs alpha >= 0.015625');
     const mnist = cli(['train', '--data', 'mnist']);

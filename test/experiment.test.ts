@@ -53,7 +53,10 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'exp-paper-')), 'grid');
     expect(tiny('thin-vs-shallow', out, ['--lr', '0.05']).code).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')).lr).toBe(0.05);
-    expect(readdirSync(out).filter((d) => d.startsWith('00-')).map((d) => JSON.parse(readFileSync(join(out, d, 'config.json'), 'utf8')).lr)).toEqual([0.05]);
+    const configs = readdirSync(out).filter((d) => d.startsWith('00-')).map((d) => JSON.parse(readFileSync(join(out, d, 'config.json'), 'utf8')));
+    expect(configs.map((c) => c.lr)).toEqual([0.05]);
+    // The grids' recipe is fixed, whatever train's defaults: no flips, no label smoothing.
+    expect(configs.map((c) => [c.augment.horizontalFlip, c.labelSmoothing])).toEqual([[false, 0]]);
     expect(read(out).rows.map((r) => r.paper)).toEqual(['68.4%', '65.3%']);
     expect(read(out).rows.map((r) => r.model)).toEqual(['v1', 'shallow']);
   }, 300_000);
