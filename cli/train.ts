@@ -192,6 +192,9 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       // normalisation come from the checkpoint (the features were learned with it); the
       // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
       const start = loadModelFromCheckpoint(flags.init);
+      // --model and --alpha, when not given, are the checkpoint's (as loading a saved model is).
+      if (!given('model')) config.model = start.config.model;
+      if (!given('alpha')) config.alpha = start.config.alpha;
       if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
         throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (pass --model and --alpha to match)`);
       }

@@ -92,12 +92,12 @@ describe('mobilenet train', () => {
     const testLine = (r: ReturnType<typeof cli>) => r.stdout.split('\n').find((l) => l.startsWith('test ('));
     expect(testLine(resumed)).toBe(testLine(straight));
   });
-  it('fine-tunes from a checkpoint\'s weights with --init, with a fresh optimizer and schedule', () => {
+  it('fine-tunes from a checkpoint\'s weights with --init, with a fresh optimizer and schedule (and its --model and --alpha when not given)', () => {
     // With a learning rate of 1e-12 training cannot move a weight by a float32 step, so the
     // fine-tuned run's convolution filters must be the checkpoint's, not a fresh initialisation
     // (which, same seed, is the source run's epoch-0 weights, far from its best after 2 epochs).
     const out = join(mkdtempSync(join(tmpdir(), 'init-')), 'run');
-    const r = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--model', 'v1', '--alpha', '0.25', '--epochs', '1', '-b', '32', '--lr', '1e-12', '--opt', 'sgd', '--momentum', '0', '--wd', '0', '--lr-scheduler', 'constant', '--output-dir', out, '--log-interval', '0']);
+    const r = cli(['--threads', '1', 'train', '--data-path', data, '--init', run, '--epochs', '1', '-b', '32', '--lr', '1e-12', '--opt', 'sgd', '--momentum', '0', '--wd', '0', '--lr-scheduler', 'constant', '--output-dir', out, '--log-interval', '0']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`starting from the weights of ${run}`);
