@@ -161,6 +161,10 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   const seed = stored?.seed ?? flags.seed;
   const classes = stored ? (stored.classes ?? null) : (flags.classes ?? null);
   const perClass = stored ? (stored.perClass ?? 0) : flags.perClass;
+  // --init: the starting weights. Their resolution is the run's unless --resolution or --rho is
+  // given (an ImageNet model learned its features at 224, not at a folder's default 28).
+  const start = flags.init && !flags.resume ? loadModelFromCheckpoint(flags.init) : null;
+  if (start !== null && !given('resolution') && !given('rho')) flags.resolution = start.config.resolution;
   const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn, classes }, valSplit, perClass);
   const valName = data.valName;
   // --rho scales the images' native size (an image folder's: the size its images were read at).
@@ -191,7 +195,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
       // normalisation come from the checkpoint (the features were learned with it); the
       // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
-      const start = loadModelFromCheckpoint(flags.init);
+      if (start === null) throw new Error('unreachable: --init without its checkpoint');
       // --model and --alpha, when not given, are the checkpoint's (as loading a saved model is).
       if (!given('model')) config.model = start.config.model;
       if (!given('alpha')) config.alpha = start.config.alpha;

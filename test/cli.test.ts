@@ -213,6 +213,10 @@ describe('transfer learning: --init on other classes, --freeze, --trainable-bloc
     const p = cli(['--threads', '1', 'predict', tuned, join(photos, 'red', '0.png')]);
     expect(p.code).toBe(0);
     expect(p.stdout).toMatch(/% {2}(red|green|blue)/);
+    // As the README writes it, with no --model, --alpha or --resolution: all three are the checkpoint's.
+    const plain = cli(['--threads', '1', 'train', '--data', photos, '--init', pretrained, '--freeze', 'features', '--epochs', '1', '-b', '9', '--log-interval', '0', '--output-dir', join(dir, 'plain')]);
+    expect(plain.stderr).toBe('');
+    expect(plain.stdout).toMatch(/training MobileNet v2 alpha 0\.35 at 64x64/);
     // Bad input names the flag and what is allowed.
     const part = cli([...common, '--freeze', 'head']);
     expect(part.code).toBe(2);
