@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { relu, relu6 } from '../src/ops/activations.js';
-import { batchNorm2d, foldBatchNorm } from '../src/ops/batchnorm.js';
+import { batchNorm2d, batchNormStats, foldBatchNorm } from '../src/ops/batchnorm.js';
 import { conv2d } from '../src/ops/conv2d.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
 import { dropout } from '../src/ops/dropout.js';
@@ -50,6 +50,22 @@ describe('layer ops match PyTorch 1.13', () => {
 
 describe('naive twins: layer ops equal the same math composed from core ops', () => {
   const rng = new Rng(21);
+  it('batchNorm statistics in one pass (sum and sum of squares) match the two-pass mean and variance, also far from zero', () => {
+    for (const offset of [0, 30, 300]) {
+      const [N, C, HW] = [4, 3, 49];
+      const x = randn([N, C, HW], rng, offset, 0.5).data;
+      const stats = new Float64Array(2 * C);
+      batchNormStats(x, N, C, HW, stats, 0, C);
+      for (let c = 0; c < C; c++) {
+        const values: number[] = [];
+        for (let n = 0; n < N; n++) for (let i = 0; i < HW; i++) values.push(x[(n * C + c) * HW + i]);
+        const m = values.reduce((s, v) => s + v, 0) / values.length;
+        const variance = values.reduce((s, v) => s + (v - m) ** 2, 0) / values.length;
+        expect(Math.abs(stats[2 * c] - m), `mean, offset ${offset}`).toBeLessThan(1e-12 * Math.max(1, offset));
+        expect(Math.abs(stats[2 * c + 1] - variance) / variance, `variance, offset ${offset}`).toBeLessThan(1e-7);
+      }
+    }
+  });
   it('batchNorm2d (training) == (x - mean) / sqrt(var + eps) * gamma + beta built from core ops', () => {
     const x0 = randn([3, 4, 5, 2], rng, 1, 2), g0 = rand([4], rng, 0.5, 1.5), b0 = randn([4], rng), dy = randn([3, 4, 5, 2], rng);
     const run = (compose: boolean) => {
