@@ -45,7 +45,7 @@ export interface BatchNormOptions {
  * hundreds of standard deviations from zero, which the inputs of a BatchNorm are not (they are
  * convolution outputs, within a few deviations of zero). Each sum is kept in two partial
  * sums (even and odd positions): a single running sum makes every addition wait for the one
- * before it, and two halve that wait (measured 2-3.5x faster on MobileNet's planes).
+ * before it, and two halve that wait.
  */
 export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number): void {
   const M = N * HW;
