@@ -191,11 +191,10 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   } else {
     const config = configFromFlags(flags);
     let parts: TrainerParts = data.test ? { test: data.test } : {};
-    if (flags.init) {
+    if (start !== null) {
       // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
       // normalisation come from the checkpoint (the features were learned with it); the
       // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
-      if (start === null) throw new Error('unreachable: --init without its checkpoint');
       // --model and --alpha, when not given, are the checkpoint's (as loading a saved model is).
       if (!given('model')) config.model = start.config.model;
       if (!given('alpha')) config.alpha = start.config.alpha;
