@@ -199,7 +199,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       if (!given('model')) config.model = start.config.model;
       if (!given('alpha')) config.alpha = start.config.alpha;
       if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
-        throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (pass --model and --alpha to match)`);
+        throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (leave out --model and --alpha to use the checkpoint's)`);
       }
       const classes = data.train.classNames.length;
       if (start.classNames.length !== classes) {
