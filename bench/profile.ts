@@ -1,6 +1,7 @@
 // Run one model workload's step in a loop, for a CPU profile:
 //   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile.ts v1 0.5 8 128 10 1 20 1
-// arguments: arch alpha batch resolution classes train(1|0) steps threads. REUSE=0 turns buffer
+// arguments: arch alpha batch resolution classes train(1|0) steps threads [input channels, 3]
+// (the default training step: shallow 0.35 64 28 10 1 20 1 1). REUSE=0 turns buffer
 // reuse off (to compare); RSS_EVERY=50 prints the resident memory every 50 steps. Prints the median step time and peak RSS; `npm run bench` is the
 // measurement of record, this is for looking inside a step (open the .cpuprofile in Chrome DevTools).
 import { createModel } from '../src/nn/mobilenet.js';
@@ -13,11 +14,11 @@ import { SGD } from '../src/train/optim.js';
 import { reuseBuffers } from '../src/tensor/buffers.js';
 const scoped = process.env.REUSE !== '0';
 const run = (f: () => void) => (scoped ? reuseBuffers(f) : f());
-const [arch, alpha, batch, res, classes, train, steps, threads] = process.argv.slice(2);
+const [arch, alpha, batch, res, classes, train, steps, threads, channels = '3'] = process.argv.slice(2);
 setThreads(Number(threads ?? 1));
 const rng = new Rng(3);
-const model = createModel(arch as 'v1', { alpha: Number(alpha), numClasses: Number(classes), resolution: Number(res), seed: 1 }).fuseActivations();
-const x = rand([Number(batch), 3, Number(res), Number(res)], rng);
+const model = createModel(arch as 'v1', { alpha: Number(alpha), numClasses: Number(classes), resolution: Number(res), inChannels: Number(channels), seed: 1 }).fuseActivations();
+const x = rand([Number(batch), Number(channels), Number(res), Number(res)], rng);
 const labels = Array.from({ length: Number(batch) }, () => rng.int(0, Number(classes)));
 const opt = new SGD(model.parameters(), { lr: 0.01, momentum: 0.9 });
 if (train === '1') model.train(); else model.eval();
