@@ -10,7 +10,7 @@ import { mul } from '../src/ops/elementwise.js';
 import { sum } from '../src/ops/reduce.js';
 import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
 import { Rng } from '../src/tensor/rng.js';
-import { randn, Tensor } from '../src/tensor/tensor.js';
+import { rand, randn, Tensor } from '../src/tensor/tensor.js';
 import { loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
 import { TRAIN_DEFAULTS, Trainer } from '../src/train/trainer.js';
 import { resolve } from 'node:path';
@@ -119,6 +119,22 @@ describe('threads', () => {
       expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(5);
       for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `k${k} s${stride}: output ${i}`).toBe(true);
     }
+  });
+
+  it('BatchNorm in eval mode (running statistics, fused ReLU6) split over threads is bit-identical', () => {
+    const rng = new Rng(10);
+    const x = randn([4, 32, 17, 15], rng), gamma = randn([32], rng), beta = randn([32], rng), mean = randn([32], rng), variance = rand([32], rng, 0.5, 2);
+    const run = (threads: number) =>
+      onThreads(threads, () => {
+        const xs = sharedLeaf(x), gs = new Tensor(gamma.data.slice(), [32], true), bs = new Tensor(beta.data.slice(), [32], true);
+        const y = batchNorm2d(xs, gs, bs, new Tensor(mean.data.slice(), [32]), new Tensor(variance.data.slice(), [32]), { training: false, activation: 'relu6' });
+        const yData = y.data.slice();
+        sum(mul(y, y)).backward();
+        return [yData, xs.grad!.data, gs.grad!.data, bs.grad!.data];
+      });
+    const one = run(1), two = run(2);
+    expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(2); // apply and backward
+    for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
   });
 
   it('pointwise convolution on small planes (channel-major regrouping split over threads) is bit-identical', () => {
