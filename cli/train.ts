@@ -161,10 +161,15 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   const seed = stored?.seed ?? flags.seed;
   const classes = stored ? (stored.classes ?? null) : (flags.classes ?? null);
   const perClass = stored ? (stored.perClass ?? 0) : flags.perClass;
-  // --init: the starting weights. Their resolution is the run's unless --resolution or --rho is
-  // given (an ImageNet model learned its features at 224, not at a folder's default 28).
+  // --init: the starting weights. Their model, alpha and resolution are the run's unless given,
+  // as loading a saved model is (an ImageNet model learned its features at 224, not at a
+  // folder's default 28); given ones that differ are refused below.
   const start = flags.init && !flags.resume ? loadModelFromCheckpoint(flags.init) : null;
-  if (start !== null && !given('resolution') && !given('rho')) flags.resolution = start.config.resolution;
+  if (start !== null) {
+    if (!given('model')) flags.model = start.config.model;
+    if (!given('alpha')) flags.alpha = start.config.alpha;
+    if (!given('resolution') && !given('rho')) flags.resolution = start.config.resolution;
+  }
   const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn, classes }, valSplit, perClass);
   const valName = data.valName;
   // --rho scales the images' native size (an image folder's: the size its images were read at).
@@ -195,9 +200,6 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
       // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
       // normalisation come from the checkpoint (the features were learned with it); the
       // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
-      // --model and --alpha, when not given, are the checkpoint's (as loading a saved model is).
-      if (!given('model')) config.model = start.config.model;
-      if (!given('alpha')) config.alpha = start.config.alpha;
       if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
         throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (leave out --model and --alpha to use the checkpoint's)`);
       }
