@@ -18,8 +18,7 @@ import { hasTorch, ROOT, runCli } from './helpers.js';
 const torch = hasTorch();
 
 /** A checkpoint as `train` writes it (weights-only), with BatchNorm statistics that are not the init's. */
-function makeCheckpoint(dir: string, architecture: Architecture, channels: number, resolution: number, variant: { expansion?: number; stemStride?: 1 | 2 } = {}) {
-  const classNames = ['ant', 'bee', 'cat', 'dog'];
+function makeCheckpoint(dir: string, architecture: Architecture, channels: number, resolution: number, variant: { expansion?: number; stemStride?: 1 | 2 } = {}, classNames = ['ant', 'bee', 'cat', 'dog']) {
   const model = createModel(architecture, { alpha: 0.25, resolution, numClasses: classNames.length, inChannels: channels, seed: 5, ...variant });
   // A few train-mode passes move the running statistics away from (0, 1).
   for (let i = 0; i < 3; i++) noGrad(() => model.train().forward(rand([4, channels, resolution, resolution], new Rng(i))));
@@ -71,4 +70,30 @@ describe('export -> import round trip', () => {
       expect(report).toMatch(/-> OK/);
     }
   });
+});
+
+describe('scripts/train-ddp.py: training an exported model further in PyTorch, on several processes', () => {
+  it.skipIf(!torch)('trains with two processes, writes a file import reads, and our eval of it gives PyTorch\'s accuracy', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ddp-'));
+    const classNames = Array.from({ length: 10 }, (_, i) => `class${i}`);
+    const original = makeCheckpoint(dir, 'shallow', 1, 28, {}, classNames);
+    const exported = join(dir, 'exported.safetensors');
+    expect(runCli(['export', original.path, exported]).stderr).toBe('');
+    const trained = join(dir, 'ddp.safetensors');
+    const data = join(ROOT, 'data/fashion-mnist-subset');
+    const port = String(20000 + Math.floor(Math.random() * 20000));
+    const report = execFileSync('/usr/bin/python3', [join(ROOT, 'scripts/train-ddp.py'), '--weights', exported, '--data-path', data, '--epochs', '1', '--max-steps', '3', '--nproc-per-node', '2', '--master-port', port, '--out', trained], { encoding: 'utf8' });
+    const torchTop1 = Number(/test top1 ([\d.]+)%/.exec(report)?.[1]);
+    expect(report).toContain('2 process(es) x 64 images');
+    const imported = join(dir, 'imported.safetensors');
+    expect(runCli(['import', trained, imported]).stderr).toBe('');
+    // Three steps moved the weights: the import is not the original.
+    const back = loadModelFromCheckpoint(imported);
+    expect(Array.from(back.model.stateDict().get('classifier.1.weight')!.data)).not.toEqual(Array.from(original.model.stateDict().get('classifier.1.weight')!.data));
+    const evaluated = runCli(['eval', imported, '--data', 'fashion-mnist', '--data-path', data]);
+    const ourTop1 = Number(/top-1 ([\d.]+)%/.exec(evaluated.stdout)?.[1]);
+    expect(Number.isFinite(torchTop1) && Number.isFinite(ourTop1)).toBe(true);
+    // The same weights and images; float32 sums in another order may flip a borderline image.
+    expect(Math.abs(ourTop1 - torchTop1)).toBeLessThanOrEqual(0.1);
+  }, 120_000);
 });
