@@ -34,7 +34,10 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   const m = loadModelFromCheckpoint(checkpoint);
   const known = ['fashion-mnist', 'mnist', 'cifar10'];
   if (flags.data === undefined && !known.includes(m.datasetName)) {
-    throw new UsageError(`this checkpoint was trained on '${m.datasetName}', an image folder: give --data <folder> to evaluate it`);
+    const builtIn = `--data ${known.join('|')} with --data-path <dir>`;
+    // `import` writes 'imported': the weights came without a dataset.
+    if (m.datasetName === 'imported') throw new UsageError(`this checkpoint was imported and names no dataset: give --data <folder>, or ${builtIn}`);
+    throw new UsageError(`this checkpoint was trained on '${m.datasetName}', an image folder: give --data <folder> to evaluate it (or ${builtIn})`);
   }
   const name = flags.data ?? m.datasetName;
   // A model trained on some of the classes (--classes) is evaluated on those classes.

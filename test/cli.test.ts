@@ -289,7 +289,7 @@ describe('mobilenet train on an image folder', () => {
     expect(r.stdout).toMatch(/on folder-\w+: 22 train \/ 2 validation images/);
     const noData = cli(['eval', out]);
     expect(noData.code).toBe(2);
-    expect(noData.stderr).toMatch(/this checkpoint was trained on 'folder-\w+', an image folder: give --data <folder> to evaluate it/);
+    expect(noData.stderr).toMatch(/this checkpoint was trained on 'folder-\w+', an image folder: give --data <folder> to evaluate it \(or --data fashion-mnist\|mnist\|cifar10 with --data-path <dir>\)/);
     const ok = cli(['--threads', '1', 'eval', out, '--data', root]);
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/folder-\w+-val: 2 images in/);
@@ -394,6 +394,10 @@ describe('mobilenet eval / predict / export / summary', () => {
     const p = cli(['--threads', '1', 'predict', ckpt, image]);
     expect(p.code).toBe(0);
     expect(p.stdout).toMatch(/% {2}class\d+/);
+    // An imported checkpoint names no dataset: eval says how to give one (it said "an image folder").
+    const noData = cli(['eval', ckpt, '--data-path', join(ROOT, 'data/fashion-mnist-subset')]);
+    expect(noData.code).toBe(2);
+    expect(noData.stderr).toBe("mobilenet: error: this checkpoint was imported and names no dataset: give --data <folder>, or --data fashion-mnist|mnist|cifar10 with --data-path <dir>\n");
     // Strict loading: extra tensors in the weights file are named.
     const bad = cli(['import', join(ROOT, 'test/fixtures/torchvision_v2.safetensors'), ckpt, '--model', 'v2', '--alpha', '0.35', '--num-classes', '100']);
     expect(bad.code).toBe(2);
