@@ -44,19 +44,30 @@ interop = import_module("export-torchvision")
 fixtures = import_module("make-fixtures")
 
 
+def fail(message):
+    """Bad input: one line on stderr and exit status 2, as the mobilenet CLI does."""
+    print(f"train-ddp.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def read_idx(path):
     """An IDX file (the MNIST format), gzipped or not, as a numpy array."""
     if not os.path.exists(path) and os.path.exists(path + ".gz"):
         path += ".gz"
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        raw = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
-        sys.exit(f"{path}: not an IDX file of unsigned bytes")
+    if not os.path.exists(path):
+        fail(f"{path}(.gz): no such file (--data-path must hold the four IDX files of Fashion-MNIST or MNIST)")
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        fail(f"{path}: {e}")
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4]) if len(raw) >= 4 else (1, 0, 0)
+    if zero != 0 or dtype != 0x08 or len(raw) < 4 + 4 * ndim:
+        fail(f"{path}: not an IDX file of unsigned bytes")
     shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        sys.exit(f"{path}: header declares {shape}, file holds {data.size} bytes")
+        fail(f"{path}: header declares shape {shape} ({int(np.prod(shape))} bytes), file holds {data.size}")
     return data.reshape(shape)
 
 
@@ -92,7 +103,29 @@ def main():
     ap.add_argument("--master-addr", default="127.0.0.1")
     ap.add_argument("--master-port", type=int, default=29500)
     a = ap.parse_args()
+    if a.epochs < 1 or a.batch_size < 1 or a.nproc_per_node < 1 or a.nnodes < 1 or not 0 <= a.node_rank < a.nnodes:
+        fail("--epochs, --batch-size, --nproc-per-node and --nnodes must be at least 1, and --node-rank in [0, --nnodes)")
+    # Check the inputs here, once, so that a mistake is one line rather than a traceback per process.
+    load_weights(a.weights)
+    for split in ("train", "test"):
+        load_split(a.data_path, split, 0.0, 1.0)
     torch.multiprocessing.spawn(train, args=(a,), nprocs=a.nproc_per_node)
+
+
+def load_weights(path):
+    """The tensors and metadata of a file written by `mobilenet export`, checked."""
+    if not os.path.isfile(path):
+        fail(f"--weights {path}: no such file")
+    try:
+        tensors, meta = interop.read_safetensors(path)
+    except (ValueError, KeyError, TypeError, struct.error, UnicodeDecodeError, MemoryError) as e:
+        fail(f"--weights {path}: not a safetensors file ({e})")
+    if "model" not in meta:
+        fail(f"--weights {path}: no mobilenet-ts metadata (write it with `mobilenet export`)")
+    shape = (meta.get("in_channels", "3"), meta.get("resolution", "224"))
+    if shape != ("1", "28"):
+        fail(f"--weights {path}: this script trains 1x28x28 models (IDX data); the file's model takes {shape[0]}x{shape[1]}x{shape[1]} images")
+    return tensors, meta
 
 
 def train(local_rank, a):
@@ -103,11 +136,7 @@ def train(local_rank, a):
     torch.manual_seed(a.seed)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
-    tensors, meta = interop.read_safetensors(a.weights)
-    if "model" not in meta:
-        sys.exit(f"{a.weights}: no mobilenet-ts metadata (write it with `mobilenet export`)")
-    if int(meta.get("in_channels", "3")) != 1 or int(meta.get("resolution", "28")) != 28:
-        sys.exit(f"{a.weights}: this script trains 1x28x28 models (IDX data); the file's model takes {meta.get('in_channels')}x{meta.get('resolution')}x{meta.get('resolution')}")
+    tensors, meta = load_weights(a.weights)
     model = interop.build(meta, None)
     model.load_state_dict(tensors)
     norm = json.loads(meta["normalization"])

@@ -1,6 +1,6 @@
 // export -> import round trips for every kind of model `train` makes (V1, V2, the baseline; gray
 // and colour; several resolutions), and PyTorch loading what we export.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,5 +95,9 @@ describe('scripts/train-ddp.py: training an exported model further in PyTorch, o
     expect(Number.isFinite(torchTop1) && Number.isFinite(ourTop1)).toBe(true);
     // The same weights and images; float32 sums in another order may flip a borderline image.
     expect(Math.abs(ourTop1 - torchTop1)).toBeLessThanOrEqual(0.1);
+    // Bad input: one line, exit status 2, before any process starts.
+    const bad = spawnSync('/usr/bin/python3', [join(ROOT, 'scripts/train-ddp.py'), '--weights', exported, '--data-path', dir, '--out', trained], { encoding: 'utf8' });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toBe(`train-ddp.py: error: ${join(dir, 'train-images-idx3-ubyte')}(.gz): no such file (--data-path must hold the four IDX files of Fashion-MNIST or MNIST)\n`);
   }, 120_000);
 });
