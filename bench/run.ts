@@ -17,7 +17,7 @@ import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
 import { rand } from '../src/tensor/tensor.js';
 import { SGD } from '../src/train/optim.js';
 import { convGeometry } from '../src/ops/conv2d.js';
-import { runDepthwiseBackwardFilter, runDepthwiseBackwardInput, runDepthwiseForward } from '../src/ops/depthwise.js';
+import { runDepthwiseBackward, runDepthwiseBackwardFilter, runDepthwiseBackwardInput, runDepthwiseForward } from '../src/ops/depthwise.js';
 import { parallelGemm } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
@@ -135,6 +135,8 @@ const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
         ['forward', () => runDepthwiseForward(xs, w.data, g, y)],
         ['backward input', () => runDepthwiseBackwardInput(dy, w.data, g, dx)],
         ['backward filter', () => runDepthwiseBackwardFilter(dy, xs, g, dw)],
+        // What training runs: both gradients in one pass over dy.
+        ['backward both', () => runDepthwiseBackward(dy, xs, w.data, g, dx, dw)],
       ];
       return parts.map(([what, step]): Row => {
         const t = timeSteps(step, 5, minSeconds);

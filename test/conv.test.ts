@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { conv2d, conv2dNaiveBackward, conv2dNaiveForward, convGeometry } from '../src/ops/conv2d.js';
-import { depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseConv2d, depthwiseForward, depthwiseGeometry, depthwiseNaiveBackward, depthwiseNaiveForward } from '../src/ops/depthwise.js';
+import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseConv2d, depthwiseForward, depthwiseGeometry, depthwiseNaiveBackward, depthwiseNaiveForward } from '../src/ops/depthwise.js';
 import { gemm, gemmNaive } from '../src/ops/gemm.js';
 import { pointwiseBackward, pointwiseConv2d, pointwiseForward, pointwiseGeometry, pointwiseNaiveBackward, pointwiseNaiveForward } from '../src/ops/pointwise.js';
 import { assertGradcheck } from '../src/tensor/gradcheck.js';
@@ -108,6 +108,11 @@ describe('fast conv kernels equal their naive twins', () => {
       const ref = depthwiseNaiveBackward(x.data, w.data, dy, g);
       expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
       expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-4);
+      // Both gradients in one pass (what training runs): the same bits as the two passes.
+      const dxBoth = new Float32Array(x.numel).fill(NaN), dwBoth = new Float32Array(w.numel).fill(NaN);
+      depthwiseBackward(dy, x.data, w.data, g, dxBoth, dwBoth);
+      expect(Array.from(dxBoth)).toEqual(Array.from(dx));
+      expect(Array.from(dwBoth)).toEqual(Array.from(dw));
     });
   }
   // Small planes take the batched (channel-major) path, large ones the per-image path.

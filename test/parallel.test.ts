@@ -115,8 +115,8 @@ describe('threads', () => {
         });
       const one = run(1), two = run(2);
       expect(one.jobs).toBe(0);
-      // Depthwise forward and its two gradients, BatchNorm's training forward and its backward.
-      expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(5);
+      // Depthwise forward and its two gradients (one job), BatchNorm's training forward and its backward.
+      expect(two.jobs, 'the kernels ran on threads').toBeGreaterThanOrEqual(4);
       for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `k${k} s${stride}: output ${i}`).toBe(true);
     }
   });

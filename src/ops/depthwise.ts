@@ -265,22 +265,28 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
  * the forward's loops again. With a larger stride, the forward's loops scatter instead of gather.
  */
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
-  const { Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
+  const layout = inputGradLayout(g);
+  const flipped = new Float32Array(g.kH * g.kW);
+  for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, dx, plane);
+}
+
+/** The tap layout of the input gradient: the flipped filter's correlation (stride 1) or the forward's scatter. */
+function inputGradLayout(g: ConvGeometry): TapLayout {
+  const { H, W, kH, kW, stride, padding, Hout, Wout } = g;
+  return stride === 1 ? tapLayout(Hout, Wout, H, W, kH, kW, 1, padding - (kH - 1), padding - (kW - 1)) : tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+}
+
+/** One plane (image x channel) of the input gradient; `flipped` is scratch for the flipped filter. */
+function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry, layout: TapLayout, flipped: Float32Array, dx: Float32Array, plane: number): void {
+  const { Cin: C, H, W, kH, kW, stride, Hout, Wout } = g;
   const taps = kH * kW;
+  const wBase = (plane % C) * taps;
   if (stride === 1) {
-    const layout = tapLayout(Hout, Wout, H, W, kH, kW, 1, padding - (kH - 1), padding - (kW - 1));
-    const flipped = new Float32Array(taps);
-    for (let plane = plane0; plane < plane1; plane++) {
-      const wBase = (plane % C) * taps;
-      for (let t = 0; t < taps; t++) flipped[t] = weight[wBase + taps - 1 - t];
-      correlatePlane(dy, plane * Hout * Wout, flipped, 0, layout, dx, plane * H * W);
-    }
-    return;
-  }
-  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
-  for (let plane = plane0; plane < plane1; plane++) {
+    for (let t = 0; t < taps; t++) flipped[t] = weight[wBase + taps - 1 - t];
+    correlatePlane(dy, plane * Hout * Wout, flipped, 0, layout, dx, plane * H * W);
+  } else {
     dx.fill(0, plane * H * W, (plane + 1) * H * W);
-    scatterPlane(dy, plane * Hout * Wout, weight, (plane % C) * taps, layout, dx, plane * H * W);
+    scatterPlane(dy, plane * Hout * Wout, weight, wBase, layout, dx, plane * H * W);
   }
 }
 
@@ -301,6 +307,29 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
   }
 }
 
+/**
+ * Both gradients in one pass, channels [c0, c1): for each image, the plane of dx, then the same
+ * plane's contribution to dW while dy's plane is still in cache. The same per-plane loops and the
+ * same order of the sum over images as the two functions above, so the same bits; one job on the
+ * threads instead of two.
+ */
+export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
+  const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
+  const inputLayout = inputGradLayout(g);
+  const filterLayout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+  const flipped = new Float32Array(kH * kW);
+  const taps = new Float64Array(kH * kW);
+  for (let c = c0; c < c1; c++) {
+    taps.fill(0);
+    for (let n = 0; n < N; n++) {
+      const plane = n * C + c;
+      inputGradPlane(dy, weight, g, inputLayout, flipped, dx, plane);
+      filterGradPlane(dy, plane * Hout * Wout, x, plane * H * W, filterLayout, taps);
+    }
+    for (let t = 0; t < kH * kW; t++) dweight[c * kH * kW + t] = taps[t];
+  }
+}
+
 // =============================================================================================
 // Both cores: planes (forward, input gradient) or channels (filter gradient) split over threads.
 // Each output element is computed exactly as on one thread, so results are bit-identical.
@@ -309,7 +338,7 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 // On every thread: the three directions as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Interior, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Interior, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
@@ -331,10 +360,16 @@ function depthwiseBackwardFilterSlice(p: DepthwiseParams, b: Record<'dy' | 'x' |
   depthwiseBackwardFilter(b.dy as Float32Array, b.x as Float32Array, depthwiseGeometryOf(p), b.dweight as Float32Array, lo, hi);
 }
 
+/** Channels [lo, hi) of both gradients. */
+function depthwiseBackwardSlice(p: DepthwiseParams, b: Record<'dy' | 'x' | 'weight' | 'dx' | 'dweight', Float32Array | Float64Array>, lo: number, hi: number): void {
+  depthwiseBackward(b.dy as Float32Array, b.x as Float32Array, b.weight as Float32Array, depthwiseGeometryOf(p), b.dx as Float32Array, b.dweight as Float32Array, lo, hi);
+}
+
 const common = { ints: DEPTHWISE_INTS, floats: [], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
 const DEPTHWISE_FORWARD = declareKernel({ ...common, name: 'depthwiseForward', reads: ['x', 'weight'], writes: ['y'], large: ['x', 'y'], splits: 'image planes', slice: depthwiseForwardSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseForward] });
 const DEPTHWISE_BACKWARD_INPUT = declareKernel({ ...common, name: 'depthwiseBackwardInput', reads: ['dy', 'weight'], writes: ['dx'], large: ['dy', 'dx'], splits: 'image planes', slice: depthwiseBackwardInputSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardInput] });
 const DEPTHWISE_BACKWARD_FILTER = declareKernel({ ...common, name: 'depthwiseBackwardFilter', reads: ['dy', 'x'], writes: ['dweight'], large: ['dy', 'x'], splits: 'channels', slice: depthwiseBackwardFilterSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardFilter] });
+const DEPTHWISE_BACKWARD = declareKernel({ ...common, name: 'depthwiseBackward', reads: ['dy', 'x', 'weight'], writes: ['dx', 'dweight'], large: ['dy', 'x', 'dx'], splits: 'channels', slice: depthwiseBackwardSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackward] });
 
 function depthwiseParams(g: ConvGeometry): DepthwiseParams {
   return { N: g.N, C: g.Cin, H: g.H, W: g.W, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, Hout: g.Hout, Wout: g.Wout };
@@ -355,6 +390,11 @@ export function runDepthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g:
   runKernel(DEPTHWISE_BACKWARD_FILTER, depthwiseParams(g), { dy, x, dweight }, g.Cin, dy.length * g.kH * g.kW);
 }
 
+/** dx and dweight from dy, x and the weight in one job, on every thread when worth it (channels split). */
+export function runDepthwiseBackward(dy: Float32Array, x: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, dweight: Float32Array): void {
+  runKernel(DEPTHWISE_BACKWARD, depthwiseParams(g), { dy, x, weight, dx, dweight }, g.Cin, 2 * dy.length * g.kH * g.kW);
+}
+
 /** Depthwise convolution as an autograd op. */
 export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: DepthwiseOptions = {}): Tensor {
   const g = depthwiseGeometry(x, weight, bias, options);
@@ -369,8 +409,9 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
     backward: (dy, s, needs) => {
       let dx: Float32Array | null = null;
       let dweight: Float32Array | null = null;
-      if (needs[0]) runDepthwiseBackwardInput(dy, s.weight, s.g, (dx = alloc(s.x.length, false)));
-      if (needs[1]) runDepthwiseBackwardFilter(dy, s.x, s.g, (dweight = alloc(s.weight.length, false)));
+      if (needs[0] && needs[1]) runDepthwiseBackward(dy, s.x, s.weight, s.g, (dx = alloc(s.x.length, false)), (dweight = alloc(s.weight.length, false)));
+      else if (needs[0]) runDepthwiseBackwardInput(dy, s.weight, s.g, (dx = alloc(s.x.length, false)));
+      else if (needs[1]) runDepthwiseBackwardFilter(dy, s.x, s.g, (dweight = alloc(s.weight.length, false)));
       const grads: (Float32Array | null)[] = [dx, dweight];
       if (inputs.length === 3) grads.push(needs[2] ? biasGradPerChannel(dy, s.g.N, s.g.Cout, s.g.Hout * s.g.Wout) : null);
       return grads;
