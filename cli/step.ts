@@ -13,7 +13,7 @@ import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
 import { checkStep, CHECK_DEFAULTS, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { decodeImage, loadIdxDataset } from '../src/train/datasets.js';
+import { DatasetError, decodeImage, loadIdxDataset } from '../src/train/datasets.js';
 import { normalizePixels, resizeBilinear } from '../src/train/loader.js';
 
 type StepMode = 'step' | 'continue' | { breakAt: string };
@@ -118,6 +118,7 @@ async function userImage(path: string, channels: number, resolution: number): Pr
   try {
     return { pixels: await decodeImage(path, resolution, channels), count: 1, labels: null, classNames: [] };
   } catch (e) {
+    if (e instanceof DatasetError) throw new UsageError(`--image ${e.message}`);
     throw new UsageError(`--image ${path}: cannot decode image (${(e as Error).message})`);
   }
 }

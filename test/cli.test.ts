@@ -487,6 +487,13 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     const r = cli(['--threads', '1', 'predict', run, join(dir, 'broken.jpg')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/broken\.jpg: cannot decode image/);
+    // A mistyped path or a folder is said as such (sharp said "cannot decode image (Input file is missing ...)").
+    const missing = cli(['--threads', '1', 'predict', run, join(dir, 'nope.png'), dir]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe(`error: ${join(dir, 'nope.png')}: no such file\nerror: ${dir}: a folder, not an image\nmobilenet: error: 2 of 2 images could not be read\n`);
+    const step = cli(['step', '--checkpoint', run, '--image', join(dir, 'nope.png'), '--no-interactive']);
+    expect(step.code).toBe(2);
+    expect(step.stderr).toBe(`mobilenet: error: --image ${join(dir, 'nope.png')}: no such file\n`);
   });
   it('a checkpoint that does not exist is named', () => {
     const r = cli(['eval', '/nonexistent/run']);

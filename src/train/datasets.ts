@@ -249,6 +249,9 @@ export function scanImageFolder(root: string): { classNames: string[]; files: { 
 
 /** Decode one image with sharp to size x size x channels bytes (CHW order). */
 export async function decodeImage(path: string, size: number, channels: 1 | 3): Promise<Uint8Array> {
+  // sharp would say "Input file is missing" or "unsupported image format" for these.
+  if (!existsSync(path)) throw new DatasetError(`${path}: no such file`);
+  if (statSync(path).isDirectory()) throw new DatasetError(`${path}: a folder, not an image`);
   const { default: sharp } = await import('sharp');
   let pipeline = sharp(path, { failOn: 'error' }).removeAlpha().resize(size, size, { fit: 'fill' });
   pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
