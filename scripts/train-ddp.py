@@ -133,7 +133,7 @@ def train(local_rank, a):
     world = a.nnodes * a.nproc_per_node
     rank = a.node_rank * a.nproc_per_node + local_rank
     dist.init_process_group("gloo", init_method=f"tcp://{a.master_addr}:{a.master_port}", rank=rank, world_size=world)
-    torch.manual_seed(a.seed)
+    torch.manual_seed(a.seed * 1000 + rank)  # each process its own random flips
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     tensors, meta = load_weights(a.weights)
