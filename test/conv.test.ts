@@ -100,7 +100,12 @@ describe('fast conv kernels equal their naive twins', () => {
       const g = depthwiseGeometry(x, w, null, { stride: s, padding: p });
       const y = new Float32Array(N * C * g.Hout * g.Wout);
       depthwiseForward(x.data, w.data, g, y);
-      expectClose(y, depthwiseNaiveForward(x.data, w.data, g), 'forward', 1e-5, 1e-5);
+      const naive = depthwiseNaiveForward(x.data, w.data, g);
+      expectClose(y, naive, 'forward', 1e-5, 1e-5);
+      // Exactly, too: every path (the 3x3 interior, the border, a small plane's zero padding) sums
+      // a pixel's terms in float64 in tap order, as the twin does; a padded tap adds w * 0.
+      const firstDifference = y.findIndex((v, i) => v !== naive[i]);
+      expect(firstDifference, `first differing output: ${y[firstDifference]} vs ${naive[firstDifference]}`).toBe(-1);
       const dy = randn([N, C, g.Hout, g.Wout], rng).data;
       const dx = new Float32Array(x.numel).fill(NaN), dw = new Float32Array(w.numel).fill(NaN);
       depthwiseBackwardInput(dy, w.data, g, dx);

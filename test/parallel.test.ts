@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { gemm, parallelGemm } from '../src/ops/gemm.js';
-import { declareKernel, getThreads, kernelJobsOnThreads, runKernel, setThreads } from '../src/ops/parallel.js';
+import { declareKernel, getThreads, kernelJobsOnThreads, runKernel, setThreads, workerSource } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
 import { conv2d } from '../src/ops/conv2d.js';
@@ -86,6 +86,13 @@ describe('threads', () => {
       return h.digest('hex');
     };
     expect(await run(2)).toBe(await run(1));
+  });
+
+  it('the workers\' program compiles: a prelude that several kernels share is shipped once', () => {
+    // The depthwise kernels share one prelude; twice, its const would be declared twice.
+    const source = workerSource();
+    expect(() => new Function(source)).not.toThrow();
+    expect(source.match(/const PADDED_GATHER_MAX_PIXELS =/g)).toHaveLength(1);
   });
 
   it('rejects a bad thread count', () => {

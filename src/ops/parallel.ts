@@ -219,7 +219,8 @@ export function workerSource(): string {
   for (const k of kernels) for (const f of [...k.deps, k.slice]) shipped.add(f);
   return [
     'const __name = (f) => f;',
-    ...kernels.flatMap((k) => (k.prelude ? [k.prelude] : [])),
+    // A prelude several kernels share (the same text) is shipped once: its consts declared once.
+    ...new Set(kernels.flatMap((k) => (k.prelude ? [k.prelude] : []))),
     ...[...shipped].map((f) => f.toString()),
     workerMain.toString(),
     `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)}, ${SPIN_CHECKS});`,
@@ -245,6 +246,13 @@ class ThreadPool {
 
   constructor(readonly threads: number) {
     const source = workerSource();
+    // A program that does not compile would make every worker fail silently while this thread
+    // waits for them below: say why at once instead.
+    try {
+      new Function(source);
+    } catch (e) {
+      throw new Error(`threads: the worker threads' program does not compile: ${(e as Error).message}`);
+    }
     for (let i = 1; i < threads; i++) {
       const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, errorText: this.errorText } });
       w.unref(); // idle workers never keep the process alive
