@@ -63,13 +63,20 @@ export function lineChartSvg(options: { title: string; xLabel: string; yLabel: s
   out.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${H - m.bottom}" stroke="black"/>`);
   out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 12}" font-size="14" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
   out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" font-size="14" text-anchor="middle">${escapeXml(options.yLabel)}</text>`);
+  // The legend goes in the right-hand corner (top or bottom) that fewer points fall into:
+  // accuracy curves end in the top right, loss curves in the bottom right.
+  const legendW = 160, legendH = 20 * options.series.length + 4;
+  const plotted = all.filter((p) => Number.isFinite(p[1])).map((p) => [px(p[0]), py(p[1])]);
+  const inBox = (top: number) => plotted.filter(([x, y]) => x >= W - m.right - legendW && y >= top - 6 && y <= top + legendH + 6).length;
+  const bottomTop = H - m.bottom - legendH - 6;
+  const legendTop = inBox(bottomTop) < inBox(m.top) ? bottomTop : m.top;
   options.series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     if (pts.length > 0) {
       out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2.2" points="${pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')}"/>`);
       if (pts.length <= 60) for (const p of pts) out.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${s.color}"/>`);
     }
-    const ly = m.top + 8 + i * 20;
+    const ly = legendTop + 8 + i * 20;
     out.push(`<line x1="${W - m.right - 150}" x2="${W - m.right - 124}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/>`);
     out.push(`<text x="${W - m.right - 118}" y="${ly + 4}" font-size="13">${escapeXml(s.name)}</text>`);
   });
