@@ -388,11 +388,11 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 }
 
 // =============================================================================================
-// Both cores: planes (forward, input gradient) or channels (filter gradient) split over threads.
+// Both cores: planes (forward, input gradient) or channels (filter gradient, both gradients) split over threads.
 // Each output element is computed exactly as on one thread, so results are bit-identical.
 // =============================================================================================
 
-// On every thread: the three directions as declared kernels (parallel.ts).
+// On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
 const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Block, correlate3x3Interior, correlate3x3Padded, paddedScratch, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, inputGradLayout, inputGradPlane];
