@@ -303,10 +303,16 @@ function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBas
   if (t.yHi > t.yLo) filterGrad3x3Interior(dy, dyBase, x, xBase, t, taps, tapBase);
 }
 
+/** The forward's tap layout (output pixel -> input taps), which the filter gradient and the strided input gradient's scatter share. */
+function forwardLayout(g: ConvGeometry): TapLayout {
+  const { H, W, kH, kW, stride, padding, Hout, Wout } = g;
+  return tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+}
+
 /** Forward over planes [plane0, plane1) of the N*C planes (a plane range lets threads split the work). */
 export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
-  const { Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+  const { Cin: C, H, W, kH, kW, Hout, Wout } = g;
+  const layout = forwardLayout(g);
   const padded = paddedScratch(layout);
   for (let plane = plane0; plane < plane1; plane++) {
     correlatePlane(x, plane * H * W, weight, (plane % C) * kH * kW, layout, padded, y, plane * Hout * Wout);
@@ -329,7 +335,7 @@ export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g
 /** The tap layout of the input gradient: the flipped filter's correlation (stride 1) or the forward's scatter. */
 function inputGradLayout(g: ConvGeometry): TapLayout {
   const { H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  return stride === 1 ? tapLayout(Hout, Wout, H, W, kH, kW, 1, padding - (kH - 1), padding - (kW - 1)) : tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+  return stride === 1 ? tapLayout(Hout, Wout, H, W, kH, kW, 1, padding - (kH - 1), padding - (kW - 1)) : forwardLayout(g);
 }
 
 /** One plane (image x channel) of the input gradient; `flipped` is scratch for the flipped filter. */
@@ -353,8 +359,8 @@ function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry,
  * 40x slower.) Channels [c0, c1) are done one after another, over all images.
  */
 export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: ConvGeometry, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
-  const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const layout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+  const { N, Cin: C, H, W, kH, kW, Hout, Wout } = g;
+  const layout = forwardLayout(g);
   const taps = new Float64Array(kH * kW);
   for (let c = c0; c < c1; c++) {
     taps.fill(0);
@@ -371,9 +377,9 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
  * threads instead of two.
  */
 export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
-  const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
-  const inputLayout = inputGradLayout(g);
-  const filterLayout = tapLayout(H, W, Hout, Wout, kH, kW, stride, -padding, -padding);
+  const { N, Cin: C, H, W, kH, kW, stride, Hout, Wout } = g;
+  const filterLayout = forwardLayout(g);
+  const inputLayout = stride === 1 ? inputGradLayout(g) : filterLayout; // a strided input gradient scatters through the forward's layout
   const flipped = new Float32Array(kH * kW);
   const padded = stride === 1 ? paddedScratch(inputLayout) : null;
   const taps = new Float64Array((c1 - c0) * kH * kW); // channel c's sums at (c - c0) * kH * kW
@@ -395,7 +401,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Block, correlate3x3Interior, correlate3x3Padded, paddedScratch, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Block, correlate3x3Interior, correlate3x3Padded, paddedScratch, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
