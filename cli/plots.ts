@@ -13,6 +13,9 @@ export interface Series {
 
 const FONT = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
 
+/** Width of one character of an 11 px scatter label, a little over DejaVu Sans's average. */
+export const SCATTER_LABEL_CHAR_WIDTH = 6;
+
 function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
@@ -125,6 +128,55 @@ export async function writePng(svg: string, path: string): Promise<void> {
   writeOutputFile(path, await sharp(Buffer.from(svg)).png().toBuffer());
 }
 
+interface Box {
+  x0: number;
+  x1: number;
+  y0: number;
+  y1: number;
+}
+
+const distanceToBox = (x: number, y: number, b: Box) => Math.hypot(Math.max(b.x0 - x, 0, x - b.x1), Math.max(b.y0 - y, 0, y - b.y1));
+
+const overlapArea = (a: Box, b: Box) => Math.max(0, Math.min(a.x1, b.x1) - Math.max(a.x0, b.x0)) * Math.max(0, Math.min(a.y1, b.y1) - Math.max(a.y0, b.y0));
+
+/**
+ * Where each dot's label goes: beside the dot (right or left, above or below), or a little
+ * further off with a thin leader line, at the first place that covers no label placed before
+ * it, no dot and nothing outside the plot, and is not as near another dot as its own; failing
+ * that, the place that does least of these. Greedy,
+ * in the dots' order: enough for the handful of configurations an experiment has.
+ */
+function placeScatterLabels(dots: { cx: number; cy: number; label: string }[], plot: Box) {
+  const dotBoxes: Box[] = dots.map((d) => ({ x0: d.cx - 5, x1: d.cx + 5, y0: d.cy - 5, y1: d.cy + 5 }));
+  const placed: Box[] = [];
+  // Offsets of the text's baseline from the dot: dy < 0 is above. Beyond the first four, a leader.
+  const spots: [number, number, 'start' | 'end'][] = [[8, -6, 'start'], [8, 14, 'start'], [-8, -6, 'end'], [-8, 14, 'end']];
+  for (const dy of [-20, 28, -34, 42]) spots.push([8, dy, 'start'], [-8, dy, 'end']);
+  return dots.map((d) => {
+    const width = d.label.length * SCATTER_LABEL_CHAR_WIDTH;
+    let best: { score: number; box: Box; spot: (typeof spots)[number] } | null = null;
+    for (const spot of spots) {
+      const [dx, dy, anchor] = spot;
+      const x0 = anchor === 'start' ? d.cx + dx : d.cx + dx - width;
+      const box = { x0, x1: x0 + width, y0: d.cy + dy - 9, y1: d.cy + dy + 2 };
+      const outside = width * 11 - overlapArea(box, plot);
+      let score = 1000 * outside;
+      for (const other of placed) score += overlapArea(box, other);
+      for (const dot of dotBoxes) score += overlapArea(box, dot);
+      // A label about as near another dot as its own would be read as that dot's.
+      const own = distanceToBox(d.cx, d.cy, box);
+      for (const other of dots) if (other !== d && distanceToBox(other.cx, other.cy, box) < own + 8) score += 300;
+      if (best === null || score < best.score) best = { score, box, spot };
+      if (score === 0) break;
+    }
+    const { box, spot } = best!;
+    placed.push(box);
+    const [dx, dy, anchor] = spot;
+    const leader = Math.abs(dy) > 14;
+    return { text: d.label, cx: d.cx, cy: d.cy, x: d.cx + dx, y: d.cy + dy, anchor, leader, leaderX: anchor === 'start' ? box.x0 - 1 : box.x1 + 1, leaderY: dy < 0 ? box.y1 : box.y0 };
+  });
+}
+
 /**
  * Accuracy against cost as the MobileNet paper's Figures 4 and 5 draw it: x on a log scale, one
  * small grey point per run and one labelled dot per configuration (the mean over its runs).
@@ -162,12 +214,11 @@ export function scatterSvg(options: { title: string; xLabel: string; yLabel: str
   out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 12}" font-size="14" text-anchor="middle">${escapeXml(options.xLabel)}</text>`);
   out.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" font-size="14" text-anchor="middle">${escapeXml(options.yLabel)}</text>`);
   for (const p of options.runs) if (p.x > 0 && Number.isFinite(p.y)) out.push(`<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="2.5" fill="#9e9e9e"/>`);
-  for (const p of options.means) {
-    if (!(p.x > 0 && Number.isFinite(p.y))) continue;
-    out.push(`<circle cx="${px(p.x).toFixed(1)}" cy="${py(p.y).toFixed(1)}" r="5" fill="#d62728"/>`);
-    // Labels near the right edge go to the left of their dot.
-    const right = px(p.x) > W - 200;
-    out.push(`<text x="${(px(p.x) + (right ? -8 : 8)).toFixed(1)}" y="${(py(p.y) - 6).toFixed(1)}" font-size="11" text-anchor="${right ? 'end' : 'start'}">${escapeXml(p.label)}</text>`);
+  const dots = options.means.filter((p) => p.x > 0 && Number.isFinite(p.y)).map((p) => ({ ...p, cx: px(p.x), cy: py(p.y) }));
+  for (const d of dots) out.push(`<circle cx="${d.cx.toFixed(1)}" cy="${d.cy.toFixed(1)}" r="5" fill="#d62728"/>`);
+  for (const label of placeScatterLabels(dots, { x0: m.left, x1: W - 4, y0: m.top - 4, y1: H - m.bottom })) {
+    if (label.leader) out.push(`<line x1="${label.cx.toFixed(1)}" y1="${label.cy.toFixed(1)}" x2="${label.leaderX.toFixed(1)}" y2="${label.leaderY.toFixed(1)}" stroke="#9e9e9e" stroke-width="0.8"/>`);
+    out.push(`<text x="${label.x.toFixed(1)}" y="${label.y.toFixed(1)}" font-size="11" text-anchor="${label.anchor}">${escapeXml(label.text)}</text>`);
   }
   out.push('</svg>');
   return out.join('\n');

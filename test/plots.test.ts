@@ -1,6 +1,6 @@
 // The line chart's legend goes where the curves are not.
 import { describe, expect, it } from 'vitest';
-import { lineChartSvg } from '../cli/plots.js';
+import { lineChartSvg, SCATTER_LABEL_CHAR_WIDTH, scatterSvg } from '../cli/plots.js';
 
 /** The y coordinate of the legend's first label in a chart's SVG. */
 function legendY(svg: string, name: string): number {
@@ -22,5 +22,48 @@ describe('line chart legend', () => {
       { name: 'test', color: 'red', points: epochs.map((e) => [e, 2.2 / e]) },
     ] });
     expect(legendY(falling, 'train')).toBeLessThan(420 / 2);
+  });
+});
+
+/** The boxes of a scatter plot's mean labels, estimated as the plot estimates them (11 px text). */
+function labelBoxes(svg: string): { x0: number; x1: number; y0: number; y1: number; text: string }[] {
+  const boxes = [];
+  for (const m of svg.matchAll(/<text x="([\d.]+)" y="([\d.]+)" font-size="11" text-anchor="(start|end|middle)">([^<]*)<\/text>/g)) {
+    const [x, y, anchor, text] = [Number(m[1]), Number(m[2]), m[3], m[4]];
+    const width = text.length * SCATTER_LABEL_CHAR_WIDTH;
+    const x0 = anchor === 'start' ? x : anchor === 'end' ? x - width : x - width / 2;
+    boxes.push({ x0, x1: x0 + width, y0: y - 9, y1: y + 2, text });
+  }
+  return boxes;
+}
+
+describe('scatter plot labels', () => {
+  it('do not overlap when configurations lie close together (the tradeoff grid: 24 and 28 pixels, or 20 pixels at alpha 0.75 and 1)', () => {
+    const means = [
+      { x: 0.66e6, y: 82.53, label: 'V1 alpha 0.25 rho 0.857' },
+      { x: 0.75e6, y: 82.63, label: 'V1 alpha 0.25 rho 1' },
+      { x: 0.63e6, y: 81.65, label: 'V1 alpha 0.25 rho 0.714' },
+      { x: 0.28e6, y: 75.45, label: 'V1 alpha 0.25 rho 0.571' },
+      { x: 2.82e6, y: 84.35, label: 'V1 alpha 0.5 rho 1' },
+      { x: 6.2e6, y: 83.42, label: 'V1 alpha 0.75 rho 1' },
+      { x: 5.52e6, y: 83.1, label: 'V1 alpha 0.75 rho 0.857' },
+      { x: 5.28e6, y: 81.75, label: 'V1 alpha 0.75 rho 0.714' },
+      { x: 9.3e6, y: 81.77, label: 'V1 alpha 1 rho 0.714' },
+      { x: 10.9e6, y: 84.58, label: 'V1 alpha 1 rho 1' },
+      { x: 9.71e6, y: 78.8, label: 'V1 alpha 1 rho 0.857' },
+    ];
+    const svg = scatterSvg({ title: 't', xLabel: 'x', yLabel: 'y', runs: [], means });
+    const boxes = labelBoxes(svg);
+    expect(boxes.map((b) => b.text).sort()).toEqual(means.map((m) => m.label).sort());
+    for (let i = 0; i < boxes.length; i++) {
+      const a = boxes[i];
+      expect(a.x0, a.text).toBeGreaterThanOrEqual(0);
+      expect(a.x1, a.text).toBeLessThanOrEqual(760);
+      for (let j = i + 1; j < boxes.length; j++) {
+        const b = boxes[j];
+        const overlap = a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+        expect(overlap, `${a.text} / ${b.text}`).toBe(false);
+      }
+    }
   });
 });
