@@ -199,15 +199,19 @@ export function scatterSvg(options: { title: string; xLabel: string; yLabel: str
   const px = (x: number) => m.left + ((Math.log10(x) - xMin) / (xMax - xMin)) * (W - m.left - m.right);
   const py = (y: number) => H - m.bottom - ((y - yMin) / (yMax - yMin)) * (H - m.top - m.bottom);
   const out = chartFrame(W, H, m, options.title, 16, niceTicks(yMin, yMax), py);
-  // Decade ticks with 2 and 5 between them, labelled in engineering units.
+  // Decade ticks with 2 and 5 between them, labelled in engineering units; every integer
+  // multiple of the decade when the points span too little for three of those.
   const unit = (v: number) => (v >= 1e6 ? `${Number((v / 1e6).toPrecision(3))}M` : v >= 1e3 ? `${Number((v / 1e3).toPrecision(3))}k` : String(v));
-  for (let e = Math.floor(xMin); e <= Math.ceil(xMax); e++) {
-    for (const f of [1, 2, 5]) {
-      const v = f * 10 ** e;
-      if (Math.log10(v) < xMin || Math.log10(v) > xMax) continue;
-      out.push(`<line x1="${px(v)}" x2="${px(v)}" y1="${H - m.bottom}" y2="${H - m.bottom + 5}" stroke="black"/>`);
-      out.push(`<text x="${px(v)}" y="${H - m.bottom + 20}" font-size="12" text-anchor="middle">${unit(v)}</text>`);
-    }
+  const ticksWith = (factors: number[]) => {
+    const ticks: number[] = [];
+    for (let e = Math.floor(xMin); e <= Math.ceil(xMax); e++) for (const f of factors) if (Math.log10(f * 10 ** e) >= xMin && Math.log10(f * 10 ** e) <= xMax) ticks.push(f * 10 ** e);
+    return ticks;
+  };
+  const coarse = ticksWith([1, 2, 5]);
+  const xTicks = coarse.length >= 3 ? coarse : ticksWith([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  for (const v of xTicks) {
+    out.push(`<line x1="${px(v)}" x2="${px(v)}" y1="${H - m.bottom}" y2="${H - m.bottom + 5}" stroke="black"/>`);
+    out.push(`<text x="${px(v)}" y="${H - m.bottom + 20}" font-size="12" text-anchor="middle">${unit(v)}</text>`);
   }
   out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${H - m.bottom}" y2="${H - m.bottom}" stroke="black"/>`);
   out.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${H - m.bottom}" stroke="black"/>`);

@@ -67,3 +67,11 @@ describe('scatter plot labels', () => {
     }
   });
 });
+
+describe('scatter plot x axis', () => {
+  it('labels at least three ticks when the points span less than a factor of two (V1 against V2 at about equal cost)', () => {
+    const svg = scatterSvg({ title: 't', xLabel: 'x', yLabel: 'y', runs: [], means: [{ x: 0.75e6, y: 84.2, label: 'a' }, { x: 1.08e6, y: 84, label: 'b' }] });
+    const ticks = [...svg.matchAll(/<text x="[\d.]+" y="[\d.]+" font-size="12" text-anchor="middle">([^<]+)<\/text>/g)].map((m) => m[1]);
+    expect(ticks.length).toBeGreaterThanOrEqual(3);
+  });
+});
