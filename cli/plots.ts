@@ -32,9 +32,30 @@ function niceTicks(min: number, max: number, count = 5): number[] {
 }
 
 /** The start of a chart: the SVG element, a white background, the title, and the y grid with its labels. */
+/** Width of a bold title character, as a fraction of the font size (DejaVu Sans Bold, a little over its average). */
+export const TITLE_CHAR_EM = 0.66;
+
+/**
+ * A title on one line at its size if it fits in `width`, else on two (split at ": " when that
+ * fits, else at the space nearest the middle), at 14 px or less: never cut off at the edges.
+ */
+export function titleLines(title: string, size: number, width: number): { text: string; y: number; size: number }[] {
+  const fits = (text: string, px: number) => text.length * TITLE_CHAR_EM * px <= width;
+  if (fits(title, size)) return [{ text: title, y: 26, size }];
+  let cut = title.lastIndexOf(': ');
+  const spaces = [...title.matchAll(/ /g)].map((m) => m.index!);
+  if (cut < 0 || !fits(title.slice(0, cut + 1), 14) || !fits(title.slice(cut + 2), 14)) {
+    cut = spaces.reduce((best, i) => (Math.abs(i - title.length / 2) < Math.abs(best - title.length / 2) ? i : best), spaces[0] ?? title.length);
+  }
+  const lines = [title.slice(0, cut + (title[cut] === ':' ? 1 : 0)).trim(), title.slice(cut + 1).replace(/^ /, '').trim()].filter((l) => l.length > 0);
+  const longest = Math.max(...lines.map((l) => l.length));
+  const lineSize = Math.min(14, size, Math.floor(width / (longest * TITLE_CHAR_EM)));
+  return lines.map((text, i) => ({ text, y: 18 + i * 18, size: lineSize }));
+}
+
 function chartFrame(W: number, H: number, m: { left: number; right: number }, title: string, titleSize: number, yTicks: number[], py: (y: number) => number): string[] {
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`, `<rect width="${W}" height="${H}" fill="white"/>`];
-  out.push(`<text x="${W / 2}" y="26" font-size="${titleSize}" font-weight="bold" text-anchor="middle">${escapeXml(title)}</text>`);
+  for (const line of titleLines(title, titleSize, W - 16)) out.push(`<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
   for (const t of yTicks) {
     out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
     out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);

@@ -1,6 +1,6 @@
 // The line chart's legend goes where the curves are not.
 import { describe, expect, it } from 'vitest';
-import { lineChartSvg, SCATTER_LABEL_CHAR_WIDTH, scatterSvg } from '../cli/plots.js';
+import { lineChartSvg, SCATTER_LABEL_CHAR_WIDTH, scatterSvg, TITLE_CHAR_EM } from '../cli/plots.js';
 
 /** The y coordinate of the legend's first label in a chart's SVG. */
 function legendY(svg: string, name: string): number {
@@ -73,5 +73,18 @@ describe('scatter plot x axis', () => {
     const svg = scatterSvg({ title: 't', xLabel: 'x', yLabel: 'y', runs: [], means: [{ x: 0.75e6, y: 84.2, label: 'a' }, { x: 1.08e6, y: 84, label: 'b' }] });
     const ticks = [...svg.matchAll(/<text x="[\d.]+" y="[\d.]+" font-size="12" text-anchor="middle">([^<]+)<\/text>/g)].map((m) => m[1]);
     expect(ticks.length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('chart titles', () => {
+  it('fit the chart: a long title goes on two lines, each within the width (the expansion grid\'s title ran off both edges)', () => {
+    const title = 'MobileNetV2 expansion factor t (t < 1: the classic bottleneck that reduces channels): top-1 against mult-adds';
+    const svg = scatterSvg({ title, xLabel: 'x', yLabel: 'y', runs: [], means: [{ x: 1e6, y: 80, label: 'a' }] });
+    const lines = [...svg.matchAll(/<text x="[\d.]+" y="[\d.]+" font-size="(\d+)" font-weight="bold" text-anchor="middle">([^<]+)<\/text>/g)].map((m) => ({ size: Number(m[1]), text: m[2] }));
+    expect(lines.length).toBe(2);
+    expect(lines.map((l) => l.text).join(' ')).toBe(title.replace(/</g, '&lt;'));
+    for (const l of lines) expect(l.text.length * TITLE_CHAR_EM * l.size).toBeLessThanOrEqual(760);
+    const short = scatterSvg({ title: 'Short title', xLabel: 'x', yLabel: 'y', runs: [], means: [] });
+    expect(short).toContain('font-size="16" font-weight="bold" text-anchor="middle">Short title</text>');
   });
 });
