@@ -1,0 +1,87 @@
+// `node --import tsx bench/ceiling.ts`: how fast can scalar JavaScript multiply and add on this
+// machine, and how close does our GEMM come? Three figures, one thread, data in L1:
+//
+//   1. registers only: eight independent multiply-adds on values held in registers. The CPU's
+//      scalar floating-point ceiling as V8 compiles it (no loads, no stores).
+//   2. micro-kernel loops: C (MR x NR) += A panel (MR x K) * B panel (K x NR), packed float64, the
+//      loop at the heart of every blocked GEMM, for several tile shapes. Each step of K loads
+//      MR + NR values from typed arrays and does MR x NR multiply-adds.
+//   3. our GEMM (src/ops/gemm.ts) on square and pointwise-like shapes, packing included.
+//
+// Why the second figure sits far below the first: every typed-array load is an index
+// computation, a bounds check and the load itself, and a tile of 16 accumulators plus its
+// operands does not fit in the 16 floating-point registers V8 allocates, so some live in memory.
+// Larger tiles load less per multiply-add but spill more; smaller ones the reverse. The figures
+// are what any GEMM written in plain JavaScript can reach here; SIMD is what the native
+// libraries have beyond it.
+
+import { gemmCore, type GemmArgs } from '../src/ops/gemm.js';
+
+/** Best GFLOP/s over `rounds` timings of `run`, which does `flops` floating-point operations. */
+function bestRate(run: () => void, flops: number, rounds = 5): number {
+  run();
+  let best = 0;
+  for (let r = 0; r < rounds; r++) {
+    const t0 = performance.now();
+    run();
+    best = Math.max(best, flops / ((performance.now() - t0) * 1e6));
+  }
+  return best;
+}
+
+/** Eight independent multiply-add chains on register values: 16 flops per iteration. */
+function registersOnly(n: number, x: number, y: number): number {
+  let c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+  for (let i = 0; i < n; i++) {
+    c0 += x * y;
+    c1 += x * 1.0001;
+    c2 += y * 0.9999;
+    c3 += x * 0.5;
+    c4 += y * 0.25;
+    c5 += x * 0.125;
+    c6 += y * 0.3;
+    c7 += x * 0.7;
+  }
+  return c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7;
+}
+
+type MicroKernel = (kc: number, Ap: Float64Array, Bp: Float64Array, C: Float64Array) => void;
+
+/**
+ * The MR x NR micro-kernel written out as straight-line code (as src/ops/gemm.ts writes its 4x4
+ * one by hand): MR x NR accumulators, then per step of K, MR loads of A, NR loads of B and
+ * MR x NR multiply-adds.
+ */
+function microKernel(MR: number, NR: number): MicroKernel {
+  const cells = Array.from({ length: MR }, (_, i) => Array.from({ length: NR }, (_, j) => `c${i}_${j}`)).flat();
+  const body = [
+    `let ${cells.map((c) => `${c} = 0`).join(', ')};`,
+    `for (let p = 0, a = 0, b = 0; p < kc; p++, a += ${MR}, b += ${NR}) {`,
+    `  const ${Array.from({ length: MR }, (_, i) => `a${i} = Ap[a + ${i}]`).join(', ')};`,
+    `  const ${Array.from({ length: NR }, (_, j) => `b${j} = Bp[b + ${j}]`).join(', ')};`,
+    ...Array.from({ length: MR }, (_, i) => '  ' + Array.from({ length: NR }, (_, j) => `c${i}_${j} += a${i} * b${j};`).join(' ')),
+    '}',
+    cells.map((c, k) => `C[${k}] = ${c};`).join(' '),
+  ];
+  return new Function('kc', 'Ap', 'Bp', 'C', body.join('\n')) as MicroKernel;
+}
+
+const line = (what: string, rate: number) => console.log(`${what.padEnd(44)} ${rate.toFixed(2).padStart(6)} GFLOP/s`);
+
+const ITERATIONS = 5e7;
+line('registers only (8 multiply-add chains)', bestRate(() => registersOnly(ITERATIONS, 1.0000001, 0.9), ITERATIONS * 16));
+
+const K = 256;
+for (const [MR, NR] of [[2, 4], [3, 3], [3, 4], [4, 4], [4, 8], [8, 4], [8, 8]]) {
+  const kernel = microKernel(MR, NR);
+  const Ap = new Float64Array(MR * K).fill(1.1), Bp = new Float64Array(NR * K).fill(0.9), C = new Float64Array(MR * NR);
+  const calls = Math.round(1e8 / (MR * NR * K));
+  line(`micro-kernel loop ${MR}x${NR}, K = ${K}, data in L1`, bestRate(() => { for (let c = 0; c < calls; c++) kernel(K, Ap, Bp, C); }, calls * 2 * MR * NR * K));
+}
+
+for (const [M, N, K2] of [[256, 256, 256], [512, 512, 512], [64, 1024, 32], [128, 1024, 128]]) {
+  const A = Float32Array.from({ length: M * K2 }, (_, i) => Math.sin(i)), B = Float32Array.from({ length: K2 * N }, (_, i) => Math.cos(i)), C = new Float32Array(M * N);
+  const args: GemmArgs = { transA: false, transB: false, M, N, K: K2, alpha: 1, A, aOffset: 0, lda: K2, B, bOffset: 0, ldb: N, beta: 0, C, cOffset: 0, ldc: N };
+  const reps = Math.max(1, Math.round(1e8 / (M * N * K2)));
+  line(`our GEMM ${M}x${N}x${K2} (packing included)`, bestRate(() => { for (let r = 0; r < reps; r++) gemmCore(args); }, reps * 2 * M * N * K2));
+}
