@@ -48,7 +48,7 @@ export function titleLines(title: string, size: number, width: number): { text: 
     cut = spaces.reduce((best, i) => (Math.abs(i - title.length / 2) < Math.abs(best - title.length / 2) ? i : best), spaces[0] ?? title.length);
   }
   const lines = [title.slice(0, cut + (title[cut] === ':' ? 1 : 0)).trim(), title.slice(cut + 1).replace(/^ /, '').trim()].filter((l) => l.length > 0);
-  const longest = Math.max(...lines.map((l) => l.length));
+  const longest = maxOf(lines.map((l) => l.length));
   const lineSize = Math.min(14, size, Math.floor(width / (longest * TITLE_CHAR_EM)));
   return lines.map((text, i) => ({ text, y: 18 + i * 18, size: lineSize }));
 }
