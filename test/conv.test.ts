@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { conv2d, conv2dNaiveBackward, conv2dNaiveForward, convGeometry } from '../src/ops/conv2d.js';
 import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseConv2d, depthwiseForward, depthwiseGeometry, depthwiseNaiveBackward, depthwiseNaiveForward } from '../src/ops/depthwise.js';
 import { gemm, gemmNaive } from '../src/ops/gemm.js';
-import { pointwiseBackward, pointwiseConv2d, pointwiseForward, pointwiseGeometry, pointwiseNaiveBackward, pointwiseNaiveForward } from '../src/ops/pointwise.js';
+import { fromChannelMajor, pointwiseBackward, pointwiseConv2d, pointwiseForward, pointwiseGeometry, pointwiseNaiveBackward, pointwiseNaiveForward, toChannelMajor } from '../src/ops/pointwise.js';
 import { assertGradcheck } from '../src/tensor/gradcheck.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn, Tensor } from '../src/tensor/tensor.js';
@@ -121,7 +121,8 @@ describe('fast conv kernels equal their naive twins', () => {
     });
   }
   // Small planes take the batched (channel-major) path, large ones the per-image path.
-  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2]]) {
+  // 9x8 = 72 pixels: batched, with each plane's run copied by TypedArray.set (from 64 floats up).
+  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2], [3, 7, 9, 8, 5]]) {
     it(`pointwise x=${N}x${Cin}x${H}x${W} -> ${Cout}: forward and backward equal the naive-GEMM twin`, () => {
       const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin, 1, 1], rng);
       const g = pointwiseGeometry(x, w, null);
@@ -157,6 +158,17 @@ describe('metamorphic identities', () => {
       expectClose(a.dw, b.dw, 'dw', 1e-5, 1e-4);
     }
   });
+  it('channel-major regrouping moves every value where its index formula says, for planes below and above the copy-by-set size', () => {
+    for (const [N, C, HW] of [[3, 4, 5], [3, 4, 64], [2, 3, 100]]) {
+      const x = Float32Array.from({ length: N * C * HW }, (_, i) => i);
+      const out = toChannelMajor(x, N, C, HW, new Float32Array(x.length).fill(NaN));
+      for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) for (let q = 0; q < HW; q++) expect(out[c * N * HW + n * HW + q]).toBe(x[(n * C + c) * HW + q]);
+      // Channels [1, C) only: channel 0's values stay untouched (NaN).
+      const back = fromChannelMajor(out, N, C, HW, new Float32Array(x.length).fill(NaN), 1, C);
+      for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) for (let q = 0; q < HW; q++) expect(back[(n * C + c) * HW + q]).toBe(c === 0 ? NaN : x[(n * C + c) * HW + q]);
+    }
+  });
+
   it('pointwise conv == conv2d with a 1x1 kernel', () => {
     const x = randn([2, 7, 4, 5], rng), w = randn([3, 7, 1, 1], rng), dy = randn([2, 3, 4, 5], rng);
     const a = gradsOf((x, w) => pointwiseConv2d(x, w), x, w, dy);

@@ -43,12 +43,20 @@ export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
  */
 export const POINTWISE_BATCHED_BELOW_HW = 256;
 
+/**
+ * Runs of at least this many floats are copied with TypedArray.set (a memory copy, 4-9x faster
+ * than an element loop from 64 floats up), shorter ones element by element (a subarray view per
+ * run costs more than the copy).
+ */
+const COPY_WITH_SET_FROM = 64;
+
 /** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p], for channels [c0, c1). */
 export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
       const src = (n * C + c) * HW, dst = c * N * HW + n * HW;
-      for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+      if (HW >= COPY_WITH_SET_FROM) out.set(x.subarray(src, src + HW), dst);
+      else for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
     }
   }
   return out;
@@ -59,7 +67,8 @@ export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: numb
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
       const dst = (n * C + c) * HW, src = c * N * HW + n * HW;
-      for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+      if (HW >= COPY_WITH_SET_FROM) out.set(x.subarray(src, src + HW), dst);
+      else for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
     }
   }
   return out;
@@ -76,7 +85,7 @@ function fromChannelMajorSlice(p: RegroupParams, b: Record<'src' | 'dst', Float3
   fromChannelMajor(b.src as Float32Array, p.N, p.C, p.HW, b.dst as Float32Array, lo, hi);
 }
 
-const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
+const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS, prelude: `const COPY_WITH_SET_FROM = ${COPY_WITH_SET_FROM};` } as const;
 const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [toChannelMajor] });
 const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [fromChannelMajor] });
 
