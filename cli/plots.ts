@@ -31,7 +31,6 @@ function niceTicks(min: number, max: number, count = 5): number[] {
   return ticks;
 }
 
-/** The start of a chart: the SVG element, a white background, the title, and the y grid with its labels. */
 /** Width of a bold title character, as a fraction of the font size (DejaVu Sans Bold, a little over its average). */
 export const TITLE_CHAR_EM = 0.66;
 
@@ -53,6 +52,7 @@ export function titleLines(title: string, size: number, width: number): { text: 
   return lines.map((text, i) => ({ text, y: 18 + i * 18, size: lineSize }));
 }
 
+/** The start of a chart: the SVG element, a white background, the title, and the y grid with its labels. */
 function chartFrame(W: number, H: number, m: { left: number; right: number }, title: string, titleSize: number, yTicks: number[], py: (y: number) => number): string[] {
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`, `<rect width="${W}" height="${H}" fill="white"/>`];
   for (const line of titleLines(title, titleSize, W - 16)) out.push(`<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
@@ -164,8 +164,8 @@ const overlapArea = (a: Box, b: Box) => Math.max(0, Math.min(a.x1, b.x1) - Math.
  * Where each dot's label goes: beside the dot (right or left, above or below), or a little
  * further off with a thin leader line, at the first place that covers no label placed before
  * it, no dot and nothing outside the plot, and is not as near another dot as its own; failing
- * that, the place that does least of these. Greedy,
- * in the dots' order: enough for the handful of configurations an experiment has.
+ * that, the place that does least of these. Greedy, in the dots' order: enough for the handful
+ * of configurations an experiment has.
  */
 function placeScatterLabels(dots: { cx: number; cy: number; label: string }[], plot: Box) {
   const dotBoxes: Box[] = dots.map((d) => ({ x0: d.cx - 5, x1: d.cx + 5, y0: d.cy - 5, y1: d.cy + 5 }));
