@@ -108,17 +108,24 @@ export function lineChartSvg(options: { title: string; xLabel: string; yLabel: s
   return out.join('\n');
 }
 
+/** Width of one character of a 12 px class name, a little over DejaVu Sans's average. */
+export const CLASS_LABEL_CHAR_WIDTH = 7;
+
 /** A confusion matrix heat map: rows are true classes, columns predictions, counts in the cells. */
 export function confusionSvg(matrix: number[][], classNames: string[], title = 'Confusion matrix (validation)'): string {
   const C = classNames.length;
   const cell = Math.max(28, Math.min(56, Math.floor(560 / C)));
-  const left = 150, top = 70;
-  const W = left + C * cell + 30, H = top + C * cell + 120;
+  // Room for the longest class name: beside the rows, and below the columns (rotated 60 degrees).
+  const longestName = maxOf(classNames.map((n) => n.length)) * CLASS_LABEL_CHAR_WIDTH;
+  const left = Math.max(150, Math.ceil(longestName) + 40), top = 70;
+  const below = Math.max(120, Math.ceil(longestName * Math.sin(Math.PI / 3)) + 50);
+  // At least 360 px wide, so that a matrix of two or three classes still has room for its title.
+  const W = Math.max(360, left + C * cell + Math.max(30, Math.ceil(longestName * Math.cos(Math.PI / 3) - cell / 2) + 10)), H = top + C * cell + below;
   const rowTotals = matrix.map((r) => r.reduce((a, b) => a + b, 0));
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="28" font-size="17" font-weight="bold" text-anchor="middle">${escapeXml(title)}</text>`);
+  for (const line of titleLines(title, 17, W - 16)) out.push(`<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
   for (let i = 0; i < C; i++) {
     for (let j = 0; j < C; j++) {
       // Colour by the share of the true class's samples (row-normalised), white to dark blue.

@@ -1,6 +1,6 @@
 // The line chart's legend goes where the curves are not.
 import { describe, expect, it } from 'vitest';
-import { lineChartSvg, SCATTER_LABEL_CHAR_WIDTH, scatterSvg, TITLE_CHAR_EM } from '../cli/plots.js';
+import { CLASS_LABEL_CHAR_WIDTH, confusionSvg, lineChartSvg, SCATTER_LABEL_CHAR_WIDTH, scatterSvg, TITLE_CHAR_EM } from '../cli/plots.js';
 
 /** The y coordinate of the legend's first label in a chart's SVG. */
 function legendY(svg: string, name: string): number {
@@ -86,5 +86,30 @@ describe('chart titles', () => {
     for (const l of lines) expect(l.text.length * TITLE_CHAR_EM * l.size).toBeLessThanOrEqual(760);
     const short = scatterSvg({ title: 'Short title', xLabel: 'x', yLabel: 'y', runs: [], means: [] });
     expect(short).toContain('font-size="16" font-weight="bold" text-anchor="middle">Short title</text>');
+  });
+});
+
+describe('confusion matrix title', () => {
+  it('fits a two-class matrix (a user\'s cats and dogs): the title goes on two lines within the width', () => {
+    const svg = confusionSvg([[40, 10], [5, 45]], ['cats', 'dogs'], 'Confusion matrix (my-photos validation, top-1 85.00%)');
+    const width = Number(/<svg [^>]*width="(\d+)"/.exec(svg)![1]);
+    const lines = [...svg.matchAll(/<text x="[\d.]+" y="[\d.]+" font-size="(\d+)" font-weight="bold" text-anchor="middle">([^<]+)<\/text>/g)].map((m) => ({ size: Number(m[1]), text: m[2] }));
+    expect(lines.map((l) => l.text).join(' ')).toBe('Confusion matrix (my-photos validation, top-1 85.00%)');
+    for (const l of lines) expect(l.text.length * TITLE_CHAR_EM * l.size, l.text).toBeLessThanOrEqual(width);
+  });
+});
+
+describe('confusion matrix class names', () => {
+  it('long names stay inside the image: the left margin and the bottom grow with the longest name', () => {
+    const names = ['golden_retriever_puppies_2023', 'cats'];
+    const svg = confusionSvg([[3, 1], [0, 4]], names);
+    const [W, H] = [/<svg [^>]*width="(\d+)"/, /<svg [^>]*height="(\d+)"/].map((r) => Number(r.exec(svg)![1]));
+    // Row labels end at x (text-anchor end): their start is x minus the text's width.
+    for (const m of svg.matchAll(/<text x="([\d.]+)" y="[\d.]+" font-size="12" text-anchor="end">([^<]+)<\/text>/g)) expect(Number(m[1]) - m[2].length * CLASS_LABEL_CHAR_WIDTH, m[2]).toBeGreaterThanOrEqual(0);
+    // Column labels start at (x, y), rotated 60 degrees: they reach down by length x sin 60.
+    for (const m of svg.matchAll(/<text transform="translate\(([\d.]+) ([\d.]+)\) rotate\(60\)" font-size="12">([^<]+)<\/text>/g)) {
+      expect(Number(m[2]) + m[3].length * CLASS_LABEL_CHAR_WIDTH * Math.sin(Math.PI / 3), m[3]).toBeLessThanOrEqual(H - 24);
+      expect(Number(m[1]) + m[3].length * CLASS_LABEL_CHAR_WIDTH * Math.cos(Math.PI / 3), m[3]).toBeLessThanOrEqual(W);
+    }
   });
 });
