@@ -52,10 +52,15 @@ export function titleLines(title: string, size: number, width: number): { text: 
   return lines.map((text, i) => ({ text, y: 18 + i * 18, size: lineSize }));
 }
 
+/** A title's SVG text elements, centred in a chart `W` wide (see titleLines). */
+function titleSvg(title: string, size: number, W: number): string[] {
+  return titleLines(title, size, W - 16).map((line) => `<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
+}
+
 /** The start of a chart: the SVG element, a white background, the title, and the y grid with its labels. */
 function chartFrame(W: number, H: number, m: { left: number; right: number }, title: string, titleSize: number, yTicks: number[], py: (y: number) => number): string[] {
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`, `<rect width="${W}" height="${H}" fill="white"/>`];
-  for (const line of titleLines(title, titleSize, W - 16)) out.push(`<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
+  out.push(...titleSvg(title, titleSize, W));
   for (const t of yTicks) {
     out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${py(t)}" y2="${py(t)}" stroke="#e3e3e3"/>`);
     out.push(`<text x="${m.left - 8}" y="${py(t) + 4}" font-size="12" text-anchor="end">${t}</text>`);
@@ -125,7 +130,7 @@ export function confusionSvg(matrix: number[][], classNames: string[], title = '
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT}">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  for (const line of titleLines(title, 17, W - 16)) out.push(`<text x="${W / 2}" y="${line.y}" font-size="${line.size}" font-weight="bold" text-anchor="middle">${escapeXml(line.text)}</text>`);
+  out.push(...titleSvg(title, 17, W));
   for (let i = 0; i < C; i++) {
     for (let j = 0; j < C; j++) {
       // Colour by the share of the true class's samples (row-normalised), white to dark blue.

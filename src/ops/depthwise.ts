@@ -328,7 +328,7 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const layout = inputGradLayout(g);
   const flipped = new Float32Array(g.kH * g.kW);
-  const padded = g.stride === 1 ? paddedScratch(layout) : null;
+  const padded = paddedScratch(layout);
   for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, padded, dx, plane);
 }
 
@@ -381,7 +381,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
   const filterLayout = forwardLayout(g);
   const inputLayout = stride === 1 ? inputGradLayout(g) : filterLayout; // a strided input gradient scatters through the forward's layout
   const flipped = new Float32Array(kH * kW);
-  const padded = stride === 1 ? paddedScratch(inputLayout) : null;
+  const padded = paddedScratch(inputLayout); // null with stride 2: tapLayout pads stride-1 layouts only
   const taps = new Float64Array((c1 - c0) * kH * kW); // channel c's sums at (c - c0) * kH * kW
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {

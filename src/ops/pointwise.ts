@@ -50,13 +50,17 @@ export const POINTWISE_BATCHED_BELOW_HW = 256;
  */
 const COPY_WITH_SET_FROM = 64;
 
+/** out[to + p] = x[from + p] for p < length: with TypedArray.set from COPY_WITH_SET_FROM floats up. */
+function copyRun(x: Float32Array, from: number, out: Float32Array, to: number, length: number): void {
+  if (length >= COPY_WITH_SET_FROM) out.set(x.subarray(from, from + length), to);
+  else for (let p = 0; p < length; p++) out[to + p] = x[from + p];
+}
+
 /** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p], for channels [c0, c1). */
 export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
-      const src = (n * C + c) * HW, dst = c * N * HW + n * HW;
-      if (HW >= COPY_WITH_SET_FROM) out.set(x.subarray(src, src + HW), dst);
-      else for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+      copyRun(x, (n * C + c) * HW, out, c * N * HW + n * HW, HW);
     }
   }
   return out;
@@ -66,9 +70,7 @@ export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number
 export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
-      const dst = (n * C + c) * HW, src = c * N * HW + n * HW;
-      if (HW >= COPY_WITH_SET_FROM) out.set(x.subarray(src, src + HW), dst);
-      else for (let p = 0; p < HW; p++) out[dst + p] = x[src + p];
+      copyRun(x, c * N * HW + n * HW, out, (n * C + c) * HW, HW);
     }
   }
   return out;
@@ -86,8 +88,8 @@ function fromChannelMajorSlice(p: RegroupParams, b: Record<'src' | 'dst', Float3
 }
 
 const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS, prelude: `const COPY_WITH_SET_FROM = ${COPY_WITH_SET_FROM};` } as const;
-const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [toChannelMajor] });
-const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [fromChannelMajor] });
+const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [copyRun, toChannelMajor] });
+const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [copyRun, fromChannelMajor] });
 
 /** (N, C, HW) <-> (C, N*HW): the regrouping copy, on every thread when worth it. */
 function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32Array, N: number, C: number, HW: number, dst: Float32Array): Float32Array {
