@@ -62,6 +62,47 @@ describe('GEMM equals its naive twin', () => {
     gemm({ transA: false, transB: false, M: 2, N: 2, K: 1, alpha: 1, A: Float32Array.of(1, 2), aOffset: 0, lda: 1, B: Float32Array.of(3, 4), bOffset: 0, ldb: 2, beta: 0, C, cOffset: 0, ldc: 2 });
     expect(Array.from(C)).toEqual([3, 4, 6, 8]);
   });
+  // A batch of NCHW images read in place (GemmBatch) against the same product on an explicit
+  // channel-major copy with the plain GEMM: the same bits, whatever the plane size (1, 3x3 and
+  // 7x7 pixels straddle micro-tiles, 4x4 does not) and from a column in the middle of the batch.
+  for (const [images, pixels, firstColumn] of [[3, 1, 0], [5, 9, 0], [4, 16, 0], [3, 49, 0], [3, 49, 52], [2, 30, 8]]) {
+    it(`a batch of ${images} images of ${pixels} pixels read in place, from column ${firstColumn}: the same bits as on a channel-major copy`, () => {
+      const Cin = 6, Cout = 7, cols = images * pixels, n = cols - firstColumn;
+      const x = randn([images, Cin, pixels], rng).data, w = randn([Cout, Cin], rng).data, dy = randn([images, Cout, pixels], rng).data;
+      // Channel-major copies: xT[c, j] = x[j / pixels, c, j % pixels].
+      const channelMajor = (t: Float32Array, C: number) => {
+        const out = new Float32Array(C * cols);
+        for (let c = 0; c < C; c++) for (let j = 0; j < cols; j++) out[c * cols + j] = t[(Math.floor(j / pixels) * C + c) * pixels + (j % pixels)];
+        return out;
+      };
+      const xT = channelMajor(x, Cin), dyT = channelMajor(dy, Cout);
+      const columns = { along: 'columns' as const, size: pixels, aStride: 0, bStride: Cin * pixels, cStride: Cout * pixels, firstColumn };
+      for (const multiply of [gemm, gemmNaive]) {
+        // Forward: Y = W X over columns [firstColumn, cols); C is garbage where it is not written.
+        const y = new Float32Array(images * Cout * pixels).fill(NaN), yT = new Float32Array(Cout * cols).fill(NaN);
+        multiply({ transA: false, transB: false, M: Cout, N: n, K: Cin, alpha: 1, A: w, aOffset: 0, lda: Cin, B: x, bOffset: 0, ldb: pixels, beta: 0, C: y, cOffset: 0, ldc: pixels, batch: columns });
+        gemm({ transA: false, transB: false, M: Cout, N: n, K: Cin, alpha: 1, A: w, aOffset: 0, lda: Cin, B: xT, bOffset: firstColumn, ldb: cols, beta: 0, C: yT, cOffset: firstColumn, ldc: cols });
+        expect(Buffer.from(channelMajor(y, Cout).buffer).equals(Buffer.from(yT.buffer)), `${multiply.name} forward`).toBe(true);
+        // Weight gradient: dW = dY X^T, the batch along K.
+        const dw = new Float32Array(Cout * Cin), dwT = new Float32Array(Cout * Cin);
+        multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dy, aOffset: 0, lda: pixels, B: x, bOffset: 0, ldb: pixels, beta: 0, C: dw, cOffset: 0, ldc: Cin, batch: { along: 'depth', size: pixels, aStride: Cout * pixels, bStride: Cin * pixels, cStride: 0, firstColumn: 0 } });
+        gemm({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dyT, aOffset: 0, lda: cols, B: xT, bOffset: 0, ldb: cols, beta: 0, C: dwT, cOffset: 0, ldc: Cin });
+        if (multiply === gemm) expect(Array.from(dw)).toEqual(Array.from(dwT));
+        else expectClose(dw, dwT, `${multiply.name} dW`, 1e-5, 1e-5);
+      }
+    });
+  }
+  it('rejects batches that do not fit their rules or buffers, naming the rule', () => {
+    const A = new Float32Array(12), B = new Float32Array(2 * 3 * 4), C = new Float32Array(2 * 4 * 4);
+    const args = { transA: false, transB: false, M: 4, N: 8, K: 3, alpha: 1, A, aOffset: 0, lda: 3, B, bOffset: 0, ldb: 4, beta: 0, C, cOffset: 0, ldc: 4 };
+    const columns = { along: 'columns' as const, size: 4, aStride: 0, bStride: 12, cStride: 16, firstColumn: 0 };
+    expect(() => gemm({ ...args, batch: columns })).not.toThrow();
+    expect(() => gemm({ ...args, beta: 1, batch: columns })).toThrow('gemm: batch along columns: beta must be 0, got 1');
+    expect(() => gemm({ ...args, batch: { ...columns, bStride: 8 } })).toThrow("gemm: batch along columns: B's images are 8 floats apart, less than a block of 3 rows of 4");
+    expect(() => gemm({ ...args, N: 12, batch: columns })).toThrow(/gemm: B \(3 rows of 4 per image, images 12 apart, offset 0\) overruns its buffer of 24/);
+    expect(() => gemm({ ...args, N: 4, batch: { ...columns, firstColumn: 2 } })).toThrow('gemm: batch along columns: firstColumn (2) must be a multiple of 4');
+    expect(() => gemm({ ...args, batch: { ...columns, along: 'depth' } })).toThrow('gemm: batch along depth: A must not be transposed and B must be');
+  });
   it('rejects a buffer too small for its sizes', () => {
     expect(() => gemm({ transA: false, transB: false, M: 2, N: 2, K: 2, alpha: 1, A: new Float32Array(3), aOffset: 0, lda: 2, B: new Float32Array(4), bOffset: 0, ldb: 2, beta: 0, C: new Float32Array(4), cOffset: 0, ldc: 2 })).toThrow(/gemm: A \(2x2, lda 2, offset 0\) overruns its buffer of 3/);
   });
@@ -120,9 +161,9 @@ describe('fast conv kernels equal their naive twins', () => {
       expect(Array.from(dwBoth)).toEqual(Array.from(dw));
     });
   }
-  // Small planes take the batched (channel-major) path, large ones the per-image path.
-  // 9x8 = 72 pixels: batched, with each plane's run copied by TypedArray.set (from 64 floats up).
-  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2], [3, 7, 9, 8, 5]]) {
+  // Small planes take a batched path, large ones the per-image path.
+  // Batched in place: 5x6, 9x8 and 4x4 planes (7x7's tiles straddle images); copied channel-major: 1x1 and 3x3.
+  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2], [3, 7, 9, 8, 5], [4, 6, 4, 4, 5], [3, 6, 7, 7, 9], [4, 5, 3, 3, 6]]) {
     it(`pointwise x=${N}x${Cin}x${H}x${W} -> ${Cout}: forward and backward equal the naive-GEMM twin`, () => {
       const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin, 1, 1], rng);
       const g = pointwiseGeometry(x, w, null);
@@ -158,8 +199,8 @@ describe('metamorphic identities', () => {
       expectClose(a.dw, b.dw, 'dw', 1e-5, 1e-4);
     }
   });
-  it('channel-major regrouping moves every value where its index formula says, for planes below and above the copy-by-set size', () => {
-    for (const [N, C, HW] of [[3, 4, 5], [3, 4, 64], [2, 3, 100]]) {
+  it('channel-major regrouping moves every value where its index formula says', () => {
+    for (const [N, C, HW] of [[3, 4, 5], [3, 4, 1], [2, 3, 9]]) {
       const x = Float32Array.from({ length: N * C * HW }, (_, i) => i);
       const out = toChannelMajor(x, N, C, HW, new Float32Array(x.length).fill(NaN));
       for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) for (let q = 0; q < HW; q++) expect(out[c * N * HW + n * HW + q]).toBe(x[(n * C + c) * HW + q]);

@@ -144,20 +144,23 @@ describe('threads', () => {
     for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
   });
 
-  it('pointwise convolution on small planes (channel-major regrouping split over threads) is bit-identical', () => {
+  it('pointwise convolution on small planes (the batch read in place, or copied channel-major, split over threads) is bit-identical', () => {
     const rng = new Rng(12);
-    const x = randn([16, 48, 9, 9], rng), w = randn([40, 48, 1, 1], rng), dyValues = randn([16, 40, 9, 9], rng);
-    const run = (threads: number) =>
-      onThreads(threads, () => {
-        const xs = sharedLeaf(x), ws = new Tensor(w.data.slice(), w.shape, true);
-        const y = pointwiseConv2d(xs, ws);
-        const yData = y.data.slice();
-        y.backward(dyValues);
-        return [yData, xs.grad!.data, ws.grad!.data];
-      });
-    const one = run(1), two = run(2);
-    expect(two.jobs, 'the regrouping ran on threads').toBeGreaterThanOrEqual(3);
-    for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `output ${i}`).toBe(true);
+    // 9x9: in place, tiles straddling images; 4x4: in place; 3x3: copied channel-major.
+    for (const size of [9, 4, 3]) {
+      const x = randn([16, 48, size, size], rng), w = randn([40, 48, 1, 1], rng), dyValues = randn([16, 40, size, size], rng);
+      const run = (threads: number) =>
+        onThreads(threads, () => {
+          const xs = sharedLeaf(x), ws = new Tensor(w.data.slice(), w.shape, true);
+          const y = pointwiseConv2d(xs, ws);
+          const yData = y.data.slice();
+          y.backward(dyValues);
+          return [yData, xs.grad!.data, ws.grad!.data];
+        });
+      const one = run(1), two = run(2);
+      expect(two.jobs, `${size}x${size}: the GEMMs ran on threads`).toBeGreaterThanOrEqual(3);
+      for (let i = 0; i < one.out.length; i++) expect(two.out[i].equals(one.out[i]), `${size}x${size}: output ${i}`).toBe(true);
+    }
   });
 
   it('standard convolution with im2col and col2im split over threads is bit-identical (input outside shared memory too)', () => {

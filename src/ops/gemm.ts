@@ -11,7 +11,9 @@
 //       tiles, keeping each 4x4 tile of C in 16 local variables (registers) while it streams
 //       the two packed panels through them.
 // Packing makes the micro-kernel's loads sequential whatever the transposes are, and blocking
-// keeps the packed panels in cache while they are reused. 4x4 is among the fastest tiles in V8
+// keeps the packed panels in cache while they are reused. Packing is also where a batch of
+// images can be read in place (see GemmBatch): a pointwise convolution multiplies all images at
+// once without first copying them side by side. 4x4 is among the fastest tiles in V8
 // on x86-64 (bench/ceiling.ts measures 2x4 to 8x8 within 4-5.4 GFLOP/s): its 16 accumulators and
 // 8 operands are a little more than the 16 FP registers, and larger tiles spill more.
 
@@ -36,6 +38,39 @@ export interface GemmArgs {
   C: Float32Array;
   cOffset: number;
   ldc: number;
+  /** Images side by side, read and written where they lie (see GemmBatch). */
+  batch?: GemmBatch;
+}
+
+/**
+ * A batch of NCHW images as one matrix, without copying them side by side. A 1x1 convolution
+ * is Y_n = W X_n for each image n, where X_n (channels x pixels) is a row-major block of `size`
+ * columns; putting the images' pixels one after another makes one GEMM of N * size columns,
+ * whose column j is pixel j % size of image j / size: at offset (j / size) * stride + j % size
+ * from the operand's offset, the next image's block `stride` floats further on.
+ *   along 'columns': the columns of op(B) and of C are batched (B not transposed): the forward
+ *     Y = W X, and the input gradient dX = W^T dY. beta must be 0.
+ *   along 'depth': K is batched, in A (not transposed) and in B (transposed): the weight
+ *     gradient dW = dY X^T, a sum over every pixel of every image.
+ * The packed panels hold the same numbers in the same order as for images copied side by side,
+ * so the results are the same bits.
+ */
+export interface GemmBatch {
+  along: 'columns' | 'depth';
+  /** Pixels (columns, or steps of K) per image. */
+  size: number;
+  /** Floats from one image's block to the next, in A, B and C (0 for an operand that is not batched). */
+  aStride: number;
+  bStride: number;
+  cStride: number;
+  /** The index in the batch of this GEMM's first column (a thread's share of the columns starts mid-batch). */
+  firstColumn: number;
+}
+
+/** Where pixel j of a batch lies, from the operand's offset: image j / size's block, then j % size. */
+export function batchedIndex(j: number, size: number, stride: number): number {
+  const image = Math.floor(j / size);
+  return image * stride + (j - image * size);
 }
 
 /** A GEMM implementation (the blocked one on all threads, or the naive twin in tests). */
@@ -63,6 +98,9 @@ let packedA = new Float64Array(MC * KC);
 let packedB = new Float64Array(NC * KC);
 /** One micro-tile's sums, from microTile to the store into C (preallocated: no allocation per tile). */
 const tileSums = new Float64Array(MR * NR);
+/** A column of tiles gathered from a batch's two images, and where its columns lie (see straddlingColumn). */
+const straddleBlock = new Float32Array(MC * NR);
+const straddleColumns = new Int32Array(NR);
 
 /** Scale C by beta first (beta = 0 overwrites, so NaN garbage in C does not leak through 0 * NaN). */
 export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: number, ldc: number): void {
@@ -76,17 +114,58 @@ export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOff
 
 /** Check a GEMM's sizes against its buffers; errors name the operand and the sizes. */
 export function checkGemmArgs(a: GemmArgs): void {
-  const { M, N, K, transA, transB, lda, ldb, ldc } = a;
+  const { M, N, K, transA, transB, lda, ldb, ldc, batch } = a;
   if (M < 0 || N < 0 || K < 0) throw new RangeError(`gemm: negative size M=${M} N=${N} K=${K}`);
+  if (batch !== undefined) {
+    checkGemmBatch(a, batch);
+    return;
+  }
   const aRows = transA ? K : M, aCols = transA ? M : K;
   const bRows = transB ? N : K, bCols = transB ? K : N;
   if (lda < aCols || ldb < bCols || ldc < N) {
     throw new RangeError(`gemm: leading dimension too small (lda=${lda} for ${aCols} columns, ldb=${ldb} for ${bCols}, ldc=${ldc} for ${N})`);
   }
-  const need = (rows: number, ld: number, cols: number, off: number) => (rows === 0 || cols === 0 ? 0 : off + (rows - 1) * ld + cols);
-  if (need(aRows, lda, aCols, a.aOffset) > a.A.length) throw new RangeError(`gemm: A (${aRows}x${aCols}, lda ${lda}, offset ${a.aOffset}) overruns its buffer of ${a.A.length}`);
-  if (need(bRows, ldb, bCols, a.bOffset) > a.B.length) throw new RangeError(`gemm: B (${bRows}x${bCols}, ldb ${ldb}, offset ${a.bOffset}) overruns its buffer of ${a.B.length}`);
-  if (need(M, ldc, N, a.cOffset) > a.C.length) throw new RangeError(`gemm: C (${M}x${N}, ldc ${ldc}, offset ${a.cOffset}) overruns its buffer of ${a.C.length}`);
+  checkExtent('A', `${aRows}x${aCols}, lda ${lda}, offset ${a.aOffset}`, a.A, aRows === 0 || aCols === 0 ? 0 : a.aOffset + (aRows - 1) * lda + aCols);
+  checkExtent('B', `${bRows}x${bCols}, ldb ${ldb}, offset ${a.bOffset}`, a.B, bRows === 0 || bCols === 0 ? 0 : a.bOffset + (bRows - 1) * ldb + bCols);
+  checkExtent('C', `${M}x${N}, ldc ${ldc}, offset ${a.cOffset}`, a.C, M === 0 || N === 0 ? 0 : a.cOffset + (M - 1) * ldc + N);
+}
+
+function checkExtent(name: string, what: string, buffer: Float32Array, needed: number): void {
+  if (needed > buffer.length) throw new RangeError(`gemm: ${name} (${what}) overruns its buffer of ${buffer.length}`);
+}
+
+/** The batched layouts' rules (see GemmBatch) and extents: each image's block inside its buffer, blocks apart. */
+function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
+  const { M, N, K, lda, ldb, ldc } = a;
+  const { along, size, aStride, bStride, cStride, firstColumn } = batch;
+  const fail = (why: string) => {
+    throw new RangeError(`gemm: batch along ${along}: ${why}`);
+  };
+  if (!Number.isInteger(size) || size < 1) fail(`size must be an integer >= 1, got ${size}`);
+  if (!Number.isInteger(firstColumn) || firstColumn < 0) fail(`firstColumn must be an integer >= 0, got ${firstColumn}`);
+  // The block of `rows` rows (row stride ld, `size` columns) of each image, and where the last one ends.
+  const blocks = (name: string, rows: number, ld: number, stride: number, last: number, offset: number, buffer: Float32Array) => {
+    if (ld < size) fail(`${name}'s row stride ${ld} is less than the ${size} pixels of an image`);
+    if (stride < rows * ld) fail(`${name}'s images are ${stride} floats apart, less than a block of ${rows} rows of ${ld}`);
+    checkExtent(name, `${rows} rows of ${ld} per image, images ${stride} apart, offset ${offset}`, buffer, rows === 0 || last < 0 ? 0 : offset + (rows - 1) * ld + batchedIndex(last, size, stride) + 1);
+  };
+  if (along === 'columns') {
+    if (a.transB) fail('B must not be transposed');
+    if (a.beta !== 0) fail(`beta must be 0, got ${a.beta}`);
+    if (firstColumn % NR !== 0) fail(`firstColumn (${firstColumn}) must be a multiple of ${NR}`);
+    const aRows = a.transA ? K : M, aCols = a.transA ? M : K;
+    if (lda < aCols) fail(`lda=${lda} is less than A's ${aCols} columns`);
+    checkExtent('A', `${aRows}x${aCols}, lda ${lda}, offset ${a.aOffset}`, a.A, aRows === 0 || aCols === 0 ? 0 : a.aOffset + (aRows - 1) * lda + aCols);
+    blocks('B', K, ldb, bStride, N === 0 ? -1 : firstColumn + N - 1, a.bOffset, a.B);
+    blocks('C', M, ldc, cStride, N === 0 ? -1 : firstColumn + N - 1, a.cOffset, a.C);
+  } else if (along === 'depth') {
+    if (a.transA || !a.transB) fail('A must not be transposed and B must be');
+    if (firstColumn !== 0) fail(`firstColumn must be 0 (K is never split), got ${firstColumn}`);
+    if (ldc < N) fail(`ldc=${ldc} is less than C's ${N} columns`);
+    blocks('A', M, lda, aStride, K - 1, a.aOffset, a.A);
+    blocks('B', N, ldb, bStride, K - 1, a.bOffset, a.B);
+    checkExtent('C', `${M}x${N}, ldc ${ldc}, offset ${a.cOffset}`, a.C, M === 0 || N === 0 ? 0 : a.cOffset + (M - 1) * ldc + N);
+  } else fail(`along must be 'columns' or 'depth'`);
 }
 
 /** out[dst + 4p + r] = M[r0 + r * ld + p] for p < kc, r < 4: four rows of a row-major matrix, interleaved. */
@@ -171,6 +250,59 @@ export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boo
         } else out[dst + c] = 0;
       }
       dst += NR;
+    }
+  }
+}
+
+/**
+ * packB for a batch along columns (see GemmBatch): the same panels, column j of op(B) read from
+ * its image's block. `j0` counts from the start of the batch. When a panel's columns lie in one
+ * image each step of p reads consecutive floats, as packB does.
+ */
+export function packBatchedColumns(B: Float32Array, bOffset: number, ldb: number, p0: number, kc: number, j0: number, nc: number, size: number, stride: number, out: Float64Array): void {
+  let dst = 0;
+  for (let jr = 0; jr < nc; jr += NR) {
+    const cols = Math.min(NR, nc - jr);
+    if (((j0 + jr) % size) + cols > size) {
+      // The panel's columns straddle two images (or more, for planes under NR pixels): column by column.
+      for (let c = 0; c < NR; c++) {
+        let src = c < cols ? bOffset + batchedIndex(j0 + jr + c, size, stride) + p0 * ldb : -1;
+        for (let p = 0, d = dst + c; p < kc; p++, src += ldb, d += 4) out[d] = c < cols ? B[src] : 0;
+      }
+      dst += NR * kc;
+      continue;
+    }
+    let src = bOffset + batchedIndex(j0 + jr, size, stride) + p0 * ldb;
+    if (cols === NR) {
+      for (let p = 0; p < kc; p++, src += ldb, dst += 4) {
+        out[dst] = B[src];
+        out[dst + 1] = B[src + 1];
+        out[dst + 2] = B[src + 2];
+        out[dst + 3] = B[src + 3];
+      }
+      continue;
+    }
+    for (let p = 0; p < kc; p++, src += ldb, dst += 4) {
+      for (let c = 0; c < NR; c++) out[dst + c] = c < cols ? B[src + c] : 0;
+    }
+  }
+}
+
+/**
+ * Rows [r0, r0 + count) x depth [p0, p0 + kc) of a matrix batched along depth (A, or B stored
+ * transposed; see GemmBatch) into 4-row panels, as packA and packB lay them out:
+ *   out[panel * kc * 4 + p * 4 + r] = M[offset + (r0 + panel*4 + r) * ld + batchedIndex(p0 + p)],
+ * zero beyond the last row. K is read in runs that stay within one image.
+ */
+export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0: number, count: number, p0: number, kc: number, size: number, stride: number, out: Float64Array): void {
+  for (let panel = 0; panel * 4 < count; panel++) {
+    const rows = Math.min(4, count - panel * 4), rowStart = offset + (r0 + panel * 4) * ld, panelStart = panel * kc * 4;
+    for (let p = 0; p < kc; ) {
+      const image = Math.floor((p0 + p) / size), pixel = p0 + p - image * size;
+      const run = Math.min(kc - p, size - pixel), src = rowStart + image * stride + pixel;
+      if (rows === 4) interleaveFourRows(M, src, ld, run, out, panelStart + 4 * p);
+      else for (let t = 0; t < run; t++) for (let r = 0; r < 4; r++) out[panelStart + 4 * (p + t) + r] = r < rows ? M[src + r * ld + t] : 0;
+      p += run;
     }
   }
 }
@@ -270,10 +402,15 @@ export function gemm(args: GemmArgs): void {
  * constants of this file), because worker threads receive it as source text (see parallel.ts).
  */
 export function gemmCore(args: GemmArgs): void {
-  const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc } = args;
+  const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc, batch } = args;
+  const along = batch === undefined ? '' : batch.along;
+  const size = batch === undefined ? 1 : batch.size, firstColumn = batch === undefined ? 0 : batch.firstColumn;
   // With beta = 0 the first K block stores into C instead of adding to a zeroed C.
   const overwriteFirst = beta === 0 && K > 0 && alpha !== 0;
-  if (!overwriteFirst) scaleC(M, N, beta, C, cOffset, ldc);
+  if (!overwriteFirst) {
+    if (along === 'columns') zeroBatchedColumns(M, N, C, cOffset, ldc, firstColumn, size, batch!.cStride);
+    else scaleC(M, N, beta, C, cOffset, ldc);
+  }
   if (M === 0 || N === 0 || K === 0 || alpha === 0) return;
   const roundUp = (x: number, m: number) => Math.ceil(x / m) * m;
   for (let j0 = 0; j0 < N; j0 += NC) {
@@ -282,34 +419,61 @@ export function gemmCore(args: GemmArgs): void {
       const kc = Math.min(KC, K - p0);
       const needB = roundUp(nc, NR) * kc;
       if (packedB.length < needB) packedB = new Float64Array(needB);
-      packB(B, bOffset, ldb, transB, p0, kc, j0, nc, packedB);
+      if (along === 'columns') packBatchedColumns(B, bOffset, ldb, p0, kc, firstColumn + j0, nc, size, batch!.bStride, packedB);
+      else if (along === 'depth') packBatchedDepth(B, bOffset, ldb, j0, nc, p0, kc, size, batch!.bStride, packedB);
+      else packB(B, bOffset, ldb, transB, p0, kc, j0, nc, packedB);
       for (let i0 = 0; i0 < M; i0 += MC) {
         const mc = Math.min(MC, M - i0);
         const needA = roundUp(mc, MR) * kc;
         if (packedA.length < needA) packedA = new Float64Array(needA);
-        packA(A, aOffset, lda, transA, i0, mc, p0, kc, packedA);
+        if (along === 'depth') packBatchedDepth(A, aOffset, lda, i0, mc, p0, kc, size, batch!.aStride, packedA);
+        else packA(A, aOffset, lda, transA, i0, mc, p0, kc, packedA);
         for (let jr = 0; jr < nc; jr += NR) {
-          const cols = Math.min(NR, nc - jr);
-          microKernelColumn(kc, packedA, mc, packedB, (jr / NR) * kc * NR, alpha, C, cOffset + i0 * ldc + j0 + jr, ldc, cols, overwriteFirst && p0 === 0);
+          const cols = Math.min(NR, nc - jr), bStart = (jr / NR) * kc * NR, overwrite = overwriteFirst && p0 === 0;
+          if (along !== 'columns') {
+            microKernelColumn(kc, packedA, mc, packedB, bStart, alpha, C, cOffset + i0 * ldc + j0 + jr, ldc, cols, overwrite);
+            continue;
+          }
+          const first = firstColumn + j0 + jr, cStart = cOffset + i0 * ldc;
+          if ((first % size) + cols <= size) microKernelColumn(kc, packedA, mc, packedB, bStart, alpha, C, cStart + batchedIndex(first, size, batch!.cStride), ldc, cols, overwrite);
+          else straddlingColumn(kc, packedA, mc, packedB, bStart, alpha, C, cStart, ldc, first, cols, size, batch!.cStride, overwrite);
         }
       }
     }
   }
 }
 
-/** The naive twin: the textbook triple loop, for tests. */
+/**
+ * A column of tiles whose NR columns of C straddle two images of a batch (see GemmBatch): the
+ * tiles are gathered into a small contiguous block, computed there by microKernelColumn exactly
+ * as in place (the same sums, added to the same values), and scattered back.
+ */
+export function straddlingColumn(kc: number, Ap: Float64Array, rows: number, Bp: Float64Array, bStart: number, alpha: number, C: Float32Array, cStart: number, ldc: number, first: number, cols: number, size: number, stride: number, overwrite: boolean): void {
+  for (let c = 0; c < cols; c++) straddleColumns[c] = cStart + batchedIndex(first + c, size, stride);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) straddleBlock[r * NR + c] = C[straddleColumns[c] + r * ldc];
+  microKernelColumn(kc, Ap, rows, Bp, bStart, alpha, straddleBlock, 0, NR, cols, overwrite);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) C[straddleColumns[c] + r * ldc] = straddleBlock[r * NR + c];
+}
+
+/** C = 0 for a batch along columns (the beta = 0 of a GEMM that has nothing to add: K = 0 or alpha = 0). */
+export function zeroBatchedColumns(M: number, N: number, C: Float32Array, cOffset: number, ldc: number, firstColumn: number, size: number, stride: number): void {
+  for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) C[cOffset + i * ldc + batchedIndex(firstColumn + j, size, stride)] = 0;
+}
+
+/** The naive twin: the textbook triple loop, for tests (batches addressed element by element). */
 export function gemmNaive(args: GemmArgs): void {
   checkGemmArgs(args);
-  const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc } = args;
+  const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc, batch } = args;
+  const columns = batch?.along === 'columns', depth = batch?.along === 'depth';
+  const pixel = (j: number, stride: number) => batchedIndex(j, batch!.size, stride);
+  const aAt = (i: number, p: number) => (depth ? aOffset + i * lda + pixel(p, batch.aStride) : transA ? aOffset + p * lda + i : aOffset + i * lda + p);
+  const bAt = (p: number, j: number) => (columns ? bOffset + p * ldb + pixel(batch.firstColumn + j, batch.bStride) : depth ? bOffset + j * ldb + pixel(p, batch.bStride) : transB ? bOffset + j * ldb + p : bOffset + p * ldb + j);
+  const cAt = (i: number, j: number) => (columns ? cOffset + i * ldc + pixel(batch.firstColumn + j, batch.cStride) : cOffset + i * ldc + j);
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
       let acc = 0;
-      for (let p = 0; p < K; p++) {
-        const a = transA ? A[aOffset + p * lda + i] : A[aOffset + i * lda + p];
-        const b = transB ? B[bOffset + j * ldb + p] : B[bOffset + p * ldb + j];
-        acc += a * b;
-      }
-      const c = cOffset + i * ldc + j;
+      for (let p = 0; p < K; p++) acc += A[aAt(i, p)] * B[bAt(p, j)];
+      const c = cAt(i, j);
       C[c] = (beta === 0 ? 0 : beta * C[c]) + alpha * acc;
     }
   }
@@ -324,22 +488,32 @@ export function gemmNaive(args: GemmArgs): void {
  * C = alpha op(A) op(B) + beta C. The longer of M and N is split, never K: each element of C is
  * computed exactly as on one thread. Self-contained like gemmCore: workers run it as source.
  */
-function gemmSlice(p: Record<'transA' | 'transB' | 'M' | 'N' | 'K' | 'aOffset' | 'lda' | 'bOffset' | 'ldb' | 'cOffset' | 'ldc' | 'splitRows' | 'alpha' | 'beta', number>, b: Record<'A' | 'B' | 'C', Float32Array | Float64Array>, lo: number, hi: number): void {
+function gemmSlice(p: Record<GemmIntName | 'alpha' | 'beta', number>, b: Record<'A' | 'B' | 'C', Float32Array | Float64Array>, lo: number, hi: number): void {
   const { M, N, K, lda, ldb, ldc, alpha, beta } = p;
   const transA = p.transA === 1, transB = p.transB === 1;
   const A = b.A as Float32Array, B = b.B as Float32Array, C = b.C as Float32Array;
+  // batchAlong: 0 none, 1 columns, 2 depth (see GemmBatch).
+  const batchOf = (firstColumn: number): GemmBatch | undefined =>
+    p.batchAlong === 0 ? undefined : { along: p.batchAlong === 1 ? 'columns' : 'depth', size: p.batchSize, aStride: p.aBatchStride, bStride: p.bBatchStride, cStride: p.cBatchStride, firstColumn };
   if (p.splitRows === 1) {
     const i0 = lo * MR, i1 = Math.min(M, hi * MR);
-    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: p.aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset: p.bOffset, ldb, beta, C, cOffset: p.cOffset + i0 * ldc, ldc });
+    gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: p.aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset: p.bOffset, ldb, beta, C, cOffset: p.cOffset + i0 * ldc, ldc, batch: batchOf(p.firstColumn) });
+  } else if (p.batchAlong === 1) {
+    // Batched columns: the share starts at column j0 of the batch, wherever that lies.
+    const j0 = lo * NR, j1 = Math.min(N, hi * NR);
+    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset: p.aOffset, lda, B, bOffset: p.bOffset, ldb, beta, C, cOffset: p.cOffset, ldc, batch: batchOf(p.firstColumn + j0) });
   } else {
     const j0 = lo * NR, j1 = Math.min(N, hi * NR);
-    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset: p.aOffset, lda, B, bOffset: p.bOffset + (transB ? j0 * ldb : j0), ldb, beta, C, cOffset: p.cOffset + j0, ldc });
+    gemmCore({ transA, transB, M, N: j1 - j0, K, alpha, A, aOffset: p.aOffset, lda, B, bOffset: p.bOffset + (transB ? j0 * ldb : j0), ldb, beta, C, cOffset: p.cOffset + j0, ldc, batch: batchOf(0) });
   }
 }
 
+const GEMM_INTS = ['transA', 'transB', 'M', 'N', 'K', 'aOffset', 'lda', 'bOffset', 'ldb', 'cOffset', 'ldc', 'splitRows', 'batchAlong', 'batchSize', 'aBatchStride', 'bBatchStride', 'cBatchStride', 'firstColumn'] as const;
+type GemmIntName = (typeof GEMM_INTS)[number];
+
 const GEMM_KERNEL = declareKernel({
   name: 'gemm',
-  ints: ['transA', 'transB', 'M', 'N', 'K', 'aOffset', 'lda', 'bOffset', 'ldb', 'cOffset', 'ldc', 'splitRows'],
+  ints: GEMM_INTS,
   floats: ['alpha', 'beta'],
   reads: ['A', 'B'],
   writes: ['C'],
@@ -349,8 +523,8 @@ const GEMM_KERNEL = declareKernel({
   chunksPerThread: 1,
   minWork: PARALLEL_MIN_MULT_ADDS,
   slice: gemmSlice,
-  deps: [scaleC, interleaveFourRows, packA, packB, storeEdgeTile, microTile, microKernelColumn, gemmCore],
-  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);\nconst tileSums = new Float64Array(MR * NR);`,
+  deps: [scaleC, interleaveFourRows, packA, packB, batchedIndex, packBatchedColumns, packBatchedDepth, zeroBatchedColumns, storeEdgeTile, microTile, microKernelColumn, straddlingColumn, gemmCore],
+  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);\nconst tileSums = new Float64Array(MR * NR);\nconst straddleBlock = new Float32Array(MC * NR);\nconst straddleColumns = new Int32Array(NR);`,
 });
 
 /** Extent of a row-major matrix slice: from its offset to one past its last element. */
@@ -367,16 +541,22 @@ export function parallelGemm(args: GemmArgs): void {
   checkGemmArgs(args);
   const { transA, transB, M, N, K, lda, ldb, ldc } = args;
   const window = (data: Float32Array, offset: number, length: number): [Float32Array, number] => (isCached(data) ? [data, offset] : [data.subarray(offset, offset + length), 0]);
-  const [A, aOffset] = window(args.A, args.aOffset, transA ? extent(K, M, lda) : extent(M, K, lda));
-  const [B, bOffset] = window(args.B, args.bOffset, transB ? extent(N, K, ldb) : extent(K, N, ldb));
-  const [C, cOffset] = window(args.C, args.cOffset, extent(M, N, ldc));
+  const batch = args.batch;
+  // A batched operand is handed over whole, from its offset (its extent is not one block).
+  const batchedA = batch?.along === 'depth', batchedB = batch !== undefined, batchedC = batch?.along === 'columns';
+  const [A, aOffset] = batchedA ? [args.A, args.aOffset] : window(args.A, args.aOffset, transA ? extent(K, M, lda) : extent(M, K, lda));
+  const [B, bOffset] = batchedB ? [args.B, args.bOffset] : window(args.B, args.bOffset, transB ? extent(N, K, ldb) : extent(K, N, ldb));
+  const [C, cOffset] = batchedC ? [args.C, args.cOffset] : window(args.C, args.cOffset, extent(M, N, ldc));
   const splitRows = M >= N ? 1 : 0;
   const tiles = splitRows ? Math.ceil(M / MR) : Math.ceil(N / NR);
   if (tiles === 0) {
     gemmCore(args);
     return;
   }
-  runKernel(GEMM_KERNEL, { transA: transA ? 1 : 0, transB: transB ? 1 : 0, M, N, K, aOffset, lda, bOffset, ldb, cOffset, ldc, splitRows, alpha: args.alpha, beta: args.beta }, { A, B, C }, tiles, M * N * K);
+  const batchInts = batch === undefined
+    ? { batchAlong: 0, batchSize: 1, aBatchStride: 0, bBatchStride: 0, cBatchStride: 0, firstColumn: 0 }
+    : { batchAlong: batch.along === 'columns' ? 1 : 2, batchSize: batch.size, aBatchStride: batch.aStride, bBatchStride: batch.bStride, cBatchStride: batch.cStride, firstColumn: batch.firstColumn };
+  runKernel(GEMM_KERNEL, { transA: transA ? 1 : 0, transB: transB ? 1 : 0, M, N, K, aOffset, lda, bOffset, ldb, cOffset, ldc, splitRows, ...batchInts, alpha: args.alpha, beta: args.beta }, { A, B, C }, tiles, M * N * K);
 }
 
 /** Shorthand for the common dense case: C(MxN) = op(A) * op(B) (+ C if accumulate). */

@@ -10,7 +10,7 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, convolutionGrads } from './conv2d.js';
-import { gemmNaive, type Gemm } from './gemm.js';
+import { gemmNaive, NR, type Gemm, type GemmBatch } from './gemm.js';
 import { parallelGemm } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
@@ -39,28 +39,17 @@ export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
 /**
  * Below this many pixels per plane, the per-image GEMMs are too thin to run well (late
  * MobileNet layers have 7x7 down to 1x1 planes: a 1-column GEMM is all packing, no reuse).
- * Then the batch is regrouped channel-major, X (Cin x N*HW), and one GEMM serves all images.
+ * Then one GEMM serves all images, X (Cin x N*HW) with the images' pixels one after another,
+ * read where they lie (GemmBatch), or on the tiniest planes copied channel-major first.
  */
 export const POINTWISE_BATCHED_BELOW_HW = 256;
-
-/**
- * Runs of at least this many floats are copied with TypedArray.set (a memory copy, 4-9x faster
- * than an element loop from 64 floats up), shorter ones element by element (a subarray view per
- * run costs more than the copy).
- */
-const COPY_WITH_SET_FROM = 64;
-
-/** out[to + p] = x[from + p] for p < length: with TypedArray.set from COPY_WITH_SET_FROM floats up. */
-function copyRun(x: Float32Array, from: number, out: Float32Array, to: number, length: number): void {
-  if (length >= COPY_WITH_SET_FROM) out.set(x.subarray(from, from + length), to);
-  else for (let p = 0; p < length; p++) out[to + p] = x[from + p];
-}
 
 /** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p], for channels [c0, c1). */
 export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
-      copyRun(x, (n * C + c) * HW, out, c * N * HW + n * HW, HW);
+      const from = (n * C + c) * HW, to = c * N * HW + n * HW;
+      for (let p = 0; p < HW; p++) out[to + p] = x[from + p];
     }
   }
   return out;
@@ -70,7 +59,8 @@ export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number
 export function fromChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
-      copyRun(x, c * N * HW + n * HW, out, (n * C + c) * HW, HW);
+      const from = c * N * HW + n * HW, to = (n * C + c) * HW;
+      for (let p = 0; p < HW; p++) out[to + p] = x[from + p];
     }
   }
   return out;
@@ -87,9 +77,9 @@ function fromChannelMajorSlice(p: RegroupParams, b: Record<'src' | 'dst', Float3
   fromChannelMajor(b.src as Float32Array, p.N, p.C, p.HW, b.dst as Float32Array, lo, hi);
 }
 
-const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS, prelude: `const COPY_WITH_SET_FROM = ${COPY_WITH_SET_FROM};` } as const;
-const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [copyRun, toChannelMajor] });
-const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [copyRun, fromChannelMajor] });
+const regroupCommon = { ints: ['N', 'C', 'HW'], floats: [], reads: ['src'], writes: ['dst'], large: ['src', 'dst'], splits: 'channels', chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
+const TO_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'toChannelMajor', slice: toChannelMajorSlice, deps: [toChannelMajor] });
+const FROM_CHANNEL_MAJOR = declareKernel({ ...regroupCommon, name: 'fromChannelMajor', slice: fromChannelMajorSlice, deps: [fromChannelMajor] });
 
 /** (N, C, HW) <-> (C, N*HW): the regrouping copy, on every thread when worth it. */
 function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32Array, N: number, C: number, HW: number, dst: Float32Array): Float32Array {
@@ -97,15 +87,36 @@ function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32A
   return dst;
 }
 
-function useBatched(g: PointwiseGeometry): boolean {
-  return g.N > 1 && g.HW < POINTWISE_BATCHED_BELOW_HW;
+/**
+ * Planes of fewer pixels than this, unless a multiple of 4, are copied channel-major rather than
+ * read in place: a micro-tile's 4 columns then often straddle two images (a third of them at
+ * 3x3, all at 1x1), and each such tile is gathered and scattered one float at a time. Measured on
+ * T3 (3x3 planes, 1.5% slower in place) and the default training run (7x7, 2% faster in place).
+ */
+export const POINTWISE_IN_PLACE_FROM_HW = 16;
+
+/** How a 1x1 convolution runs: a GEMM per image, one GEMM over the batch in place, or over a channel-major copy. */
+function pointwisePlan(g: PointwiseGeometry): 'per image' | 'batched in place' | 'channel-major copy' {
+  if (g.N === 1 || g.HW >= POINTWISE_BATCHED_BELOW_HW) return 'per image';
+  return g.HW % NR === 0 || g.HW >= POINTWISE_IN_PLACE_FROM_HW ? 'batched in place' : 'channel-major copy';
+}
+
+/** The batch of NCHW images read in place, along columns or depth (see GemmBatch). */
+function imagesInPlace(along: 'columns' | 'depth', g: PointwiseGeometry, aChannels: number, bChannels: number, cChannels: number): GemmBatch {
+  return { along, size: g.HW, aStride: aChannels * g.HW, bStride: bChannels * g.HW, cStride: cChannels * g.HW, firstColumn: 0 };
 }
 
 /** Y_n = W X_n for every image. */
 export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = parallelGemm): void {
   const { N, Cin, Cout, HW } = g;
-  if (useBatched(g)) {
-    // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW)
+  const plan = pointwisePlan(g);
+  if (plan === 'batched in place') {
+    // Y (Cout x N*HW) = W (Cout x Cin) * X (Cin x N*HW), X and Y read and written where they lie.
+    multiply({ transA: false, transB: false, M: Cout, N: N * HW, K: Cin, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: x, bOffset: 0, ldb: HW, beta: 0, C: y, cOffset: 0, ldc: HW, batch: imagesInPlace('columns', g, 0, Cin, Cout) });
+    return;
+  }
+  if (plan === 'channel-major copy') {
+    // The same product on copies of X and Y laid out channel-major.
     const cols = N * HW;
     const xT = regroup('toChannelMajor', x, N, Cin, HW, alloc(Cin * cols, false));
     const yT = alloc(Cout * cols, false);
@@ -125,7 +136,16 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
  */
 export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = parallelGemm): void {
   const { N, Cin, Cout, HW } = g;
-  if (useBatched(g)) {
+  const plan = pointwisePlan(g);
+  if (plan === 'batched in place') {
+    const cols = N * HW;
+    // dW (Cout x Cin) = dY (Cout x N*HW) * X^T (N*HW x Cin): the batch along the depth of the product.
+    if (dweight !== null) multiply({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dy, aOffset: 0, lda: HW, B: x, bOffset: 0, ldb: HW, beta: 0, C: dweight, cOffset: 0, ldc: Cin, batch: imagesInPlace('depth', g, Cout, Cin, 0) });
+    // dX (Cin x N*HW) = W^T (Cin x Cout) * dY (Cout x N*HW)
+    if (dx !== null) multiply({ transA: true, transB: false, M: Cin, N: cols, K: Cout, alpha: 1, A: weight, aOffset: 0, lda: Cin, B: dy, bOffset: 0, ldb: HW, beta: 0, C: dx, cOffset: 0, ldc: HW, batch: imagesInPlace('columns', g, 0, Cout, Cin) });
+    return;
+  }
+  if (plan === 'channel-major copy') {
     const cols = N * HW;
     const dyT = regroup('toChannelMajor', dy, N, Cout, HW, alloc(Cout * cols, false));
     if (dweight !== null) {
