@@ -162,8 +162,9 @@ describe('fast conv kernels equal their naive twins', () => {
     });
   }
   // Small planes take a batched path, large ones the per-image path.
-  // Batched in place: 5x6, 9x8 and 4x4 planes (7x7's tiles straddle images); copied channel-major: 1x1 and 3x3.
-  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2], [3, 7, 9, 8, 5], [4, 6, 4, 4, 5], [3, 6, 7, 7, 9], [4, 5, 3, 3, 6]]) {
+  // Batched in place: 5x6, 9x8, 4x4 and 17x16 planes (7x7's tiles straddle images); copied
+  // channel-major: 1x1 and 3x3; image by image: one image, and 16x16 planes of 64 channels.
+  for (const [N, Cin, H, W, Cout] of [[2, 13, 5, 6, 9], [3, 5, 1, 1, 7], [2, 6, 17, 16, 5], [1, 4, 3, 3, 2], [3, 7, 9, 8, 5], [4, 6, 4, 4, 5], [3, 6, 7, 7, 9], [4, 5, 3, 3, 6], [2, 64, 16, 16, 64]]) {
     it(`pointwise x=${N}x${Cin}x${H}x${W} -> ${Cout}: forward and backward equal the naive-GEMM twin`, () => {
       const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin, 1, 1], rng);
       const g = pointwiseGeometry(x, w, null);
