@@ -1,4 +1,4 @@
-// `node --import tsx bench/ceiling.ts`: how fast can scalar JavaScript multiply and add on this
+// `node --import tsx/esm bench/ceiling.ts`: how fast can scalar JavaScript multiply and add on this
 // machine, and how close does our GEMM come? Three figures, one thread, data in L1:
 //
 //   1. registers only: eight independent multiply-adds on values held in registers. The CPU's

@@ -1,5 +1,5 @@
 // Run one model workload's step in a loop, for a CPU profile:
-//   node --import tsx --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile.ts v1 0.5 8 128 10 1 20 1
+//   node --import tsx/esm --cpu-prof --cpu-prof-dir=/tmp/prof bench/profile.ts v1 0.5 8 128 10 1 20 1
 // arguments: arch alpha batch resolution classes train(1|0) steps threads [input channels, 3]
 // (the default training step: shallow 0.35 64 28 10 1 20 1 1). REUSE=0 turns buffer
 // reuse off (to compare); RSS_EVERY=50 prints the resident memory every 50 steps. Prints the median step time and peak RSS; `npm run bench` is the

@@ -293,7 +293,7 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   };
   process.on('SIGINT', onSigint);
   if (underTsxLauncher()) {
-    warn("started by tsx's launcher (npx tsx), which kills a process that does not answer a Ctrl-C within 60 ms: a training step takes longer, so Ctrl-C will lose this epoch. Start training with 'npm run mobilenet -- train' or 'node --import tsx cli/main.ts train' to stop it cleanly");
+    warn("started by tsx's launcher (npx tsx), which kills a process that does not answer a Ctrl-C within 60 ms: a training step takes longer, so Ctrl-C will lose this epoch. Start training with 'npm run mobilenet -- train' or 'node --import tsx/esm cli/main.ts train' to stop it cleanly");
   }
   trainer.on('stopped', (e) => {
     log('stopped', e);

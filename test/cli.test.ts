@@ -14,7 +14,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
 
 function cli(args: string[], options: { cwd?: string } = {}) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -124,7 +124,7 @@ describe('mobilenet train', () => {
   });
   it('renders a live progress bar in a pseudo-terminal', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'tty-')), 'run');
-    const cmd = [process.execPath, '--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1', 'train', '--data-path', data, '--epochs', '1', '--alpha', '0.25', '-b', '32', '--output-dir', out].join(' ');
+    const cmd = [process.execPath, '--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'train', '--data-path', data, '--epochs', '1', '--alpha', '0.25', '-b', '32', '--output-dir', out].join(' ');
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/\repoch 1\/1 \[#{8}\.{16}\] 1\/3 ETA /);
@@ -316,7 +316,7 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(r.stdout).toMatch(/loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5 \d+\.\d\d%/);
   });
   it('stops quietly with status 0 when the reader of its output goes away (| head)', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
+    const child = spawn(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
     child.stdout.destroy();
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -499,5 +499,30 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     const r = cli(['eval', '/nonexistent/run']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/checkpoint \/nonexistent\/run not found \(give a \.safetensors checkpoint or a run folder/);
+  });
+});
+
+describe('started as `npm run` starts it', () => {
+  // V8 compiles typed-array loops without a check for a detached buffer as long as no
+  // ArrayBuffer of the thread has ever been detached (its "ArrayBufferDetaching protector");
+  // after the first detach, every kernel in the process runs 12-18% slower. tsx's CommonJS hook
+  // detaches one when it reads a large CommonJS package such as commander or sharp (it grows
+  // its WebAssembly lexer's memory); its ESM-only entry, tsx/esm, leaves the CommonJS packages to
+  // Node. The trace flag prints one line per invalidation, on any thread: the loader's own
+  // thread accounts for the baseline, so the CLI must not add one.
+  it("the CLI never detaches an ArrayBuffer on its main thread, so V8's fast typed-array access stays on", () => {
+    const script: string = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.mobilenet;
+    const [program, ...args] = script.split(' ');
+    expect(program).toBe('node');
+    const loaderFlags = args.slice(0, -1), entry = args[args.length - 1];
+    const empty = join(mkdtempSync(join(tmpdir(), 'protector-')), 'empty.mjs');
+    writeFileSync(empty, '');
+    const invalidations = (argv: string[]) => {
+      const r = spawnSync(process.execPath, ['--trace-protector-invalidation', ...argv], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+      expect(r.status, r.stderr).toBe(0);
+      return (r.stdout.match(/Invalidating protector cell ArrayBufferDetaching/g) ?? []).length;
+    };
+    const baseline = invalidations([...loaderFlags, empty]);
+    expect(invalidations([...loaderFlags, entry, '--threads', '2', 'summary', '--alpha', '0.25'])).toBe(baseline);
   });
 });

@@ -107,9 +107,9 @@ export function checkFixtureCase(fixture: Fixture, caseName: string, fn: (...inp
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** Run `mobilenet ARGS` from source in a child process (node --import tsx, as `npm run` does). */
+/** Run `mobilenet ARGS` from source in a child process (node --import tsx/esm, as `npm run` does). */
 export function runCli(args: string[], options: { cwd?: string; timeoutMs?: number } = {}): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: options.timeoutMs ?? 120_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: options.timeoutMs ?? 120_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
