@@ -179,6 +179,16 @@ export function interleaveFourRows(M: Float32Array, r0: number, ld: number, kc: 
   }
 }
 
+/** out[dst + 4p + c] = M[src + p * ld + c] for p < kc, c < 4: four consecutive columns of a row-major matrix, interleaved. */
+export function copyFourColumns(M: Float32Array, src: number, ld: number, kc: number, out: Float64Array, dst: number): void {
+  for (let p = 0; p < kc; p++, src += ld, dst += 4) {
+    out[dst] = M[src];
+    out[dst + 1] = M[src + 1];
+    out[dst + 2] = M[src + 2];
+    out[dst + 3] = M[src + 3];
+  }
+}
+
 /**
  * Pack rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-high panels:
  * packedA[panel * kc * MR + p * MR + r] = op(A)[i0 + panel*MR + r, p0 + p], zero beyond M.
@@ -190,17 +200,9 @@ export function packA(A: Float32Array, aOffset: number, lda: number, transA: boo
     if (rows === MR) {
       // Full panels, without a test per element: op(A)'s four rows are either four strided
       // streams (A stored M x K) or four consecutive floats of each row of A (stored K x M).
-      if (transA) {
-        for (let p = 0, src = aOffset + p0 * lda + i0 + ir; p < kc; p++, src += lda, dst += 4) {
-          out[dst] = A[src];
-          out[dst + 1] = A[src + 1];
-          out[dst + 2] = A[src + 2];
-          out[dst + 3] = A[src + 3];
-        }
-      } else {
-        interleaveFourRows(A, aOffset + (i0 + ir) * lda + p0, lda, kc, out, dst);
-        dst += MR * kc;
-      }
+      if (transA) copyFourColumns(A, aOffset + p0 * lda + i0 + ir, lda, kc, out, dst);
+      else interleaveFourRows(A, aOffset + (i0 + ir) * lda + p0, lda, kc, out, dst);
+      dst += MR * kc;
       continue;
     }
     for (let p = 0; p < kc; p++) {
@@ -226,13 +228,8 @@ export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boo
     const cols = Math.min(NR, nc - jr);
     if (!transB && cols === NR) {
       // Common case: four consecutive floats of one row of B.
-      let src = bOffset + p0 * ldb + j0 + jr;
-      for (let p = 0; p < kc; p++, src += ldb, dst += 4) {
-        out[dst] = B[src];
-        out[dst + 1] = B[src + 1];
-        out[dst + 2] = B[src + 2];
-        out[dst + 3] = B[src + 3];
-      }
+      copyFourColumns(B, bOffset + p0 * ldb + j0 + jr, ldb, kc, out, dst);
+      dst += NR * kc;
       continue;
     }
     if (cols === NR) {
@@ -274,12 +271,8 @@ export function packBatchedColumns(B: Float32Array, bOffset: number, ldb: number
     }
     let src = bOffset + batchedIndex(j0 + jr, size, stride) + p0 * ldb;
     if (cols === NR) {
-      for (let p = 0; p < kc; p++, src += ldb, dst += 4) {
-        out[dst] = B[src];
-        out[dst + 1] = B[src + 1];
-        out[dst + 2] = B[src + 2];
-        out[dst + 3] = B[src + 3];
-      }
+      copyFourColumns(B, src, ldb, kc, out, dst);
+      dst += NR * kc;
       continue;
     }
     for (let p = 0; p < kc; p++, src += ldb, dst += 4) {
@@ -523,7 +516,7 @@ const GEMM_KERNEL = declareKernel({
   chunksPerThread: 1,
   minWork: PARALLEL_MIN_MULT_ADDS,
   slice: gemmSlice,
-  deps: [scaleC, interleaveFourRows, packA, packB, batchedIndex, packBatchedColumns, packBatchedDepth, zeroBatchedColumns, storeEdgeTile, microTile, microKernelColumn, straddlingColumn, gemmCore],
+  deps: [scaleC, interleaveFourRows, copyFourColumns, packA, packB, batchedIndex, packBatchedColumns, packBatchedDepth, zeroBatchedColumns, storeEdgeTile, microTile, microKernelColumn, straddlingColumn, gemmCore],
   prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nlet packedA = new Float64Array(MC * KC);\nlet packedB = new Float64Array(NC * KC);\nconst tileSums = new Float64Array(MR * NR);\nconst straddleBlock = new Float32Array(MC * NR);\nconst straddleColumns = new Int32Array(NR);`,
 });
 
