@@ -51,6 +51,14 @@ export const POINTWISE_BATCHED_BELOW_HW = 256;
  */
 export const POINTWISE_PER_IMAGE_FROM_MULT_ADDS = 1 << 20;
 
+/**
+ * Planes of fewer pixels than this, unless a multiple of 4, are copied channel-major rather than
+ * read in place: a micro-tile's 4 columns then often straddle two images (a third of them at
+ * 3x3, all at 1x1), and each such tile is gathered and scattered one float at a time. Measured on
+ * T3 (3x3 planes, 1.5% slower in place) and the default training run (7x7, 2% faster in place).
+ */
+export const POINTWISE_IN_PLACE_FROM_HW = 16;
+
 /** (N, C, HW) -> (C, N*HW): out[c, n*HW + p] = x[n, c, p], for channels [c0, c1). */
 export function toChannelMajor(x: Float32Array, N: number, C: number, HW: number, out: Float32Array, c0 = 0, c1 = C): Float32Array {
   for (let n = 0; n < N; n++) {
@@ -93,14 +101,6 @@ function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32A
   runKernel(direction === 'toChannelMajor' ? TO_CHANNEL_MAJOR : FROM_CHANNEL_MAJOR, { N, C, HW }, { src, dst }, C, src.length);
   return dst;
 }
-
-/**
- * Planes of fewer pixels than this, unless a multiple of 4, are copied channel-major rather than
- * read in place: a micro-tile's 4 columns then often straddle two images (a third of them at
- * 3x3, all at 1x1), and each such tile is gathered and scattered one float at a time. Measured on
- * T3 (3x3 planes, 1.5% slower in place) and the default training run (7x7, 2% faster in place).
- */
-export const POINTWISE_IN_PLACE_FROM_HW = 16;
 
 /** How a 1x1 convolution runs: a GEMM per image, one GEMM over the batch in place, or over a channel-major copy. */
 function pointwisePlan(g: PointwiseGeometry): 'per image' | 'batched in place' | 'channel-major copy' {
