@@ -17,8 +17,11 @@ function snippets(): { where: string; code: string }[] {
   });
 }
 
-// tsx runs the .ts snippets, as a user of the package would (`npx tsx snippet.ts`).
+// tsx runs the .ts files, as a user of the package would: the snippets with the ESM-only hook
+// docs/library.md advises (`node --import tsx/esm snippet.ts`), the CommonJS project's main.ts
+// with the full one (a .ts file in a CommonJS package needs tsx's CommonJS hook).
 const TSX = import.meta.resolve('tsx');
+const TSX_ESM = import.meta.resolve('tsx/esm');
 
 describe('npm package', () => {
   let app: string;
@@ -51,7 +54,7 @@ describe('npm package', () => {
   it.each(snippets())('the snippet at $where runs verbatim', ({ where, code }) => {
     const file = join(app, `snippet-${where.replace(/[^a-z0-9]+/gi, '-')}.ts`);
     writeFileSync(file, code);
-    execFileSync('node', ['--import', TSX, file], { cwd: app, encoding: 'utf8', stdio: 'pipe', timeout: 300_000 });
+    execFileSync('node', ['--import', TSX_ESM, file], { cwd: app, encoding: 'utf8', stdio: 'pipe', timeout: 300_000 });
   }, 300_000);
   it('a fresh install has no unreviewed install scripts (npm ci prints no warning)', () => {
     expect(execFileSync('npm', ['install-scripts', 'ls'], { cwd: ROOT, encoding: 'utf8' })).toContain('No packages with unreviewed install scripts');
