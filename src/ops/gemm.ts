@@ -125,13 +125,18 @@ export function checkGemmArgs(a: GemmArgs): void {
   if (lda < aCols || ldb < bCols || ldc < N) {
     throw new RangeError(`gemm: leading dimension too small (lda=${lda} for ${aCols} columns, ldb=${ldb} for ${bCols}, ldc=${ldc} for ${N})`);
   }
-  checkExtent('A', `${aRows}x${aCols}, lda ${lda}, offset ${a.aOffset}`, a.A, aRows === 0 || aCols === 0 ? 0 : a.aOffset + (aRows - 1) * lda + aCols);
-  checkExtent('B', `${bRows}x${bCols}, ldb ${ldb}, offset ${a.bOffset}`, a.B, bRows === 0 || bCols === 0 ? 0 : a.bOffset + (bRows - 1) * ldb + bCols);
-  checkExtent('C', `${M}x${N}, ldc ${ldc}, offset ${a.cOffset}`, a.C, M === 0 || N === 0 ? 0 : a.cOffset + (M - 1) * ldc + N);
+  checkMatrix('A', aRows, aCols, 'lda', lda, a.aOffset, a.A);
+  checkMatrix('B', bRows, bCols, 'ldb', ldb, a.bOffset, a.B);
+  checkMatrix('C', M, N, 'ldc', ldc, a.cOffset, a.C);
 }
 
 function checkExtent(name: string, what: string, buffer: Float32Array, needed: number): void {
   if (needed > buffer.length) throw new RangeError(`gemm: ${name} (${what}) overruns its buffer of ${buffer.length}`);
+}
+
+/** A rows x cols row-major operand (row stride ld, from offset) inside its buffer; an empty one always fits. */
+function checkMatrix(name: string, rows: number, cols: number, ldName: string, ld: number, offset: number, buffer: Float32Array): void {
+  checkExtent(name, `${rows}x${cols}, ${ldName} ${ld}, offset ${offset}`, buffer, rows === 0 || cols === 0 ? 0 : offset + extent(rows, cols, ld));
 }
 
 /** The batched layouts' rules (see GemmBatch) and extents: each image's block inside its buffer, blocks apart. */
@@ -155,7 +160,7 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     if (firstColumn % NR !== 0) fail(`firstColumn (${firstColumn}) must be a multiple of ${NR}`);
     const aRows = a.transA ? K : M, aCols = a.transA ? M : K;
     if (lda < aCols) fail(`lda=${lda} is less than A's ${aCols} columns`);
-    checkExtent('A', `${aRows}x${aCols}, lda ${lda}, offset ${a.aOffset}`, a.A, aRows === 0 || aCols === 0 ? 0 : a.aOffset + (aRows - 1) * lda + aCols);
+    checkMatrix('A', aRows, aCols, 'lda', lda, a.aOffset, a.A);
     blocks('B', K, ldb, bStride, N === 0 ? -1 : firstColumn + N - 1, a.bOffset, a.B);
     blocks('C', M, ldc, cStride, N === 0 ? -1 : firstColumn + N - 1, a.cOffset, a.C);
   } else if (along === 'depth') {
@@ -164,7 +169,7 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     if (ldc < N) fail(`ldc=${ldc} is less than C's ${N} columns`);
     blocks('A', M, lda, aStride, K - 1, a.aOffset, a.A);
     blocks('B', N, ldb, bStride, K - 1, a.bOffset, a.B);
-    checkExtent('C', `${M}x${N}, ldc ${ldc}, offset ${a.cOffset}`, a.C, M === 0 || N === 0 ? 0 : a.cOffset + (M - 1) * ldc + N);
+    checkMatrix('C', M, N, 'ldc', ldc, a.cOffset, a.C);
   } else fail(`along must be 'columns' or 'depth'`);
 }
 
