@@ -8,11 +8,15 @@ import { loadWeights, saveWeights, tensorsFromFile } from '../src/nn/interop.js'
 import { Conv2d } from '../src/nn/layers.js';
 import { createModel, FullConvMobileNet, InvertedResidual, makeDivisible, MobileNetV1, MobileNetV2, ShallowMobileNet, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { Sequential } from '../src/nn/module.js';
+import { relu, relu6 } from '../src/ops/activations.js';
+import { batchNorm2d } from '../src/ops/batchnorm.js';
+import { mul } from '../src/ops/elementwise.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
+import { sum } from '../src/ops/reduce.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Rng } from '../src/tensor/rng.js';
 import { loadSafetensors, parseSafetensors } from '../src/tensor/safetensors.js';
-import { rand, zeros } from '../src/tensor/tensor.js';
+import { rand, Tensor, zeros } from '../src/tensor/tensor.js';
 import { expectClose, FIXTURE_DIR } from './helpers.js';
 
 const M = 1e6;
@@ -262,22 +266,44 @@ describe('Module API', () => {
 
 
 describe('fused BatchNorm + activation', () => {
-  it('gives bit-identical logits and gradients to separate BatchNorm and ReLU / ReLU6 (V1 and V2, train mode)', () => {
+  it('gives bit-identical logits and gradients to separate BatchNorm and ReLU / ReLU6 (V1 and V2, train and eval mode)', () => {
     for (const arch of ['v1', 'v2'] as const) {
-      const run = (fuse: boolean) => {
-        const m = createModel(arch, { alpha: 0.35, numClasses: 5, resolution: 32, dropout: 0, seed: 4 }).fuseActivations(fuse);
-        const x = rand([3, 3, 32, 32], new Rng(8));
-        const logits = m.forward(x);
-        softmaxCrossEntropy(logits, [0, 3, 4]).backward();
-        const ops = new Set<string>();
-        for (let n = logits.node; n !== null && n !== undefined; n = n.inputs[0]?.node) ops.add(n.op);
-        return { logits: Array.from(logits.data), grads: m.parameters().map((p) => Array.from(p.grad!.data)), ops };
-      };
-      const fused = run(true), separate = run(false);
-      expect(fused.logits).toEqual(separate.logits);
-      expect(fused.grads).toEqual(separate.grads);
-      expect([...fused.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(true);
-      expect([...separate.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(false);
+      for (const mode of ['train', 'eval'] as const) {
+        const run = (fuse: boolean) => {
+          const m = createModel(arch, { alpha: 0.35, numClasses: 5, resolution: 32, dropout: 0, seed: 4 }).fuseActivations(fuse);
+          if (mode === 'eval') m.eval();
+          const x = rand([3, 3, 32, 32], new Rng(8));
+          const logits = m.forward(x);
+          softmaxCrossEntropy(logits, [0, 3, 4]).backward();
+          const ops = new Set<string>();
+          for (let n = logits.node; n !== null && n !== undefined; n = n.inputs[0]?.node) ops.add(n.op);
+          return { logits: Array.from(logits.data), grads: m.parameters().map((p) => Array.from(p.grad!.data)), ops };
+        };
+        const fused = run(true), separate = run(false);
+        expect(fused.logits).toEqual(separate.logits);
+        expect(fused.grads).toEqual(separate.grads);
+        expect([...fused.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(true);
+        expect([...separate.ops].some((op) => op.startsWith('batchNorm2d+'))).toBe(false);
+      }
+    }
+  });
+  it('an input that needs no gradient: gamma and beta get the same gradients as from separate ops', () => {
+    const rng = new Rng(5);
+    const x = rand([2, 3, 5, 7], rng, -8, 8);
+    const dy = rand([2, 3, 5, 7], rng, -1, 1);
+    for (const activation of ['relu', 'relu6'] as const) {
+      for (const training of [true, false]) {
+        const grads = (fuse: boolean) => {
+          const gamma = new Tensor(Float32Array.of(1.5, 0.5, 2), [3], true), beta = new Tensor(Float32Array.of(0.1, -0.2, 3), [3], true);
+          const stats = [new Tensor(Float32Array.of(0.5, -1, 0), [3]), new Tensor(Float32Array.of(2, 1, 4), [3])] as const;
+          const y = fuse
+            ? batchNorm2d(x, gamma, beta, stats[0], stats[1], { training, activation })
+            : (activation === 'relu' ? relu : relu6)(batchNorm2d(x, gamma, beta, stats[0], stats[1], { training }));
+          sum(mul(y, dy)).backward();
+          return [Array.from(gamma.grad!.data), Array.from(beta.grad!.data)];
+        };
+        expect(grads(true)).toEqual(grads(false));
+      }
     }
   });
 });
