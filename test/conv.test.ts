@@ -135,6 +135,34 @@ describe('fast conv kernels equal their naive twins', () => {
     // 1x1 planes (no interior), padding wider than the filter's reach, a 5x5 filter with stride 2
     [2, 3, 1, 1, 3, 1, 1], [1, 2, 5, 7, 3, 1, 3], [1, 2, 9, 9, 3, 2, 2], [1, 3, 11, 9, 5, 2, 2],
   ];
+  /**
+   * The depthwise filter gradient summed in the order the fast kernel promises: per channel a
+   * float64 sum per tap over the images in order; in each image first the pixels outside the
+   * 3x3 interior rectangle (row by row, valid taps only), then the interior's own sum.
+   */
+  function filterGradInKernelOrder(x: Float32Array, dy: Float32Array, g: ReturnType<typeof depthwiseGeometry>): Float32Array {
+    const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
+    const inside = (iy: number, ix: number) => iy >= 0 && iy < H && ix >= 0 && ix < W;
+    const interior = (oy: number, ox: number) => kH === 3 && kW === 3 && inside(oy * stride - padding, ox * stride - padding) && inside(oy * stride - padding + 2, ox * stride - padding + 2);
+    const dw = new Float32Array(C * kH * kW);
+    for (let c = 0; c < C; c++) {
+      const taps = new Float64Array(kH * kW);
+      for (let n = 0; n < N; n++) {
+        const term = (oy: number, ox: number, ky: number, kx: number) => dy[((n * C + c) * Hout + oy) * Wout + ox] * x[((n * C + c) * H + oy * stride - padding + ky) * W + ox * stride - padding + kx];
+        const interiorSums = new Float64Array(kH * kW);
+        for (let oy = 0; oy < Hout; oy++)
+          for (let ox = 0; ox < Wout; ox++)
+            for (let ky = 0; ky < kH; ky++)
+              for (let kx = 0; kx < kW; kx++) {
+                if (interior(oy, ox)) interiorSums[ky * kW + kx] += term(oy, ox, ky, kx);
+                else if (inside(oy * stride - padding + ky, ox * stride - padding + kx)) taps[ky * kW + kx] += term(oy, ox, ky, kx);
+              }
+        for (let t = 0; t < kH * kW; t++) taps[t] += interiorSums[t];
+      }
+      dw.set(taps, c * kH * kW);
+    }
+    return dw;
+  }
   for (const [N, C, H, W, k, s, p] of dwCases) {
     it(`depthwise x=${N}x${C}x${H}x${W} k${k} s${s} p${p}`, () => {
       const x = randn([N, C, H, W], rng), w = randn([C, 1, k, k], rng);
@@ -154,6 +182,19 @@ describe('fast conv kernels equal their naive twins', () => {
       const ref = depthwiseNaiveBackward(x.data, w.data, dy, g);
       expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
       expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-4);
+      // Exactly, too, against the order the kernel promises (whichever path a plane takes), on
+      // values that make the order visible: x is 1 but for one 2^60 and one -2^60 per plane, and
+      // dy is 1, so each tap's sum counts the ones added before the first large term or after
+      // the second (between them 2^60 + 1 rounds to 2^60): another order gives another count.
+      const xWide = new Float32Array(x.numel).fill(1), dyWide = new Float32Array(dy.length).fill(1), dwWide = new Float32Array(w.numel).fill(NaN);
+      for (let plane = 0; plane < N * C; plane++) {
+        xWide[plane * H * W + rng.int(0, H * W)] = 2 ** 60;
+        xWide[plane * H * W + rng.int(0, H * W)] -= 2 ** 60;
+      }
+      depthwiseBackwardFilter(dyWide, xWide, g, dwWide);
+      const ordered = filterGradInKernelOrder(xWide, dyWide, g);
+      const firstDw = dwWide.findIndex((v, i) => !Object.is(v, ordered[i]));
+      expect(firstDw, `first differing filter gradient: ${dwWide[firstDw]} vs ${ordered[firstDw]}`).toBe(-1);
       // Both gradients in one pass (what training runs): the same bits as the two passes.
       const dxBoth = new Float32Array(x.numel).fill(NaN), dwBoth = new Float32Array(w.numel).fill(NaN);
       depthwiseBackward(dy, x.data, w.data, g, dxBoth, dwBoth);
