@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { conv2d, conv2dNaiveBackward, conv2dNaiveForward, convGeometry } from '../src/ops/conv2d.js';
+import { conv2d, conv2dBackward, conv2dForward, conv2dNaiveBackward, conv2dNaiveForward, convGeometry, imagesPerColumnMatrix } from '../src/ops/conv2d.js';
 import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseConv2d, depthwiseForward, depthwiseGeometry, depthwiseNaiveBackward, depthwiseNaiveForward } from '../src/ops/depthwise.js';
 import { gemm, gemmNaive } from '../src/ops/gemm.js';
 import { fromChannelMajor, pointwiseBackward, pointwiseConv2d, pointwiseForward, pointwiseGeometry, pointwiseNaiveBackward, pointwiseNaiveForward, toChannelMajor } from '../src/ops/pointwise.js';
@@ -218,6 +218,37 @@ describe('fast conv kernels equal their naive twins', () => {
       const ref = pointwiseNaiveBackward(x.data, w.data, dy, g);
       expectClose(dx, ref.dx, 'dx', 1e-5, 1e-5);
       expectClose(dw, ref.dweight, 'dweight', 1e-5, 1e-5);
+    });
+  }
+});
+
+describe('conv2d on several images at once', () => {
+  const rng = new Rng(12);
+  // Small products take one column matrix for several images (IM2COL_PER_IMAGE_FROM_MULT_ADDS):
+  // the same bits as convolving the images one at a time.
+  for (const [N, Cin, H, W, Cout, k, stride, padding, groups] of [[3, 2, 9, 7, 5, 3, 2, 1, 1], [4, 3, 8, 8, 4, 3, 1, 1, 1], [2, 4, 6, 5, 6, 3, 1, 0, 2], [5, 1, 4, 4, 3, 1, 1, 0, 1]]) {
+    it(`x=${N}x${Cin}x${H}x${W} -> ${Cout}, k${k} s${stride} p${padding} g${groups}: forward and both gradients equal image by image`, () => {
+      const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin / groups, k, k], rng);
+      const g = convGeometry('conv2d', x, w, null, { stride, padding, groups });
+      expect(imagesPerColumnMatrix(g)).toBe(N);
+      const HWin = Cin * H * W, HWout = Cout * g.Hout * g.Wout;
+      const dy = randn([N, Cout, g.Hout, g.Wout], rng).data;
+      const y = new Float32Array(N * HWout).fill(NaN), dx = new Float32Array(x.numel).fill(NaN), dw = new Float32Array(w.numel);
+      conv2dForward(x.data, w.data, null, g, y);
+      dx.fill(0);
+      conv2dBackward(x.data, w.data, dy, g, dx, dw);
+      const one = { ...g, N: 1 };
+      const yOne = new Float32Array(N * HWout), dxOne = new Float32Array(x.numel), dwOne = new Float32Array(w.numel);
+      for (let n = 0; n < N; n++) {
+        const xn = x.data.slice(n * HWin, (n + 1) * HWin), dyn = dy.slice(n * HWout, (n + 1) * HWout), yn = new Float32Array(HWout), dxn = new Float32Array(HWin);
+        conv2dForward(xn, w.data, null, one, yn);
+        conv2dBackward(xn, w.data, dyn, one, dxn, dwOne); // accumulates into dwOne, image after image
+        yOne.set(yn, n * HWout);
+        dxOne.set(dxn, n * HWin);
+      }
+      expect(Array.from(y)).toEqual(Array.from(yOne));
+      expect(Array.from(dx)).toEqual(Array.from(dxOne));
+      expect(Array.from(dw)).toEqual(Array.from(dwOne));
     });
   }
 });

@@ -90,15 +90,15 @@ export function validOutputRange(offset: number, stride: number, size: number, o
 
 /**
  * Gather channels [c0, c0+Cg) of image n into col (Cg*kH*kW x Hout*Wout), zeros in the padding.
- * Rows [r0, r1) of col only (row = (ci*kH + ky)*kW + kx), so that threads can split them.
+ * Rows [r0, r1) of col only (row = (ci*kH + ky)*kW + kx), so that threads can split them. The
+ * image's columns start at `colStart` in rows `ld` floats long (a batch's images side by side).
  */
-export function im2col(x: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array, r0 = 0, r1 = Cg * g.kH * g.kW): void {
+export function im2col(x: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array, r0 = 0, r1 = Cg * g.kH * g.kW, ld = g.Hout * g.Wout, colStart = 0): void {
   const { H, W, kH, kW, stride, padding, dilation, Hout, Wout, Cin } = g;
-  const HWout = Hout * Wout;
   for (let row = r0; row < r1; row++) {
     const ci = Math.floor(row / (kH * kW)), ky = Math.floor(row / kW) % kH, kx = row % kW;
     const plane = (n * Cin + c0 + ci) * H * W;
-    const rowStart = row * HWout;
+    const rowStart = colStart + row * ld;
     const xOffset = kx * dilation - padding; // ix = ox*stride + xOffset
     const [oxLo, oxHi] = validOutputRange(xOffset, stride, W, Wout);
     for (let oy = 0; oy < Hout; oy++) {
@@ -149,12 +149,16 @@ export function col2im(col: Float32Array, g: ConvGeometry, n: number, c0: number
 // =============================================================================================
 
 // On every thread: im2col and col2im as declared kernels (parallel.ts).
-type ColumnParams = Record<'n' | 'c0' | 'Cg' | 'N' | 'Cin' | 'H' | 'W' | 'Cout' | 'kH' | 'kW' | 'stride' | 'padding' | 'dilation' | 'groups' | 'Hout' | 'Wout', number>;
-const COLUMN_INTS = ['n', 'c0', 'Cg', 'N', 'Cin', 'H', 'W', 'Cout', 'kH', 'kW', 'stride', 'padding', 'dilation', 'groups', 'Hout', 'Wout'] as const;
+type ColumnParams = Record<'n' | 'images' | 'c0' | 'Cg' | 'N' | 'Cin' | 'H' | 'W' | 'Cout' | 'kH' | 'kW' | 'stride' | 'padding' | 'dilation' | 'groups' | 'Hout' | 'Wout', number>;
+const COLUMN_INTS = ['n', 'images', 'c0', 'Cg', 'N', 'Cin', 'H', 'W', 'Cout', 'kH', 'kW', 'stride', 'padding', 'dilation', 'groups', 'Hout', 'Wout'] as const;
 
-/** Rows [lo, hi) of the column matrix of image n, channels [c0, c0 + Cg). */
+/**
+ * Rows [lo, hi) of the column matrix of images [n, n + images), channels [c0, c0 + Cg): the
+ * images' columns side by side, each row of col images * Hout * Wout floats long.
+ */
 function im2colSlice(p: ColumnParams, b: Record<'image' | 'col', Float32Array | Float64Array>, lo: number, hi: number): void {
-  im2col(b.image as Float32Array, p, p.n, p.c0, p.Cg, b.col as Float32Array, lo, hi);
+  const HWout = p.Hout * p.Wout;
+  for (let i = 0; i < p.images; i++) im2col(b.image as Float32Array, p, p.n + i, p.c0, p.Cg, b.col as Float32Array, lo, hi, p.images * HWout, i * HWout);
 }
 
 const columnsCommon = { ints: COLUMN_INTS, floats: [], large: ['image', 'col'], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS } as const;
@@ -167,11 +171,14 @@ function col2imSlice(p: ColumnParams, b: Record<'col' | 'image', Float32Array | 
 
 const COL2IM = declareKernel({ ...columnsCommon, name: 'col2im', reads: ['col'], writes: ['image'], splits: 'channels', slice: col2imSlice, deps: [validOutputRange, col2im] });
 
-/** im2col (x -> col) or col2im (col -> dx) of image n, channel group [c0, c0 + Cg). */
-function runColumns(direction: 'im2col' | 'col2im', image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array): void {
+/**
+ * im2col (x -> col) of images [n, n + images) side by side, or col2im (col -> dx) of image n
+ * (images = 1), channel group [c0, c0 + Cg).
+ */
+function runColumns(direction: 'im2col' | 'col2im', image: Float32Array, g: ConvGeometry, n: number, c0: number, Cg: number, col: Float32Array, images = 1): void {
   const rows = Cg * g.kH * g.kW;
-  const p = { n, c0, Cg, N: g.N, Cin: g.Cin, H: g.H, W: g.W, Cout: g.Cout, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, dilation: g.dilation, groups: g.groups, Hout: g.Hout, Wout: g.Wout };
-  if (direction === 'im2col') runKernel(IM2COL, p, { image, col }, rows, rows * g.Hout * g.Wout);
+  const p = { n, images, c0, Cg, N: g.N, Cin: g.Cin, H: g.H, W: g.W, Cout: g.Cout, kH: g.kH, kW: g.kW, stride: g.stride, padding: g.padding, dilation: g.dilation, groups: g.groups, Hout: g.Hout, Wout: g.Wout };
+  if (direction === 'im2col') runKernel(IM2COL, p, { image, col }, rows, rows * images * g.Hout * g.Wout);
   else runKernel(COL2IM, p, { col, image }, Cg, rows * g.Hout * g.Wout);
 }
 
@@ -191,17 +198,42 @@ function shareInput(x: Float32Array): Float32Array {
 // Forward and backward
 // =============================================================================================
 
-/** y = conv(x, weight) + bias via im2col + GEMM, one GEMM per image and group. */
+/**
+ * Images whose product W_g col is smaller than this many multiply-adds are convolved several at
+ * a time: their columns side by side in one column matrix, one im2col job and one GEMM for all
+ * of them instead of one of each per image. The stem of a small model (T1: 32 images of 8 x 27
+ * x 256) otherwise made 64 tiny jobs per pass, each handed to the threads. Each output is the
+ * same sum over K, so the results are the same bits either way.
+ */
+export const IM2COL_PER_IMAGE_FROM_MULT_ADDS = 1 << 20;
+/** The most floats a batched column matrix holds (16 MB): the images are taken in groups that fit. */
+export const IM2COL_BATCH_MAX_FLOATS = 1 << 22;
+
+/** How many images im2col takes at a time (see IM2COL_PER_IMAGE_FROM_MULT_ADDS). */
+export function imagesPerColumnMatrix(g: ConvGeometry): number {
+  const K = (g.Cin / g.groups) * g.kH * g.kW, HWout = g.Hout * g.Wout;
+  if ((g.Cout / g.groups) * K * HWout >= IM2COL_PER_IMAGE_FROM_MULT_ADDS) return 1;
+  return Math.max(1, Math.min(g.N, Math.floor(IM2COL_BATCH_MAX_FLOATS / (K * HWout))));
+}
+
+/**
+ * y = conv(x, weight) + bias via im2col + GEMM, per group and per image, or per group of images
+ * side by side when each image's product is small (imagesPerColumnMatrix).
+ */
 export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, g: ConvGeometry, y: Float32Array): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = alloc(K * HWout, false);
+  const perMatrix = imagesPerColumnMatrix(g);
+  const col = alloc(K * perMatrix * HWout, false);
   const xs = shareInput(x);
-  for (let n = 0; n < N; n++) {
+  for (let n0 = 0; n0 < N; n0 += perMatrix) {
+    const images = Math.min(perMatrix, N - n0), columns = images * HWout;
     for (let gi = 0; gi < groups; gi++) {
-      runColumns('im2col', xs, g, n, gi * Cg, Cg, col);
-      // y[n, group gi] (Cog x HWout) = W_g (Cog x K) * col (K x HWout)
-      parallelGemm({ transA: false, transB: false, M: Cog, N: HWout, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: HWout, beta: 0, C: y, cOffset: (n * Cout + gi * Cog) * HWout, ldc: HWout });
+      runColumns('im2col', xs, g, n0, gi * Cg, Cg, col, images);
+      // y[n0.., group gi] (Cog x images*HWout) = W_g (Cog x K) * col (K x images*HWout), each
+      // image's HWout columns of the product stored in its own block of y (GemmBatch).
+      const batch = images > 1 ? { along: 'columns' as const, size: HWout, aStride: 0, bStride: HWout, cStride: Cout * HWout, firstColumn: 0 } : undefined;
+      parallelGemm({ transA: false, transB: false, M: Cog, N: columns, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: columns, beta: 0, C: y, cOffset: (n0 * Cout + gi * Cog) * HWout, ldc: HWout, batch });
     }
   }
   release(col);
@@ -244,21 +276,29 @@ export function biasGradPerChannel(dy: Float32Array, N: number, C: number, HW: n
 export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array | null): void {
   const { N, Cin, Cout, kH, kW, groups, Hout, Wout } = g;
   const Cg = Cin / groups, Cog = Cout / groups, K = Cg * kH * kW, HWout = Hout * Wout;
-  const col = alloc(K * HWout, false);
+  // The weight gradient reads the columns of several images at a time when they are small, as
+  // the forward does; the input gradient's dcol is one image's (col2im takes one image).
+  const perMatrix = dweight !== null ? imagesPerColumnMatrix(g) : 1;
+  const col = alloc(K * perMatrix * HWout, false);
+  const dcol = dx === null ? null : perMatrix === 1 ? col : alloc(K * HWout, false);
   const xs = dweight !== null ? shareInput(x) : x;
-  for (let n = 0; n < N; n++) {
+  for (let n0 = 0; n0 < N; n0 += perMatrix) {
+    const images = Math.min(perMatrix, N - n0), columns = images * HWout;
     for (let gi = 0; gi < groups; gi++) {
-      const dyOffset = (n * Cout + gi * Cog) * HWout;
-      if (dweight !== null) {
-        runColumns('im2col', xs, g, n, gi * Cg, Cg, col);
-        parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: 0, ldb: HWout, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
-      }
-      if (dx !== null) {
-        parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: col, cOffset: 0, ldc: HWout });
-        runColumns('col2im', dx, g, n, gi * Cg, Cg, col);
+      if (dweight !== null) runColumns('im2col', xs, g, n0, gi * Cg, Cg, col, images);
+      for (let n = n0; n < n0 + images; n++) {
+        const dyOffset = (n * Cout + gi * Cog) * HWout;
+        // dW_g += dY_g(n) col(n)^T image by image, in order: the same sums, rounded at the same
+        // places, as with one image per column matrix.
+        if (dweight !== null) parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: (n - n0) * HWout, ldb: columns, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
+        if (dcol !== null) {
+          parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: dcol, cOffset: 0, ldc: HWout });
+          runColumns('col2im', dx!, g, n, gi * Cg, Cg, dcol);
+        }
       }
     }
   }
+  if (dcol !== null && dcol !== col) release(dcol);
   release(col);
   if (xs !== x) release(xs);
 }

@@ -59,7 +59,11 @@ export interface GemmBatch {
   along: 'columns' | 'depth';
   /** Pixels (columns, or steps of K) per image. */
   size: number;
-  /** Floats from one image's block to the next, in A, B and C (0 for an operand that is not batched). */
+  /**
+   * Floats from one image's block to the next, in A, B and C (0 for an operand that is not
+   * batched; along columns, bStride = size for a B whose images lie side by side in each row,
+   * a plain matrix, as an im2col column matrix of several images is).
+   */
   aStride: number;
   bStride: number;
   cStride: number;
@@ -164,7 +168,9 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     const aRows = a.transA ? K : M, aCols = a.transA ? M : K;
     if (lda < aCols) fail(`lda=${lda} is less than A's ${aCols} columns`);
     checkMatrix('A', aRows, aCols, 'lda', lda, a.aOffset, a.A);
-    blocks('B', K, ldb, bStride, N === 0 ? -1 : firstColumn + N - 1, a.bOffset, a.B);
+    // bStride = size: B's images lie side by side in each row, that is B is a plain matrix.
+    if (bStride === size) checkMatrix('B', K, firstColumn + N, 'ldb', ldb, a.bOffset, a.B);
+    else blocks('B', K, ldb, bStride, N === 0 ? -1 : firstColumn + N - 1, a.bOffset, a.B);
     blocks('C', M, ldc, cStride, N === 0 ? -1 : firstColumn + N - 1, a.cOffset, a.C);
   } else if (along === 'depth') {
     if (a.transA || !a.transB) fail('A must not be transposed and B must be');
