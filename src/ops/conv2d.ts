@@ -285,16 +285,18 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
   for (let n0 = 0; n0 < N; n0 += perMatrix) {
     const images = Math.min(perMatrix, N - n0), columns = images * HWout;
     for (let gi = 0; gi < groups; gi++) {
-      if (dweight !== null) runColumns('im2col', xs, g, n0, gi * Cg, Cg, col, images);
-      for (let n = n0; n < n0 + images; n++) {
-        const dyOffset = (n * Cout + gi * Cog) * HWout;
-        // dW_g += dY_g(n) col(n)^T image by image, in order: the same sums, rounded at the same
-        // places, as with one image per column matrix.
-        if (dweight !== null) parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: HWout, alpha: 1, A: dy, aOffset: dyOffset, lda: HWout, B: col, bOffset: (n - n0) * HWout, ldb: columns, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K });
-        if (dcol !== null) {
-          parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: dyOffset, ldb: HWout, beta: 0, C: dcol, cOffset: 0, ldc: HWout });
-          runColumns('col2im', dx!, g, n, gi * Cg, Cg, dcol);
-        }
+      if (dweight !== null) {
+        runColumns('im2col', xs, g, n0, gi * Cg, Cg, col, images);
+        // dW_g += dY_g col^T over the images' pixels, dY_g read from each image's block; rounded
+        // after each image (roundPerImage), as image-by-image GEMMs with beta = 1 round it.
+        const batch = images > 1 ? { along: 'depth' as const, size: HWout, aStride: Cout * HWout, bStride: HWout, cStride: 0, firstColumn: 0, roundPerImage: true } : undefined;
+        parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: columns, alpha: 1, A: dy, aOffset: (n0 * Cout + gi * Cog) * HWout, lda: HWout, B: col, bOffset: 0, ldb: columns, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K, batch });
+      }
+      // dx, image by image: dcol = W_g^T dY_g(n), then col2im (with one image per column matrix
+      // dcol is col itself, whose columns the weight gradient has used by now).
+      for (let n = n0; n < n0 + images && dcol !== null; n++) {
+        parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: (n * Cout + gi * Cog) * HWout, ldb: HWout, beta: 0, C: dcol, cOffset: 0, ldc: HWout });
+        runColumns('col2im', dx!, g, n, gi * Cg, Cg, dcol);
       }
     }
   }

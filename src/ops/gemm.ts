@@ -61,14 +61,20 @@ export interface GemmBatch {
   size: number;
   /**
    * Floats from one image's block to the next, in A, B and C (0 for an operand that is not
-   * batched; along columns, bStride = size for a B whose images lie side by side in each row,
-   * a plain matrix, as an im2col column matrix of several images is).
+   * batched; bStride = size for a B whose images lie side by side in each row, a plain matrix,
+   * as an im2col column matrix of several images is).
    */
   aStride: number;
   bStride: number;
   cStride: number;
   /** The index in the batch of this GEMM's first column (a thread's share of the columns starts mid-batch). */
   firstColumn: number;
+  /**
+   * Along depth: end the blocks of K at each image's end, so that C is rounded after each image
+   * exactly as image-by-image GEMMs with beta = 1 would round it (the same bits as those, in one
+   * job). Without it a block of K may take the end of one image and the start of the next.
+   */
+  roundPerImage?: boolean;
 }
 
 /** Where pixel j of a batch lies, from the operand's offset: image j / size's block, then j % size. */
@@ -177,7 +183,9 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     if (firstColumn !== 0) fail(`firstColumn must be 0 (K is never split), got ${firstColumn}`);
     if (ldc < N) fail(`ldc=${ldc} is less than C's ${N} columns`);
     blocks('A', M, lda, aStride, K - 1, a.aOffset, a.A);
-    blocks('B', N, ldb, bStride, K - 1, a.bOffset, a.B);
+    // bStride = size: B's images lie side by side in each row, that is B is a plain matrix.
+    if (bStride === size) checkMatrix('B', N, K, 'ldb', ldb, a.bOffset, a.B);
+    else blocks('B', N, ldb, bStride, K - 1, a.bOffset, a.B);
     checkMatrix('C', M, N, 'ldc', ldc, a.cOffset, a.C);
   } else fail(`along must be 'columns' or 'depth'`);
 }
@@ -412,6 +420,7 @@ export function gemmCore(args: GemmArgs): void {
   const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc, batch } = args;
   const along = batch === undefined ? '' : batch.along;
   const size = batch === undefined ? 1 : batch.size, firstColumn = batch === undefined ? 0 : batch.firstColumn;
+  const blocksEndAtImages = along === 'depth' && batch!.roundPerImage === true;
   // With beta = 0 the first K block stores into C instead of adding to a zeroed C.
   const overwriteFirst = beta === 0 && K > 0 && alpha !== 0;
   if (!overwriteFirst) {
@@ -421,8 +430,8 @@ export function gemmCore(args: GemmArgs): void {
   if (M === 0 || N === 0 || K === 0 || alpha === 0) return;
   for (let j0 = 0; j0 < N; j0 += NC) {
     const nc = Math.min(NC, N - j0);
-    for (let p0 = 0; p0 < K; p0 += KC) {
-      const kc = Math.min(KC, K - p0);
+    for (let p0 = 0, kc = 0; p0 < K; p0 += kc) {
+      kc = Math.min(KC, K - p0, blocksEndAtImages ? size - (p0 % size) : KC);
       if (along === 'columns') packBatchedColumns(B, bOffset, ldb, p0, kc, firstColumn + j0, nc, size, batch!.bStride, packed, PACKED_B_START);
       else if (along === 'depth') packBatchedDepth(B, bOffset, ldb, j0, nc, p0, kc, size, batch!.bStride, packed, PACKED_B_START);
       else packB(B, bOffset, ldb, transB, p0, kc, j0, nc, packed, PACKED_B_START);
@@ -496,7 +505,7 @@ function gemmSlice(p: Record<GemmIntName | 'alpha' | 'beta', number>, b: Record<
   const A = b.A as Float32Array, B = b.B as Float32Array, C = b.C as Float32Array;
   // batchAlong: 0 none, 1 columns, 2 depth (see GemmBatch).
   const batchOf = (firstColumn: number): GemmBatch | undefined =>
-    p.batchAlong === 0 ? undefined : { along: p.batchAlong === 1 ? 'columns' : 'depth', size: p.batchSize, aStride: p.aBatchStride, bStride: p.bBatchStride, cStride: p.cBatchStride, firstColumn };
+    p.batchAlong === 0 ? undefined : { along: p.batchAlong === 1 ? 'columns' : 'depth', size: p.batchSize, aStride: p.aBatchStride, bStride: p.bBatchStride, cStride: p.cBatchStride, firstColumn, roundPerImage: p.roundPerImage === 1 };
   if (p.splitRows === 1) {
     const i0 = lo * MR, i1 = Math.min(M, hi * MR);
     gemmCore({ transA, transB, M: i1 - i0, N, K, alpha, A, aOffset: p.aOffset + (transA ? i0 : i0 * lda), lda, B, bOffset: p.bOffset, ldb, beta, C, cOffset: p.cOffset + i0 * ldc, ldc, batch: batchOf(p.firstColumn) });
@@ -510,7 +519,7 @@ function gemmSlice(p: Record<GemmIntName | 'alpha' | 'beta', number>, b: Record<
   }
 }
 
-const GEMM_INTS = ['transA', 'transB', 'M', 'N', 'K', 'aOffset', 'lda', 'bOffset', 'ldb', 'cOffset', 'ldc', 'splitRows', 'batchAlong', 'batchSize', 'aBatchStride', 'bBatchStride', 'cBatchStride', 'firstColumn'] as const;
+const GEMM_INTS = ['transA', 'transB', 'M', 'N', 'K', 'aOffset', 'lda', 'bOffset', 'ldb', 'cOffset', 'ldc', 'splitRows', 'batchAlong', 'batchSize', 'aBatchStride', 'bBatchStride', 'cBatchStride', 'firstColumn', 'roundPerImage'] as const;
 type GemmIntName = (typeof GEMM_INTS)[number];
 
 const GEMM_KERNEL = declareKernel({
@@ -556,8 +565,8 @@ export function parallelGemm(args: GemmArgs): void {
     return;
   }
   const batchInts = batch === undefined
-    ? { batchAlong: 0, batchSize: 1, aBatchStride: 0, bBatchStride: 0, cBatchStride: 0, firstColumn: 0 }
-    : { batchAlong: batch.along === 'columns' ? 1 : 2, batchSize: batch.size, aBatchStride: batch.aStride, bBatchStride: batch.bStride, cBatchStride: batch.cStride, firstColumn: batch.firstColumn };
+    ? { batchAlong: 0, batchSize: 1, aBatchStride: 0, bBatchStride: 0, cBatchStride: 0, firstColumn: 0, roundPerImage: 0 }
+    : { batchAlong: batch.along === 'columns' ? 1 : 2, batchSize: batch.size, aBatchStride: batch.aStride, bBatchStride: batch.bStride, cBatchStride: batch.cStride, firstColumn: batch.firstColumn, roundPerImage: batch.roundPerImage === true ? 1 : 0 };
   runKernel(GEMM_KERNEL, { transA: transA ? 1 : 0, transB: transB ? 1 : 0, M, N, K, aOffset, lda, bOffset, ldb, cOffset, ldc, splitRows, ...batchInts, alpha: args.alpha, beta: args.beta }, { A, B, C }, tiles, M * N * K);
 }
 
