@@ -50,15 +50,17 @@ type MicroKernel = (kc: number, Ap: Float64Array, Bp: Float64Array, C: Float64Ar
 /**
  * The MR x NR micro-kernel written out as straight-line code (as src/ops/gemm.ts writes its 4x4
  * one by hand): MR x NR accumulators, then per step of K, MR loads of A, NR loads of B and
- * MR x NR multiply-adds.
+ * MR x NR multiply-adds. With `oneArray` both panels are read from Ap (B's after A's), as our
+ * GEMM does: V8 checks an array's type and reloads its length and data pointer at every step of
+ * the loop, once per array.
  */
-function microKernel(MR: number, NR: number): MicroKernel {
+function microKernel(MR: number, NR: number, oneArray = false): MicroKernel {
   const cells = Array.from({ length: MR }, (_, i) => Array.from({ length: NR }, (_, j) => `c${i}_${j}`)).flat();
   const body = [
     `let ${cells.map((c) => `${c} = 0`).join(', ')};`,
-    `for (let p = 0, a = 0, b = 0; p < kc; p++, a += ${MR}, b += ${NR}) {`,
+    `for (let p = 0, a = 0, b = ${oneArray ? `kc * ${MR}` : 0}; p < kc; p++, a += ${MR}, b += ${NR}) {`,
     `  const ${Array.from({ length: MR }, (_, i) => `a${i} = Ap[a + ${i}]`).join(', ')};`,
-    `  const ${Array.from({ length: NR }, (_, j) => `b${j} = Bp[b + ${j}]`).join(', ')};`,
+    `  const ${Array.from({ length: NR }, (_, j) => `b${j} = ${oneArray ? 'Ap' : 'Bp'}[b + ${j}]`).join(', ')};`,
     ...Array.from({ length: MR }, (_, i) => '  ' + Array.from({ length: NR }, (_, j) => `c${i}_${j} += a${i} * b${j};`).join(' ')),
     '}',
     cells.map((c, k) => `C[${k}] = ${c};`).join(' '),
@@ -66,17 +68,17 @@ function microKernel(MR: number, NR: number): MicroKernel {
   return new Function('kc', 'Ap', 'Bp', 'C', body.join('\n')) as MicroKernel;
 }
 
-const line = (what: string, rate: number) => console.log(`${what.padEnd(44)} ${rate.toFixed(2).padStart(6)} GFLOP/s`);
+const line = (what: string, rate: number) => console.log(`${what.padEnd(56)} ${rate.toFixed(2).padStart(6)} GFLOP/s`);
 
 const ITERATIONS = 5e7;
 line('registers only (8 multiply-add chains)', bestRate(() => registersOnly(ITERATIONS, 1.0000001, 0.9), ITERATIONS * 16));
 
 const K = 256;
-for (const [MR, NR] of [[2, 4], [3, 3], [3, 4], [4, 4], [4, 8], [8, 4], [8, 8]]) {
-  const kernel = microKernel(MR, NR);
-  const Ap = new Float64Array(MR * K).fill(1.1), Bp = new Float64Array(NR * K).fill(0.9), C = new Float64Array(MR * NR);
+for (const [MR, NR, oneArray] of [[2, 4], [3, 3], [3, 4], [4, 4], [4, 4, true], [4, 8], [8, 4], [8, 8]] as const) {
+  const kernel = microKernel(MR, NR, oneArray);
+  const Ap = new Float64Array((MR + NR) * K).fill(1.1), Bp = new Float64Array(NR * K).fill(0.9), C = new Float64Array(MR * NR);
   const calls = Math.round(1e8 / (MR * NR * K));
-  line(`micro-kernel loop ${MR}x${NR}, K = ${K}, data in L1`, bestRate(() => { for (let c = 0; c < calls; c++) kernel(K, Ap, Bp, C); }, calls * 2 * MR * NR * K));
+  line(`micro-kernel loop ${MR}x${NR}${oneArray ? ' (one array)' : ''}, K = ${K}, data in L1`, bestRate(() => { for (let c = 0; c < calls; c++) kernel(K, Ap, Bp, C); }, calls * 2 * MR * NR * K));
 }
 
 for (const [M, N, K2] of [[256, 256, 256], [512, 512, 512], [64, 1024, 32], [128, 1024, 128]]) {
