@@ -226,8 +226,9 @@ describe('conv2d on several images at once', () => {
   const rng = new Rng(12);
   // Small products take one column matrix for several images (IM2COL_PER_IMAGE_FROM_MULT_ADDS):
   // the same bits as convolving the images one at a time. The last case's images have 320
-  // pixels, more than a GEMM depth block (256): the weight gradient's blocks end at each image.
-  for (const [N, Cin, H, W, Cout, k, stride, padding, groups] of [[3, 2, 9, 7, 5, 3, 2, 1, 1], [4, 3, 8, 8, 4, 3, 1, 1, 1], [2, 4, 6, 5, 6, 3, 1, 0, 2], [5, 1, 4, 4, 3, 1, 1, 0, 1], [3, 1, 20, 16, 2, 3, 1, 1, 1]]) {
+  // pixels, more than a GEMM depth block (256): the weight gradient's blocks end at each image;
+  // the one before has 15-pixel planes, so that micro-tiles of the output straddle two images.
+  for (const [N, Cin, H, W, Cout, k, stride, padding, groups] of [[3, 2, 9, 7, 5, 3, 2, 1, 1], [4, 3, 8, 8, 4, 3, 1, 1, 1], [2, 4, 6, 5, 6, 3, 1, 0, 2], [5, 1, 4, 4, 3, 1, 1, 0, 1], [3, 2, 5, 3, 4, 1, 1, 0, 1], [3, 1, 20, 16, 2, 3, 1, 1, 1]]) {
     it(`x=${N}x${Cin}x${H}x${W} -> ${Cout}, k${k} s${stride} p${padding} g${groups}: forward and both gradients equal image by image`, () => {
       const x = randn([N, Cin, H, W], rng), w = randn([Cout, Cin / groups, k, k], rng);
       const g = convGeometry('conv2d', x, w, null, { stride, padding, groups });

@@ -325,8 +325,7 @@ export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0
 /**
  * The micro-kernel's arithmetic for one micro-tile: the MR x NR sums
  *   tile[r * NR + c] = sum over p < kc of P[aStart + p*MR + r] * P[bStart + p*NR + c]
- * (both panels in the one packing buffer P)
- * in float64, p in order. Sixteen accumulators and eight operands per step of p are more than
+ * in float64, p in order (A's panel and B's both in the one packing buffer P). Sixteen accumulators and eight operands per step of p are more than
  * the sixteen floating-point registers V8 allocates, so how this loop is compiled decides the
  * GEMM's speed: as a small function of its own it runs 10-25% faster (K = 16 to 256, data in
  * L1) than the same loop inside the column loop below, which keeps its own variables live
