@@ -224,7 +224,7 @@ describe('fast conv kernels equal their naive twins', () => {
 
 describe('conv2d on several images at once', () => {
   const rng = new Rng(12);
-  // Small products take one column matrix for several images (IM2COL_PER_IMAGE_FROM_MULT_ADDS):
+  // Small products take one column matrix for several images (PER_IMAGE_GEMM_FROM_MULT_ADDS):
   // the same bits as convolving the images one at a time. The last case's images have 320
   // pixels, more than a GEMM depth block (256): the weight gradient's blocks end at each image;
   // the one before has 15-pixel planes, so that micro-tiles of the output straddle two images.

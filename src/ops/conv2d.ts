@@ -14,7 +14,7 @@ import { alloc, inReuseScope, isCached, release } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { parallelGemm } from './gemm.js';
+import { parallelGemm, PER_IMAGE_GEMM_FROM_MULT_ADDS } from './gemm.js';
 import { declareKernel, getThreads, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 /** Options of conv2d: stride, padding, dilation, groups. */
@@ -198,21 +198,18 @@ function shareInput(x: Float32Array): Float32Array {
 // Forward and backward
 // =============================================================================================
 
-/**
- * Images whose product W_g col is smaller than this many multiply-adds are convolved several at
- * a time: their columns side by side in one column matrix, one im2col job and one GEMM for all
- * of them instead of one of each per image. The stem of a small model (T1: 32 images of 8 x 27
- * x 256) otherwise made 64 tiny jobs per pass, each handed to the threads. Each output is the
- * same sum over K, so the results are the same bits either way.
- */
-export const IM2COL_PER_IMAGE_FROM_MULT_ADDS = 1 << 20;
 /** The most floats a batched column matrix holds (16 MB): the images are taken in groups that fit. */
 export const IM2COL_BATCH_MAX_FLOATS = 1 << 22;
 
-/** How many images im2col takes at a time (see IM2COL_PER_IMAGE_FROM_MULT_ADDS). */
+/**
+ * How many images im2col takes at a time: one when an image's product W_g col has at least
+ * PER_IMAGE_GEMM_FROM_MULT_ADDS multiply-adds, else as many as fit in IM2COL_BATCH_MAX_FLOATS,
+ * their columns side by side in one column matrix: one im2col job and one GEMM for all of them.
+ * Each output is the same sum over K, so the results are the same bits either way.
+ */
 export function imagesPerColumnMatrix(g: ConvGeometry): number {
   const K = (g.Cin / g.groups) * g.kH * g.kW, HWout = g.Hout * g.Wout;
-  if ((g.Cout / g.groups) * K * HWout >= IM2COL_PER_IMAGE_FROM_MULT_ADDS) return 1;
+  if ((g.Cout / g.groups) * K * HWout >= PER_IMAGE_GEMM_FROM_MULT_ADDS) return 1;
   return Math.max(1, Math.min(g.N, Math.floor(IM2COL_BATCH_MAX_FLOATS / (K * HWout))));
 }
 

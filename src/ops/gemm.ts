@@ -77,6 +77,16 @@ export interface GemmBatch {
   roundPerImage?: boolean;
 }
 
+/**
+ * A convolution of a batch multiplies image by image only when each image's product has at least
+ * this many multiply-adds; smaller products go through one GEMM for all images (GemmBatch), as
+ * per-image GEMMs cost more in calls, and on two threads in hand-offs, than in arithmetic. Used by
+ * the pointwise convolution (T1's 16x16 planes of 8 to 16 channels, 32K each: about 5% faster
+ * batched on two threads) and by im2col convolutions (T1's first layer, 55K each, made 64 tiny
+ * jobs a pass image by image).
+ */
+export const PER_IMAGE_GEMM_FROM_MULT_ADDS = 1 << 20;
+
 /** Where pixel j of a batch lies, from the operand's offset: image j / size's block, then j % size. */
 export function batchedIndex(j: number, size: number, stride: number): number {
   const image = Math.floor(j / size);

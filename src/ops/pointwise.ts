@@ -10,7 +10,7 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, convolutionGrads } from './conv2d.js';
-import { gemmNaive, NR, type Gemm, type GemmBatch } from './gemm.js';
+import { gemmNaive, NR, PER_IMAGE_GEMM_FROM_MULT_ADDS, type Gemm, type GemmBatch } from './gemm.js';
 import { parallelGemm } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
@@ -40,16 +40,10 @@ export function pointwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
  * Below this many pixels per plane, the per-image GEMMs are too thin to run well (late
  * MobileNet layers have 7x7 down to 1x1 planes: a 1-column GEMM is all packing, no reuse).
  * Then one GEMM serves all images, X (Cin x N*HW) with the images' pixels one after another,
- * read where they lie (GemmBatch), or on the tiniest planes copied channel-major first.
+ * read where they lie (GemmBatch), or on the tiniest planes copied channel-major first. Larger
+ * planes too, when each image's product is under PER_IMAGE_GEMM_FROM_MULT_ADDS.
  */
 export const POINTWISE_BATCHED_BELOW_HW = 256;
-/**
- * Larger planes are multiplied image by image only when each image's product is at least this
- * many multiply-adds: smaller ones (T1's 16x16 planes of 8 to 16 channels, 32K each) cost more
- * in calls, and on two threads in hand-offs, than in arithmetic. Measured on T1 with two
- * threads: about 5% faster batched.
- */
-export const POINTWISE_PER_IMAGE_FROM_MULT_ADDS = 1 << 20;
 
 /**
  * Planes of fewer pixels than this, unless a multiple of 4, are copied channel-major rather than
@@ -104,7 +98,7 @@ function regroup(direction: 'toChannelMajor' | 'fromChannelMajor', src: Float32A
 
 /** How a 1x1 convolution runs: a GEMM per image, one GEMM over the batch in place, or over a channel-major copy. */
 function pointwisePlan(g: PointwiseGeometry): 'per image' | 'batched in place' | 'channel-major copy' {
-  if (g.N === 1 || (g.HW >= POINTWISE_BATCHED_BELOW_HW && g.Cout * g.Cin * g.HW >= POINTWISE_PER_IMAGE_FROM_MULT_ADDS)) return 'per image';
+  if (g.N === 1 || (g.HW >= POINTWISE_BATCHED_BELOW_HW && g.Cout * g.Cin * g.HW >= PER_IMAGE_GEMM_FROM_MULT_ADDS)) return 'per image';
   return g.HW % NR === 0 || g.HW >= POINTWISE_IN_PLACE_FROM_HW ? 'batched in place' : 'channel-major copy';
 }
 
