@@ -177,6 +177,12 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     if (stride < rows * ld) fail(`${name}'s images are ${stride} floats apart, less than a block of ${rows} rows of ${ld}`);
     checkExtent(name, `${rows} rows of ${ld} per image, images ${stride} apart, offset ${offset}`, buffer, rows === 0 || last < 0 ? 0 : offset + (rows - 1) * ld + batchedIndex(last, size, stride) + 1);
   };
+  // B, `rows` x `cols` (its columns the batch's): images in blocks, or with bStride = size side by
+  // side in each row, that is a plain matrix.
+  const operandB = (rows: number, cols: number, last: number) => {
+    if (bStride === size) checkMatrix('B', rows, cols, 'ldb', ldb, a.bOffset, a.B);
+    else blocks('B', rows, ldb, bStride, last, a.bOffset, a.B);
+  };
   if (along === 'columns') {
     if (a.transB) fail('B must not be transposed');
     if (a.beta !== 0) fail(`beta must be 0, got ${a.beta}`);
@@ -184,18 +190,14 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
     const aRows = a.transA ? K : M, aCols = a.transA ? M : K;
     if (lda < aCols) fail(`lda=${lda} is less than A's ${aCols} columns`);
     checkMatrix('A', aRows, aCols, 'lda', lda, a.aOffset, a.A);
-    // bStride = size: B's images lie side by side in each row, that is B is a plain matrix.
-    if (bStride === size) checkMatrix('B', K, firstColumn + N, 'ldb', ldb, a.bOffset, a.B);
-    else blocks('B', K, ldb, bStride, N === 0 ? -1 : firstColumn + N - 1, a.bOffset, a.B);
+    operandB(K, firstColumn + N, N === 0 ? -1 : firstColumn + N - 1);
     blocks('C', M, ldc, cStride, N === 0 ? -1 : firstColumn + N - 1, a.cOffset, a.C);
   } else if (along === 'depth') {
     if (a.transA || !a.transB) fail('A must not be transposed and B must be');
     if (firstColumn !== 0) fail(`firstColumn must be 0 (K is never split), got ${firstColumn}`);
     if (ldc < N) fail(`ldc=${ldc} is less than C's ${N} columns`);
     blocks('A', M, lda, aStride, K - 1, a.aOffset, a.A);
-    // bStride = size: B's images lie side by side in each row, that is B is a plain matrix.
-    if (bStride === size) checkMatrix('B', N, K, 'ldb', ldb, a.bOffset, a.B);
-    else blocks('B', N, ldb, bStride, K - 1, a.bOffset, a.B);
+    operandB(N, K, K - 1);
     checkMatrix('C', M, N, 'ldc', ldc, a.cOffset, a.C);
   } else fail(`along must be 'columns' or 'depth'`);
 }
