@@ -8,15 +8,12 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadIdxDataset, selectClasses, takePerClass } from '../src/train/datasets.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
 import { readCheckpoint } from '../src/train/checkpoint.js';
-import { expectClose, tinyFashionMnist, torchvisionWeights, weightsDigest } from './helpers.js';
+import { CLI_FROM_SOURCE, expectClose, runCli, tinyFashionMnist, torchvisionWeights, weightsDigest } from './helpers.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BUNDLED = join(ROOT, 'data/fashion-mnist-subset');
 
-function cli(args: string[], options: { cwd?: string } = {}) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), ...args], { cwd: options.cwd ?? ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = runCli;
 
 function isPng(path: string): boolean {
   return existsSync(path) && readFileSync(path).subarray(1, 4).toString() === 'PNG';
@@ -124,7 +121,7 @@ describe('mobilenet train', () => {
   });
   it('renders a live progress bar in a pseudo-terminal', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'tty-')), 'run');
-    const cmd = [process.execPath, '--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'train', '--data-path', data, '--epochs', '1', '--alpha', '0.25', '-b', '32', '--output-dir', out].join(' ');
+    const cmd = [process.execPath, ...CLI_FROM_SOURCE, '--threads', '1', 'train', '--data-path', data, '--epochs', '1', '--alpha', '0.25', '-b', '32', '--output-dir', out].join(' ');
     const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/\repoch 1\/1 \[#{8}\.{16}\] 1\/3 ETA /);
@@ -316,7 +313,7 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(r.stdout).toMatch(/loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5 \d+\.\d\d%/);
   });
   it('stops quietly with status 0 when the reader of its output goes away (| head)', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
+    const child = spawn(process.execPath, [...CLI_FROM_SOURCE, '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
     child.stdout.destroy();
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { EXPERIMENTS } from '../cli/experiment.js';
-import { ROOT, runCli, tinyFashionMnist } from './helpers.js';
+import { CLI_FROM_SOURCE, ROOT, runCli, tinyFashionMnist } from './helpers.js';
 
 interface Results {
   experiment: string;
@@ -85,7 +85,7 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
 describe('Ctrl-C on a grid', () => {
   it('stops starting runs, lets the running ones checkpoint, says how to continue and exits 130; the same command resumes', async () => {
     const grid = join(mkdtempSync(join(tmpdir(), 'exp-int-')), 'grid');
-    const args = ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '200', '--seeds', '1', '-b', '16', '--jobs', '2', '--output-dir', grid];
+    const args = [...CLI_FROM_SOURCE, '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '200', '--seeds', '1', '-b', '16', '--jobs', '2', '--output-dir', grid];
     const start = () => {
       const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
       const output = { stdout: '', stderr: '' };
@@ -118,7 +118,7 @@ describe('a killed grid', () => {
     const straight = join(mkdtempSync(join(tmpdir(), 'exp-straight-')), 'grid');
     expect(tiny('resolution', straight, ['--epochs', '2', '--jobs', '1']).code).toBe(0);
     const killed = join(mkdtempSync(join(tmpdir(), 'exp-killed-')), 'grid');
-    const args = ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '2', '--seeds', '1', '-b', '16', '--jobs', '1', '--output-dir', killed];
+    const args = [...CLI_FROM_SOURCE, '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '2', '--seeds', '1', '-b', '16', '--jobs', '1', '--output-dir', killed];
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: 'ignore' });
     const exited = new Promise<void>((r) => child.on('exit', () => r()));
     // Kill once the second run has a checkpoint of its first epoch (the first run is finished).

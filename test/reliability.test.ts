@@ -10,7 +10,7 @@ import { InvalidArgumentError } from 'commander';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { numberIn } from '../cli/common.js';
-import { tinyFashionMnist, weightsDigest } from './helpers.js';
+import { CLI_FROM_SOURCE, tinyFashionMnist, weightsDigest } from './helpers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { parseSafetensors, SafetensorsError, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { CheckpointError, readCheckpoint, serializeCheckpoint } from '../src/train/checkpoint.js';
@@ -19,7 +19,7 @@ import { DatasetError, decodeImage, encodeIdx, loadCifar10, parseIdx, readIdxFil
 const ROOT = resolve(import.meta.dirname, '..');
 const KILLS = Number(process.env.MOBILENET_KILLS ?? 3);
 const FUZZ = Number(process.env.MOBILENET_FUZZ ?? 150);
-const CLI = ['--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1'];
+const CLI = [...CLI_FROM_SOURCE, '--threads', '1'];
 
 describe('kill -9 during training', () => {
   it(`${KILLS} SIGKILLs at random moments, each followed by --resume, end with the same weights as an uninterrupted run`, async () => {

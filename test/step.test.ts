@@ -2,7 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import sharp from 'sharp';
-import { torchvisionWeights } from './helpers.js';
+import { CLI_FROM_SOURCE, torchvisionWeights } from './helpers.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,7 +14,7 @@ import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const CLI = [process.execPath, '--import', 'tsx/esm', join(ROOT, 'cli/main.ts'), '--threads', '1'];
+const CLI = [process.execPath, ...CLI_FROM_SOURCE, '--threads', '1'];
 
 function cli(args: string[]) {
   const r = spawnSync(CLI[0], [...CLI.slice(1), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
