@@ -11,7 +11,8 @@ import { Command } from 'commander';
 import { layerCosts } from '../src/nn/cost.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
-import { setThreads } from '../src/ops/parallel.js';
+import { MAX_THREADS, setThreads } from '../src/ops/parallel.js';
+import { decimalNumber } from '../cli/common.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
 import { rand } from '../src/tensor/tensor.js';
@@ -205,7 +206,15 @@ async function main(): Promise<void> {
   }
   const withTfjs = engines.includes('tfjs');
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
-  const threadCounts = opts.threads.split(',').map(Number);
+  const threadCounts = opts.threads.split(',').map((s) => decimalNumber(s.trim()));
+  if (threadCounts.some((t) => !Number.isInteger(t) || t < 1 || t > MAX_THREADS)) {
+    process.stderr.write(`bench: --threads takes a comma-separated list of integers in [1, ${MAX_THREADS}], got '${opts.threads}'\n`);
+    process.exit(2);
+  }
+  if (!(decimalNumber(opts.minSeconds) > 0)) {
+    process.stderr.write(`bench: --min-seconds takes a decimal number > 0, got '${opts.minSeconds}'\n`);
+    process.exit(2);
+  }
   const unknown = ids.filter((id) => !ALL_IDS.includes(id));
   if (unknown.length > 0) {
     process.stderr.write(`bench: unknown workload(s) ${unknown.join(', ')}; known: ${ALL_IDS.join(', ')}\n`);

@@ -49,9 +49,18 @@ export function checkAlpha(model: string, alpha: number): void {
 // Flag parsers: errors name the flag and the allowed values.
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * A number written in decimal notation (`12`, `-0.5`, `.5`, `1e-3`), or NaN. JavaScript's
+ * Number() also reads `0x10`, `0b1`, `Infinity` and surrounding spaces; a flag or a file read
+ * that way would train with 16 where the user may have meant something else.
+ */
+export function decimalNumber(text: string): number {
+  return /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text) ? Number(text) : NaN;
+}
+
 export function numberIn(flag: string, min: number, max: number, options: { integer?: boolean; minExclusive?: boolean; maxExclusive?: boolean } = {}) {
   return (value: string): number => {
-    const v = Number(value);
+    const v = decimalNumber(value);
     const okMin = options.minExclusive ? v > min : v >= min;
     const okMax = options.maxExclusive ? v < max : v <= max;
     if (value.trim() === '' || !Number.isFinite(v) || !okMin || !okMax || (options.integer && !Number.isInteger(v))) {
@@ -71,7 +80,7 @@ export function oneOf<T extends string>(flag: string, allowed: readonly T[]) {
 
 export function integerList(flag: string) {
   return (value: string): number[] => {
-    const list = value.split(',').map((s) => Number(s.trim()));
+    const list = value.split(',').map((s) => decimalNumber(s.trim()));
     if (list.some((v) => !Number.isInteger(v) || v < 0)) throw new InvalidArgumentError(`${flag} must be a comma-separated list of integers >= 0, got '${value}'.`);
     return list;
   };
@@ -185,7 +194,7 @@ async function loadAllClasses(choice: DataChoice): Promise<{ train: ImageDataset
   }
   const root = resolve(choice.dataPath ?? data);
   if (!existsSync(root) || !statSync(root).isDirectory()) {
-    throw new UsageError(`--data ${data}: no such folder (use fashion-mnist, cifar10, or a folder of class subfolders of images)`);
+    throw new UsageError(`--data ${data}: no such folder (use fashion-mnist, mnist, cifar10, or a folder of class subfolders of images)`);
   }
   const folder = { size: choice.resolution, channels: 3 as const, onCorrupt: 'skip' as const, onWarning: choice.onWarning };
   const sub = readdirSync(root);

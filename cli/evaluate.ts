@@ -8,6 +8,7 @@ import { confusionSvg, writePng } from './plots.js';
 import { maxOf } from '../src/tensor/arrays.js';
 import { evaluateModel } from '../src/train/evaluate.js';
 import { DataLoader } from '../src/train/loader.js';
+import { alignClasses } from '../src/train/datasets.js';
 
 interface EvalFlags {
   data?: string;
@@ -40,8 +41,16 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
     throw new UsageError(`this checkpoint was trained on '${m.datasetName}', an image folder: give --data <folder> to evaluate it (or ${builtIn})`);
   }
   const name = flags.data ?? m.datasetName;
-  // A model trained on some of the classes (--classes) is evaluated on those classes.
-  const { val } = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: (w) => process.stderr.write(`warning: ${w}\n`), classes: m.config.classes ?? null });
+  const warn = (w: string) => process.stderr.write(`warning: ${w}\n`);
+  const loaded = await loadData({ data: name, dataPath: flags.dataPath, resolution: m.config.resolution, seed: m.config.seed, onWarning: warn });
+  // The data's classes are matched to the model's by name (a folder's are its sorted folder
+  // names, in whatever order); a model trained on some of the classes (--classes) is evaluated
+  // on those classes.
+  const val = alignClasses(loaded.val, m.classNames, {
+    dropUnknown: (m.config.classes ?? null) !== null,
+    onDropped: (names, images) => warn(`leaving out ${images} images of ${names.length} classes the model was not trained on (${names.join(', ')})`),
+  });
+  if (val !== loaded.val && val.classNames.length !== loaded.val.classNames.length && (m.config.classes ?? null) === null) warn(`${loaded.val.name} has ${loaded.val.classNames.length} of the model's ${m.classNames.length} classes; the others' rows are empty`);
   const loader = new DataLoader(val, { batchSize: flags.batchSize, resolution: m.config.resolution, channels: m.channels, ...m.normalization });
   const started = performance.now();
   const metrics = evaluateModel(m.model, loader, m.classNames.length, { ttaFlip: flags.ttaFlip });

@@ -131,11 +131,11 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
     .option('--epochs <n>', 'epochs per run (train\'s optimizer and schedule otherwise, without augmentation or label smoothing)', numberIn('--epochs', 1, 100000, { integer: true }), 12)
     .option('-b, --batch-size <n>', 'batch size of every run', numberIn('--batch-size', 1, 65536, { integer: true }), 64)
-    .option('--lr <x>', 'learning rate of every run (the one-cycle peak; default: train\'s, 0.1)', numberIn('--lr', 0, 100, { minExclusive: true }), 0.1)
+    .option('--lr <x>', 'learning rate of every run (the one-cycle peak, as train\'s)', numberIn('--lr', 0, 100, { minExclusive: true }), 0.1)
     .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
     .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
     .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
-    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads (default: one per core, one thread each)', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, availableParallelism()))
+    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads ; by default one per core with one thread each', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, availableParallelism()))
     .option('--output-dir <dir>', 'where the runs and results go (default experiments/<name>)')
     .action((name: string, flags: ExperimentFlags) => run(() => experiment(name, flags)));
 }

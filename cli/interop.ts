@@ -9,7 +9,7 @@
 // normalisation; the input channels and class count are read off the tensor shapes.
 
 import { type Command } from 'commander';
-import { checkAlpha, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
+import { checkAlpha, decimalNumber, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
 import { loadWeights, saveWeights } from '../src/nn/interop.js';
 import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 import { loadSafetensors } from '../src/tensor/safetensors.js';
@@ -80,11 +80,18 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
       throw new UsageError(`${weights}: metadata '${key}' is not valid JSON`);
     }
   };
+  // Numbers in the metadata are strings; read them as decimals only, naming the key when not.
+  const number = (key: string, fallback: number): number => {
+    if (meta[key] === undefined) return fallback;
+    const v = decimalNumber(meta[key]);
+    if (!Number.isFinite(v)) throw new UsageError(`${weights}: metadata '${key}' is ${JSON.stringify(meta[key])}, expected a decimal number`);
+    return v;
+  };
   const shapeOf = (key: string) => file.tensors.get(key)?.shape;
   const architecture: Architecture = flags.model ?? ((ARCHITECTURES as readonly string[]).includes(meta.model) ? (meta.model as Architecture) : 'v2');
-  const alpha = flags.alpha ?? (meta.alpha !== undefined ? Number(meta.alpha) : 1);
+  const alpha = flags.alpha ?? number('alpha', 1);
   checkAlpha(architecture, alpha);
-  const resolution = flags.resolution ?? (meta.resolution !== undefined ? Number(meta.resolution) : 224);
+  const resolution = flags.resolution ?? number('resolution', 224);
   const inChannels = flags.inChannels ?? shapeOf('features.0.0.weight')?.[1] ?? 3;
   const storedNames = json<string[]>('class_names');
   const classNames = flags.classNames ? flags.classNames.split(',') : storedNames ?? Array.from({ length: flags.numClasses ?? shapeOf('classifier.1.weight')?.[0] ?? 1000 }, (_, i) => `class${i}`);
@@ -94,8 +101,8 @@ function importWeights(weights: string, output: string, flags: ImportFlags): voi
   const average = (v: number[]) => [v.reduce((a, b) => a + b, 0) / v.length];
   const normalization = json<Normalization>('normalization') ?? (inChannels === 3 ? IMAGENET : { mean: average(IMAGENET.mean), std: average(IMAGENET.std) });
   if (normalization.mean.length !== inChannels) throw new UsageError(`${weights}: the normalisation has ${normalization.mean.length} channels but the model takes ${inChannels}`);
-  const dropout = meta.dropout !== undefined ? Number(meta.dropout) : 0;
-  const expansion = meta.expansion !== undefined ? Number(meta.expansion) : MOBILENET_V2_EXPANSION;
+  const dropout = number('dropout', 0);
+  const expansion = number('expansion', MOBILENET_V2_EXPANSION);
   const stemStride = meta.stem_stride === '1' ? 1 : 2;
   const model = createModel(architecture, { alpha, expansion, stemStride, resolution, numClasses: classNames.length, inChannels, dropout });
   loadWeights(model, file);

@@ -12,21 +12,43 @@ import { registerStep } from './step.js';
 import { registerSummary } from './summary.js';
 import { registerTrain } from './train.js';
 import { defaultThreads, MAX_THREADS, setThreads } from '../src/ops/parallel.js';
-import { CheckpointError } from '../src/train/checkpoint.js';
+import { CheckpointError, RunFolderError } from '../src/train/checkpoint.js';
+import { FileWriteError } from '../src/tensor/files.js';
 import { DatasetError } from '../src/train/datasets.js';
 import { TrainingStoppedError } from '../src/train/trainer.js';
 import { SafetensorsError } from '../src/tensor/safetensors.js';
 import { ShapeError } from '../src/tensor/shape.js';
 import { StateDictError } from '../src/nn/module.js';
 
-// `mobilenet eval run | head`: when the reader of our output goes away, stop quietly with
-// status 0, as Unix tools do on SIGPIPE, instead of dying on an unhandled EPIPE error.
-process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code === 'EPIPE') process.exit(0);
-  throw error;
-});
+// `mobilenet train ... | head`: when the reader of our output goes away (EPIPE), or the terminal
+// does (EIO after SIGHUP), the command must not die with it, and above all not with status 0
+// for work it did not finish: what would have been printed is dropped, and the command goes on
+// (a training keeps training and logging to its files) and ends with the status its work earns.
+function keepGoingWhenClosed(stream: NodeJS.WriteStream, name: string): void {
+  let closed = false;
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'EIO') throw error;
+    if (closed) return;
+    closed = true;
+    stream.write = (() => true) as typeof stream.write;
+    if (name === 'stdout') process.stderr.write('mobilenet: warning: stdout was closed; the command goes on without printing\n');
+  });
+}
+keepGoingWhenClosed(process.stdout, 'stdout');
+keepGoingWhenClosed(process.stderr, 'stderr');
+
+// `npm run mobilenet -- predict photo.jpg` from a subfolder: npm runs the script from the
+// package's root and passes the folder the user typed the command in as INIT_CWD; relative
+// paths are the user's, so that is where we work.
+if (/cli[\\/]main\.[jt]s/.test(process.env.npm_lifecycle_script ?? '') && process.env.INIT_CWD && process.env.INIT_CWD !== process.cwd()) {
+  process.chdir(process.env.INIT_CWD);
+}
 
 const program = new Command();
+// Every error the CLI prints starts the same way, whether commander found it (an unknown
+// option, a bad value) or a command did: "mobilenet: error: ...". Subcommands made after this
+// call inherit it.
+program.configureOutput({ outputError: (text, write) => write(`mobilenet: ${text}`) });
 // A usage mistake commander catches (unknown option, bad value, missing argument) is a user
 // error like ours: exit 2. Help and --version exit as commander decides. Subcommands made after
 // this call inherit it.
@@ -46,7 +68,7 @@ program
   });
 
 /** Errors a user can act on: their message is the whole story. */
-const USER_ERRORS = [UsageError, ExperimentRunError, DatasetError, CheckpointError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
+const USER_ERRORS = [UsageError, ExperimentRunError, DatasetError, CheckpointError, RunFolderError, FileWriteError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
 
 /**
  * A file that cannot be read or written (no such file, no permission, a folder where a file

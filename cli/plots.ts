@@ -1,8 +1,7 @@
 // Plots as SVG written by hand (no plotting dependency), rendered to PNG with sharp.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
 import sharp from 'sharp';
+import { writeFileAtomic } from '../src/tensor/files.js';
 import { maxOf, minOf } from '../src/tensor/arrays.js';
 
 export interface Series {
@@ -153,8 +152,7 @@ export function confusionSvg(matrix: number[][], classNames: string[], title = '
 
 /** Write a file the user asked for, creating its folder first (as `train --output-dir` does). */
 export function writeOutputFile(path: string, bytes: string | Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, bytes);
+  writeFileAtomic(path, bytes); // whole or not at all; a full disk is one error naming the file
 }
 
 export async function writePng(svg: string, path: string): Promise<void> {

@@ -91,7 +91,7 @@ async function predict(checkpoint: string, images: string[], flags: PredictFlags
       pixels = await decodeImage(path, R, C === 1 ? 1 : 3);
     } catch (e) {
       const reason = e instanceof DatasetError ? e.message : `${path}: cannot decode image (${(e as Error).message})`;
-      process.stderr.write(`error: ${reason}\n`);
+      process.stderr.write(`mobilenet: error: ${reason}\n`);
       failures++;
       continue;
     }

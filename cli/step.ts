@@ -194,7 +194,11 @@ async function step(flags: StepFlags): Promise<void> {
     Object.assign(node, { runBackward: (g: Float32Array, release: boolean) => original(g, release).map((d) => (d === null ? null : d.map((v) => v * 1.5))) });
   }
   const graphPath = flags.graph ?? 'graph.svg';
-  if (flags.graph) await writeGraph(flags.graph, loss, null);
+  if (flags.graph) {
+    await writeGraph(flags.graph, loss, null);
+    // With --json, stdout holds JSON lines only: the note goes to stderr.
+    (flags.json ? process.stderr : out).write(`graph of the tape written to ${flags.graph}\n`);
+  }
 
   const rl = interactive ? createInterface({ input: process.stdin, output: process.stdout }) : null;
   // Widened on purpose: the prompt changes it through a callback, which narrowing cannot see.
@@ -255,7 +259,26 @@ async function step(flags: StepFlags): Promise<void> {
 /** Read commands until one moves on. Returns true to quit. */
 async function prompt(rl: ReturnType<typeof createInterface>, s: BackwardStep, loss: Tensor, graphPath: string, opsAhead: Map<string, number>, setMode: (m: StepMode) => void): Promise<boolean> {
   for (;;) {
-    const answer = (await rl.question('step> ')).trim();
+    let answer: string;
+    // Ctrl-C at the prompt reaches readline, not the process: it quits as Ctrl-C does (status 130).
+    let interrupted = false;
+    const abort = new AbortController();
+    const onInterrupt = () => {
+      interrupted = true;
+      abort.abort();
+    };
+    rl.once('SIGINT', onInterrupt);
+    try {
+      answer = (await rl.question('step> ', { signal: abort.signal })).trim();
+    } catch (e) {
+      // Ctrl-D, the end of piped input, or Ctrl-C: readline rejects the question. That is a quit.
+      if ((e as NodeJS.ErrnoException).code !== 'ABORT_ERR') throw e;
+      process.stdout.write(interrupted ? '\ninterrupted: quitting\n' : '\nend of input: quitting\n');
+      if (interrupted) process.exitCode = 130;
+      return true;
+    } finally {
+      rl.off('SIGINT', onInterrupt);
+    }
     if (answer === '') return false;
     if (answer === 'q') return true;
     if (answer === 'c') {

@@ -1,16 +1,19 @@
 // `mobilenet train`: render the trainer's events as a progress bar (TTY) or plain lines (pipes),
 // and write metrics.jsonl, metrics.csv, config.json, plots and checkpoints to the output folder.
 
-import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { type Command } from 'commander';
 import { MAX_RESOLUTION } from './limits.js';
-import { confusionSvg, lineChartSvg, writePng } from './plots.js';
-import { addModelOptions, checkAlpha, integerList, nameList, loadRunData, resolutionFrom, rhoOption, percent, plural, loadModelFromCheckpoint, numberIn, oneOf, UsageError } from './common.js';
-import { ARCHITECTURES } from '../src/nn/mobilenet.js';
+import { confusionSvg, lineChartSvg, writeOutputFile, writePng } from './plots.js';
+import { addModelOptions, checkAlpha, integerList, nameList, loadRunData, resolutionFrom, rhoOption, percent, plural, loadModelFromCheckpoint, numberIn, oneOf, UsageError, type LoadedModel, type RunData } from './common.js';
+import { onStopRequest, type StopReason } from './signals.js';
+import { ARCHITECTURES, ImageClassifier } from '../src/nn/mobilenet.js';
+import { appendToFile, FileWriteError } from '../src/tensor/files.js';
 import { Rng } from '../src/tensor/rng.js';
-import { findResumableCheckpoint } from '../src/train/checkpoint.js';
-import { OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents, type TrainerParts } from '../src/train/trainer.js';
+import { BEST_CHECKPOINT, findResumableCheckpoint, LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, RunLock, type ResumableCheckpoint } from '../src/train/checkpoint.js';
+import { availableMemoryBytes, estimateTrainingMemory, formatBytes, largestBatchThatFits, MEMORY_HEADROOM } from '../src/train/memory.js';
+import { ConfigError, OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents, type TrainerParts } from '../src/train/trainer.js';
 
 interface TrainFlags {
   model: TrainConfig['model'];
@@ -50,6 +53,8 @@ interface TrainFlags {
   randomErasing: number;
   autoAugment?: 'ta_wide';
   outputDir?: string;
+  overwrite: boolean;
+  ignoreMemoryEstimate: boolean;
   resume?: string;
   init?: string;
   seed: number;
@@ -63,7 +68,7 @@ const D = TRAIN_DEFAULTS;
 export function registerTrain(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   const command = program.command('train').description('train a MobileNet; with no flags, on the bundled Fashion-MNIST subset with a recipe that reaches ~87%');
   addModelOptions(command, ARCHITECTURES, D, " (baseline: the paper's full-convolution MobileNet; shallow: Table 5's Shallow MobileNet)")
-    .option('--resolution <r>', `input resolution, 8..${MAX_RESOLUTION} (default: the images' native size for the bundled data)`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
+    .option('--resolution <r>', `input resolution in pixels, 8..${MAX_RESOLUTION}: every image is resized to r x r (28 is Fashion-MNIST's own size)`, numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), D.resolution)
     .option(...rhoOption("the dataset's native size"))
     .option('--data <name>', 'fashion-mnist | mnist | cifar10 | a folder of class subfolders', 'fashion-mnist')
     .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
@@ -85,7 +90,8 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--no-hflip', 'no flips (for images whose mirror image means something else: digits, text)')
     .option('--auto-augment <policy>', 'ta_wide: TrivialAugmentWide on each training image (gray or colour)', oneOf('--auto-augment', ['ta_wide'] as const))
     .option('--random-erasing <p>', 'probability of random erasing (0 = off)', numberIn('--random-erasing', 0, 1), D.augment.randomErasing)
-    .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>)')
+    .option('--output-dir <dir>', 'where checkpoints, logs and plots go (default runs/<date>-<model>); a folder holds one run')
+    .option('--overwrite', 'start a new run in an --output-dir that holds one, deleting its checkpoints, logs and plots', false)
     .option('--resume <path>', 'continue from a checkpoint or a run folder (uses its last.safetensors)')
     .option('--freeze <part>', 'transfer learning: freeze this part (features: everything below the classifier; its BatchNorms keep their statistics)', oneOf('--freeze', ['features'] as const))
     .option('--trainable-blocks <n>', 'transfer learning: only the last n blocks of the features and the classifier train', numberIn('--trainable-blocks', 0, 1000, { integer: true }))
@@ -102,6 +108,7 @@ export function registerTrain(program: Command, run: (fn: () => Promise<void>) =
     .option('--per-class <n>', 'at most n training images per class, chosen with the seed (0 = all): few-shot transfer learning', numberIn('--per-class', 0, 1e9, { integer: true }), D.perClass)
     .option('--patience <n>', 'stop after this many epochs without a better validation top-1 (0 = off)', numberIn('--patience', 0, 100000, { integer: true }), D.patience)
     .option('--checkpoint-every <n>', 'also checkpoint every n batches (0 = at epoch ends only)', numberIn('--checkpoint-every', 0, 1e9, { integer: true }), D.checkpointEvery)
+    .option('--ignore-memory-estimate', 'start even when the estimated memory of a training step is more than the machine has available', false)
     .option('--log-interval <s>', 'seconds between progress lines when not on a terminal', numberIn('--log-interval', 0, 3600), 10)
     .action((flags: TrainFlags, command: Command) => run(() => train(flags, (name) => command.getOptionValueSource(name) === 'cli')));
 }
@@ -122,21 +129,82 @@ function trainableNote(trainer: Trainer): string {
   return trainable === trainer.model.parameterCount() ? '' : `, ${trainable.toLocaleString('en-US')} trainable`;
 }
 
-/** SIGINTs closer together than this are one Ctrl-C (see `onSigint`). */
-const SIGINT_REPEAT_MS = 500;
-
 /**
  * The run's configuration from the flags: the flags are named as TrainConfig's fields (as
  * torchvision's reference script names them), so they map one to one; the augmentation switches
  * are grouped, and the flags about files and output are not part of a run's configuration.
  */
 function configFromFlags(flags: TrainFlags): TrainConfig {
-  const { data: _data, dataPath: _dataPath, outputDir: _outputDir, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, autoAugment, ...settings } = flags;
+  const { data: _data, dataPath: _dataPath, outputDir: _outputDir, overwrite: _overwrite, ignoreMemoryEstimate: _ignoreMemoryEstimate, resume: _resume, init: _init, logInterval: _logInterval, cropPadding, hflip, randomErasing, autoAugment, ...settings } = flags;
   return { ...TRAIN_DEFAULTS, ...settings, rho: settings.rho ?? null, classes: settings.classes ?? null, freeze: settings.freeze ?? 'none', trainableBlocks: settings.trainableBlocks ?? null, augment: { cropPadding, horizontalFlip: hflip, randomErasing, autoAugment: autoAugment ?? 'none' } };
 }
 
 /** Flags that may come with --resume: where the data is, where output goes, how long to train. */
-const RESUME_FLAGS = new Set(['resume', 'data', 'dataPath', 'outputDir', 'epochs', 'logInterval']);
+const RESUME_FLAGS = new Set(['resume', 'data', 'dataPath', 'outputDir', 'overwrite', 'epochs', 'logInterval', 'ignoreMemoryEstimate']);
+
+/** The files a run writes into its folder: a folder holding any of them holds a run. */
+const RUN_FILES = [LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, BEST_CHECKPOINT, 'metrics.jsonl', 'metrics.csv', 'config.json', 'loss.png', 'accuracy.png', 'confusion.png'];
+
+/** `--flagName` for a TrainConfig field or a flag's camelCase name. */
+function flagName(option: string): string {
+  return `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
+/** The run folder of a resumed run: the folder given, or the one holding the checkpoint given. */
+function runFolderOf(resume: string): string {
+  return resume.endsWith('.safetensors') ? dirname(resume) : resume;
+}
+
+/**
+ * A new run's folder must not hold another run: refuse, naming --resume and --overwrite; with
+ * --overwrite, delete the other run's files (only those: a user's own files in the folder stay).
+ */
+function claimForNewRun(outputDir: string, overwrite: boolean, out: NodeJS.WritableStream): void {
+  const present = RUN_FILES.filter((f) => existsSync(join(outputDir, f)));
+  if (present.length === 0) return;
+  if (!overwrite) {
+    const resumable = existsSync(join(outputDir, LAST_CHECKPOINT)) || existsSync(join(outputDir, PREVIOUS_CHECKPOINT));
+    const named = present.length <= 3 ? present.join(', ') : `${present.slice(0, 3).join(', ')} and ${present.length - 3} more files`;
+    throw new UsageError(`--output-dir ${outputDir} already holds a run (${named}): ${resumable ? `continue it with --resume ${outputDir}, ` : ''}choose another --output-dir, or add --overwrite to delete it and start over`);
+  }
+  for (const f of present) rmSync(join(outputDir, f), { force: true });
+  out.write(`--overwrite: deleted the earlier run's ${present.join(', ')} in ${outputDir}\n`);
+}
+
+/** Estimated memory of one training step, the machine's, and whether the run may start. */
+function checkMemory(trainer: Trainer, c: TrainConfig, images: number, allowed: boolean, warn: (m: string) => void): string {
+  if (!(trainer.model instanceof ImageClassifier)) return '';
+  const estimate = estimateTrainingMemory(trainer.model, { batchSize: c.batchSize, resolution: c.resolution, images, optimizer: c.opt, ema: c.modelEma });
+  const available = availableMemoryBytes();
+  const note = `estimated peak memory ${formatBytes(estimate.peakBytes)} of ${formatBytes(available)} available`;
+  if (estimate.peakBytes > available * MEMORY_HEADROOM) {
+    const fits = largestBatchThatFits(estimate, available * MEMORY_HEADROOM);
+    const advice = fits >= 1 ? `--batch-size ${fits} would fit` : 'even batches of 1 would not fit: use a smaller --resolution or --alpha';
+    const text = `a training step of batch ${c.batchSize} at ${c.resolution}x${c.resolution} needs about ${formatBytes(estimate.peakBytes)} (${formatBytes(estimate.perImageBytes)} an image, ${formatBytes(estimate.fixedBytes)} for the weights, optimizer and data), and this machine has ${formatBytes(available)} available: ${advice}`;
+    if (!allowed) throw new UsageError(`${text} (--ignore-memory-estimate to try anyway)`);
+    warn(`${text}; going on because of --ignore-memory-estimate`);
+  }
+  return note;
+}
+
+/** A run's config.json: its settings (the checkpoint's, on resume), its data and where it started. */
+function runConfigJson(trainer: Trainer, flags: TrainFlags, classNames: string[]): string {
+  return JSON.stringify({ ...trainer.config, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames, normalization: trainer.normalization }, null, 2) + '\n';
+}
+
+/** The settings where an existing config.json differs from the checkpoint's (a hand edit that --resume does not use). */
+function editedSettings(path: string, config: TrainConfig): string[] {
+  if (!existsSync(path)) return [];
+  let written: Record<string, unknown>;
+  try {
+    written = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return ['(it is not valid JSON)'];
+  }
+  return (Object.keys(config) as (keyof TrainConfig)[])
+    .filter((k) => k in written && JSON.stringify(written[k]) !== JSON.stringify(config[k]))
+    .map((k) => `${k} ${JSON.stringify(written[k])} there, ${JSON.stringify(config[k])} in the checkpoint`);
+}
 
 async function train(flags: TrainFlags, given: (flag: string) => boolean): Promise<void> {
   const out = process.stdout;
@@ -147,20 +215,12 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     // change them is refused rather than silently ignored. --epochs extends (or shortens) it.
     const refused = Object.keys(flags).filter((name) => given(name) && !RESUME_FLAGS.has(name));
     if (refused.length > 0) {
-      const names = refused.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
-      throw new UsageError(`--resume continues a run with the settings stored in its checkpoint; ${names} cannot change them (--epochs, --data-path and --output-dir can). To train with other settings from its weights, use --init`);
+      throw new UsageError(`--resume continues a run with the settings stored in its checkpoint; ${refused.map(flagName).join(', ')} cannot change them (--epochs, --data-path and --output-dir can). To train with other settings from its weights, use --init`);
     }
+    if (!existsSync(flags.resume)) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
   }
   checkAlpha(flags.model, flags.alpha);
   if (flags.freeze !== undefined && flags.trainableBlocks !== undefined) throw new UsageError('--freeze and --trainable-blocks exclude each other (--freeze features is --trainable-blocks 0)');
-  // A resumed run splits its validation images off exactly as it did the first time.
-  // Read once: its config chooses the data split, then the trainer is built from it.
-  const found = flags.resume && existsSync(flags.resume) ? findResumableCheckpoint(flags.resume, warn) : null;
-  const stored = found ? (found.checkpoint.meta.config as Partial<TrainConfig>) : null;
-  const valSplit = stored ? (stored.valSplit ?? 0) : flags.valSplit;
-  const seed = stored?.seed ?? flags.seed;
-  const classes = stored ? (stored.classes ?? null) : (flags.classes ?? null);
-  const perClass = stored ? (stored.perClass ?? 0) : flags.perClass;
   // --init: the starting weights. Their model, alpha and resolution are the run's unless given,
   // as loading a saved model is (an ImageNet model learned its features at 224, not at a
   // folder's default 28); given ones that differ are refused below.
@@ -170,77 +230,76 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     if (!given('alpha')) flags.alpha = start.config.alpha;
     if (!given('resolution') && !given('rho')) flags.resolution = start.config.resolution;
   }
-  const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: flags.resolution, seed, onWarning: warn, classes }, valSplit, perClass);
+
+  // The run folder first: it belongs to this run alone (a lock while we write it, and a new run
+  // never replaces another one without --overwrite), before any work is spent.
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const outputDir = flags.outputDir ?? (flags.resume ? runFolderOf(flags.resume) : join('runs', `${stamp}-${flags.model}-a${flags.alpha}`));
+  mkdirSync(outputDir, { recursive: true });
+  const lock = RunLock.acquire(outputDir);
+  try {
+    const continuing = flags.resume !== undefined && resolve(outputDir) === resolve(runFolderOf(flags.resume));
+    if (!continuing) claimForNewRun(outputDir, flags.overwrite, out);
+    else if (flags.overwrite) throw new UsageError(`--overwrite deletes a run and --resume ${flags.resume} continues it: give one of them`);
+    await trainInFolder(flags, given, outputDir, start, out, warn);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainInFolder(flags: TrainFlags, given: (flag: string) => boolean, outputDir: string, start: LoadedModel | null, out: NodeJS.WriteStream, warn: (m: string) => void): Promise<void> {
+  // A resumed run splits its validation images off exactly as it did the first time.
+  // Read once: its config chooses the data split, then the trainer is built from it.
+  const found = flags.resume ? findResumableCheckpoint(flags.resume, warn) : null;
+  const stored = found ? (found.checkpoint.meta.config as Partial<TrainConfig>) : null;
+  const valSplit = stored ? (stored.valSplit ?? 0) : flags.valSplit;
+  const seed = stored?.seed ?? flags.seed;
+  const classes = stored ? (stored.classes ?? null) : (flags.classes ?? null);
+  const perClass = stored ? (stored.perClass ?? 0) : flags.perClass;
+  // An image folder is read at the run's resolution, as the first time (with --rho, at the
+  // default size that rho then scaled).
+  const readSize = stored ? (stored.rho == null ? (stored.resolution ?? flags.resolution) : TRAIN_DEFAULTS.resolution) : flags.resolution;
+  const data = await loadRunData({ data: flags.data, dataPath: flags.dataPath, resolution: readSize, seed, onWarning: warn, classes }, valSplit, perClass);
   const valName = data.valName;
   // --rho scales the images' native size (an image folder's: the size its images were read at).
   flags.resolution = resolutionFrom(flags, given, data.train.height);
   let trainer: Trainer;
-  let outputDir: string;
-  if (flags.resume) {
-    if (found === null) throw new UsageError(`--resume ${flags.resume}: no such checkpoint or run folder`);
-    const overrides = given('epochs') ? { epochs: flags.epochs } : {};
-    let resumed: ReturnType<typeof Trainer.resume>;
-    try {
-      resumed = Trainer.resume(found, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {});
-    } catch (e) {
-      if (e instanceof RangeError && given('epochs')) throw new UsageError(`--${e.message}`);
-      throw e;
-    }
-    const { trainer: t, path } = resumed;
-    trainer = t;
-    if (given('epochs') && ['onecycle', 'cosineannealinglr'].includes(t.config.lrScheduler)) {
-      warn(`--epochs ${flags.epochs}: the ${t.config.lrScheduler} schedule is stretched over ${plural(flags.epochs, 'epoch')} from where the run is (its learning rate jumps to that curve)`);
-    }
-    outputDir = flags.outputDir ?? (flags.resume.endsWith('.safetensors') ? join(flags.resume, '..') : flags.resume);
-    out.write(`resuming from ${path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
-  } else {
-    const config = configFromFlags(flags);
-    let parts: TrainerParts = data.test ? { test: data.test } : {};
-    if (start !== null) {
-      // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
-      // normalisation come from the checkpoint (the features were learned with it); the
-      // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
-      if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
-        throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (leave out --model and --alpha to use the checkpoint's)`);
-      }
-      const classes = data.train.classNames.length;
-      if (start.classNames.length !== classes) {
-        start.model.replaceClassifier(classes, new Rng(config.seed));
-        out.write(`replacing the classifier: ${flags.init} has ${start.classNames.length} classes, ${data.train.name} has ${classes}; every other tensor is loaded, the new classifier starts from a fresh initialisation\n`);
-      }
-      config.inChannels = start.channels;
-      config.expansion = start.model.info.expansion ?? config.expansion;
-      config.stemStride = (start.model.info.stemStride ?? 2) === 1 ? 1 : 2;
-      start.model.train();
-      parts = { ...parts, model: start.model, normalization: start.normalization };
-      out.write(`starting from the weights of ${flags.init}\n`);
-    }
-    try {
-      trainer = new Trainer(config, data.train, data.val, parts);
-    } catch (e) {
-      // The library names its settings; the command line names the flag.
-      if (e instanceof RangeError && e.message.startsWith('trainable blocks ')) throw new UsageError(`--trainable-blocks ${e.message.slice('trainable blocks '.length)}`);
-      throw e;
-    }
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-    outputDir = flags.outputDir ?? join('runs', `${stamp}-${config.model}-a${config.alpha}`);
+  try {
+    trainer = found ? resumeTrainer(found, flags, given, data, warn) : newTrainer(flags, data, start, out);
+  } catch (e) {
+    // The library names its settings; the command line names the flags.
+    if (e instanceof ConfigError) throw new UsageError(`${e.options.map(flagName).join(', ')}: ${e.message}`);
+    throw e;
   }
-  mkdirSync(outputDir, { recursive: true });
   const c = trainer.config;
-  writeFileSync(join(outputDir, 'config.json'), JSON.stringify({ ...c, data: flags.data, dataPath: flags.dataPath ?? null, init: flags.init ?? null, classNames: data.train.classNames, normalization: trainer.normalization }, null, 2) + '\n');
+  if (found !== null) {
+    if (trainer.progress.epoch >= c.epochs) {
+      const best = trainer.progress.bestEpoch >= 0 ? `; best ${valName} top-1 ${percent(trainer.progress.bestTop1)} (epoch ${trainer.progress.bestEpoch + 1})` : '';
+      out.write(`${found.path}: the run is complete (${plural(c.epochs, 'epoch')} of ${c.epochs} trained${best}), nothing to do; to train it longer, add --epochs N with N > ${c.epochs}\n`);
+      return;
+    }
+    out.write(`resuming from ${found.path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
+  }
+  const memory = checkMemory(trainer, c, data.train.count, flags.ignoreMemoryEstimate, warn);
+  const configPath = join(outputDir, 'config.json');
+  const edited = found ? editedSettings(configPath, c) : [];
+  if (edited.length > 0) warn(`${configPath} differed from the checkpoint's settings, which a resumed run uses (${edited.join('; ')}); it is rewritten from the checkpoint`);
+  writeOutputFile(configPath, runConfigJson(trainer, flags, data.train.classNames));
   out.write(
     `training MobileNet ${c.model} alpha ${c.alpha} at ${c.resolution}x${c.resolution} (${trainer.model.parameterCount().toLocaleString('en-US')} parameters${trainableNote(trainer)}) on ${data.train.name}: ` +
       `${data.train.count} train / ${data.val.count} ${valName === 'test' ? 'test (also for validation)' : 'validation'}${data.test ? ` / ${data.test.count} test` : ''} images, ${plural(c.epochs, 'epoch')} of ${plural(trainer.trainLoader.batchesPerEpoch, 'batch', 'batches')}\n` +
-      `output: ${outputDir}\n`,
+      `output: ${outputDir}${memory ? `; ${memory}` : ''}\n`,
   );
 
   const renderer = new ProgressRenderer(process.stdout, flags.logInterval);
   const logPath = join(outputDir, 'metrics.jsonl');
   const csvPath = join(outputDir, 'metrics.csv');
-  if (!existsSync(csvPath)) writeFileSync(csvPath, `epoch,train_loss,train_top1,train_top5,${valName}_loss,${valName}_top1,${valName}_top5,lr,seconds\n`);
-  const log = <K extends keyof TrainerEvents>(event: K, payload: TrainerEvents[K]) => appendFileSync(logPath, JSON.stringify({ event, time: new Date().toISOString(), ...payload }) + '\n');
+  if (!existsSync(csvPath)) writeOutputFile(csvPath, `epoch,train_loss,train_top1,train_top5,${valName}_loss,${valName}_top1,${valName}_top5,lr,seconds\n`);
+  const log = <K extends keyof TrainerEvents>(event: K, payload: TrainerEvents[K]) => appendToFile(logPath, JSON.stringify({ event, time: new Date().toISOString(), ...payload }) + '\n');
   const history: TrainerEvents['epochEnd'][] = [];
   let lastConfusion: number[][] | null = null;
+  // The newest checkpoint on disk, for the message when writing fails.
+  let lastSaved: TrainerEvents['checkpointSaved'] | null = found === null ? null : { path: found.path, kind: 'last', epoch: trainer.progress.epoch, batch: trainer.progress.batch };
 
   trainer.on('epochStart', (e) => {
     log('epochStart', e);
@@ -254,7 +313,10 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     log('evalEnd', e);
     lastConfusion = e.confusion;
   });
-  trainer.on('checkpointSaved', (e) => log('checkpointSaved', e));
+  trainer.on('checkpointSaved', (e) => {
+    if (e.kind === 'last') lastSaved = e;
+    log('checkpointSaved', e);
+  });
   trainer.on('warning', (e) => warn(e.message));
   trainer.on('nanLoss', (e) => log('nanLoss', e));
   trainer.on('earlyStop', (e) => {
@@ -268,30 +330,26 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
     renderer.epochEnd(e, c.epochs, valName);
     // A figure that does not exist (top-5 with 5 classes or fewer) is an empty cell.
     const cells = [e.epoch + 1, e.train.loss, e.train.top1, e.train.top5, e.val.loss, e.val.top1, e.val.top5, e.lr, e.seconds.toFixed(2)];
-    appendFileSync(csvPath, cells.map((v) => (typeof v === 'number' && Number.isNaN(v) ? '' : v)).join(',') + '\n');
+    appendToFile(csvPath, cells.map((v) => (typeof v === 'number' && Number.isNaN(v) ? '' : v)).join(',') + '\n');
     pending.push(writePlots(outputDir, history, lastConfusion, data.train.classNames, valName));
   });
 
-  // Ctrl-C: the first stops after the current batch and saves a checkpoint; a second, pressed
-  // later, quits at once. One keypress can arrive as two signals: the terminal sends SIGINT to
-  // the whole foreground process group, and `npm run` also forwards the SIGINT it received to
-  // its child. While a training step keeps the event loop busy both are queued and handled
-  // back to back, so signals within SIGINT_REPEAT_MS of the first count as the same press.
+  // Ctrl-C, SIGTERM, SIGHUP, or npm gone: the first stops after the current batch and saves a
+  // checkpoint; a second, later, quits at once.
   const controller = new AbortController();
-  let firstInterrupt: number | null = null;
-  const onSigint = () => {
-    const now = performance.now();
-    if (firstInterrupt !== null) {
-      if (now - firstInterrupt < SIGINT_REPEAT_MS) return;
-      process.stderr.write('\nstopping now, without a checkpoint of this epoch\n');
-      process.exit(130);
-    }
-    firstInterrupt = now;
-    renderer.clear();
-    process.stderr.write('\nstopping after this batch and saving a checkpoint (Ctrl-C again to quit at once)...\n');
-    controller.abort();
-  };
-  process.on('SIGINT', onSigint);
+  let stopReason: StopReason | null = null;
+  const removeStopHandlers = onStopRequest(
+    (reason) => {
+      stopReason = reason;
+      renderer.clear();
+      process.stderr.write(`\n${reason.what}: stopping after this batch and saving a checkpoint (${reason.what === 'Ctrl-C' ? 'Ctrl-C' : 'the same'} again to quit at once)...\n`);
+      controller.abort();
+    },
+    (reason) => {
+      process.stderr.write(`\n${reason.what} again: stopping now, without a checkpoint of this epoch\n`);
+      process.exit(reason.exitCode);
+    },
+  );
   if (underTsxLauncher()) {
     warn("started by tsx's launcher (npx tsx), which kills a process that does not answer a Ctrl-C within 60 ms: a training step takes longer, so Ctrl-C will lose this epoch. Start training with 'npm run mobilenet -- train' or 'node --import tsx/esm cli/main.ts train' to stop it cleanly");
   }
@@ -306,20 +364,73 @@ async function train(flags: TrainFlags, given: (flag: string) => boolean): Promi
   });
   trainer.on('done', (e) => {
     log('done', e);
-    out.write(`done: ${plural(e.epochs, 'epoch')} in ${formatDuration(e.seconds)}; best ${valName} top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
+    const session = Math.abs(e.sessionSeconds - e.seconds) > 0.5 ? ` (${formatDuration(e.sessionSeconds)} of it in this session)` : '';
+    out.write(`done: ${plural(e.epochs, 'epoch')} in ${formatDuration(e.seconds)}${session}; best ${valName} top-1 ${(100 * e.bestTop1).toFixed(2)}% (epoch ${e.bestEpoch + 1}); checkpoints and plots in ${outputDir}\n`);
   });
   try {
     await trainer.fit({ outputDir, signal: controller.signal });
+    await Promise.all(pending);
   } catch (e) {
     // The library's message names no flag; the command line's names the one to change.
     if (e instanceof TrainingStoppedError) throw new TrainingStoppedError(`${e.message.replace(/\.$/, '')} (--lr, ${c.lr} in this run).`);
+    if (e instanceof FileWriteError) {
+      const kept = lastSaved === null ? 'no checkpoint of this run was written' : `the newest complete checkpoint is ${lastSaved.path} (${lastSaved.batch === 0 ? `after epoch ${lastSaved.epoch}` : `epoch ${lastSaved.epoch + 1}, batch ${lastSaved.batch}`}); make room, then resume with: mobilenet train --resume ${outputDir}`;
+      throw new UsageError(`${e.message}; training stopped, and ${kept}`);
+    }
     throw e;
   } finally {
-    process.off('SIGINT', onSigint);
+    removeStopHandlers();
     renderer.clear();
-    await Promise.all(pending);
+    await Promise.allSettled(pending);
   }
-  if (controller.signal.aborted) process.exitCode = 130;
+  if (stopReason !== null) process.exitCode = (stopReason as StopReason).exitCode;
+}
+
+/** A new run from the flags (with --init, from a checkpoint's weights). */
+function newTrainer(flags: TrainFlags, data: RunData, start: LoadedModel | null, out: NodeJS.WriteStream): Trainer {
+  const config = configFromFlags(flags);
+  let parts: TrainerParts = data.test ? { test: data.test } : {};
+  if (start !== null) {
+    // Fine-tuning and transfer learning: the weights, BatchNorm statistics and input
+    // normalisation come from the checkpoint (the features were learned with it); the
+    // optimizer state, schedule, epoch counter and RNG start fresh from this run's flags.
+    if (start.config.model !== config.model || start.config.alpha !== config.alpha) {
+      throw new UsageError(`--init ${flags.init}: the checkpoint holds MobileNet ${start.config.model} alpha ${start.config.alpha}, this run builds ${config.model} alpha ${config.alpha} (leave out --model and --alpha to use the checkpoint's)`);
+    }
+    const classes = data.train.classNames.length;
+    if (start.classNames.length !== classes) {
+      start.model.replaceClassifier(classes, new Rng(config.seed));
+      out.write(`replacing the classifier: ${flags.init} has ${start.classNames.length} classes, ${data.train.name} has ${classes}; every other tensor is loaded, the new classifier starts from a fresh initialisation\n`);
+    }
+    config.inChannels = start.channels;
+    config.expansion = start.model.info.expansion ?? config.expansion;
+    config.stemStride = (start.model.info.stemStride ?? 2) === 1 ? 1 : 2;
+    start.model.train();
+    parts = { ...parts, model: start.model, normalization: start.normalization };
+    out.write(`starting from the weights of ${flags.init}\n`);
+  }
+  try {
+    return new Trainer(config, data.train, data.val, parts);
+  } catch (e) {
+    if (e instanceof RangeError && e.message.startsWith('trainable blocks ')) throw new UsageError(`--trainable-blocks ${e.message.slice('trainable blocks '.length)}`);
+    throw e;
+  }
+}
+
+/** A run continued from its checkpoint, with --epochs if given. */
+function resumeTrainer(found: ResumableCheckpoint, flags: TrainFlags, given: (flag: string) => boolean, data: RunData, warn: (m: string) => void): Trainer {
+  const overrides = given('epochs') ? { epochs: flags.epochs } : {};
+  let trainer: Trainer;
+  try {
+    trainer = Trainer.resume(found, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {}).trainer;
+  } catch (e) {
+    if (e instanceof RangeError && given('epochs') && e.message.startsWith('epochs ')) throw new UsageError(`--${e.message}`);
+    throw e;
+  }
+  if (given('epochs') && ['onecycle', 'cosineannealinglr'].includes(trainer.config.lrScheduler)) {
+    warn(`--epochs ${flags.epochs}: the ${trainer.config.lrScheduler} schedule is stretched over ${plural(flags.epochs, 'epoch')} from where the run is (its learning rate jumps to that curve)`);
+  }
+  return trainer;
 }
 
 async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], confusion: number[][] | null, classNames: string[], valName: string): Promise<void> {
@@ -349,6 +460,11 @@ async function writePlots(dir: string, history: TrainerEvents['epochEnd'][], con
     join(dir, 'accuracy.png'),
   );
   if (confusion) await writePng(confusionSvg(confusion, classNames, `Confusion matrix (${valName})`), join(dir, 'confusion.png'));
+}
+
+/** A learning rate with three significant digits ("0.0139", "4.00e-7"); zero as "0", not "0.00". */
+export function formatLr(lr: number): string {
+  return lr === 0 ? '0' : lr.toPrecision(3);
 }
 
 export function formatDuration(seconds: number): string {
@@ -383,7 +499,7 @@ export class ProgressRenderer {
     const done = e.batch + 1;
     const elapsed = (performance.now() - this.epochStarted) / 1000;
     const eta = (elapsed / done) * (e.batches - done);
-    const stats = `${done}/${e.batches} ETA ${formatDuration(eta)} ${e.imagesPerSecond.toFixed(0)} img/s loss ${e.runningLoss.toFixed(4)} acc ${(100 * e.runningAccuracy).toFixed(1)}% lr ${e.lr.toPrecision(3)}`;
+    const stats = `${done}/${e.batches} ETA ${formatDuration(eta)} ${e.imagesPerSecond.toFixed(0)} img/s loss ${e.runningLoss.toFixed(4)} acc ${(100 * e.runningAccuracy).toFixed(1)}% lr ${formatLr(e.lr)}`;
     if (this.tty) {
       const width = 24;
       const filled = Math.round((width * done) / e.batches);
@@ -401,7 +517,7 @@ export class ProgressRenderer {
     this.clear();
     const pct = percent;
     this.stream.write(
-      `epoch ${e.epoch + 1}/${epochs}  train loss ${e.train.loss.toFixed(4)} top1 ${pct(e.train.top1)}  |  ${valName} loss ${e.val.loss.toFixed(4)} top1 ${pct(e.val.top1)} top5 ${pct(e.val.top5)}  |  ${e.seconds.toFixed(1)}s  lr ${e.lr.toPrecision(3)}  best ${pct(e.bestTop1)} (epoch ${e.bestEpoch + 1})\n`,
+      `epoch ${e.epoch + 1}/${epochs}  train loss ${e.train.loss.toFixed(4)} top1 ${pct(e.train.top1)}  |  ${valName} loss ${e.val.loss.toFixed(4)} top1 ${pct(e.val.top1)} top5 ${pct(e.val.top5)}  |  ${e.seconds.toFixed(1)}s  lr ${formatLr(e.lr)}  best ${pct(e.bestTop1)} (epoch ${e.bestEpoch + 1})\n`,
     );
   }
 

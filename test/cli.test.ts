@@ -312,7 +312,7 @@ describe('mobilenet eval / predict / export / summary', () => {
     expect(r.stdout).toMatch(/fashion-mnist: 40 images, each averaged with its mirror image in/);
     expect(r.stdout).toMatch(/loss \d\.\d{4} {3}top-1 \d+\.\d\d% {3}top-5 \d+\.\d\d%/);
   });
-  it('stops quietly with status 0 when the reader of its output goes away (| head)', async () => {
+  it('goes on and exits 0 when the reader of its output goes away (| head), with no EPIPE error', async () => {
     const child = spawn(process.execPath, [...CLI_FROM_SOURCE, '--threads', '1', 'eval', run, '--data-path', data, '--confusion', join(run, 'pipe.png')], { cwd: ROOT });
     child.stdout.destroy();
     let stderr = '';
@@ -428,7 +428,7 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
   it('a missing dataset says what was looked for and how to get it', () => {
     const r = cli(['train', '--data-path', '/nonexistent/fmnist']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/\/nonexistent\/fmnist: no train-images-idx3-ubyte\[\.gz\].*dataset-fashion-mnist/);
+    expect(r.stderr).toMatch(/\/nonexistent\/fmnist: no such folder .*dataset-fashion-mnist/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
   it('--verbose adds the stack trace', () => {
@@ -487,7 +487,7 @@ describe('CLI errors: one clear line, non-zero exit, no stack trace', () => {
     // A mistyped path or a folder is said as such (sharp said "cannot decode image (Input file is missing ...)").
     const missing = cli(['--threads', '1', 'predict', run, join(dir, 'nope.png'), dir]);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toBe(`error: ${join(dir, 'nope.png')}: no such file\nerror: ${dir}: a folder, not an image\nmobilenet: error: 2 of 2 images could not be read\n`);
+    expect(missing.stderr).toBe(`mobilenet: error: ${join(dir, 'nope.png')}: no such file\nmobilenet: error: ${dir}: a folder, not an image\nmobilenet: error: 2 of 2 images could not be read\n`);
     const step = cli(['step', '--checkpoint', run, '--image', join(dir, 'nope.png'), '--no-interactive']);
     expect(step.code).toBe(2);
     expect(step.stderr).toBe(`mobilenet: error: --image ${join(dir, 'nope.png')}: no such file\n`);

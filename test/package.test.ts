@@ -1,9 +1,9 @@
 // The package works as a user installs it: built to dist/, packed, installed, imported with types;
 // and every TypeScript snippet in the README and docs/ runs verbatim against the installed package.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TEST_TMP_PREFIX } from './global-setup.js';
 import { ROOT } from './helpers.js';
@@ -56,6 +56,19 @@ describe('npm package', () => {
     writeFileSync(file, code);
     execFileSync('node', ['--import', TSX_ESM, file], { cwd: app, encoding: 'utf8', stdio: 'pipe', timeout: 300_000 });
   }, 300_000);
+  it("the installed README's and docs' relative links lead to files in the package", () => {
+    const pkg = join(app, 'node_modules/mobilenet-ts');
+    const pages = ['README.md', ...readdirSync(join(pkg, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+    const broken: string[] = [];
+    for (const page of pages) {
+      const text = readFileSync(join(pkg, page), 'utf8');
+      for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+        if (/^[a-z]+:/.test(target)) continue; // https:, mailto:
+        if (!existsSync(join(pkg, dirname(page), target))) broken.push(`${page} -> ${target}`);
+      }
+    }
+    expect(broken).toEqual([]);
+  });
   it('a fresh install has no unreviewed install scripts (npm ci prints no warning)', () => {
     expect(execFileSync('npm', ['install-scripts', 'ls'], { cwd: ROOT, encoding: 'utf8' })).toContain('No packages with unreviewed install scripts');
   });

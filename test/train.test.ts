@@ -355,14 +355,14 @@ describe('training', () => {
     bytes[bytes.length - 10] ^= 0xff;
     writeFileSync(last, bytes);
     expect(() => readCheckpoint(last)).toThrow(CheckpointError);
-    expect(() => readCheckpoint(last)).toThrow(/last\.safetensors: payload sha256 .* does not match/);
+    expect(() => readCheckpoint(last)).toThrow(/last\.safetensors: its sha256 .* does not match/);
     const warnings: string[] = [];
     const { trainer, path } = Trainer.resume(dir, trainSet, valSet, (m) => warnings.push(m));
     expect(path).toBe(join(dir, 'previous.safetensors'));
     expect(trainer.progress.epoch).toBe(1);
-    expect(warnings[0]).toMatch(/resuming from .*previous\.safetensors because .*payload sha256/);
+    expect(warnings[0]).toMatch(/resuming from .*previous\.safetensors because .*its sha256/);
     truncateSync(join(dir, 'previous.safetensors'), 100);
-    expect(() => Trainer.resume(dir, trainSet, valSet, () => {})).toThrow(/cannot resume: .*last\.safetensors: payload sha256.*previous\.safetensors/);
+    expect(() => Trainer.resume(dir, trainSet, valSet, () => {})).toThrow(/cannot resume: .*last\.safetensors: its sha256.*previous\.safetensors/);
   });
 
   it('a failing checkpoint write leaves the previous checkpoint intact and stops with the error', async () => {

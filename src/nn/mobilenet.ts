@@ -314,4 +314,6 @@ export function createModel(architecture: Architecture, options: MobileNetOption
     case 'shallow':
       return new ShallowMobileNet(options).nameParameters();
   }
+  // JavaScript callers are not held to the Architecture type.
+  throw new RangeError(`createModel: unknown architecture ${JSON.stringify(architecture)} (known: ${ARCHITECTURES.join(', ')})`);
 }

@@ -1,5 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from './files.js';
 
 // safetensors: the one file format of the project (checkpoints, PyTorch fixtures, torchvision
 // interop). Layout: 8-byte little-endian header length N, N bytes of JSON, then raw
@@ -183,36 +183,7 @@ export function loadSafetensors(path: string): SafetensorsFile {
   return parseSafetensors(bytes, path);
 }
 
-/**
- * Write atomically: to `<path>.tmp-<pid>`, fsync, rename over `path`, fsync the directory.
- * A crash at any moment leaves either the old file or the new one under `path`, never half of one.
- */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  mkdirSync(dirname(path), { recursive: true }); // as `torch.save` users expect of an output folder: made on demand
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  try {
-    const dirFd = openSync(dirname(path), 'r');
-    try {
-      fsyncSync(dirFd);
-    } finally {
-      closeSync(dirFd);
-    }
-  } catch {
-    // Some filesystems cannot fsync a directory; the rename itself is still atomic.
-  }
-}
+export { writeFileAtomic } from './files.js';
 
 /** Write tensors and string metadata as a safetensors file, atomically (a temporary file, fsynced, then renamed). */
 export function saveSafetensors(path: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, metadata: Record<string, string> = {}): void {

@@ -1,7 +1,8 @@
 // Checkpoints: one safetensors file holding everything a run needs to continue bit-for-bit:
 // model parameters and buffers (`model.*`), optimizer state (`optim.*`), and in __metadata__ the
 // run's config, progress (epoch, batch, step, best metric), scheduler and RNG states, the
-// dataset's fingerprint, and a sha256 of the tensor payload that is verified on load.
+// dataset's fingerprint, and a sha256 of the whole content (every metadata entry and every
+// tensor) that is verified on load: an edited learning rate is as corrupt as a flipped bit.
 //
 // Files in the output directory: `last.safetensors` (rewritten as training goes),
 // `previous.safetensors` (the one before it) and `best.safetensors` (best validation top-1).
@@ -9,9 +10,11 @@
 // every moment each name holds either the old complete file or the new complete file.
 
 import { createHash } from 'node:crypto';
-import { existsSync, linkSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, linkSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { loadSafetensors, serializeSafetensors, writeFileAtomic, type TensorToWrite } from '../tensor/safetensors.js';
+import { asFileWriteError, writeFileAtomic } from '../tensor/files.js';
+import { loadSafetensors, serializeSafetensors, type TensorToWrite } from '../tensor/safetensors.js';
 
 /** The format tag in every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = 'mobilenet-ts-checkpoint/1';
@@ -42,14 +45,31 @@ export function payloadDigest(tensors: Map<string, TensorToWrite>): string {
   return h.digest('hex');
 }
 
-/** A checkpoint as safetensors bytes, with a sha256 of the payload in the metadata. */
+/** The metadata key of the whole-content digest (`contentDigest`). */
+const CONTENT_DIGEST = 'sha256';
+/** The metadata key of the tensors-only digest that checkpoints before the whole-content one carried. */
+const PAYLOAD_DIGEST = 'payload_sha256';
+
+/**
+ * sha256 over every metadata entry but the digest itself (sorted by key, each key and value
+ * length-prefixed so that no two contents hash alike) and then the tensor payload.
+ */
+export function contentDigest(metadata: Record<string, string>, tensors: Map<string, TensorToWrite>): string {
+  const h = createHash('sha256');
+  for (const key of Object.keys(metadata).filter((k) => k !== CONTENT_DIGEST).sort()) h.update(`${key.length}:${key}=${metadata[key].length}:${metadata[key]};`);
+  h.update(payloadDigest(tensors));
+  return h.digest('hex');
+}
+
+/** A checkpoint as safetensors bytes, with a sha256 of its whole content in the metadata. */
 export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
   const tensors = new Map<string, TensorToWrite>();
   for (const [k, v] of content.model) tensors.set(`model.${k}`, v instanceof Float32Array ? { shape: [v.length], data: v } : v);
   for (const [k, v] of content.optimizer) tensors.set(`optim.${k}`, { shape: [v.length], data: v });
   for (const [k, v] of content.ema ?? []) tensors.set(`ema.${k}`, { shape: [v.length], data: v });
-  const metadata: Record<string, string> = { format: CHECKPOINT_FORMAT, payload_sha256: payloadDigest(tensors) };
+  const metadata: Record<string, string> = { format: CHECKPOINT_FORMAT };
   for (const [k, v] of Object.entries(content.meta)) metadata[k] = JSON.stringify(v);
+  metadata[CONTENT_DIGEST] = contentDigest(metadata, tensors);
   return serializeSafetensors(tensors, metadata);
 }
 
@@ -69,9 +89,13 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
   }
   const tensors = new Map<string, TensorToWrite>();
   for (const [k, t] of file.tensors) tensors.set(k, t);
-  const digest = payloadDigest(tensors);
-  if (digest !== file.metadata.payload_sha256) {
-    throw new CheckpointError(`${path}: payload sha256 ${digest.slice(0, 12)}... does not match the recorded ${String(file.metadata.payload_sha256).slice(0, 12)}... (the file is corrupt)`);
+  // Checkpoints written before the whole-content digest carry a digest of the tensors only;
+  // they are still read (their metadata cannot be verified).
+  const recorded = file.metadata[CONTENT_DIGEST] ?? file.metadata[PAYLOAD_DIGEST];
+  const digest = file.metadata[CONTENT_DIGEST] !== undefined ? contentDigest(file.metadata, tensors) : payloadDigest(tensors);
+  if (recorded === undefined) throw new CheckpointError(`${path}: no sha256 in its metadata (not written by mobilenet-ts, or cut short)`);
+  if (digest !== recorded) {
+    throw new CheckpointError(`${path}: its sha256 ${digest.slice(0, 12)}... does not match the recorded ${recorded.slice(0, 12)}...: the file is corrupt or was edited (its settings and progress are verified with its tensors; to train with other settings, start a new run with --init)`);
   }
   const model = new Map<string, { shape: number[]; data: Float32Array }>();
   const optimizer = new Map<string, Float32Array>();
@@ -84,7 +108,7 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
   }
   const meta: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(file.metadata)) {
-    if (k === 'format' || k === 'payload_sha256') continue;
+    if (k === 'format' || k === CONTENT_DIGEST || k === PAYLOAD_DIGEST) continue;
     try {
       meta[k] = JSON.parse(v);
     } catch {
@@ -117,14 +141,20 @@ export const atomicWriter: CheckpointWriter = { write: writeFileAtomic };
 export function saveLastCheckpoint(dir: string, bytes: Uint8Array, writer: CheckpointWriter = atomicWriter): string {
   const last = join(dir, LAST_CHECKPOINT);
   const staged = join(dir, `.staged-${process.pid}.safetensors`);
-  writer.write(staged, bytes);
-  if (existsSync(last)) {
-    const prevTmp = join(dir, `.previous-${process.pid}.safetensors`);
-    rmSync(prevTmp, { force: true });
-    linkSync(last, prevTmp);
-    renameSync(prevTmp, join(dir, PREVIOUS_CHECKPOINT));
+  // A failure (a full disk) names `last`, the file the user knows, and leaves the old one in place.
+  try {
+    writer.write(staged, bytes);
+    if (existsSync(last)) {
+      const prevTmp = join(dir, `.previous-${process.pid}.safetensors`);
+      rmSync(prevTmp, { force: true });
+      linkSync(last, prevTmp);
+      renameSync(prevTmp, join(dir, PREVIOUS_CHECKPOINT));
+    }
+    renameSync(staged, last);
+  } catch (e) {
+    rmSync(staged, { force: true });
+    throw asFileWriteError(e, last);
   }
-  renameSync(staged, last);
   return last;
 }
 
@@ -162,4 +192,107 @@ export function findResumableCheckpoint(path: string, warn: (message: string) =>
     }
   }
   throw new CheckpointError(`cannot resume: ${errors.join('; ')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run folder belongs to one run
+// ---------------------------------------------------------------------------------------------
+
+/** The output folder holds another run, or another process is writing it; `dir` is the folder. */
+export class RunFolderError extends Error {
+  override name = 'RunFolderError';
+  constructor(readonly dir: string, message: string) {
+    super(message);
+  }
+}
+
+/** The lock file's name in a run folder. */
+export const RUN_LOCK = 'train.lock';
+
+/** What a lock file says: who holds it. */
+interface LockOwner {
+  pid: number;
+  host: string;
+  started: string;
+}
+
+/** A lock file without readable content younger than this may be one being written right now. */
+const UNREADABLE_LOCK_GRACE_MS = 10_000;
+
+/** Whether a process with this pid exists on this machine (EPERM: it exists, owned by another user). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A run folder's lock: `train.lock`, made with O_EXCL so that of two processes starting at once
+ * exactly one gets it, holding the owner's pid. A lock left by a process that no longer exists
+ * (killed with SIGKILL, a crash, a power cut) is stale and taken over; a lock this process
+ * already holds is shared (the CLI locks before the trainer's `fit` does).
+ */
+export class RunLock {
+  private released = false;
+
+  private constructor(readonly path: string, private readonly owned: boolean) {}
+
+  static acquire(dir: string): RunLock {
+    const path = join(dir, RUN_LOCK);
+    const me: LockOwner = { pid: process.pid, host: hostname(), started: new Date().toISOString() };
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let fd: number;
+      try {
+        fd = openSync(path, 'wx');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw asFileWriteError(e, path);
+        const owner = readLockOwner(path);
+        if (owner !== null && owner.pid === me.pid && owner.host === me.host) return new RunLock(path, false);
+        if (owner === null ? Date.now() - mtimeMs(path) < UNREADABLE_LOCK_GRACE_MS : owner.host !== me.host || processExists(owner.pid)) {
+          const who = owner === null ? 'another process (it is starting)' : `another training (pid ${owner.pid}${owner.host !== me.host ? ` on ${owner.host}` : ''}, started ${owner.started})`;
+          throw new RunFolderError(dir, `${dir} is being written by ${who}; wait for it to finish or stop it (if no such process runs, delete ${path})`);
+        }
+        rmSync(path, { force: true }); // stale: its process is gone
+        continue;
+      }
+      try {
+        writeSync(fd, JSON.stringify(me) + '\n');
+      } catch (e) {
+        closeSync(fd);
+        rmSync(path, { force: true });
+        throw asFileWriteError(e, path);
+      }
+      closeSync(fd);
+      return new RunLock(path, true);
+    }
+    throw new RunFolderError(dir, `${dir}: could not take its lock ${path} (other processes keep taking it)`);
+  }
+
+  /** Remove the lock file if this handle made it (and it is still this process's). */
+  release(): void {
+    if (!this.owned || this.released) return;
+    this.released = true;
+    const owner = readLockOwner(this.path);
+    if (owner !== null && owner.pid === process.pid) rmSync(this.path, { force: true });
+  }
+}
+
+function readLockOwner(path: string): LockOwner | null {
+  try {
+    const owner = JSON.parse(readFileSync(path, 'utf8')) as Partial<LockOwner>;
+    return typeof owner.pid === 'number' && typeof owner.host === 'string' ? { pid: owner.pid, host: owner.host, started: String(owner.started) } : null;
+  } catch {
+    return null;
+  }
+}
+
+function mtimeMs(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
 }

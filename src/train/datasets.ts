@@ -149,10 +149,12 @@ export function loadIdxDataset(dir: string, split: 'train' | 'test', name = 'fas
   const imagesPath = findFile(dir, `${prefix}-images-idx3-ubyte`);
   const labelsPath = findFile(dir, `${prefix}-labels-idx1-ubyte`);
   if (imagesPath === null || labelsPath === null) {
-    throw new DatasetError(
-      `${dir}: no ${prefix}-images-idx3-ubyte[.gz] and ${prefix}-labels-idx1-ubyte[.gz] found` +
-        ` (Fashion-MNIST: install the Debian package dataset-fashion-mnist, which puts them in /usr/share/datasets/fashion-mnist)`,
-    );
+    // Where this dataset's files come from: Debian packages Fashion-MNIST; MNIST is the user's download.
+    const where = name === 'fashion-mnist'
+      ? ' (Fashion-MNIST: install the Debian package dataset-fashion-mnist, which puts them in /usr/share/datasets/fashion-mnist)'
+      : name === 'mnist' ? ' (MNIST: the four files of the MNIST database, e.g. train-images-idx3-ubyte.gz, in one folder)' : '';
+    const missing = existsSync(dir) ? `no ${prefix}-images-idx3-ubyte[.gz] and ${prefix}-labels-idx1-ubyte[.gz] found` : 'no such folder';
+    throw new DatasetError(`${dir}: ${missing}${where}`);
   }
   const images = readIdxFile(imagesPath);
   const labels = readIdxFile(labelsPath);
@@ -219,8 +221,11 @@ export function loadCifar10(dir: string, split: 'train' | 'test'): ImageDataset 
 // Image folder (like torchvision's ImageFolder), decoded with sharp
 // =============================================================================================
 
-/** The file extensions an image folder is read for. */
-export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.webp'];
+/**
+ * The file extensions an image folder is read for: the raster formats sharp decodes, the same
+ * that `predict` reads (a GIF's first frame). Other files are skipped with a warning.
+ */
+export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.webp', '.gif', '.tif', '.tiff', '.avif'];
 
 /** Options of loadImageFolder: size, channels, what to do with a corrupt image. */
 export interface ImageFolderOptions {
@@ -234,13 +239,17 @@ export interface ImageFolderOptions {
 }
 
 /** List class folders and image files, sorted (class index = position in sorted folder names). */
-export function scanImageFolder(root: string): { classNames: string[]; files: { path: string; label: number }[] } {
+export function scanImageFolder(root: string, onWarning?: (message: string) => void): { classNames: string[]; files: { path: string; label: number }[] } {
   if (!existsSync(root) || !statSync(root).isDirectory()) throw new DatasetError(`${root}: not a folder (expected one subfolder of images per class)`);
   const classNames = readdirSync(root, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   if (classNames.length === 0) throw new DatasetError(`${root}: no class subfolders (expected ${root}/<class>/<image>.jpg ...)`);
   const files: { path: string; label: number }[] = [];
   classNames.forEach((cls, label) => {
-    const images = readdirSync(join(root, cls)).filter((f) => IMAGE_EXTENSIONS.some((e) => f.toLowerCase().endsWith(e))).sort();
+    const entries = readdirSync(join(root, cls));
+    const images = entries.filter((f) => IMAGE_EXTENSIONS.some((e) => f.toLowerCase().endsWith(e))).sort();
+    // Hidden files (.DS_Store, ._photo.jpg) are no one's images; anything else is named.
+    const others = entries.filter((f) => !f.startsWith('.') && !images.includes(f));
+    if (others.length > 0) onWarning?.(`${join(root, cls)}: skipping ${others.length} file${others.length > 1 ? 's' : ''} that ${others.length > 1 ? 'are' : 'is'} not ${IMAGE_EXTENSIONS.join(' ')} (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''})`);
     if (images.length === 0) throw new DatasetError(`${join(root, cls)}: class folder '${cls}' has no images (${IMAGE_EXTENSIONS.join(', ')})`);
     for (const f of images) files.push({ path: join(root, cls, f), label });
   });
@@ -269,7 +278,7 @@ export async function decodeImage(path: string, size: number, channels: 1 | 3): 
 /** Images from class subfolders (sorted class names), decoded with sharp and resized to `size`. */
 export async function loadImageFolder(root: string, options: ImageFolderOptions): Promise<ImageDataset> {
   const channels = options.channels ?? 3;
-  const { classNames, files } = scanImageFolder(root);
+  const { classNames, files } = scanImageFolder(root, options.onWarning);
   const plane = options.size * options.size * channels;
   const images = new Uint8Array(files.length * plane);
   const labels = new Uint8Array(files.length);
@@ -333,6 +342,37 @@ export function selectClasses(ds: ImageDataset, wanted: readonly string[], what 
   const picked = pickImages(ds, kept);
   for (let i = 0; i < picked.count; i++) picked.labels[i] = newLabel[picked.labels[i]];
   return { ...picked, classNames: indexOf.map((c) => ds.classNames[c]) };
+}
+
+/**
+ * The dataset labelled as a model's classes: each of its classes is matched to the model's
+ * class of the same name (exactly, else ignoring case), and its images take that class's index
+ * in `modelClasses`. Evaluating a model on a folder whose classes are in another order, or only
+ * some of them, is then right; classes the model does not know are refused (listing both
+ * sets), or with `dropUnknown` (a model trained on some of a dataset's classes) left out and
+ * reported through `onDropped`.
+ */
+export function alignClasses(ds: ImageDataset, modelClasses: readonly string[], options: { dropUnknown?: boolean; onDropped?: (names: string[], images: number) => void } = {}): ImageDataset {
+  if (ds.classNames.length === modelClasses.length && ds.classNames.every((n, i) => n === modelClasses[i])) return ds;
+  const lower = modelClasses.map((n) => n.toLowerCase());
+  const modelIndex = ds.classNames.map((name) => {
+    const exact = modelClasses.indexOf(name);
+    if (exact >= 0) return exact;
+    const folded = lower.indexOf(name.toLowerCase());
+    return folded >= 0 && lower.lastIndexOf(name.toLowerCase()) === folded ? folded : -1;
+  });
+  const unknown = ds.classNames.filter((_, c) => modelIndex[c] < 0);
+  const list = (names: readonly string[]) => names.map((n) => `'${n}'`).join(', ');
+  if (unknown.length === ds.classNames.length || (unknown.length > 0 && !options.dropUnknown)) {
+    const which = unknown.length === ds.classNames.length ? `none of its classes (${list(ds.classNames)}) is` : `its classes ${list(unknown)} are not (of ${list(ds.classNames)})`;
+    throw new DatasetError(`${ds.name}: ${which} among the model's classes (${list(modelClasses)}); classes are matched by name: name the class folders as the model's classes`);
+  }
+  const kept: number[] = [];
+  for (let i = 0; i < ds.count; i++) if (modelIndex[ds.labels[i]] >= 0) kept.push(i);
+  if (unknown.length > 0) options.onDropped?.(unknown, ds.count - kept.length);
+  const picked = pickImages(ds, kept);
+  for (let i = 0; i < picked.count; i++) picked.labels[i] = modelIndex[picked.labels[i]];
+  return { ...picked, classNames: [...modelClasses] };
 }
 
 /**

@@ -1,7 +1,8 @@
 // The training loop. It emits events and prints nothing; the CLI renders them, a library user
 // subscribes to the same events.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createModel, ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
 import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
@@ -10,7 +11,7 @@ import { softmaxCrossEntropy } from '../ops/loss.js';
 import { reuseBuffers } from '../tensor/buffers.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
-import { atomicWriter, CheckpointError, findResumableCheckpoint, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
+import { atomicWriter, BEST_CHECKPOINT, CheckpointError, findResumableCheckpoint, LAST_CHECKPOINT, RunFolderError, RunLock, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, normalizationOf, type AugmentOptions, type Batch, type Normalization } from './loader.js';
 import { evaluateModel, inEvalMode } from './evaluate.js';
@@ -204,7 +205,8 @@ export interface TrainerEvents {
   warning: { message: string };
   /** The test data (TrainerParts.test), evaluated once with the last epoch's weights. */
   testEnd: { loss: number; top1: number; top5: number; count: number };
-  done: { epochs: number; bestTop1: number; bestEpoch: number; seconds: number };
+  /** `seconds`: the whole run's time in `fit`, every session of it; `sessionSeconds`: this call's. */
+  done: { epochs: number; bestTop1: number; bestEpoch: number; seconds: number; sessionSeconds: number };
 }
 
 /** A function that receives one kind of trainer event. */
@@ -220,6 +222,8 @@ export interface Progress {
   epochsWithoutImprovement: number;
   /** The training metrics of the epoch so far (batches 0..batch-1), so a resumed epoch reports them all. */
   epochTrainSums?: MetricsSums;
+  /** Seconds spent in `fit` so far, over every session of the run (absent in checkpoints older than it). */
+  seconds?: number;
 }
 
 /** Training stopped on purpose (NaN loss); the message says why and what was kept. */
@@ -229,8 +233,15 @@ export class TrainingStoppedError extends Error {
 
 /** Options of `fit`: where checkpoints go, a signal that stops training after the current batch, and the checkpoint writer. */
 export interface TrainerOptions {
-  /** Directory for checkpoints; none are written without it. */
+  /**
+   * Directory for checkpoints; none are written without it. It belongs to one run: a new run
+   * (not one restored from a checkpoint) is refused where a checkpoint already is, unless
+   * `overwrite`; and while `fit` writes it, it holds a lock (`RunLock`) that refuses a second
+   * process.
+   */
   outputDir?: string;
+  /** Let a new run replace the checkpoints already in `outputDir`. */
+  overwrite?: boolean;
   signal?: AbortSignal;
   writer?: CheckpointWriter;
 }
@@ -379,6 +390,34 @@ export interface TrainerParts {
   test?: ImageDataset;
 }
 
+/** "a, b, c" or "a, b, c and 7 more" for an error message. */
+function listClasses(names: readonly string[], shown = 6): string {
+  return names.length <= shown ? names.join(', ') : `${names.slice(0, shown).join(', ')} and ${names.length - shown} more`;
+}
+
+/**
+ * A setting that does not fit the data: the option's name (TrainConfig's) travels with the
+ * message, so the CLI can name its flag without reading the text.
+ */
+export class ConfigError extends RangeError {
+  override name = 'ConfigError';
+  constructor(readonly options: (keyof TrainConfig)[], message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Schedules that need more than one step: OneCycleLR anneals between its phases over
+ * totalSteps - 1 steps, so one step (one epoch of one batch: a small folder at a large batch
+ * size) leaves it nothing to anneal over.
+ */
+function checkSchedule(c: TrainConfig, batchesPerEpoch: number, images: number): void {
+  const steps = c.epochs * batchesPerEpoch;
+  if (c.lrScheduler === 'onecycle' && steps < 2) {
+    throw new ConfigError(['epochs', 'batchSize', 'lrScheduler'], `the onecycle learning-rate schedule needs at least 2 training steps, and ${c.epochs} epoch${c.epochs === 1 ? '' : 's'} of ${images} training images in batches of ${c.batchSize} ${steps === 1 ? 'is 1' : `are ${steps}`}: train more epochs, use a smaller batch size, or another schedule (constant, cosineannealinglr, ...)`);
+  }
+}
+
 /** What a checkpoint records about the model: its settings, or 'custom' for a model the caller built. */
 function describeModel(model: Module): ModelInfo | { architecture: 'custom'; typeName: string } {
   return model instanceof ImageClassifier ? model.info : { architecture: 'custom', typeName: model.typeName };
@@ -401,10 +440,14 @@ export class Trainer {
   progress: Progress = { epoch: 0, batch: 0, step: 0, bestTop1: -1, bestEpoch: -1, epochsWithoutImprovement: 0 };
   private readonly listeners = new Map<keyof TrainerEvents, Listener<keyof TrainerEvents>[]>();
   private readonly fingerprint: string;
+  /** The checkpoint this trainer was restored from, or null for a new run. */
+  private restoredFrom: string | null = null;
 
   constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, parts: TrainerParts = {}) {
     checkConfig(config);
-    if (train.classNames.length !== val.classNames.length) throw new RangeError(`training data has ${train.classNames.length} classes but validation data has ${val.classNames.length}`);
+    // Labels are class indices: both sets must mean the same class by the same index.
+    if (train.classNames.join('\n') !== val.classNames.join('\n')) throw new RangeError(`the training data's classes (${listClasses(train.classNames)}) differ from the validation data's (${listClasses(val.classNames)})`);
+    if (parts.test && parts.test.classNames.join('\n') !== train.classNames.join('\n')) throw new RangeError(`the training data's classes (${listClasses(train.classNames)}) differ from the test data's (${listClasses(parts.test.classNames)})`);
     const inChannels = parts.model instanceof ImageClassifier ? parts.model.info.inChannels : (config.inChannels ?? train.channels);
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
     this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, stemStride: config.stemStride, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
@@ -414,6 +457,7 @@ export class Trainer {
     const converted = new DataLoader(train, { batchSize: config.batchSize, resolution: config.resolution, channels: inChannels });
     this.normalization = parts.normalization ?? channelStats(converted);
     this.trainLoader = converted.with({ ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
+    checkSchedule(config, this.trainLoader.batchesPerEpoch, train.count);
     this.valLoader = new DataLoader(val, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize });
     this.testLoader = parts.test ? new DataLoader(parts.test, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize }) : null;
     this.fingerprint = datasetFingerprint(train);
@@ -537,6 +581,7 @@ export class Trainer {
     const rngs = ckpt.meta.rngs as Record<string, number[]>;
     for (const [name, rng] of this.model.namedRngs()) if (rngs[name]) rng.setState(rngs[name]);
     this.progress = { ...(ckpt.meta.progress as Progress) };
+    this.restoredFrom = source;
   }
 
   /** Build a trainer from a checkpoint (its stored config), for `--resume`. */
@@ -554,9 +599,13 @@ export class Trainer {
     return { trainer, path: found.path };
   }
 
+  /** Whether `fit` has written a checkpoint of this run yet. */
+  private savedThisRun = false;
+
   private saveLast(options: TrainerOptions): string | null {
     if (!options.outputDir) return null;
     const path = saveLastCheckpoint(options.outputDir, this.checkpointBytes(), options.writer ?? atomicWriter);
+    this.savedThisRun = true;
     this.emit('checkpointSaved', { path, kind: 'last', epoch: this.progress.epoch, batch: this.progress.batch });
     return path;
   }
@@ -577,24 +626,54 @@ export class Trainer {
    * the epoch's bookkeeping and checkpoints, early stopping.
    */
   async fit(options: TrainerOptions = {}): Promise<Progress> {
-    if (options.outputDir) mkdirSync(options.outputDir, { recursive: true }); // made on demand, like the CLI's --output-dir
+    const lock = options.outputDir ? this.claimOutputDir(options.outputDir, options.overwrite ?? false) : null;
+    try {
+      return await this.fitLocked(options);
+    } finally {
+      lock?.release();
+    }
+  }
+
+  /**
+   * The output folder for this run: made on demand (like the CLI's --output-dir), locked, and
+   * refused to a new run when it already holds one (its checkpoints would be replaced).
+   */
+  private claimOutputDir(dir: string, overwrite: boolean): RunLock {
+    mkdirSync(dir, { recursive: true });
+    const lock = RunLock.acquire(dir);
+    const existing = [LAST_CHECKPOINT, BEST_CHECKPOINT].filter((f) => existsSync(join(dir, f)));
+    if (this.restoredFrom === null && this.progress.step === 0 && existing.length > 0 && !overwrite) {
+      lock.release();
+      throw new RunFolderError(dir, `${dir} already holds a run (${existing.join(', ')}); a new run would replace it`);
+    }
+    return lock;
+  }
+
+  private async fitLocked(options: TrainerOptions): Promise<Progress> {
     const started = performance.now();
+    const before = this.progress.seconds ?? 0;
+    // The run's time so far is kept in the progress, so checkpoints carry it across sessions.
+    const clock = () => {
+      this.progress.seconds = before + (performance.now() - started) / 1000;
+    };
     while (this.progress.epoch < this.config.epochs) {
       const epoch = this.progress.epoch;
       const epochStart = performance.now();
-      const train = await this.trainEpoch(epoch, options);
+      const train = await this.trainEpoch(epoch, options, clock);
       if (train === 'stopped') return this.progress;
       const val = this.validate(epoch);
+      clock();
       this.endEpoch(epoch, val, options);
       this.emit('epochEnd', { epoch, train: train.summary(), val: val.summary(), seconds: (performance.now() - epochStart) / 1000, lr: this.scheduler.lr, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch });
       if (this.shouldStopEarly(epoch)) break;
       if (options.signal?.aborted) {
-        this.emit('stopped', { epoch: this.progress.epoch, batch: 0, checkpoint: options.outputDir ? `${options.outputDir}/last.safetensors` : null });
+        this.emit('stopped', { epoch: this.progress.epoch, batch: 0, checkpoint: options.outputDir ? join(options.outputDir, LAST_CHECKPOINT) : null });
         return this.progress;
       }
     }
     if (this.testLoader !== null) this.emit('testEnd', this.evaluate(this.testLoader).summary());
-    this.emit('done', { epochs: this.progress.epoch, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch, seconds: (performance.now() - started) / 1000 });
+    clock();
+    this.emit('done', { epochs: this.progress.epoch, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch, seconds: this.progress.seconds ?? 0, sessionSeconds: (performance.now() - started) / 1000 });
     return this.progress;
   }
 
@@ -651,7 +730,7 @@ export class Trainer {
     this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
     throw new TrainingStoppedError(
       `training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
-        (options.outputDir ? `the last good checkpoint is kept in ${options.outputDir}` : 'no checkpoint directory was given') +
+        (!options.outputDir ? 'no checkpoint directory was given' : this.savedThisRun || this.restoredFrom !== null ? `the last good checkpoint is kept in ${join(options.outputDir, LAST_CHECKPOINT)}` : 'no checkpoint was written yet') +
         '. Try a lower learning rate.',
     );
   }
@@ -661,7 +740,7 @@ export class Trainer {
    * schedule, progress, events and mid-epoch checkpoints. Returns the epoch's training metrics,
    * or 'stopped' when the signal asked to stop (a checkpoint is saved first).
    */
-  private async trainEpoch(epoch: number, options: TrainerOptions): Promise<ClassificationMetrics | 'stopped'> {
+  private async trainEpoch(epoch: number, options: TrainerOptions, clock: () => void): Promise<ClassificationMetrics | 'stopped'> {
     const batches = this.trainLoader.batchesPerEpoch;
     this.emit('epochStart', { epoch, epochs: this.config.epochs, batches, lr: this.scheduler.lr });
     this.model.train();
@@ -679,6 +758,7 @@ export class Trainer {
       this.progress.step++;
       this.progress.batch = batch.index + 1;
       this.progress.epochTrainSums = metrics.sums();
+      clock();
       const now = performance.now();
       this.emit('batchEnd', {
         epoch,
@@ -727,13 +807,17 @@ export class Trainer {
       this.progress.bestEpoch = epoch;
       this.progress.epochsWithoutImprovement = 0;
     } else this.progress.epochsWithoutImprovement++;
-    this.saveLast(options);
+    // `best` before `last`: if writing `best` fails (a full disk), `last` still holds the epoch
+    // before, whose progress does not yet count this epoch as the best, so resuming repeats the
+    // epoch and writes `best` again. The other order would leave a `last` that names a best
+    // epoch that no file holds.
     if (improved && options.outputDir) {
       // `best` holds the weights that were evaluated: the moving average with --model-ema.
       const bytes = this.ema === null ? this.checkpointBytes() : this.ema.withAveragedWeights(() => this.checkpointBytes());
       const path = saveBestCheckpoint(options.outputDir, bytes, options.writer ?? atomicWriter);
       this.emit('checkpointSaved', { path, kind: 'best', epoch: this.progress.epoch, batch: 0 });
     }
+    this.saveLast(options);
     return improved;
   }
 
