@@ -212,3 +212,63 @@ describe.skipIf(!canMount)('a full disk (a small tmpfs)', () => {
     }
   }, 180_000);
 });
+
+describe('more that failed silently', () => {
+  it('a step that cannot fit in memory is refused before training, naming the estimate and a batch size that fits', () => {
+    const r = runCli(['--threads', '1', 'train', '--data-path', data, '--model', 'v1', '--alpha', '1', '--resolution', '224', '--batch-size', '4096', '--output-dir', join(tmp('memory-'), 'run')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^mobilenet: error: a training step of batch 4096 at 224x224 needs about [\d.]+ GB .* available: --batch-size \d+ would fit \(--ignore-memory-estimate to try anyway\)\n$/);
+    const fits = Number(/--batch-size (\d+) would fit/.exec(r.stderr)![1]);
+    expect(fits).toBeGreaterThan(0);
+    expect(fits).toBeLessThan(4096);
+  }, 120_000);
+  it('eval of a folder whose classes the model does not have is refused listing both; classes in another order are matched by name', async () => {
+    const dir = join(tmp('eval-classes-'), 'run');
+    expect(runCli(quick(dir)).code).toBe(0);
+    const ds = loadIdxDataset(join(ROOT, 'data/fashion-mnist-subset'), 'test');
+    const write = async (root: string, folder: (label: number) => string | null) => {
+      for (let i = 0; i < 200; i++) {
+        const name = folder(ds.labels[i]);
+        if (name === null) continue;
+        mkdirSync(join(root, name), { recursive: true });
+        await sharp(Buffer.from(ds.images.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(join(root, name, `${i}.png`));
+      }
+    };
+    const other = tmp('boot-shirt-');
+    await write(other, (l) => (l === 9 ? 'boot' : l === 6 ? 'shirt' : null));
+    const refused = runCli(['--threads', '1', 'eval', dir, '--data', other]);
+    expect(refused.code).toBe(2);
+    // 'shirt' is the model's 'Shirt' (case aside); 'boot' is none of its classes.
+    expect(refused.stderr).toMatch(/its class 'boot' \(of 'boot', 'shirt'\) is not among the model's classes \('T-shirt\/top', 'Trouser'/);
+    // Trousers (1) and bags (8) in folders that sort as 0 and 1: each row of the confusion matrix is its own class's.
+    const named = tmp('trouser-bag-');
+    await write(named, (l) => (l === 1 ? 'Trouser' : l === 8 ? 'Bag' : null));
+    const r = runCli(['--threads', '1', 'eval', dir, '--data', named]);
+    expect(r.code, r.stderr).toBe(0);
+    const rowTotal = (k: number) => new RegExp(`^${k} \\S+.*$`, 'm').exec(r.stdout)![0].split(/\s+/).slice(-10).map(Number).reduce((a, b) => a + b, 0);
+    // eval reads the folder's held-out tenth: every one of its images is in the Trouser or the Bag row.
+    const images = Number(/: (\d+) images/.exec(r.stdout)![1]);
+    expect(rowTotal(1) + rowTotal(8)).toBe(images);
+    for (const k of [0, 2, 3, 4, 5, 6, 7, 9]) expect(rowTotal(k), `row ${k}`).toBe(0);
+  }, 120_000);
+  it('a NaN loss before any checkpoint does not claim one is kept', () => {
+    const r = runCli(quick(join(tmp('nan-'), 'run'), '--lr', '100', '--epochs', '3'));
+    if (r.code === 0) return; // this tiny run survived lr 100: nothing to check
+    expect(r.code).toBe(2);
+    const kept = /the last good checkpoint is kept in (\S+?);?\s/.exec(r.stderr);
+    if (kept) expect(existsSync(kept[1])).toBe(true);
+    else expect(r.stderr).toMatch(/no checkpoint was written yet/);
+  }, 120_000);
+  it('--resume after editing config.json says the checkpoint wins and the file is rewritten; "done" counts the whole run\'s time', () => {
+    const dir = join(tmp('config-edit-'), 'run');
+    expect(runCli(quick(dir, '--lr-scheduler', 'cosineannealinglr')).code).toBe(0);
+    const path = join(dir, 'config.json');
+    writeFileSync(path, readFileSync(path, 'utf8').replace('"lr": 0.1', '"lr": 0.5'));
+    const r = runCli(['--threads', '1', 'train', '--data-path', data, '--resume', dir, '--epochs', '2', '--log-interval', '0']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/config\.json differed from the checkpoint's settings.*lr 0\.5 there, 0\.1 in the checkpoint.*rewritten/);
+    expect(JSON.parse(readFileSync(path, 'utf8')).lr).toBe(0.1);
+    // The cosine schedule ends at exactly 0, printed as 0 (not 0.00).
+    expect(r.stdout).toMatch(/^epoch 2\/2 .* lr 0 {2}best/m);
+  }, 120_000);
+});

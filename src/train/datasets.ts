@@ -364,7 +364,7 @@ export function alignClasses(ds: ImageDataset, modelClasses: readonly string[], 
   const unknown = ds.classNames.filter((_, c) => modelIndex[c] < 0);
   const list = (names: readonly string[]) => names.map((n) => `'${n}'`).join(', ');
   if (unknown.length === ds.classNames.length || (unknown.length > 0 && !options.dropUnknown)) {
-    const which = unknown.length === ds.classNames.length ? `none of its classes (${list(ds.classNames)}) is` : `its classes ${list(unknown)} are not (of ${list(ds.classNames)})`;
+    const which = unknown.length === ds.classNames.length ? `none of its classes (${list(ds.classNames)}) is` : `its class${unknown.length > 1 ? 'es' : ''} ${list(unknown)} (of ${list(ds.classNames)}) ${unknown.length > 1 ? 'are' : 'is'} not`;
     throw new DatasetError(`${ds.name}: ${which} among the model's classes (${list(modelClasses)}); classes are matched by name: name the class folders as the model's classes`);
   }
   const kept: number[] = [];
