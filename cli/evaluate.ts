@@ -46,7 +46,10 @@ async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
   // The data's classes are matched to the model's by name (a folder's are its sorted folder
   // names, in whatever order); a model trained on some of the classes (--classes) is evaluated
   // on those classes.
-  const val = alignClasses(loaded.val, m.classNames, {
+  // Weights imported without class names carry placeholders (class0, class1, ...; see
+  // `import`): those name nothing to match, so their classes are the data's by index.
+  const unnamed = m.classNames.every((n, i) => n === `class${i}`);
+  const val = unnamed && loaded.val.classNames.length === m.classNames.length ? loaded.val : alignClasses(loaded.val, m.classNames, {
     dropUnknown: (m.config.classes ?? null) !== null,
     onDropped: (names, images) => warn(`leaving out ${images} images of ${names.length} classes the model was not trained on (${names.join(', ')})`),
   });
