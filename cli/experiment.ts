@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { type Command } from 'commander';
 import { checkAlpha, numberIn, UsageError } from './common.js';
 import { scatterSvg, writeOutputFile, writePng } from './plots.js';
+import { onStopRequest, type StopReason } from './signals.js';
 import { formatDuration } from './train.js';
 import { layerCosts } from '../src/nn/cost.js';
 import { minOf } from '../src/tensor/arrays.js';
@@ -211,20 +212,20 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   const writeResults = async () => summarise(dir, name, spec, points, runs, native, flags, command);
   let next = 0;
   let failure: ExperimentRunError | null = null;
-  // Ctrl-C: no new run starts; the running ones stop after their current batch and checkpoint
-  // (the terminal sends them the SIGINT too; a `kill -INT` of this process alone is passed on),
-  // and running the same command again resumes them.
-  let interrupted = false;
-  const stopping = () => failure !== null || interrupted;
+  // Ctrl-C, SIGTERM, SIGHUP: no new run starts; the running ones stop after their current batch
+  // and checkpoint (the terminal sends them a Ctrl-C's SIGINT too; a signal sent to this process
+  // alone is passed on to them as SIGINT), and running the same command again resumes them.
+  let stopReason: StopReason | null = null;
+  const stopping = () => failure !== null || stopReason !== null;
   const stopRunning = () => {
     for (const child of running) child.kill('SIGINT');
   };
-  const onSigint = () => {
-    if (!interrupted) process.stderr.write('\nstopping: the running trainings checkpoint after their current batch; run the same command again to continue\n');
-    interrupted = true;
+  const onStop = (reason: StopReason) => {
+    if (stopReason === null) process.stderr.write(`\nstopping (${reason.what}): the running trainings checkpoint after their current batch; run the same command again to continue\n`);
+    stopReason ??= reason;
     stopRunning();
   };
-  process.on('SIGINT', onSigint);
+  const removeStopHandlers = onStopRequest(onStop, onStop);
   const worker = async () => {
     for (let i = next++; i < runs.length && !stopping(); i = next++) {
       const r = runs[i];
@@ -262,12 +263,14 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   try {
     await Promise.all(Array.from({ length: flags.jobs }, worker));
   } finally {
-    process.off('SIGINT', onSigint);
+    removeStopHandlers();
   }
   if (failure !== null) throw failure;
   await writeResults();
-  if (interrupted) {
-    process.exitCode = 130;
+  // (the cast: TypeScript cannot see that the signal handler above may have set it)
+  const stoppedBy = stopReason as StopReason | null;
+  if (stoppedBy !== null) {
+    process.exitCode = stoppedBy.exitCode;
     return;
   }
   out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);

@@ -83,7 +83,7 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
 });
 
 describe('Ctrl-C on a grid', () => {
-  it('stops starting runs, lets the running ones checkpoint, says how to continue and exits 130; the same command resumes', async () => {
+  it('stops starting runs, lets the running ones checkpoint, says how to continue and exits 130; the same command resumes, and SIGTERM stops it the same way (143)', async () => {
     const grid = join(mkdtempSync(join(tmpdir(), 'exp-int-')), 'grid');
     const args = [...CLI_FROM_SOURCE, '--threads', '1', 'experiment', 'resolution', '--data-path', data, '--epochs', '200', '--seeds', '1', '-b', '16', '--jobs', '2', '--output-dir', grid];
     const start = () => {
@@ -100,13 +100,14 @@ describe('Ctrl-C on a grid', () => {
     while (!(runDirs().length === 2 && runDirs().every((d) => existsSync(join(grid, d, 'last.safetensors'))))) await new Promise((r) => setTimeout(r, 20));
     first.child.kill('SIGINT');
     expect(await first.exited).toBe(130);
-    expect(first.output.stderr).toContain('stopping: the running trainings checkpoint after their current batch; run the same command again to continue');
+    expect(first.output.stderr).toContain('stopping (Ctrl-C): the running trainings checkpoint after their current batch; run the same command again to continue');
     expect(spawnSync('pgrep', ['-f', grid]).status).toBe(1);
-    // The same command resumes both runs (then is stopped the same way).
+    // The same command resumes both runs (then is stopped by a SIGTERM, as a service manager would).
     const second = start();
     while (!second.output.stdout.includes('run 2/4') && second.child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
-    second.child.kill('SIGINT');
-    expect(await second.exited).toBe(130);
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(143);
+    expect(second.output.stderr).toContain('stopping (SIGTERM): the running trainings checkpoint');
     expect(second.output.stdout).toContain('run 1/4: V1 alpha 0.25 rho 1, seed 0: resuming...');
     expect(second.output.stdout).toContain('run 2/4: V1 alpha 0.25 rho 0.857, seed 0: resuming...');
     expect(spawnSync('pgrep', ['-f', grid]).status).toBe(1);
