@@ -11,6 +11,7 @@ import { onStopRequest, type StopReason } from './signals.js';
 import { ARCHITECTURES, ImageClassifier } from '../src/nn/mobilenet.js';
 import { appendToFile, FileWriteError } from '../src/tensor/files.js';
 import { Rng } from '../src/tensor/rng.js';
+import { firstFew } from '../src/tensor/text.js';
 import { BEST_CHECKPOINT, findResumableCheckpoint, LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, RunLock, type ResumableCheckpoint } from '../src/train/checkpoint.js';
 import { availableMemoryBytes, estimateTrainingMemory, formatBytes, largestBatchThatFits, MEMORY_HEADROOM } from '../src/train/memory.js';
 import { ConfigError, OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents, type TrainerParts } from '../src/train/trainer.js';
@@ -164,7 +165,7 @@ function claimForNewRun(outputDir: string, overwrite: boolean, out: NodeJS.Writa
   if (present.length === 0) return;
   if (!overwrite) {
     const resumable = existsSync(join(outputDir, LAST_CHECKPOINT)) || existsSync(join(outputDir, PREVIOUS_CHECKPOINT));
-    const named = present.length <= 3 ? present.join(', ') : `${present.slice(0, 3).join(', ')} and ${present.length - 3} more files`;
+    const named = firstFew(present, 3);
     throw new UsageError(`--output-dir ${outputDir} already holds a run (${named}): ${resumable ? `continue it with --resume ${outputDir}, ` : ''}choose another --output-dir, or add --overwrite to delete it and start over`);
   }
   for (const f of present) rmSync(join(outputDir, f), { force: true });

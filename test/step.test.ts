@@ -61,6 +61,7 @@ describe('mobilenet step (non-interactive)', () => {
     expect(r.stdout).toMatch(/\[5\/10\] batchNorm2d\+relu {2}output \[1, 16, 14, 14\]\n {2}y = max\(0, gamma \(x - mean\) \/ sqrt\(var \+ eps\) \+ beta\) {2}-> {2}g = dy \* \[y > 0\]; dx = gamma invStd/);
     expect(r.stdout).toMatch(/check: 10 nodes, 80 entries, worst relative error \S+ \(bound 0.05\): PASS/);
     expect(readFileSync(join(dir, 'g.png')).subarray(1, 4).toString()).toBe('PNG');
+    expect(r.stdout).toContain(`graph of the tape written to ${join(dir, 'g.png')}`);
     const v1 = cli(['step', '--model', 'v1', '--alpha', '0.25', '--no-interactive', '--check', '--graph', join(dir, 'g.dot')]);
     expect(v1.code).toBe(0);
     expect(v1.stdout).toMatch(/check: 58 nodes, \d+ entries, worst relative error \S+ \(bound 0.05\): PASS/);
@@ -177,5 +178,20 @@ describe.skipIf(!hasTmux)('mobilenet step (interactive, in a real terminal under
       spawnSync('tmux', ['kill-session', '-t', session]);
     }
     expect(existsSync(graph)).toBe(true);
+  }, 120_000);
+  it('Ctrl-D at the prompt quits with status 0 and Ctrl-C with 130, one line each and no stack trace', async () => {
+    for (const [key, said, status] of [['C-d', 'end of input: quitting', 0], ['C-c', 'interrupted: quitting', 130]] as const) {
+      tmux('new-session', '-d', '-s', session, '-x', '200', '-y', '40', `${CLI.join(' ')} step; echo EXITED $?; sleep 60`);
+      try {
+        await waitFor(/step> $/m);
+        tmux('send-keys', '-t', session, key);
+        const text = await waitFor(/EXITED \d+/);
+        expect(text).toContain(said);
+        expect(text).toContain(`EXITED ${status}`);
+        expect(text).not.toMatch(/Aborted|    at /);
+      } finally {
+        spawnSync('tmux', ['kill-session', '-t', session]);
+      }
+    }
   }, 120_000);
 });

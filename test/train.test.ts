@@ -160,6 +160,11 @@ describe('metrics', () => {
     expect(m.confusion[2 * 6 + 1]).toBe(1);
     expect(m.perClassAccuracy().slice(0, 3)).toEqual([0.5, NaN, 0]);
   });
+  it('NaN logits are no hit: a model that overflowed scores 0%, not 100%', () => {
+    const m = new ClassificationMetrics(6);
+    m.update(Float32Array.from([NaN, NaN, NaN, NaN, NaN, NaN, 5, NaN, 0, 0, 0, 0]), [0, 0], NaN);
+    expect([m.top1, m.top5]).toEqual([0, 0.5]); // row 2: the label's 5 is ranked below one NaN
+  });
 });
 
 describe('training', () => {

@@ -8,6 +8,7 @@ import { formatShape } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { isGradEnabled } from '../tensor/autograd.js';
 import { release } from '../tensor/buffers.js';
+import { firstFew } from '../tensor/text.js';
 
 /** What a leaf layer contributes to the cost table (see cost.ts). */
 export interface LayerDescription {
@@ -29,11 +30,6 @@ function countOf(n: number, singular: string, plural = `${singular}s`): string {
   return `${n} ${n === 1 ? singular : plural}`;
 }
 
-/** The first few items joined, then "and N more". */
-function firstFew(items: string[], separator: string): string {
-  const shown = items.slice(0, STATE_DICT_ERRORS_LISTED).join(separator);
-  return items.length > STATE_DICT_ERRORS_LISTED ? `${shown}${separator}and ${items.length - STATE_DICT_ERRORS_LISTED} more` : shown;
-}
 
 /** Parameters and buffers by dotted name, as PyTorch's `state_dict()`. */
 export type StateDict = Map<string, Tensor>;
@@ -201,9 +197,9 @@ export abstract class Module {
       }
     }
     const problems: string[] = [];
-    if (mismatched.length > 0) problems.push(`${countOf(mismatched.length, 'shape mismatch', 'shape mismatches')}: ${firstFew(mismatched, '; ')}`);
-    if (strict && missing.length > 0) problems.push(`${countOf(missing.length, 'missing key')}: ${firstFew(missing, ', ')}`);
-    if (strict && unexpected.length > 0) problems.push(`${countOf(unexpected.length, 'unexpected key')}: ${firstFew(unexpected, ', ')}`);
+    if (mismatched.length > 0) problems.push(`${countOf(mismatched.length, 'shape mismatch', 'shape mismatches')}: ${firstFew(mismatched, STATE_DICT_ERRORS_LISTED, '; ')}`);
+    if (strict && missing.length > 0) problems.push(`${countOf(missing.length, 'missing key')}: ${firstFew(missing, STATE_DICT_ERRORS_LISTED)}`);
+    if (strict && unexpected.length > 0) problems.push(`${countOf(unexpected.length, 'unexpected key')}: ${firstFew(unexpected, STATE_DICT_ERRORS_LISTED)}`);
     // A wrong architecture mismatches nearly every key: the first few and the counts say it.
     if (mismatched.length + missing.length + unexpected.length > 3 * STATE_DICT_ERRORS_LISTED && own.size > 0) problems.push(`(the model has ${own.size} keys, the checkpoint ${source.size}: probably another architecture or width)`);
     if (problems.length > 0) throw new StateDictError(`loadStateDict (${this.typeName}): ${problems.join('. ')}`);

@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { constants as zlibConstants, gunzipSync } from 'node:zlib';
 import { Rng } from '../tensor/rng.js';
+import { firstFew } from '../tensor/text.js';
 
 /** Images (N, C, H, W) as bytes 0..255, labels as class indices. */
 export interface ImageDataset {
@@ -249,7 +250,7 @@ export function scanImageFolder(root: string, onWarning?: (message: string) => v
     const images = entries.filter((f) => IMAGE_EXTENSIONS.some((e) => f.toLowerCase().endsWith(e))).sort();
     // Hidden files (.DS_Store, ._photo.jpg) are no one's images; anything else is named.
     const others = entries.filter((f) => !f.startsWith('.') && !images.includes(f));
-    if (others.length > 0) onWarning?.(`${join(root, cls)}: skipping ${others.length} file${others.length > 1 ? 's' : ''} that ${others.length > 1 ? 'are' : 'is'} not ${IMAGE_EXTENSIONS.join(' ')} (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', ...' : ''})`);
+    if (others.length > 0) onWarning?.(`${join(root, cls)}: skipping ${others.length} file${others.length > 1 ? 's' : ''} that ${others.length > 1 ? 'are' : 'is'} not ${IMAGE_EXTENSIONS.join(' ')} (${firstFew(others, 3)})`);
     if (images.length === 0) throw new DatasetError(`${join(root, cls)}: class folder '${cls}' has no images (${IMAGE_EXTENSIONS.join(', ')})`);
     for (const f of images) files.push({ path: join(root, cls, f), label });
   });

@@ -30,10 +30,12 @@ export class ClassificationMetrics {
       const label = labels[n];
       const target = logits[row + label];
       // Rank of the true class = number of classes scoring strictly higher (ties favour the label).
+      // A NaN score is never below the label's (`!(x <= target)`): NaN logits are no hit, where
+      // `x > target` would count every class of a NaN row as lower and score it a perfect top-1.
       let higher = 0;
       let best = 0;
       for (let c = 0; c < C; c++) {
-        if (logits[row + c] > target) higher++;
+        if (c !== label && !(logits[row + c] <= target)) higher++;
         if (logits[row + c] > logits[row + best]) best = c;
       }
       if (higher === 0) this.top1Hits++;

@@ -9,6 +9,7 @@ import type { Module } from '../nn/module.js';
 import { add, mul } from '../ops/elementwise.js';
 import { softmaxCrossEntropy } from '../ops/loss.js';
 import { reuseBuffers } from '../tensor/buffers.js';
+import { firstFew } from '../tensor/text.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
 import { atomicWriter, BEST_CHECKPOINT, CheckpointError, findResumableCheckpoint, LAST_CHECKPOINT, RunFolderError, RunLock, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
@@ -390,10 +391,6 @@ export interface TrainerParts {
   test?: ImageDataset;
 }
 
-/** "a, b, c" or "a, b, c and 7 more" for an error message. */
-function listClasses(names: readonly string[], shown = 6): string {
-  return names.length <= shown ? names.join(', ') : `${names.slice(0, shown).join(', ')} and ${names.length - shown} more`;
-}
 
 /**
  * A setting that does not fit the data: the option's name (TrainConfig's) travels with the
@@ -446,8 +443,8 @@ export class Trainer {
   constructor(readonly config: TrainConfig, readonly train: ImageDataset, readonly val: ImageDataset, parts: TrainerParts = {}) {
     checkConfig(config);
     // Labels are class indices: both sets must mean the same class by the same index.
-    if (train.classNames.join('\n') !== val.classNames.join('\n')) throw new RangeError(`the training data's classes (${listClasses(train.classNames)}) differ from the validation data's (${listClasses(val.classNames)})`);
-    if (parts.test && parts.test.classNames.join('\n') !== train.classNames.join('\n')) throw new RangeError(`the training data's classes (${listClasses(train.classNames)}) differ from the test data's (${listClasses(parts.test.classNames)})`);
+    if (train.classNames.join('\n') !== val.classNames.join('\n')) throw new RangeError(`the training data's classes (${firstFew(train.classNames, 6)}) differ from the validation data's (${firstFew(val.classNames, 6)})`);
+    if (parts.test && parts.test.classNames.join('\n') !== train.classNames.join('\n')) throw new RangeError(`the training data's classes (${firstFew(train.classNames, 6)}) differ from the test data's (${firstFew(parts.test.classNames, 6)})`);
     const inChannels = parts.model instanceof ImageClassifier ? parts.model.info.inChannels : (config.inChannels ?? train.channels);
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
     this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, stemStride: config.stemStride, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
@@ -662,6 +659,7 @@ export class Trainer {
       const train = await this.trainEpoch(epoch, options, clock);
       if (train === 'stopped') return this.progress;
       const val = this.validate(epoch);
+      if (!Number.isFinite(val.loss)) this.stopOnBadValidationLoss(val.loss, epoch, options);
       clock();
       this.endEpoch(epoch, val, options);
       this.emit('epochEnd', { epoch, train: train.summary(), val: val.summary(), seconds: (performance.now() - epochStart) / 1000, lr: this.scheduler.lr, bestTop1: this.progress.bestTop1, bestEpoch: this.progress.bestEpoch });
@@ -728,11 +726,22 @@ export class Trainer {
   private stopOnBadLoss(value: number, batch: Batch, options: TrainerOptions): never {
     const epoch = this.progress.epoch;
     this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
-    throw new TrainingStoppedError(
-      `training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ` +
-        (!options.outputDir ? 'no checkpoint directory was given' : this.savedThisRun || this.restoredFrom !== null ? `the last good checkpoint is kept in ${join(options.outputDir, LAST_CHECKPOINT)}` : 'no checkpoint was written yet') +
-        '. Try a lower learning rate.',
-    );
+    throw new TrainingStoppedError(`training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ${this.whatIsKept(options)}. Try a lower learning rate.`);
+  }
+
+  /**
+   * A NaN or infinite validation loss (the weights or BatchNorm's running statistics overflowed
+   * while the training loss was still finite) ends training the same way, before this epoch's
+   * model can be saved or counted as the best.
+   */
+  private stopOnBadValidationLoss(value: number, epoch: number, options: TrainerOptions): never {
+    this.emit('nanLoss', { epoch, batch: this.trainLoader.batchesPerEpoch - 1, step: this.progress.step, loss: value });
+    throw new TrainingStoppedError(`training stopped: the validation loss is ${value} after epoch ${epoch + 1} (step ${this.progress.step}); ${this.whatIsKept(options)}. Try a lower learning rate.`);
+  }
+
+  private whatIsKept(options: TrainerOptions): string {
+    if (!options.outputDir) return 'no checkpoint directory was given';
+    return this.savedThisRun || this.restoredFrom !== null ? `the last good checkpoint is kept in ${join(options.outputDir, LAST_CHECKPOINT)}` : 'no checkpoint was written yet';
   }
 
   /**
