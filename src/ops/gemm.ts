@@ -18,6 +18,7 @@
 // 8 operands are a little more than the 16 FP registers, and larger tiles spill more.
 
 import { isCached } from '../tensor/buffers.js';
+import { emitModule, hasWasmSimd, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
 import { declareKernel, PARALLEL_MIN_MULT_ADDS, runKernel } from './parallel.js';
 
 /** C = alpha op(A) op(B) + beta C on row-major float32 buffers, with transposes, leading dimensions and offsets (see gemm.ts). */
@@ -117,10 +118,57 @@ export const NC = 2048;
 // buffer rather than two because V8 checks an array's type and reloads its length and data
 // pointer at every step of a loop: the micro-kernel reading both panels from the same array
 // does that once per step instead of twice (bench/ceiling.ts's loop 5.0 -> 5.3 GFLOP/s).
+// With the WebAssembly kernels the buffer is the module's memory, where the kernel reads it.
 const PACKED_B_START = MC * KC;
-const packed = new Float64Array((MC + NC) * KC);
-/** One micro-tile's sums, from microTile to the store into C (preallocated: no allocation per tile). */
-const tileSums = new Float64Array(MR * NR);
+
+/** Which kernels run: 'wasm' (WebAssembly SIMD, the default where the engine has it) or 'js' (`MOBILENET_KERNELS=js`). */
+export const KERNELS: 'wasm' | 'js' = kernelsFromEnvironment();
+
+function kernelsFromEnvironment(): 'wasm' | 'js' {
+  const asked = typeof process === 'object' ? process.env?.MOBILENET_KERNELS : undefined;
+  if (asked !== undefined && asked !== '' && asked !== 'js' && asked !== 'wasm') throw new RangeError(`MOBILENET_KERNELS must be 'js' or 'wasm', got '${asked}'`);
+  if (asked === 'js') return 'js';
+  if (!hasWasmSimd()) {
+    if (asked === 'wasm') throw new RangeError("MOBILENET_KERNELS=wasm, but this JavaScript engine has no WebAssembly SIMD");
+    return 'js';
+  }
+  return 'wasm';
+}
+
+/** The micro-kernel module's bytes (see gemmColumnWasm), emitted once at start-up. */
+const GEMM_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: Math.ceil(((MC + NC) * KC + MC * NR) * 8 / 65536), functions: [gemmColumnWasm()] }) : null;
+
+/**
+ * The packing buffer and the column sums (MC x NR: one column of micro-tiles, from the
+ * micro-kernel to the store into C), in the WebAssembly module's memory when its kernel runs,
+ * else in plain arrays; and the kernel (null: the TypeScript one). Self-contained: the workers
+ * call it too, with the same bytes.
+ */
+export function createGemmScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { packed: Float64Array; sums: Float64Array; column: ((kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void) | null } {
+  const packedLength = (MC + NC) * KC, sumsLength = MC * NR;
+  if (wasmBytes === null) return { packed: new Float64Array(packedLength), sums: new Float64Array(sumsLength), column: null };
+  const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
+  const memory = (exports.memory as WebAssembly.Memory).buffer;
+  const column = exports.gemmColumn as (kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void;
+  // Node compiles a module's functions with a quick baseline compiler first and the optimising
+  // one after some calls; warm up now, so the first GEMM is not measured at the baseline speed.
+  for (let k = 0; k < 200; k++) column(KC, MC, 0, MC * KC * 8, packedLength * 8);
+  return { packed: new Float64Array(memory, 0, packedLength), sums: new Float64Array(memory, packedLength * 8, sumsLength), column };
+}
+
+const gemmScratch = createGemmScratch(GEMM_WASM);
+const packed = gemmScratch.packed;
+/** The column of micro-tiles' sums, from the micro-kernel to the store into C. */
+const columnSums = gemmScratch.sums;
+/** The WebAssembly micro-kernel, or null for the TypeScript one (tests switch it with `useGemmKernel`). */
+let wasmColumn = gemmScratch.column;
+const wasmColumnLoaded = gemmScratch.column;
+
+/** Run this thread's GEMMs with the given kernel ('js' is always there; 'wasm' where KERNELS is). For tests and benchmarks comparing the twins. */
+export function useGemmKernel(kind: 'wasm' | 'js'): void {
+  if (kind === 'wasm' && wasmColumnLoaded === null) throw new RangeError('useGemmKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, or no WebAssembly SIMD)');
+  wasmColumn = kind === 'wasm' ? wasmColumnLoaded : null;
+}
 /** A column of tiles gathered from a batch's two images, and where its columns lie (see straddlingColumn). */
 const straddleBlock = new Float32Array(MC * NR);
 const straddleColumns = new Int32Array(NR);
@@ -343,7 +391,7 @@ export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0
  * L1) than the same loop inside the column loop below, which keeps its own variables live
  * beside it.
  */
-export function microTile(kc: number, P: Float64Array, aStart: number, bStart: number, tile: Float64Array): void {
+export function microTile(kc: number, P: Float64Array, aStart: number, bStart: number, tile: Float64Array, t: number): void {
   let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
   let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
   let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
@@ -356,10 +404,56 @@ export function microTile(kc: number, P: Float64Array, aStart: number, bStart: n
     c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
     c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
   }
-  tile[0] = c00; tile[1] = c01; tile[2] = c02; tile[3] = c03;
-  tile[4] = c10; tile[5] = c11; tile[6] = c12; tile[7] = c13;
-  tile[8] = c20; tile[9] = c21; tile[10] = c22; tile[11] = c23;
-  tile[12] = c30; tile[13] = c31; tile[14] = c32; tile[15] = c33;
+  tile[t] = c00; tile[t + 1] = c01; tile[t + 2] = c02; tile[t + 3] = c03;
+  tile[t + 4] = c10; tile[t + 5] = c11; tile[t + 6] = c12; tile[t + 7] = c13;
+  tile[t + 8] = c20; tile[t + 9] = c21; tile[t + 10] = c22; tile[t + 11] = c23;
+  tile[t + 12] = c30; tile[t + 13] = c31; tile[t + 14] = c32; tile[t + 15] = c33;
+}
+
+/**
+ * microTile's twin in WebAssembly SIMD, for a whole column of micro-tiles: for each 4-row panel
+ * of the packed A block (byte address `a`, `rows` rows rounded up to 4), the 4 x 4 sums with the
+ * B panel at byte `b`, written to `sums` tile after tile (16 float64 each, row-major), as
+ * microTile writes them. The same float64 products and sums in the same order of p, two columns
+ * at a time: a f64x2 lane holds one of microTile's accumulators, and SIMD has no fused
+ * multiply-add, so each product is rounded before it is added, as in TypeScript. The same bits.
+ *   for r0 in 0, 4, .. < rows:                      (tiles)
+ *     acc[r][0..1], acc[r][2..3] = 0                 (8 two-lane accumulators, r < 4)
+ *     for p in 0 .. kc-1:
+ *       b01, b23 = B[p][0..1], B[p][2..3]
+ *       acc[r][..] += splat(A[p][r]) * b..           (r < 4)
+ *     sums[tile r0/4] = acc
+ * Parameters: kc, rows, a, b, sums (i32; addresses in bytes).
+ */
+export function gemmColumnWasm(): WasmFunction {
+  const [kc, rows, a, b, sums] = [0, 1, 2, 3, 4];
+  const [r0, p, ap, bp] = [5, 6, 7, 8];
+  const [b01, b23, splat] = [9, 10, 11];
+  const acc = (r: number, half: number) => 12 + 2 * r + half;
+  const body: number[] = [...i.i32Const(0), ...i.localSet(r0), ...i.block, ...i.loop];
+  // while r0 < rows
+  body.push(...i.localGet(r0), ...i.localGet(rows), ...i.i32GeS, ...i.brIf(1));
+  for (let k = 0; k < 8; k++) body.push(...i.v128Zero, ...i.localSet(12 + k));
+  body.push(...i.localGet(a), ...i.localSet(ap), ...i.localGet(b), ...i.localSet(bp), ...i.localGet(kc), ...i.localSet(p));
+  body.push(...i.block, ...i.loop, ...i.localGet(p), ...i.i32Eqz, ...i.brIf(1));
+  body.push(...i.localGet(bp), ...i.v128Load(0), ...i.localSet(b01), ...i.localGet(bp), ...i.v128Load(16), ...i.localSet(b23));
+  for (let r = 0; r < 4; r++) {
+    body.push(...i.localGet(ap), ...i.v128Load64Splat(8 * r), ...i.localSet(splat));
+    for (const [half, bv] of [[0, b01], [1, b23]]) {
+      body.push(...i.localGet(acc(r, half)), ...i.localGet(splat), ...i.localGet(bv), ...i.f64x2Mul, ...i.f64x2Add, ...i.localSet(acc(r, half)));
+    }
+  }
+  // ap += 32; bp += 32; p -= 1
+  body.push(...i.localGet(ap), ...i.i32Const(32), ...i.i32Add, ...i.localSet(ap), ...i.localGet(bp), ...i.i32Const(32), ...i.i32Add, ...i.localSet(bp));
+  body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Sub, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  for (let r = 0; r < 4; r++) {
+    for (const half of [0, 1]) body.push(...i.localGet(sums), ...i.localGet(acc(r, half)), ...i.v128Store(32 * r + 16 * half));
+  }
+  // sums += 128; a += kc * 32; r0 += 4
+  body.push(...i.localGet(sums), ...i.i32Const(128), ...i.i32Add, ...i.localSet(sums));
+  body.push(...i.localGet(a), ...i.localGet(kc), ...i.i32Const(5), ...i.i32Shl, ...i.i32Add, ...i.localSet(a));
+  body.push(...i.localGet(r0), ...i.i32Const(4), ...i.i32Add, ...i.localSet(r0), ...i.br(0), ...i.end, ...i.end);
+  return { name: 'gemmColumn', params: [I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, V128, V128, V128, V128, V128, V128, V128, V128, V128, V128, V128], body };
 }
 
 /**
@@ -382,21 +476,24 @@ export function microKernelColumn(
   cols: number,
   overwrite: boolean,
 ): void {
-  const t = tileSums;
-  for (let r0 = 0, aStart = 0, cRow = cStart; r0 < rows; r0 += MR, aStart += kc * MR, cRow += MR * ldc) {
-    microTile(kc, P, aStart, bStart, t);
+  const t = columnSums;
+  // The sums of every tile of the column, tile after tile: in WebAssembly when its kernel is
+  // loaded (P is then its memory), else microTile by microTile.
+  if (wasmColumn !== null && P === packed) wasmColumn(kc, rows, 0, bStart * 8, t.byteOffset);
+  else for (let r0 = 0, aStart = 0; r0 < rows; r0 += MR, aStart += kc * MR) microTile(kc, P, aStart, bStart, t, r0 * NR);
+  for (let r0 = 0, s = 0, cRow = cStart; r0 < rows; r0 += MR, s += 16, cRow += MR * ldc) {
     if (rows - r0 < MR || cols < NR) {
-      storeEdgeTile(t, alpha, C, cRow, ldc, Math.min(MR, rows - r0), cols, overwrite);
+      storeEdgeTile(t, s, alpha, C, cRow, ldc, Math.min(MR, rows - r0), cols, overwrite);
       continue;
     }
     if (overwrite) {
       // First K block of a GEMM with beta = 0: store instead of accumulating into a zeroed C (one
       // pass over C fewer). "+ 0" stores +0 where 0 + x would have, so the result is the same bits.
-      for (let r = 0, c = cRow; r < 16; r += 4, c += ldc) {
+      for (let r = s, c = cRow; r < s + 16; r += 4, c += ldc) {
         C[c] = alpha * t[r] + 0; C[c + 1] = alpha * t[r + 1] + 0; C[c + 2] = alpha * t[r + 2] + 0; C[c + 3] = alpha * t[r + 3] + 0;
       }
     } else {
-      for (let r = 0, c = cRow; r < 16; r += 4, c += ldc) {
+      for (let r = s, c = cRow; r < s + 16; r += 4, c += ldc) {
         C[c] += alpha * t[r]; C[c + 1] += alpha * t[r + 1]; C[c + 2] += alpha * t[r + 2]; C[c + 3] += alpha * t[r + 3];
       }
     }
@@ -408,11 +505,11 @@ export function microKernelColumn(
  * its own, so that the micro-kernel's hot path stays straight-line code (an edge loop inside it
  * made V8 deoptimise the kernel in some processes) and allocates nothing.
  */
-export function storeEdgeTile(tile: Float64Array, alpha: number, C: Float32Array, cStart: number, ldc: number, rows: number, cols: number, overwrite: boolean): void {
+export function storeEdgeTile(tile: Float64Array, t: number, alpha: number, C: Float32Array, cStart: number, ldc: number, rows: number, cols: number, overwrite: boolean): void {
   for (let r = 0; r < rows; r++) {
     for (let s = 0; s < cols; s++) {
       const i = cStart + r * ldc + s;
-      C[i] = overwrite ? alpha * tile[r * NR + s] + 0 : C[i] + alpha * tile[r * NR + s];
+      C[i] = overwrite ? alpha * tile[t + r * NR + s] + 0 : C[i] + alpha * tile[t + r * NR + s];
     }
   }
 }
@@ -545,8 +642,16 @@ const GEMM_KERNEL = declareKernel({
   chunksPerThread: 1,
   minWork: PARALLEL_MIN_MULT_ADDS,
   slice: gemmSlice,
-  deps: [scaleC, interleaveFourRows, copyFourColumns, packA, packB, batchedIndex, packBatchedColumns, packBatchedDepth, zeroBatchedColumns, storeEdgeTile, microTile, microKernelColumn, straddlingColumn, gemmCore],
-  prelude: `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};\nconst PACKED_B_START = MC * KC;\nconst packed = new Float64Array((MC + NC) * KC);\nconst tileSums = new Float64Array(MR * NR);\nconst straddleBlock = new Float32Array(MC * NR);\nconst straddleColumns = new Int32Array(NR);`,
+  deps: [scaleC, interleaveFourRows, copyFourColumns, packA, packB, batchedIndex, packBatchedColumns, packBatchedDepth, zeroBatchedColumns, storeEdgeTile, microTile, microKernelColumn, straddlingColumn, gemmCore, createGemmScratch],
+  // The workers load the same WebAssembly bytes (or none, as this thread).
+  prelude: [
+    `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};`,
+    'const PACKED_B_START = MC * KC;',
+    `const gemmScratch = createGemmScratch(${GEMM_WASM === null ? 'null' : `new Uint8Array([${GEMM_WASM.join(',')}])`});`,
+    'const packed = gemmScratch.packed, columnSums = gemmScratch.sums, wasmColumn = gemmScratch.column;',
+    'const straddleBlock = new Float32Array(MC * NR);',
+    'const straddleColumns = new Int32Array(NR);',
+  ].join('\n'),
 });
 
 /** Extent of a row-major matrix slice: from its offset to one past its last element. */

@@ -1,0 +1,167 @@
+// A small WebAssembly emitter: the binary format's few pieces our kernels need, written out by
+// hand so that the project needs no assembler. A module is a magic number, a version and a list
+// of sections (types, functions, memory, exports, code), each a byte id and its length-prefixed
+// contents; a function body is a list of locals and a stream of instructions, each an opcode
+// byte (SIMD ones: the prefix 0xfd and an opcode number) and its immediates. Integers are LEB128
+// (seven bits a byte, low bits first, the top bit saying "more follows").
+//
+// Kernels are written with the instruction helpers below as arrays of bytes; `i` holds them:
+//   [...i.localGet(x), ...i.localGet(y), ...i.f64x2Mul, ...i.localSet(z)]   // z = x * y
+// The spec: https://webassembly.github.io/spec/core/binary/ (SIMD: the 0xfd-prefixed table).
+// Nothing here is Node-only: the browser runs the same kernels.
+
+/** Value types. */
+export const I32 = 0x7f;
+export const F64 = 0x7c;
+export const F32 = 0x7d;
+export const V128 = 0x7b;
+export type ValueType = typeof I32 | typeof F32 | typeof F64 | typeof V128;
+
+/** Unsigned LEB128. */
+export function unsignedLeb(value: number): number[] {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new RangeError(`unsignedLeb: ${value} is not a u32`);
+  const bytes: number[] = [];
+  do {
+    let byte = value & 0x7f;
+    value = Math.floor(value / 128);
+    if (value !== 0) byte |= 0x80;
+    bytes.push(byte);
+  } while (value !== 0);
+  return bytes;
+}
+
+/** Signed LEB128 (two's complement, sign-extended from the last byte's bit 6). */
+export function signedLeb(value: number): number[] {
+  if (!Number.isInteger(value) || value < -0x80000000 || value > 0x7fffffff) throw new RangeError(`signedLeb: ${value} is not an i32`);
+  const bytes: number[] = [];
+  for (;;) {
+    const byte = value & 0x7f;
+    value >>= 7;
+    const done = (value === 0 && (byte & 0x40) === 0) || (value === -1 && (byte & 0x40) !== 0);
+    bytes.push(done ? byte : byte | 0x80);
+    if (done) return bytes;
+  }
+}
+
+/** A length-prefixed byte string (names, section contents, function bodies). */
+function sized(bytes: number[]): number[] {
+  return [...unsignedLeb(bytes.length), ...bytes];
+}
+
+function name(text: string): number[] {
+  return sized([...new TextEncoder().encode(text)]);
+}
+
+/** A vector: its length, then its items. */
+function vector(items: number[][]): number[] {
+  return [...unsignedLeb(items.length), ...items.flat()];
+}
+
+/** memarg: log2 of the alignment the access promises, and a constant byte offset. */
+function memarg(alignLog2: number, offset: number): number[] {
+  return [...unsignedLeb(alignLog2), ...unsignedLeb(offset)];
+}
+
+const simd = (opcode: number): number[] => [0xfd, ...unsignedLeb(opcode)];
+
+/** The instructions the kernels use. Arrays are instructions without immediates. */
+export const i = {
+  // Control. `blockVoid` etc. take no result (block type 0x40).
+  block: [0x02, 0x40],
+  loop: [0x03, 0x40],
+  if: [0x04, 0x40],
+  else: [0x05],
+  end: [0x0b],
+  br: (depth: number) => [0x0c, ...unsignedLeb(depth)],
+  brIf: (depth: number) => [0x0d, ...unsignedLeb(depth)],
+  return: [0x0f],
+  // Locals.
+  localGet: (index: number) => [0x20, ...unsignedLeb(index)],
+  localSet: (index: number) => [0x21, ...unsignedLeb(index)],
+  localTee: (index: number) => [0x22, ...unsignedLeb(index)],
+  // Scalar memory (offsets in bytes; the alignment hint is the natural one).
+  f32Load: (offset = 0) => [0x2a, ...memarg(2, offset)],
+  f64Load: (offset = 0) => [0x2b, ...memarg(3, offset)],
+  f32Store: (offset = 0) => [0x38, ...memarg(2, offset)],
+  f64Store: (offset = 0) => [0x39, ...memarg(3, offset)],
+  // Constants and integer arithmetic.
+  i32Const: (value: number) => [0x41, ...signedLeb(value)],
+  i32Eqz: [0x45],
+  i32Eq: [0x46],
+  i32Ne: [0x47],
+  i32LtS: [0x48],
+  i32GtS: [0x4a],
+  i32LeS: [0x4c],
+  i32GeS: [0x4e],
+  i32Add: [0x6a],
+  i32Sub: [0x6b],
+  i32Mul: [0x6c],
+  i32Shl: [0x74],
+  // Scalar float arithmetic.
+  f64Add: [0xa0],
+  f64Mul: [0xa2],
+  f64PromoteF32: [0xbb],
+  f32DemoteF64: [0xb6],
+  // SIMD: 128-bit loads and stores (16-byte alignment hint), lane splats, two-lane float64.
+  v128Load: (offset = 0) => [...simd(0x00), ...memarg(4, offset)],
+  v128Store: (offset = 0) => [...simd(0x0b), ...memarg(4, offset)],
+  /** Load one f64 and put it in both lanes. */
+  v128Load64Splat: (offset = 0) => [...simd(0x0a), ...memarg(3, offset)],
+  /** All 128 bits zero. */
+  v128Zero: [...simd(0x0c), ...new Array(16).fill(0)],
+  f64x2Splat: simd(0x14),
+  f64x2Add: simd(0xf0),
+  f64x2Mul: simd(0xf2),
+};
+
+/** One function of a module: its signature, extra locals and body (without the final `end`). */
+export interface WasmFunction {
+  name: string;
+  params: ValueType[];
+  results: ValueType[];
+  /** Locals after the parameters, in order (local index = params.length + position). */
+  locals: ValueType[];
+  body: number[];
+}
+
+/** A module of exported functions over one memory of its own, exported as `memory`. */
+export interface WasmModule {
+  /** 64 KiB pages. */
+  memoryPages: number;
+  functions: WasmFunction[];
+}
+
+/** The module's bytes. */
+export function emitModule(m: WasmModule): Uint8Array<ArrayBuffer> {
+  const section = (id: number, contents: number[]) => [id, ...sized(contents)];
+  const types = m.functions.map((f) => [0x60, ...vector(f.params.map((t) => [t])), ...vector(f.results.map((t) => [t]))]);
+  // Locals are declared as runs of one type: (count, type) pairs.
+  const localRuns = (locals: ValueType[]) => {
+    const runs: number[][] = [];
+    for (let k = 0; k < locals.length; ) {
+      let n = 1;
+      while (k + n < locals.length && locals[k + n] === locals[k]) n++;
+      runs.push([...unsignedLeb(n), locals[k]]);
+      k += n;
+    }
+    return vector(runs);
+  };
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, // "\0asm"
+    0x01, 0x00, 0x00, 0x00, // version 1
+    ...section(1, vector(types)),
+    ...section(3, vector(m.functions.map((_, k) => unsignedLeb(k)))),
+    // Memory: flags 1 = minimum and maximum given; both the same, so it never grows (views stay valid).
+    ...section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.memoryPages)]])),
+    ...section(7, vector([[...name('memory'), 0x02, 0x00], ...m.functions.map((f, k) => [...name(f.name), 0x00, ...unsignedLeb(k)])])),
+    ...section(10, vector(m.functions.map((f) => sized([...localRuns(f.locals), ...f.body, ...i.end])))),
+  ];
+  return Uint8Array.from(bytes);
+}
+
+/** Whether this JavaScript engine runs WebAssembly with 128-bit SIMD (a one-instruction module validates). */
+export function hasWasmSimd(): boolean {
+  if (typeof WebAssembly !== 'object' || typeof WebAssembly.validate !== 'function') return false;
+  const probe: WasmFunction = { name: 'probe', params: [], results: [V128], locals: [], body: [...i.v128Zero] };
+  return WebAssembly.validate(emitModule({ memoryPages: 1, functions: [probe] }));
+}

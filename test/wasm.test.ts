@@ -1,0 +1,129 @@
+// The WebAssembly kernels: the emitter writes the bytes the spec says, and every emitted kernel
+// gives the same bits as its TypeScript twin, in-process (every GEMM shape case of the suite) and
+// over a whole training run (V1, V2, shallow, baseline and the options that change a kernel's
+// path, on one and two threads, against MOBILENET_KERNELS=js).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import sharp from 'sharp';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { gemm, KERNELS, useGemmKernel, type GemmArgs, type GemmBatch } from '../src/ops/gemm.js';
+import { Rng } from '../src/tensor/rng.js';
+import { randn } from '../src/tensor/tensor.js';
+import { emitModule, hasWasmSimd, i, I32, signedLeb, unsignedLeb } from '../src/wasm/emit.js';
+import { CLI_FROM_SOURCE, ROOT, tinyFashionMnist, weightsDigest } from './helpers.js';
+
+describe('the WebAssembly emitter', () => {
+  it('LEB128 as the spec writes it', () => {
+    expect(unsignedLeb(0)).toEqual([0]);
+    expect(unsignedLeb(127)).toEqual([0x7f]);
+    expect(unsignedLeb(128)).toEqual([0x80, 0x01]);
+    expect(unsignedLeb(624485)).toEqual([0xe5, 0x8e, 0x26]);
+    expect(signedLeb(-1)).toEqual([0x7f]);
+    expect(signedLeb(63)).toEqual([0x3f]);
+    expect(signedLeb(64)).toEqual([0xc0, 0x00]);
+    expect(signedLeb(-64)).toEqual([0x40]);
+    expect(signedLeb(-123456)).toEqual([0xc0, 0xbb, 0x78]);
+    expect(() => unsignedLeb(-1)).toThrow(RangeError);
+  });
+  it('a known module, byte for byte, and it runs', () => {
+    // (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add), one page of memory.
+    const bytes = emitModule({ memoryPages: 1, functions: [{ name: 'add', params: [I32, I32], results: [I32], locals: [], body: [...i.localGet(0), ...i.localGet(1), ...i.i32Add] }] });
+    expect(Array.from(bytes)).toEqual([
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+      0x01, 0x07, 0x01, 0x60, 0x02, 0x7f, 0x7f, 0x01, 0x7f, // type section: (i32, i32) -> i32
+      0x03, 0x02, 0x01, 0x00, // function section: function 0 has type 0
+      0x05, 0x04, 0x01, 0x01, 0x01, 0x01, // memory section: min 1, max 1
+      0x07, 0x10, 0x02, 0x06, ...Buffer.from('memory'), 0x02, 0x00, 0x03, ...Buffer.from('add'), 0x00, 0x00, // exports
+      0x0a, 0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a, 0x0b, // code: no locals, the body, end
+    ]);
+    const add = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.add as (a: number, b: number) => number;
+    expect(add(2, 40)).toBe(42);
+  });
+  it('this Node has WebAssembly SIMD, so the suite runs the WebAssembly kernels unless MOBILENET_KERNELS=js', () => {
+    expect(hasWasmSimd()).toBe(true);
+    expect(KERNELS).toBe(process.env.MOBILENET_KERNELS === 'js' ? 'js' : 'wasm');
+  });
+});
+
+describe.skipIf(KERNELS !== 'wasm')('GEMM: the WebAssembly kernel gives the TypeScript twin\'s bits', () => {
+  afterEach(() => useGemmKernel('wasm'));
+  const rng = new Rng(5);
+  const same = (args: Omit<GemmArgs, 'C'>, C0: Float32Array) => {
+    const out = (kind: 'js' | 'wasm') => {
+      useGemmKernel(kind);
+      const C = C0.slice();
+      gemm({ ...args, C });
+      return C;
+    };
+    const js = out('js'), wasm = out('wasm');
+    expect(Buffer.from(wasm.buffer).equals(Buffer.from(js.buffer))).toBe(true);
+  };
+  const sizes: [number, number, number][] = [[1, 1, 1], [3, 5, 7], [4, 4, 4], [17, 9, 300], [130, 67, 33], [5, 2100, 3], [97, 2050, 513], [8, 8, 600]];
+  for (const [M, N, K] of sizes) {
+    it(`M=${M} N=${N} K=${K}, every transpose, alpha and beta, offsets, padded ld, NaN garbage under beta 0`, () => {
+      for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        for (const [alpha, beta] of [[1, 0], [0.5, 2], [-1.5, 1]]) {
+          const lda = (transA ? M : K) + 3, ldb = (transB ? K : N) + 1, ldc = N + 2;
+          const A = randn([(transA ? K : M) * lda + 5], rng).data, B = randn([(transB ? N : K) * ldb + 5], rng).data;
+          const C0 = beta === 0 ? new Float32Array(M * ldc + 4).fill(NaN) : randn([M * ldc + 4], rng).data;
+          same({ transA, transB, M, N, K, alpha, A, aOffset: 2, lda, B, bOffset: 1, ldb, beta, cOffset: 3, ldc }, C0);
+        }
+      }
+    });
+  }
+  for (const [images, pixels, firstColumn] of [[3, 1, 0], [5, 9, 0], [4, 16, 0], [3, 49, 52], [2, 30, 8]]) {
+    it(`a batch of ${images} images of ${pixels} pixels read in place from column ${firstColumn}, along columns and along depth`, () => {
+      const Cin = 6, Cout = 7, cols = images * pixels;
+      const x = randn([images, Cin, pixels], rng).data, w = randn([Cout, Cin], rng).data, dy = randn([images, Cout, pixels], rng).data;
+      const columns: GemmBatch = { along: 'columns', size: pixels, aStride: 0, bStride: Cin * pixels, cStride: Cout * pixels, firstColumn };
+      same({ transA: false, transB: false, M: Cout, N: cols - firstColumn, K: Cin, alpha: 1, A: w, aOffset: 0, lda: Cin, B: x, bOffset: 0, ldb: pixels, beta: 0, cOffset: 0, ldc: pixels, batch: columns }, new Float32Array(images * Cout * pixels).fill(NaN));
+      for (const roundPerImage of [false, true]) {
+        const depth: GemmBatch = { along: 'depth', size: pixels, aStride: Cout * pixels, bStride: Cin * pixels, cStride: 0, firstColumn: 0, roundPerImage };
+        same({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dy, aOffset: 0, lda: pixels, B: x, bOffset: 0, ldb: pixels, beta: 1, cOffset: 0, ldc: Cin, batch: depth }, randn([Cout * Cin], rng).data);
+      }
+    });
+  }
+});
+
+// Whole training runs: the checkpoint's weights after a few steps, with the TypeScript kernels
+// and with the WebAssembly ones, on one thread and two: one digest for all four.
+describe('a training run gives the same weights with either kernels and any thread count', () => {
+  const data = tinyFashionMnist(64, 16);
+  // A folder of colour images (two classes of 12, 20x20: an odd size after --rho).
+  const colour = mkdtempSync(join(tmpdir(), 'twins-colour-'));
+  beforeAll(async () => {
+    for (const [cls, hue] of [['red', [200, 40, 30]], ['teal', [20, 150, 160]]] as const) {
+      mkdirSync(join(colour, cls));
+      for (let k = 0; k < 12; k++) {
+        const pixels = Buffer.from(Array.from({ length: 20 * 20 * 3 }, (_, j) => (hue[j % 3] + ((j * 37 + k * 101) % 60)) % 256));
+        await sharp(pixels, { raw: { width: 20, height: 20, channels: 3 } }).png().toFile(join(colour, cls, `${k}.png`));
+      }
+    }
+  });
+  const digest = (kernels: 'js' | 'wasm', threads: number, options: string[]) => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'twins-')), 'run');
+    const dataFlags = options.includes('--data') ? [] : ['--data-path', data];
+    const args = [...CLI_FROM_SOURCE, '--threads', String(threads), 'train', ...dataFlags, '--epochs', '1', '-b', '16', '--log-interval', '0', '--output-dir', dir, ...options];
+    const r = spawnSync(process.execPath, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MOBILENET_KERNELS: kernels } });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return weightsDigest(join(dir, 'last.safetensors'));
+  };
+  const models: [string, string[]][] = [
+    ['shallow (the default), stem stride 1', ['--stem-stride', '1']],
+    ['V1 alpha 0.25, rho 0.857 (an odd resolution)', ['--model', 'v1', '--alpha', '0.25', '--rho', '0.857']],
+    ['V2 alpha 0.35, expansion 4', ['--model', 'v2', '--alpha', '0.35', '--expansion', '4']],
+    ['baseline alpha 0.25 on colour images', ['--model', 'baseline', '--alpha', '0.25', '--data', colour]],
+  ];
+  for (const [what, options] of models) {
+    it(what, () => {
+      const reference = digest('js', 1, options);
+      expect(digest('wasm', 1, options)).toBe(reference);
+      expect(digest('wasm', 2, options)).toBe(reference);
+      expect(digest('js', 2, options)).toBe(reference);
+    }, 120_000);
+  }
+});
