@@ -23,6 +23,9 @@ import { parallelGemm } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 
+/** The engine label of our rows run with MOBILENET_KERNELS=js. */
+const JS_KERNELS_ENGINE = 'ours, js';
+
 export interface Timing {
   medianMs: number;
   minMs: number;
@@ -183,7 +186,7 @@ async function main(): Promise<void> {
     .option('--threads <list>', 'thread counts to measure, e.g. 1,2', '1,2')
     .option('--min-seconds <s>', 'minimum timed seconds per measurement (WORKLOADS.md: >= 5 steps or >= 10 s)', '2')
     .option('--json <path>', 'write the results as JSON to this file')
-    .option('--compare <engines>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend, one thread) and/or torch (PyTorch from /usr/bin/python3, at each thread count), interleaved workload by workload: tfjs, torch or tfjs,torch')
+    .option('--compare <engines>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend, one thread), torch (PyTorch from /usr/bin/python3, at each thread count) and/or js (ours with the TypeScript kernels only, MOBILENET_KERNELS=js), interleaved workload by workload: e.g. torch,js')
     .option('--child <id:threads:engine>', 'internal: run one workload and print its rows as JSON')
     .parse(process.argv);
   const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string; compare?: string }>();
@@ -191,12 +194,12 @@ async function main(): Promise<void> {
     const [id, threads, engine] = opts.child.split(':');
     const rows = engine === 'tfjs' ? await runTfjs(id, Number(opts.minSeconds)) : runHere(id, Number(threads), Number(opts.minSeconds));
     const peak = process.resourceUsage().maxRSS / 1024;
-    process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peakRssMb: peak, engine: r.engine ?? 'mobilenet-ts' }))) + '\n');
+    process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peakRssMb: peak, engine: r.engine ?? (engine === 'js' ? JS_KERNELS_ENGINE : 'mobilenet-ts') }))) + '\n');
     process.exit(0);
   }
   const engines = opts.compare === undefined ? [] : opts.compare.split(',').map((s) => s.trim());
-  if (engines.some((e) => e !== 'tfjs' && e !== 'torch')) {
-    process.stderr.write(`bench: --compare takes tfjs, torch or tfjs,torch, got '${opts.compare}'\n`);
+  if (engines.some((e) => e !== 'tfjs' && e !== 'torch' && e !== 'js')) {
+    process.stderr.write(`bench: --compare takes a comma-separated list of tfjs, torch and js, got '${opts.compare}'\n`);
     process.exit(2);
   }
   let withTorch = engines.includes('torch');
@@ -205,6 +208,7 @@ async function main(): Promise<void> {
     withTorch = false;
   }
   const withTfjs = engines.includes('tfjs');
+  const withJs = engines.includes('js');
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
   const threadCounts = opts.threads.split(',').map((s) => decimalNumber(s.trim()));
   if (threadCounts.some((t) => !Number.isInteger(t) || t < 1 || t > MAX_THREADS)) {
@@ -222,11 +226,13 @@ async function main(): Promise<void> {
   }
   const rows: Row[] = [];
   process.stdout.write(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, node ${process.version}\n`);
-  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${withTfjs ? '     speed-up vs tfjs' : ''}${withTorch ? '     time ours / torch' : ''}\n`);
+  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${withTfjs ? '     speed-up vs tfjs' : ''}${withTorch ? '     time ours / torch' : ''}${withJs ? '     speed-up vs js kernels' : ''}\n`);
   const self = fileURLToPath(import.meta.url);
   const runChild = (id: string, threads: number, engine: string): Row[] => {
     // Each workload in its own process: clean JIT state and a peak RSS of its own.
-    const child = spawnSync(process.execPath, [...process.execArgv, self, '--child', `${id}:${threads}:${engine}`, '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    // 'js': our engine with the TypeScript kernels only (MOBILENET_KERNELS=js), the WebAssembly kernels' twins.
+    const env = { ...process.env, MOBILENET_KERNELS: engine === 'js' ? 'js' : process.env.MOBILENET_KERNELS };
+    const child = spawnSync(process.execPath, [...process.execArgv, self, '--child', `${id}:${threads}:${engine}`, '--min-seconds', opts.minSeconds], { encoding: 'utf8', maxBuffer: 1 << 24, env });
     if (child.status !== 0) {
       process.stderr.write(`bench: ${id} on ${engine} with ${threads} threads failed:\n${child.stderr}\n`);
       process.exit(1);
@@ -241,9 +247,9 @@ async function main(): Promise<void> {
     }
     return JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[];
   };
-  const print = (row: Row, tfjs?: Row, torch?: Row) => {
+  const print = (row: Row, tfjs?: Row, torch?: Row, js?: Row) => {
     const ours = row.engine === 'mobilenet-ts';
-    const ratio = (ours && tfjs ? `     ${(tfjs.medianMs / row.medianMs).toFixed(1)}x` : '') + (ours && torch ? `     ${(row.medianMs / torch.medianMs).toFixed(2)}x` : '');
+    const ratio = (ours && tfjs ? `     ${(tfjs.medianMs / row.medianMs).toFixed(1)}x` : '') + (ours && torch ? `     ${(row.medianMs / torch.medianMs).toFixed(2)}x` : '') + (ours && js ? `     ${(js.medianMs / row.medianMs).toFixed(2)}x` : '');
     process.stdout.write(`${row.workload.padEnd(9)}${(row.engine ?? '').padEnd(14)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}${ratio}\n`);
   };
   for (const id of ids) {
@@ -260,9 +266,14 @@ async function main(): Promise<void> {
         rows.push(row);
         print(row);
       }
+      const js = withJs ? runChild(id, threads, 'js') : [];
+      for (const row of js) {
+        rows.push(row);
+        print(row);
+      }
       for (const row of runChild(id, threads, 'ours')) {
         rows.push(row);
-        print(row, tfjs.find((r) => r.what === row.what), torch.find((r) => r.what === row.what));
+        print(row, tfjs.find((r) => r.what === row.what), torch.find((r) => r.what === row.what), js.find((r) => r.what === row.what));
       }
     }
   }
