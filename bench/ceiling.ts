@@ -6,7 +6,10 @@
 //   2. micro-kernel loops: C (MR x NR) += A panel (MR x K) * B panel (K x NR), packed float64, the
 //      loop at the heart of every blocked GEMM, for several tile shapes. Each step of K loads
 //      MR + NR values from typed arrays and does MR x NR multiply-adds.
-//   3. our GEMM (src/ops/gemm.ts) on square and pointwise-like shapes, packing included.
+//   3. our GEMM (src/ops/gemm.ts) on square and pointwise-like shapes, packing included, with the
+//      TypeScript micro-kernel and with its WebAssembly SIMD twin;
+//   4. the SIMD ceiling: the first figure's eight chains as two-lane f64x2 multiply-adds in an
+//      emitted WebAssembly loop (what the WebAssembly kernel could reach with float64 lanes).
 //
 // Why the second figure sits far below the first: every typed-array load is an index
 // computation, a bounds check and the load itself, and a tile of 16 accumulators plus its
@@ -15,7 +18,8 @@
 // are what any GEMM written in plain JavaScript can reach here; SIMD is what the native
 // libraries have beyond it.
 
-import { gemmCore, type GemmArgs } from '../src/ops/gemm.js';
+import { gemmCore, KERNELS, useGemmKernel, type GemmArgs } from '../src/ops/gemm.js';
+import { emitModule, i, I32, V128 } from '../src/wasm/emit.js';
 
 /** Best GFLOP/s over `rounds` timings of `run`, which does `flops` floating-point operations. */
 function bestRate(run: () => void, flops: number, rounds = 5): number {
@@ -81,9 +85,28 @@ for (const [MR, NR, oneArray] of [[2, 4], [3, 3], [3, 4], [4, 4], [4, 4, true], 
   line(`micro-kernel loop ${MR}x${NR}${oneArray ? ' (one array)' : ''}, K = ${K}, data in L1`, bestRate(() => { for (let c = 0; c < calls; c++) kernel(K, Ap, Bp, C); }, calls * 2 * MR * NR * K));
 }
 
-for (const [M, N, K2] of [[256, 256, 256], [512, 512, 512], [64, 1024, 32], [128, 1024, 128]]) {
-  const A = Float32Array.from({ length: M * K2 }, (_, i) => Math.sin(i)), B = Float32Array.from({ length: K2 * N }, (_, i) => Math.cos(i)), C = new Float32Array(M * N);
-  const args: GemmArgs = { transA: false, transB: false, M, N, K: K2, alpha: 1, A, aOffset: 0, lda: K2, B, bOffset: 0, ldb: N, beta: 0, C, cOffset: 0, ldc: N };
-  const reps = Math.max(1, Math.round(1e8 / (M * N * K2)));
-  line(`our GEMM ${M}x${N}x${K2} (packing included)`, bestRate(() => { for (let r = 0; r < reps; r++) gemmCore(args); }, reps * 2 * M * N * K2));
+for (const kernel of KERNELS === 'wasm' ? (['js', 'wasm'] as const) : (['js'] as const)) {
+  useGemmKernel(kernel);
+  for (const [M, N, K2] of [[256, 256, 256], [512, 512, 512], [64, 1024, 32], [128, 1024, 128]]) {
+    const A = Float32Array.from({ length: M * K2 }, (_, i) => Math.sin(i)), B = Float32Array.from({ length: K2 * N }, (_, i) => Math.cos(i)), C = new Float32Array(M * N);
+    const args: GemmArgs = { transA: false, transB: false, M, N, K: K2, alpha: 1, A, aOffset: 0, lda: K2, B, bOffset: 0, ldb: N, beta: 0, C, cOffset: 0, ldc: N };
+    const reps = Math.max(1, Math.round(1e8 / (M * N * K2)));
+    line(`our GEMM ${M}x${N}x${K2}, ${kernel === 'js' ? 'TypeScript' : 'WebAssembly'} kernel`, bestRate(() => { for (let r = 0; r < reps; r++) gemmCore(args); }, reps * 2 * M * N * K2));
+  }
+}
+
+if (KERNELS === 'wasm') {
+  // (func (param n i32): eight f64x2 chains acc_k = acc_k * m + c, n times), the registers-only loop in SIMD.
+  const [n, m, c] = [0, 1, 2], acc = (k: number) => 3 + k;
+  const body: number[] = [];
+  const splat = (x: number) => [0x44, ...new Uint8Array(Float64Array.of(x).buffer), ...i.f64x2Splat];
+  body.push(...splat(0.999999), ...i.localSet(m), ...splat(1e-7), ...i.localSet(c));
+  for (let k = 0; k < 8; k++) body.push(...splat(k), ...i.localSet(acc(k)));
+  body.push(...i.block, ...i.loop, ...i.localGet(n), ...i.i32Eqz, ...i.brIf(1));
+  for (let k = 0; k < 8; k++) body.push(...i.localGet(acc(k)), ...i.localGet(m), ...i.f64x2Mul, ...i.localGet(c), ...i.f64x2Add, ...i.localSet(acc(k)));
+  body.push(...i.localGet(n), ...i.i32Const(1), ...i.i32Sub, ...i.localSet(n), ...i.br(0), ...i.end, ...i.end);
+  const bytes = emitModule({ memoryPages: 1, functions: [{ name: 'chains', params: [I32], results: [], locals: Array(10).fill(V128), body }] });
+  const chains = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.chains as (n: number) => void;
+  chains(1000);
+  line('WebAssembly SIMD, registers only (8 f64x2 chains)', bestRate(() => chains(1e7), 1e7 * 8 * 2 * 2));
 }
