@@ -11,6 +11,7 @@ import { registerPredict } from './predict.js';
 import { registerStep } from './step.js';
 import { registerSummary } from './summary.js';
 import { registerTrain } from './train.js';
+import { KERNELS_PROBLEM } from '../src/ops/gemm.js';
 import { defaultThreads, MAX_THREADS, setThreads } from '../src/ops/parallel.js';
 import { CheckpointError, RunFolderError } from '../src/train/checkpoint.js';
 import { FileWriteError } from '../src/tensor/files.js';
@@ -60,6 +61,7 @@ program
   .option('--threads <n>', 'threads for the kernels (default: all cores)', numberIn('--threads', 1, MAX_THREADS, { integer: true }))
   .option('--verbose', 'show stack traces on errors', false)
   .hook('preAction', () => {
+    if (KERNELS_PROBLEM !== null) throw new UsageError(KERNELS_PROBLEM);
     const threads = program.opts<{ threads?: number }>().threads ?? defaultThreads();
     // More threads than cores take turns on the same cores and wait for each other at every
     // kernel: measured 3x slower on 2 cores with 8 threads.
@@ -104,7 +106,8 @@ registerExperiment(program, run);
 program.parseAsync(process.argv).then(
   () => process.exit(process.exitCode ?? 0), // worker threads must not keep a finished command alive
   (e: unknown) => {
+    // Outside a command's run (a global option's hook): a usage mistake is exit 2, as in `run`.
     process.stderr.write(`mobilenet: error: ${(e as Error).message}\n`);
-    process.exit(1);
+    process.exit(e instanceof UsageError ? 2 : 1);
   },
 );

@@ -42,6 +42,12 @@ describe('the WebAssembly emitter', () => {
     const add = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.add as (a: number, b: number) => number;
     expect(add(2, 40)).toBe(42);
   });
+  it('an unknown MOBILENET_KERNELS is one line naming it, exit 2, before any command runs', () => {
+    const r = spawnSync(process.execPath, [...CLI_FROM_SOURCE, 'summary'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, MOBILENET_KERNELS: 'JS' } });
+    expect(r.stderr).toBe("mobilenet: error: MOBILENET_KERNELS must be 'js' or 'wasm' (or unset), got 'JS'\n");
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+  });
   it('this Node has WebAssembly SIMD, so the suite runs the WebAssembly kernels unless MOBILENET_KERNELS=js', () => {
     expect(hasWasmSimd()).toBe(true);
     expect(KERNELS).toBe(process.env.MOBILENET_KERNELS === 'js' ? 'js' : 'wasm');

@@ -121,18 +121,24 @@ export const NC = 2048;
 // With the WebAssembly kernels the buffer is the module's memory, where the kernel reads it.
 const PACKED_B_START = MC * KC;
 
+/**
+ * What MOBILENET_KERNELS asks for that cannot be had (an unknown value, or wasm without SIMD),
+ * or null. Not thrown while modules load, where it would be a stack trace: the CLI reports it
+ * as one line before any command runs, and the first GEMM of a library user throws it.
+ */
+export const KERNELS_PROBLEM: string | null = kernelsProblem();
 /** Which kernels run: 'wasm' (WebAssembly SIMD, the default where the engine has it) or 'js' (`MOBILENET_KERNELS=js`). */
-export const KERNELS: 'wasm' | 'js' = kernelsFromEnvironment();
+export const KERNELS: 'wasm' | 'js' = KERNELS_PROBLEM === null && askedKernels() !== 'js' && hasWasmSimd() ? 'wasm' : 'js';
 
-function kernelsFromEnvironment(): 'wasm' | 'js' {
-  const asked = typeof process === 'object' ? process.env?.MOBILENET_KERNELS : undefined;
-  if (asked !== undefined && asked !== '' && asked !== 'js' && asked !== 'wasm') throw new RangeError(`MOBILENET_KERNELS must be 'js' or 'wasm', got '${asked}'`);
-  if (asked === 'js') return 'js';
-  if (!hasWasmSimd()) {
-    if (asked === 'wasm') throw new RangeError("MOBILENET_KERNELS=wasm, but this JavaScript engine has no WebAssembly SIMD");
-    return 'js';
-  }
-  return 'wasm';
+function askedKernels(): string | undefined {
+  return typeof process === 'object' ? process.env?.MOBILENET_KERNELS : undefined;
+}
+
+function kernelsProblem(): string | null {
+  const asked = askedKernels();
+  if (asked !== undefined && asked !== '' && asked !== 'js' && asked !== 'wasm') return `MOBILENET_KERNELS must be 'js' or 'wasm' (or unset), got '${asked}'`;
+  if (asked === 'wasm' && !hasWasmSimd()) return 'MOBILENET_KERNELS=wasm, but this JavaScript engine has no WebAssembly SIMD (unset it to run the TypeScript kernels)';
+  return null;
 }
 
 /** The micro-kernel module's bytes (see gemmColumnWasm), emitted once at start-up. */
@@ -516,6 +522,7 @@ export function storeEdgeTile(tile: Float64Array, t: number, alpha: number, C: F
 
 /** Blocked, packed GEMM (see the file comment), on one thread; `parallelGemm` splits it over threads. */
 export function gemm(args: GemmArgs): void {
+  if (KERNELS_PROBLEM !== null) throw new RangeError(KERNELS_PROBLEM);
   checkGemmArgs(args);
   gemmCore(args);
 }
@@ -665,6 +672,7 @@ function extent(rows: number, cols: number, ld: number): number {
  * is copied for the workers), the buffer cache's own buffers whole (used in place).
  */
 export function parallelGemm(args: GemmArgs): void {
+  if (KERNELS_PROBLEM !== null) throw new RangeError(KERNELS_PROBLEM);
   checkGemmArgs(args);
   const { transA, transB, M, N, K, lda, ldb, ldc } = args;
   const window = (data: Float32Array, offset: number, length: number): [Float32Array, number] => (isCached(data) ? [data, offset] : [data.subarray(offset, offset + length), 0]);
