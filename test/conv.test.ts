@@ -171,7 +171,7 @@ describe('fast conv kernels equal their naive twins', () => {
       depthwiseForward(x.data, w.data, g, y);
       const naive = depthwiseNaiveForward(x.data, w.data, g);
       expectClose(y, naive, 'forward', 1e-5, 1e-5);
-      // Exactly, too: every path (the 3x3 interior, the border, a small plane's zero padding) sums
+      // Exactly, too: every path (a 3x3 filter on the zero-bordered plane, other filters by border) sums
       // a pixel's terms in float64 in tap order, as the twin does; a padded tap adds w * 0.
       const firstDifference = y.findIndex((v, i) => v !== naive[i]);
       expect(firstDifference, `first differing output: ${y[firstDifference]} vs ${naive[firstDifference]}`).toBe(-1);

@@ -127,7 +127,10 @@ function checkModelAgainstPyTorch(model: ImageClassifier, fixtureName: string) {
     if (!name.endsWith('num_batches_tracked')) expectClose(b.data, t(`buffer_after.${name}`).data, `BN statistic ${name}`, 1e-3, 1e-5);
   }
 
-  // Eval mode: running statistics; every gradient is well conditioned, so the bound is tight.
+  // Eval mode: the running statistics PyTorch's train-mode pass left (ours differ from them by
+  // that pass's float32 error, checked just above); every gradient is well conditioned, so the
+  // bound is tight.
+  for (const [name, b] of model.namedBuffers()) if (!name.endsWith('num_batches_tracked')) b.data.set(t(`buffer_after.${name}`).data);
   model.zeroGrad();
   const evalLogits = model.eval().forward(t('input'));
   const evalLogitsError = normalizedError(evalLogits.data, t('eval_logits').data);
@@ -147,8 +150,10 @@ function expectModelMatches(r: ReturnType<typeof checkModelAgainstPyTorch>, para
   expect(r.logitsError, 'train-mode logits').toBeLessThan(1e-3);
   // Train mode: no gradient further from float64 than twice PyTorch's own float32 run (or 2e-3).
   expect(r.worstRatio, `train-mode gradient of ${r.worstName}`).toBeLessThan(2);
-  expect(r.evalLogitsError, 'eval-mode logits').toBeLessThan(1e-4);
-  expect(r.worstEvalGrad, `eval-mode gradient of ${r.worstEvalName}`).toBeLessThan(1e-4);
+  // Eval mode, from PyTorch's running statistics: PyTorch's own float32 run lands 2.9e-7 (logits)
+  // and 8.3e-7 (worst gradient) from float64 on the V2 fixture.
+  expect(r.evalLogitsError, 'eval-mode logits').toBeLessThan(1e-6);
+  expect(r.worstEvalGrad, `eval-mode gradient of ${r.worstEvalName}`).toBeLessThan(2e-6);
 }
 
 describe('whole models match PyTorch 1.13 (logits, loss, every parameter gradient, BN statistics)', () => {

@@ -92,7 +92,7 @@ describe('threads', () => {
     // The depthwise kernels share one prelude; twice, its const would be declared twice.
     const source = workerSource();
     expect(() => new Function(source)).not.toThrow();
-    expect(source.match(/const PADDED_GATHER_MAX_PIXELS =/g)).toHaveLength(1);
+    expect(source.match(/const DEPTHWISE_SLACK =/g)).toHaveLength(1);
   });
 
   it('rejects a bad thread count', () => {

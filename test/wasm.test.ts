@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import sharp from 'sharp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
 import { gemm, KERNELS, useGemmKernel, type GemmArgs, type GemmBatch } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
@@ -90,6 +91,31 @@ describe.skipIf(KERNELS !== 'wasm')('GEMM: the WebAssembly kernel gives the Type
         const depth: GemmBatch = { along: 'depth', size: pixels, aStride: Cout * pixels, bStride: Cin * pixels, cStride: 0, firstColumn: 0, roundPerImage };
         same({ transA: false, transB: true, M: Cout, N: Cin, K: cols, alpha: 1, A: dy, aOffset: 0, lda: pixels, B: x, bOffset: 0, ldb: pixels, beta: 1, cOffset: 0, ldc: Cin, batch: depth }, randn([Cout * Cin], rng).data);
       }
+    });
+  }
+});
+
+describe.skipIf(KERNELS !== 'wasm')('depthwise 3x3: the WebAssembly kernels give the TypeScript twin\'s bits', () => {
+  afterEach(() => useDepthwiseKernel('wasm'));
+  const rng = new Rng(6);
+  // Planes of 1x1 to 57x57 (widths that are and are not multiples of 4), stride 1 and 2,
+  // padding 0 to 2 (the first output's taps outside, inside, or the plane skipped by a stride).
+  const cases: [number, number, number, number, number, number][] = [[2, 3, 1, 1, 1, 1], [1, 2, 2, 3, 1, 1], [2, 5, 7, 7, 1, 1], [2, 4, 8, 8, 2, 1], [1, 3, 9, 13, 2, 1], [1, 2, 16, 16, 1, 0], [1, 2, 11, 6, 2, 2], [1, 3, 57, 57, 2, 1], [1, 2, 33, 35, 1, 1]];
+  for (const [N, C, H, W, stride, padding] of cases) {
+    it(`x=${N}x${C}x${H}x${W} s${stride} p${padding}: forward and input gradient`, () => {
+      const x = randn([N, C, H, W], rng), w = randn([C, 1, 3, 3], rng);
+      const g = depthwiseGeometry(x, w, null, { stride, padding });
+      const dy = randn([N, C, g.Hout, g.Wout], rng).data;
+      const run = (kind: 'js' | 'wasm') => {
+        useDepthwiseKernel(kind);
+        const y = new Float32Array(N * C * g.Hout * g.Wout).fill(NaN), dx = new Float32Array(x.numel).fill(NaN);
+        depthwiseForward(x.data, w.data, g, y);
+        depthwiseBackwardInput(dy, w.data, g, dx);
+        return [y, dx];
+      };
+      const [yJs, dxJs] = run('js'), [yWasm, dxWasm] = run('wasm');
+      expect(Buffer.from(yWasm.buffer).equals(Buffer.from(yJs.buffer)), 'forward').toBe(true);
+      expect(Buffer.from(dxWasm.buffer).equals(Buffer.from(dxJs.buffer)), 'input gradient').toBe(true);
     });
   }
 });

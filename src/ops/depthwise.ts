@@ -13,6 +13,8 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
+import { emitModule, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
+import { KERNELS } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 /** Options of depthwiseConv2d: stride and padding. */
@@ -33,12 +35,17 @@ export function depthwiseGeometry(x: Tensor, weight: Tensor, bias: Tensor | null
 // The loops: one loop nest per direction. Tap (ky, kx) of output pixel (oy, ox) is input pixel
 // (oy*s + offsetY + ky, ox*s + offsetX + kx); the taps inside the input form a range of ky and a
 // range of kx, computed once per call for every pixel that needs them (TapLayout.border), so the
-// tap loops run without bounds checks. Each pixel's terms are summed in float64 in tap order.
+// tap loops run without bounds checks.
 //
-// 3x3 filters, by far the most common, get one specialisation: in the interior rectangle of the
-// output, where all nine taps fall inside the input, the nine weights live in local variables
-// and a pixel is one expression. The pixels outside that rectangle (a border one or two pixels
-// wide), and every pixel of other filters, go through the general nest, which skips the rectangle.
+// Each pixel's terms are summed in float64 in tap order (products of two float32 values are
+// exact in float64; rounding them to float32 instead, as float32 SIMD lanes would, made the
+// PyTorch parity tests of whole models fail their bounds). The correlations (the forward pass,
+// and the stride-1 input gradient) with 3x3 filters, by far the most common, copy each plane
+// into a zero-bordered one so that every pixel has its nine taps inside, and run one loop with
+// the nine weights in registers: in WebAssembly SIMD, four pixels at a time in float64 lanes, or
+// in its TypeScript twin (the same bits). Other filters go through the general nest. The filter
+// gradient and the strided input gradient (a scatter) have a 3x3 interior rectangle, where all
+// nine taps fall inside the input, with the nine weights or sums in locals.
 // =============================================================================================
 
 /** Where the taps of a filter fall, for one plane shape; the same for every plane of a call. */
@@ -68,24 +75,14 @@ interface TapLayout {
   /** border entries of output row oy: [rowStart[oy], rowStart[oy + 1]) (in entries, not numbers). */
   rowStart: Int32Array;
   /**
-   * For a 3x3 gather over a small plane, where the border is most of the pixels (half of a 7x7
-   * plane, all of a 2x2): the size of the input plane with zeros around it (padTop rows above,
-   * padLeft columns on the left), so that every pixel is an interior pixel. 0 when not used.
+   * For a 3x3 correlation: the size of the input plane with zeros around it (padTop rows above,
+   * padLeft columns on the left), so that every pixel has its nine taps inside. 0 for other filters.
    */
   paddedH: number;
   paddedW: number;
   padTop: number;
   padLeft: number;
 }
-
-/**
- * Up to this many output pixels per plane, a 3x3 gather with stride 1 copies each input plane
- * into a zero-bordered one and runs the interior loop on every pixel: copying the plane costs
- * less than the border's general loop there (forward and input gradient 1.3-1.9x faster on 16x16
- * to 2x2 planes). Above it, the border is a thin frame; with stride 2 it is one row and one
- * column, and the copy cost more than it saved.
- */
-export const PADDED_GATHER_MAX_PIXELS = 256;
 
 
 /** Outputs o in [0, outSize) with o*stride + offset + tap in [0, size) for every tap in [tapLo, tapHi]: a range [lo, hi). */
@@ -124,7 +121,7 @@ function tapLayout(inH: number, inW: number, outH: number, outW: number, kH: num
   rowStart[outH] = e / 6;
   // Zero padding that puts every tap of every output inside: rows [-padTop, paddedH - padTop) of the input.
   let [paddedH, paddedW, padTop, padLeft] = [0, 0, 0, 0];
-  if (kH === 3 && kW === 3 && stride === 1 && outH * outW <= PADDED_GATHER_MAX_PIXELS) {
+  if (kH === 3 && kW === 3) {
     padTop = Math.max(0, -offsetY);
     padLeft = Math.max(0, -offsetX);
     paddedH = Math.max(inH, (outH - 1) * stride + offsetY + 3) + padTop;
@@ -134,7 +131,7 @@ function tapLayout(inH: number, inW: number, outH: number, outW: number, kH: num
 }
 
 /**
- * Gather, every pixel outside the 3x3 interior rectangle (all of them when there is none):
+ * Gather, every pixel of a filter other than 3x3:
  * dst[oy, ox] = sum over its valid taps of w[ky, kx] * src[oy*s + offsetY + ky, ox*s + offsetX + kx],
  * in float64 in tap order, rounded to float32 once.
  */
@@ -151,57 +148,175 @@ function correlateBorder(src: Float32Array, srcBase: number, w: Float32Array, wB
   }
 }
 
-/** The 3x3 interior rectangle of a correlation plane: all nine taps inside src, the weights in locals. */
-function correlate3x3Interior(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, dst: Float32Array, dstBase: number): void {
-  correlate3x3Block(src, srcBase + t.offsetY * t.inW + t.offsetX, t.inW, t.stride, w, wBase, t.yLo, t.yHi, t.xLo, t.xHi, dst, dstBase, t.outW);
-}
-
 /**
- * dst[oy, ox] = sum_{ky,kx} w[ky, kx] * src[origin + (oy*stride + ky)*rowLength + ox*stride + kx] for
- * oy in [oy0, oy1), ox in [ox0, ox1): every tap inside src. The nine weights live in locals and a
- * pixel is one expression, its terms in tap order.
+ * dst[dstBase + oy*outW + ox] = sum_{ky,kx} w[ky, kx] * src[origin + (oy*stride + ky)*rowLength + ox*stride + kx]
+ * for oy < outH, ox < outW, every tap inside src: the nine weights in locals, a pixel's terms in
+ * tap order in float64, rounded to float32 once: the same bits as the WebAssembly twin's lanes
+ * (depthwise3x3Wasm), which have no fused multiply-add.
  */
-function correlate3x3Block(src: Float32Array, origin: number, rowLength: number, stride: number, w: Float32Array, wBase: number, oy0: number, oy1: number, ox0: number, ox1: number, dst: Float32Array, dstBase: number, outW: number): void {
+export function correlate3x3(src: Float32Array, origin: number, rowLength: number, stride: number, w: Float32Array, wBase: number, dst: Float32Array, dstBase: number, outH: number, outW: number): void {
   const w0 = w[wBase], w1 = w[wBase + 1], w2 = w[wBase + 2];
   const w3 = w[wBase + 3], w4 = w[wBase + 4], w5 = w[wBase + 5];
   const w6 = w[wBase + 6], w7 = w[wBase + 7], w8 = w[wBase + 8];
-  for (let oy = oy0; oy < oy1; oy++) {
+  for (let oy = 0; oy < outH; oy++) {
     const dstRow = dstBase + oy * outW;
     const r0 = origin + oy * stride * rowLength, r1 = r0 + rowLength, r2 = r1 + rowLength;
     if (stride === 1) {
       // Sliding window: columns (a0,b0,c0), (a1,b1,c1) are the previous pixel's last two,
       // so each output loads only its three new values.
-      let a0 = src[r0 + ox0], b0 = src[r1 + ox0], c0 = src[r2 + ox0];
-      let a1 = src[r0 + ox0 + 1], b1 = src[r1 + ox0 + 1], c1 = src[r2 + ox0 + 1];
-      for (let ox = ox0; ox < ox1; ox++) {
+      let a0 = src[r0], b0 = src[r1], c0 = src[r2];
+      let a1 = src[r0 + 1], b1 = src[r1 + 1], c1 = src[r2 + 1];
+      for (let ox = 0; ox < outW; ox++) {
         const a2 = src[r0 + ox + 2], b2 = src[r1 + ox + 2], c2 = src[r2 + ox + 2];
         dst[dstRow + ox] = w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2 + w6 * c0 + w7 * c1 + w8 * c2;
         a0 = a1; a1 = a2; b0 = b1; b1 = b2; c0 = c1; c1 = c2;
       }
-    } else {
-      for (let ox = ox0; ox < ox1; ox++) {
-        const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
-        dst[dstRow + ox] =
-          w0 * src[a] + w1 * src[a + 1] + w2 * src[a + 2] +
-          w3 * src[b] + w4 * src[b + 1] + w5 * src[b + 2] +
-          w6 * src[c] + w7 * src[c + 1] + w8 * src[c + 2];
-      }
+      continue;
+    }
+    for (let ox = 0; ox < outW; ox++) {
+      const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
+      dst[dstRow + ox] =
+        w0 * src[a] + w1 * src[a + 1] + w2 * src[a + 2] +
+        w3 * src[b] + w4 * src[b + 1] + w5 * src[b + 2] +
+        w6 * src[c] + w7 * src[c + 1] + w8 * src[c + 2];
     }
   }
 }
 
 /**
- * A small plane's 3x3 correlation through zero padding: the plane is copied into `padded` (whose
- * frame stays zero: only the inside is written), then every output pixel is an interior one. A
- * tap outside the plane adds w * 0, which leaves a float64 sum's value as it was.
+ * correlate3x3's twin in WebAssembly SIMD, for stride 1 or 2: four output pixels per step, their
+ * inputs loaded as a f32x4 and widened to two f64x2 (pixels 0-1 and 2-3), the same float64
+ * products and sums in the same order, lane by lane, then narrowed to float32 (rounded to
+ * nearest, as a Float32Array store rounds). Parameters (i32, addresses in bytes):
+ * src (the origin), rowLength (floats), w (nine floats), dst, outH, outW. Each output row is
+ * written in whole vectors of four, so up to three floats past its end are written (and later
+ * overwritten by the next row) and read past each input row: the scratch leaves room (see
+ * DEPTHWISE_SLACK).
+ *   w_k = splat(w[k])
+ *   for oy < outH: rows r0, r1, r2 = src + (oy*stride + 0, 1, 2) * rowLength
+ *     for ox = 0, 4, .. < outW:
+ *       x_k = r_ky[ox*stride + kx .. + 3*stride]    (stride 2: the even or odd floats of two loads)
+ *       dst[oy*outW + ox ..] = float32(((w_0 x_0 + w_1 x_1) + w_2 x_2) + ...)   (in float64)
  */
-function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, padded: Float32Array, dst: Float32Array, dstBase: number): void {
-  const { inH, inW, paddedW, padTop, padLeft } = t;
+export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
+  const [src, rowLength, w, dst, outH, outW] = [0, 1, 2, 3, 4, 5];
+  const [oy, ox, r0, r1, r2, out, rowBytes] = [6, 7, 8, 9, 10, 11, 12];
+  const weight = (k: number) => 13 + k;
+  const [accLow, accHigh, v, wide] = [22, 23, 24, 25];
+  // Floats j of (a, b) as bytes of a shuffle: the even floats (0, 2, 4, 6) or the odd ones.
+  const floats = (js: number[]) => js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
+  const body: number[] = [];
+  // w_k as float64 in both lanes.
+  for (let k = 0; k < 9; k++) body.push(...i.localGet(w), ...i.v128Load32Splat(4 * k), ...i.f64x2PromoteLowF32x4, ...i.localSet(weight(k)));
+  body.push(...i.localGet(rowLength), ...i.i32Const(2), ...i.i32Shl, ...i.localSet(rowBytes));
+  body.push(...i.i32Const(0), ...i.localSet(oy), ...i.block, ...i.loop, ...i.localGet(oy), ...i.localGet(outH), ...i.i32GeS, ...i.brIf(1));
+  // r0 = src + oy * stride * rowBytes; r1 = r0 + rowBytes; r2 = r1 + rowBytes; out = dst + oy * outW * 4
+  body.push(...i.localGet(src), ...i.localGet(oy), ...i.i32Const(stride), ...i.i32Mul, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(r0));
+  body.push(...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1), ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2));
+  body.push(...i.localGet(dst), ...i.localGet(oy), ...i.localGet(outW), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(out));
+  body.push(...i.i32Const(0), ...i.localSet(ox), ...i.block, ...i.loop, ...i.localGet(ox), ...i.localGet(outW), ...i.i32GeS, ...i.brIf(1));
+  for (let ky = 0; ky < 3; ky++) {
+    const row = [r0, r1, r2][ky];
+    for (let kx = 0; kx < 3; kx++) {
+      if (stride === 1) body.push(...i.localGet(row), ...i.v128Load(4 * kx));
+      else {
+        // x[2 ox' + kx] for four ox': floats kx, kx + 2, kx + 4, kx + 6 from the row pointer.
+        const first = kx === 2 ? 8 : 0, pick = kx === 1 ? [1, 3, 5, 7] : [0, 2, 4, 6];
+        body.push(...i.localGet(row), ...i.v128Load(first), ...i.localGet(row), ...i.v128Load(first + 16), ...i.i8x16Shuffle(floats(pick)));
+      }
+      body.push(...i.localSet(v));
+      // Pixels 0-1 (floats 0-1 widened), then 2-3 (floats 2-3 moved down, widened).
+      for (const [acc, high] of [[accLow, false], [accHigh, true]] as const) {
+        body.push(...i.localGet(v));
+        if (high) body.push(...i.localGet(v), ...i.i8x16Shuffle(floats([2, 3, 2, 3])));
+        body.push(...i.f64x2PromoteLowF32x4, ...i.localGet(weight(3 * ky + kx)), ...i.f64x2Mul);
+        if (ky === 0 && kx === 0) body.push(...i.localSet(acc));
+        else body.push(...i.localSet(wide), ...i.localGet(acc), ...i.localGet(wide), ...i.f64x2Add, ...i.localSet(acc));
+      }
+    }
+  }
+  // Narrow both halves to float32 and join them: floats 0-1 of each.
+  body.push(...i.localGet(out), ...i.localGet(accLow), ...i.f32x4DemoteF64x2Zero, ...i.localGet(accHigh), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(floats([0, 1, 4, 5])), ...i.v128Store(0));
+  // out += 16; r_k += 16 * stride; ox += 4
+  body.push(...i.localGet(out), ...i.i32Const(16), ...i.i32Add, ...i.localSet(out));
+  for (const row of [r0, r1, r2]) body.push(...i.localGet(row), ...i.i32Const(16 * stride), ...i.i32Add, ...i.localSet(row));
+  body.push(...i.localGet(ox), ...i.i32Const(4), ...i.i32Add, ...i.localSet(ox), ...i.br(0), ...i.end, ...i.end);
+  body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
+  return { name: `depthwise3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(13).fill(V128)], body };
+}
+
+/** Floats of room after the scratch's planes for depthwise3x3Wasm's whole-vector reads and writes past a row's end. */
+const DEPTHWISE_SLACK = 32;
+
+/** The WebAssembly module of the 3x3 correlations (stride 1 and 2), emitted once at start-up; its memory grows as planes need. */
+const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2)] }) : null;
+
+type Correlate3x3Kernel = (src: number, rowLength: number, w: number, dst: number, outH: number, outW: number) => void;
+
+/**
+ * Where a 3x3 correlation's planes are put: the zero-bordered input plane, and with the
+ * WebAssembly kernels (this thread's instance of DEPTHWISE_WASM, or null) the output plane and
+ * the nine weights after it, all in the module's memory. Self-contained: the workers make their
+ * own from the same bytes.
+ */
+export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; kernels: Correlate3x3Kernel[] } {
+  if (wasmBytes === null) return { memory: null, kernels: [] };
+  const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
+  const kernels = [exports.depthwise3x3s1, exports.depthwise3x3s2] as Correlate3x3Kernel[];
+  // Past Node's baseline compiler (see createGemmScratch): planes of zeros, in the first page.
+  for (let k = 0; k < 200; k++) for (const kernel of kernels) kernel(0, 24, 0, 16384, 8, 8);
+  return { memory: exports.memory as WebAssembly.Memory, kernels };
+}
+
+const correlateScratch = createCorrelateScratch(DEPTHWISE_WASM);
+/** Whether the 3x3 correlations run in WebAssembly (tests switch with useDepthwiseKernel). */
+let correlateInWasm = correlateScratch.memory !== null;
+
+/** Run this thread's 3x3 depthwise correlations with the given kernel (see useGemmKernel). */
+export function useDepthwiseKernel(kind: 'wasm' | 'js'): void {
+  if (kind === 'wasm' && correlateScratch.memory === null) throw new RangeError('useDepthwiseKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, or no WebAssembly SIMD)');
+  correlateInWasm = kind === 'wasm';
+}
+
+/** The zero-bordered plane of a 3x3 correlation (its frame zero), and with WebAssembly the output plane and weights: one per call, reused for its planes. */
+interface PlaneScratch {
+  padded: Float32Array;
+  wasm: { memory: Float32Array; out: number; weights: number; kernel: Correlate3x3Kernel | null } | null;
+}
+
+/** The scratch correlatePlane needs for this layout, or null (filters other than 3x3). */
+function planeScratch(t: TapLayout): PlaneScratch | null {
+  if (t.paddedH === 0) return null;
+  const paddedLength = t.paddedH * t.paddedW + DEPTHWISE_SLACK;
+  if (!correlateInWasm || (t.stride !== 1 && t.stride !== 2)) return { padded: new Float32Array(paddedLength), wasm: null };
+  // In the module's memory: the padded plane from float 0, the output plane, then the weights.
+  const out = paddedLength, weights = out + t.outH * t.outW + DEPTHWISE_SLACK, floats = weights + 16;
+  const memory = correlateScratch.memory!;
+  const pagesNeeded = Math.ceil((floats * 4) / 65536) - memory.buffer.byteLength / 65536;
+  if (pagesNeeded > 0) memory.grow(pagesNeeded);
+  const view = new Float32Array(memory.buffer, 0, floats);
+  view.fill(0);
+  return { padded: view.subarray(0, paddedLength), wasm: { memory: view, out, weights, kernel: correlateScratch.kernels[t.stride - 1] } };
+}
+
+/**
+ * One plane's 3x3 correlation through zero padding: the plane is copied into the scratch's
+ * padded plane (whose frame stays zero: only the inside is written), then every output pixel has
+ * its nine taps inside. A tap outside the plane adds w * 0, which leaves a sum's value as it was.
+ */
+function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, scratch: PlaneScratch, dst: Float32Array, dstBase: number): void {
+  const { inH, inW, paddedW, padTop, padLeft, outH, outW } = t;
+  const padded = scratch.padded;
   for (let y = 0; y < inH; y++) {
     const from = srcBase + y * inW, to = (y + padTop) * paddedW + padLeft;
     for (let x = 0; x < inW; x++) padded[to + x] = src[from + x];
   }
-  correlate3x3Block(padded, (t.offsetY + padTop) * paddedW + t.offsetX + padLeft, paddedW, t.stride, w, wBase, 0, t.outH, 0, t.outW, dst, dstBase, t.outW);
+  const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
+  const wasm = scratch.wasm;
+  if (wasm === null) return correlate3x3(padded, origin, paddedW, t.stride, w, wBase, dst, dstBase, outH, outW);
+  for (let k = 0; k < 9; k++) wasm.memory[wasm.weights + k] = w[wBase + k];
+  wasm.kernel!(origin * 4, paddedW, wasm.weights * 4, wasm.out * 4, outH, outW);
+  dst.set(wasm.memory.subarray(wasm.out, wasm.out + outH * outW), dstBase);
 }
 
 /**
@@ -209,15 +324,9 @@ function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array,
  * (zero outside src). The forward pass is this with offset -padding; the stride-1 input gradient
  * is this over dy with the filter flipped and offset padding - (k - 1).
  */
-function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, padded: Float32Array | null, dst: Float32Array, dstBase: number): void {
-  if (padded !== null) return correlate3x3Padded(src, srcBase, w, wBase, t, padded, dst, dstBase);
-  if (t.yHi > t.yLo) correlate3x3Interior(src, srcBase, w, wBase, t, dst, dstBase);
+function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, scratch: PlaneScratch | null, dst: Float32Array, dstBase: number): void {
+  if (scratch !== null) return correlate3x3Padded(src, srcBase, w, wBase, t, scratch, dst, dstBase);
   correlateBorder(src, srcBase, w, wBase, t, dst, dstBase);
-}
-
-/** The zero-bordered scratch plane correlatePlane needs for this layout, or null (a new one per call: its frame must be zero). */
-function paddedScratch(t: TapLayout): Float32Array | null {
-  return t.paddedH > 0 ? new Float32Array(t.paddedH * t.paddedW) : null;
 }
 
 /** Scatter, the border pixels of dy's rows [oy0, oy1): dx[tap] += w[ky, kx] * dy[oy, ox] for each valid tap, pixel by pixel. */
@@ -313,9 +422,9 @@ function forwardLayout(g: ConvGeometry): TapLayout {
 export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const { Cin: C, H, W, kH, kW, Hout, Wout } = g;
   const layout = forwardLayout(g);
-  const padded = paddedScratch(layout);
+  const scratch = planeScratch(layout);
   for (let plane = plane0; plane < plane1; plane++) {
-    correlatePlane(x, plane * H * W, weight, (plane % C) * kH * kW, layout, padded, y, plane * Hout * Wout);
+    correlatePlane(x, plane * H * W, weight, (plane % C) * kH * kW, layout, scratch, y, plane * Hout * Wout);
   }
 }
 
@@ -328,8 +437,8 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const layout = inputGradLayout(g);
   const flipped = new Float32Array(g.kH * g.kW);
-  const padded = paddedScratch(layout);
-  for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, padded, dx, plane);
+  const scratch = g.stride === 1 ? planeScratch(layout) : null;
+  for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, scratch, dx, plane);
 }
 
 /** The tap layout of the input gradient: the flipped filter's correlation (stride 1) or the forward's scatter. */
@@ -339,13 +448,13 @@ function inputGradLayout(g: ConvGeometry): TapLayout {
 }
 
 /** One plane (image x channel) of the input gradient; `flipped` is scratch for the flipped filter. */
-function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry, layout: TapLayout, flipped: Float32Array, padded: Float32Array | null, dx: Float32Array, plane: number): void {
+function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry, layout: TapLayout, flipped: Float32Array, scratch: PlaneScratch | null, dx: Float32Array, plane: number): void {
   const { Cin: C, H, W, kH, kW, stride, Hout, Wout } = g;
   const taps = kH * kW;
   const wBase = (plane % C) * taps;
   if (stride === 1) {
     for (let t = 0; t < taps; t++) flipped[t] = weight[wBase + taps - 1 - t];
-    correlatePlane(dy, plane * Hout * Wout, flipped, 0, layout, padded, dx, plane * H * W);
+    correlatePlane(dy, plane * Hout * Wout, flipped, 0, layout, scratch, dx, plane * H * W);
   } else {
     dx.fill(0, plane * H * W, (plane + 1) * H * W);
     scatterPlane(dy, plane * Hout * Wout, weight, wBase, layout, dx, plane * H * W);
@@ -381,12 +490,12 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
   const filterLayout = forwardLayout(g);
   const inputLayout = stride === 1 ? inputGradLayout(g) : filterLayout; // a strided input gradient scatters through the forward's layout
   const flipped = new Float32Array(kH * kW);
-  const padded = paddedScratch(inputLayout); // null with stride 2: tapLayout pads stride-1 layouts only
+  const scratch = stride === 1 ? planeScratch(inputLayout) : null; // a scatter with stride 2
   const taps = new Float64Array((c1 - c0) * kH * kW); // channel c's sums at (c - c0) * kH * kW
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
       const plane = n * C + c;
-      inputGradPlane(dy, weight, g, inputLayout, flipped, padded, dx, plane);
+      inputGradPlane(dy, weight, g, inputLayout, flipped, scratch, dx, plane);
       filterGradPlane(dy, plane * Hout * Wout, x, plane * H * W, filterLayout, taps, (c - c0) * kH * kW);
     }
   }
@@ -401,7 +510,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3Block, correlate3x3Interior, correlate3x3Padded, paddedScratch, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
@@ -428,7 +537,13 @@ function depthwiseBackwardSlice(p: DepthwiseParams, b: Record<'dy' | 'x' | 'weig
   depthwiseBackward(b.dy as Float32Array, b.x as Float32Array, b.weight as Float32Array, depthwiseGeometryOf(p), b.dx as Float32Array, b.dweight as Float32Array, lo, hi);
 }
 
-const common = { ints: DEPTHWISE_INTS, floats: [], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS, prelude: `const PADDED_GATHER_MAX_PIXELS = ${PADDED_GATHER_MAX_PIXELS};` } as const;
+// The workers instantiate the same WebAssembly bytes (or none, as this thread).
+const DEPTHWISE_PRELUDE = [
+  `const DEPTHWISE_SLACK = ${DEPTHWISE_SLACK};`,
+  `const correlateScratch = createCorrelateScratch(${DEPTHWISE_WASM === null ? 'null' : `new Uint8Array([${DEPTHWISE_WASM.join(',')}])`});`,
+  'const correlateInWasm = correlateScratch.memory !== null;',
+].join('\n');
+const common = { ints: DEPTHWISE_INTS, floats: [], chunksPerThread: 4, minWork: PARALLEL_MIN_ELEMENTS, prelude: DEPTHWISE_PRELUDE } as const;
 const DEPTHWISE_FORWARD = declareKernel({ ...common, name: 'depthwiseForward', reads: ['x', 'weight'], writes: ['y'], large: ['x', 'y'], splits: 'image planes', slice: depthwiseForwardSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseForward] });
 const DEPTHWISE_BACKWARD_INPUT = declareKernel({ ...common, name: 'depthwiseBackwardInput', reads: ['dy', 'weight'], writes: ['dx'], large: ['dy', 'dx'], splits: 'image planes', slice: depthwiseBackwardInputSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardInput] });
 const DEPTHWISE_BACKWARD_FILTER = declareKernel({ ...common, name: 'depthwiseBackwardFilter', reads: ['dy', 'x'], writes: ['dweight'], large: ['dy', 'x'], splits: 'channels', slice: depthwiseBackwardFilterSlice, deps: [...DEPTHWISE_DEPS, depthwiseGeometryOf, depthwiseBackwardFilter] });
@@ -487,7 +602,7 @@ export function depthwiseConv2d(x: Tensor, weight: Tensor, bias: Tensor | null =
 // Naive twin: per output pixel, per tap, with bounds checks.
 // =============================================================================================
 
-/** The naive twin of the depthwise forward pass, for tests. */
+/** The naive twin of the depthwise forward pass, for tests: each pixel's terms in float64 in tap order, as the kernels sum them. */
 export function depthwiseNaiveForward(x: Float32Array, weight: Float32Array, g: ConvGeometry): Float32Array {
   const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
   const y = alloc(N * C * Hout * Wout);

@@ -13,9 +13,9 @@
 // Packing makes the micro-kernel's loads sequential whatever the transposes are, and blocking
 // keeps the packed panels in cache while they are reused. Packing is also where a batch of
 // images can be read in place (see GemmBatch): a pointwise convolution multiplies all images at
-// once without first copying them side by side. 4x4 is among the fastest tiles in V8
-// on x86-64 (bench/ceiling.ts measures 2x4 to 8x8 within 4-5.4 GFLOP/s): its 16 accumulators and
-// 8 operands are a little more than the 16 FP registers, and larger tiles spill more.
+// once without first copying them side by side. The sums are float32 runs of SUM_RUN steps of K
+// added in float64 (see microTile); the WebAssembly twin of the micro-kernel (gemmColumnWasm)
+// computes two panels' tiles at once in SIMD lanes, with the same bits.
 
 import { isCached } from '../tensor/buffers.js';
 import { emitModule, hasWasmSimd, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
@@ -113,13 +113,16 @@ export const MC = 96;
 export const NC = 2048;
 
 // The packed panels, in one buffer allocated once: A's block at the start (at most MC x KC
-// values), B's slice after it (at most NC x KC). They hold float64: the micro-kernel then reads
-// doubles directly instead of converting each float32 load (measured ~2% faster on G1). One
-// buffer rather than two because V8 checks an array's type and reloads its length and data
-// pointer at every step of a loop: the micro-kernel reading both panels from the same array
-// does that once per step instead of twice (bench/ceiling.ts's loop 5.0 -> 5.3 GFLOP/s).
-// With the WebAssembly kernels the buffer is the module's memory, where the kernel reads it.
+// values), B's slice after it (at most NC x KC). One buffer rather than two because V8 checks an
+// array's type and reloads its length and data pointer at every step of a loop: the micro-kernel
+// reading both panels from the same array does that once per step instead of twice
+// (bench/ceiling.ts's loop 5.0 -> 5.3 GFLOP/s). With the WebAssembly kernels the buffer is the
+// module's memory, where the kernel reads it.
 const PACKED_B_START = MC * KC;
+/** Columns of the column sums: the WebAssembly kernel computes two NR-wide panels of B at once. */
+const SUMS_COLUMNS = 2 * NR;
+/** Steps of K summed in float32 before the sum is added in float64 (see microTile). */
+export const SUM_RUN = 32;
 
 /**
  * What MOBILENET_KERNELS asks for that cannot be had (an unknown value, or wasm without SIMD),
@@ -142,42 +145,51 @@ function kernelsProblem(): string | null {
 }
 
 /** The micro-kernel module's bytes (see gemmColumnWasm), emitted once at start-up. */
-const GEMM_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: Math.ceil(((MC + NC) * KC + MC * NR) * 8 / 65536), functions: [gemmColumnWasm()] }) : null;
+const GEMM_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: Math.ceil(((MC + NC) * KC * 4 + MC * SUMS_COLUMNS * 8) / 65536), functions: [gemmColumnWasm(1), gemmColumnWasm(2)] }) : null;
+
+/** The WebAssembly column kernels: (kc, rows, aByte, bByte, sumsByte), one B panel or two (see gemmColumnWasm). */
+export interface GemmColumnKernels {
+  one: (kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void;
+  two: (kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void;
+}
 
 /**
- * The packing buffer and the column sums (MC x NR: one column of micro-tiles, from the
- * micro-kernel to the store into C), in the WebAssembly module's memory when its kernel runs,
- * else in plain arrays; and the kernel (null: the TypeScript one). Self-contained: the workers
- * call it too, with the same bytes.
+ * The packing buffer and the column sums (MC x 2 NR: one column of micro-tiles, two panels wide,
+ * from the micro-kernel to the store into C), in the WebAssembly module's memory when its kernel
+ * runs, else in plain arrays; and the kernels (null: the TypeScript ones). Self-contained: the
+ * workers call it too, with the same bytes.
  */
-export function createGemmScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { packed: Float64Array; sums: Float64Array; column: ((kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void) | null } {
-  const packedLength = (MC + NC) * KC, sumsLength = MC * NR;
-  if (wasmBytes === null) return { packed: new Float64Array(packedLength), sums: new Float64Array(sumsLength), column: null };
+export function createGemmScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { packed: Float32Array; sums: Float64Array; kernels: GemmColumnKernels | null } {
+  const packedLength = (MC + NC) * KC, sumsLength = MC * 2 * NR;
+  if (wasmBytes === null) return { packed: new Float32Array(packedLength), sums: new Float64Array(sumsLength), kernels: null };
   const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
   const memory = (exports.memory as WebAssembly.Memory).buffer;
-  const column = exports.gemmColumn as (kc: number, rows: number, aByte: number, bByte: number, sumsByte: number) => void;
+  const kernels = { one: exports.gemmColumn1, two: exports.gemmColumn2 } as GemmColumnKernels;
   // Node compiles a module's functions with a quick baseline compiler first and the optimising
   // one after some calls; warm up now, so the first GEMM is not measured at the baseline speed.
-  for (let k = 0; k < 200; k++) column(KC, MC, 0, MC * KC * 8, packedLength * 8);
-  return { packed: new Float64Array(memory, 0, packedLength), sums: new Float64Array(memory, packedLength * 8, sumsLength), column };
+  for (let k = 0; k < 200; k++) {
+    kernels.one(KC, MC, 0, MC * KC * 4, packedLength * 4);
+    kernels.two(KC, MC, 0, MC * KC * 4, packedLength * 4);
+  }
+  return { packed: new Float32Array(memory, 0, packedLength), sums: new Float64Array(memory, packedLength * 4, sumsLength), kernels };
 }
 
 const gemmScratch = createGemmScratch(GEMM_WASM);
 const packed = gemmScratch.packed;
 /** The column of micro-tiles' sums, from the micro-kernel to the store into C. */
 const columnSums = gemmScratch.sums;
-/** The WebAssembly micro-kernel, or null for the TypeScript one (tests switch it with `useGemmKernel`). */
-let wasmColumn = gemmScratch.column;
-const wasmColumnLoaded = gemmScratch.column;
+/** The WebAssembly micro-kernels, or null for the TypeScript one (tests switch them with `useGemmKernel`). */
+let wasmColumns = gemmScratch.kernels;
+const wasmColumnsLoaded = gemmScratch.kernels;
 
 /** Run this thread's GEMMs with the given kernel ('js' is always there; 'wasm' where KERNELS is). For tests and benchmarks comparing the twins. */
 export function useGemmKernel(kind: 'wasm' | 'js'): void {
-  if (kind === 'wasm' && wasmColumnLoaded === null) throw new RangeError('useGemmKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, or no WebAssembly SIMD)');
-  wasmColumn = kind === 'wasm' ? wasmColumnLoaded : null;
+  if (kind === 'wasm' && wasmColumnsLoaded === null) throw new RangeError('useGemmKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, or no WebAssembly SIMD)');
+  wasmColumns = kind === 'wasm' ? wasmColumnsLoaded : null;
 }
 /** A column of tiles gathered from a batch's two images, and where its columns lie (see straddlingColumn). */
-const straddleBlock = new Float32Array(MC * NR);
-const straddleColumns = new Int32Array(NR);
+const straddleBlock = new Float32Array(MC * SUMS_COLUMNS);
+const straddleColumns = new Int32Array(SUMS_COLUMNS);
 
 /** Scale C by beta first (beta = 0 overwrites, so NaN garbage in C does not leak through 0 * NaN). */
 export function scaleC(M: number, N: number, beta: number, C: Float32Array, cOffset: number, ldc: number): void {
@@ -257,7 +269,7 @@ function checkGemmBatch(a: GemmArgs, batch: GemmBatch): void {
 }
 
 /** out[dst + 4p + r] = M[r0 + r * ld + p] for p < kc, r < 4: four rows of a row-major matrix, interleaved. */
-export function interleaveFourRows(M: Float32Array, r0: number, ld: number, kc: number, out: Float64Array, dst: number): void {
+export function interleaveFourRows(M: Float32Array, r0: number, ld: number, kc: number, out: Float32Array, dst: number): void {
   const r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
   for (let p = 0; p < kc; p++, dst += 4) {
     out[dst] = M[r0 + p];
@@ -268,7 +280,7 @@ export function interleaveFourRows(M: Float32Array, r0: number, ld: number, kc: 
 }
 
 /** out[dst + 4p + c] = M[src + p * ld + c] for p < kc, c < 4: four consecutive columns of a row-major matrix, interleaved. */
-export function copyFourColumns(M: Float32Array, src: number, ld: number, kc: number, out: Float64Array, dst: number): void {
+export function copyFourColumns(M: Float32Array, src: number, ld: number, kc: number, out: Float32Array, dst: number): void {
   for (let p = 0; p < kc; p++, src += ld, dst += 4) {
     out[dst] = M[src];
     out[dst + 1] = M[src + 1];
@@ -281,7 +293,7 @@ export function copyFourColumns(M: Float32Array, src: number, ld: number, kc: nu
  * Pack rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-high panels:
  * out[outStart + panel * kc * MR + p * MR + r] = op(A)[i0 + panel*MR + r, p0 + p], zero beyond M.
  */
-export function packA(A: Float32Array, aOffset: number, lda: number, transA: boolean, i0: number, mc: number, p0: number, kc: number, out: Float64Array, outStart: number): void {
+export function packA(A: Float32Array, aOffset: number, lda: number, transA: boolean, i0: number, mc: number, p0: number, kc: number, out: Float32Array, outStart: number): void {
   let dst = outStart;
   for (let ir = 0; ir < mc; ir += MR) {
     const rows = Math.min(MR, mc - ir);
@@ -310,7 +322,7 @@ export function packA(A: Float32Array, aOffset: number, lda: number, transA: boo
  * Pack depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) into NR-wide panels:
  * out[outStart + panel * kc * NR + p * NR + c] = op(B)[p0 + p, j0 + panel*NR + c], zero beyond N.
  */
-export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boolean, p0: number, kc: number, j0: number, nc: number, out: Float64Array, outStart: number): void {
+export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boolean, p0: number, kc: number, j0: number, nc: number, out: Float32Array, outStart: number): void {
   let dst = outStart;
   for (let jr = 0; jr < nc; jr += NR) {
     const cols = Math.min(NR, nc - jr);
@@ -344,7 +356,7 @@ export function packB(B: Float32Array, bOffset: number, ldb: number, transB: boo
  * its image's block. `j0` counts from the start of the batch. When a panel's columns lie in one
  * image each step of p reads consecutive floats, as packB does.
  */
-export function packBatchedColumns(B: Float32Array, bOffset: number, ldb: number, p0: number, kc: number, j0: number, nc: number, size: number, stride: number, out: Float64Array, outStart: number): void {
+export function packBatchedColumns(B: Float32Array, bOffset: number, ldb: number, p0: number, kc: number, j0: number, nc: number, size: number, stride: number, out: Float32Array, outStart: number): void {
   let dst = outStart;
   for (let jr = 0; jr < nc; jr += NR) {
     const cols = Math.min(NR, nc - jr);
@@ -375,7 +387,7 @@ export function packBatchedColumns(B: Float32Array, bOffset: number, ldb: number
  *   out[outStart + panel * kc * 4 + p * 4 + r] = M[offset + (r0 + panel*4 + r) * ld + batchedIndex(p0 + p)],
  * zero beyond the last row. K is read in runs that stay within one image.
  */
-export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0: number, count: number, p0: number, kc: number, size: number, stride: number, out: Float64Array, outStart: number): void {
+export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0: number, count: number, p0: number, kc: number, size: number, stride: number, out: Float32Array, outStart: number): void {
   for (let panel = 0; panel * 4 < count; panel++) {
     const rows = Math.min(4, count - panel * 4), rowStart = offset + (r0 + panel * 4) * ld, panelStart = outStart + panel * kc * 4;
     for (let p = 0; p < kc; ) {
@@ -390,89 +402,131 @@ export function packBatchedDepth(M: Float32Array, offset: number, ld: number, r0
 
 /**
  * The micro-kernel's arithmetic for one micro-tile: the MR x NR sums
- *   tile[r * NR + c] = sum over p < kc of P[aStart + p*MR + r] * P[bStart + p*NR + c]
- * in float64, p in order (A's panel and B's both in the one packing buffer P). Sixteen accumulators and eight operands per step of p are more than
- * the sixteen floating-point registers V8 allocates, so how this loop is compiled decides the
- * GEMM's speed: as a small function of its own it runs 10-25% faster (K = 16 to 256, data in
- * L1) than the same loop inside the column loop below, which keeps its own variables live
- * beside it.
+ *   tile[t + r * 2NR + c] = sum over p < kc of P[aStart + p*MR + r] * P[bStart + p*NR + c]
+ * (A's panel and B's both in the one packing buffer P; the tile's rows 2 NR apart, since the
+ * column sums hold two panels side by side), p in order, in two levels:
+ *   - runs of SUM_RUN steps of p in float32: each product rounded to float32, then each sum, as
+ *     float32 SIMD lanes (the WebAssembly kernel) do without a fused multiply-add.
+ *     Math.fround(x * y) of two float32 values is their float32 product, and Math.fround(s + q)
+ *     their float32 sum (float64 holds more than twice float32's digits, so rounding twice
+ *     gives the once-rounded result);
+ *   - the runs' sums added up in float64.
+ * Float32 runs are what make SIMD fast (four lanes instead of two); short runs keep the error
+ * near float64's (a float32 sum of 256 terms, one run, made PyTorch parity tests of whole models
+ * fail their bounds).
+ * Sixteen accumulators and eight operands per step of p are more than the sixteen
+ * floating-point registers V8 allocates, so how this loop is compiled decides the GEMM's speed:
+ * as a small function of its own it runs 10-25% faster (K = 16 to 256, data in L1) than the same
+ * loop inside the column loop below, which keeps its own variables live beside it.
  */
-export function microTile(kc: number, P: Float64Array, aStart: number, bStart: number, tile: Float64Array, t: number): void {
-  let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
-  let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-  let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
-  let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-  for (let p = 0, a = aStart, b = bStart; p < kc; p++, a += 4, b += 4) {
-    const a0 = P[a], a1 = P[a + 1], a2 = P[a + 2], a3 = P[a + 3];
-    const b0 = P[b], b1 = P[b + 1], b2 = P[b + 2], b3 = P[b + 3];
-    c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-    c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-    c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-    c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+export function microTile(kc: number, P: Float32Array, aStart: number, bStart: number, tile: Float64Array, t: number): void {
+  const f = Math.fround;
+  for (let r = 0; r < 4; r++) tile[t + 8 * r] = tile[t + 8 * r + 1] = tile[t + 8 * r + 2] = tile[t + 8 * r + 3] = 0;
+  for (let p0 = 0, a = aStart, b = bStart; p0 < kc; p0 += SUM_RUN) {
+    let c00 = 0, c01 = 0, c02 = 0, c03 = 0;
+    let c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+    let c20 = 0, c21 = 0, c22 = 0, c23 = 0;
+    let c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+    for (let p = p0, end = Math.min(kc, p0 + SUM_RUN); p < end; p++, a += 4, b += 4) {
+      const a0 = P[a], a1 = P[a + 1], a2 = P[a + 2], a3 = P[a + 3];
+      const b0 = P[b], b1 = P[b + 1], b2 = P[b + 2], b3 = P[b + 3];
+      c00 = f(c00 + f(a0 * b0)); c01 = f(c01 + f(a0 * b1)); c02 = f(c02 + f(a0 * b2)); c03 = f(c03 + f(a0 * b3));
+      c10 = f(c10 + f(a1 * b0)); c11 = f(c11 + f(a1 * b1)); c12 = f(c12 + f(a1 * b2)); c13 = f(c13 + f(a1 * b3));
+      c20 = f(c20 + f(a2 * b0)); c21 = f(c21 + f(a2 * b1)); c22 = f(c22 + f(a2 * b2)); c23 = f(c23 + f(a2 * b3));
+      c30 = f(c30 + f(a3 * b0)); c31 = f(c31 + f(a3 * b1)); c32 = f(c32 + f(a3 * b2)); c33 = f(c33 + f(a3 * b3));
+    }
+    tile[t] += c00; tile[t + 1] += c01; tile[t + 2] += c02; tile[t + 3] += c03;
+    tile[t + 8] += c10; tile[t + 9] += c11; tile[t + 10] += c12; tile[t + 11] += c13;
+    tile[t + 16] += c20; tile[t + 17] += c21; tile[t + 18] += c22; tile[t + 19] += c23;
+    tile[t + 24] += c30; tile[t + 25] += c31; tile[t + 26] += c32; tile[t + 27] += c33;
   }
-  tile[t] = c00; tile[t + 1] = c01; tile[t + 2] = c02; tile[t + 3] = c03;
-  tile[t + 4] = c10; tile[t + 5] = c11; tile[t + 6] = c12; tile[t + 7] = c13;
-  tile[t + 8] = c20; tile[t + 9] = c21; tile[t + 10] = c22; tile[t + 11] = c23;
-  tile[t + 12] = c30; tile[t + 13] = c31; tile[t + 14] = c32; tile[t + 15] = c33;
 }
 
 /**
- * microTile's twin in WebAssembly SIMD, for a whole column of micro-tiles: for each 4-row panel
- * of the packed A block (byte address `a`, `rows` rows rounded up to 4), the 4 x 4 sums with the
- * B panel at byte `b`, written to `sums` tile after tile (16 float64 each, row-major), as
- * microTile writes them. The same float64 products and sums in the same order of p, two columns
- * at a time: a f64x2 lane holds one of microTile's accumulators, and SIMD has no fused
- * multiply-add, so each product is rounded before it is added, as in TypeScript. The same bits.
- *   for r0 in 0, 4, .. < rows:                      (tiles)
- *     acc[r][0..1], acc[r][2..3] = 0                 (8 two-lane accumulators, r < 4)
- *     for p in 0 .. kc-1:
- *       b01, b23 = B[p][0..1], B[p][2..3]
- *       acc[r][..] += splat(A[p][r]) * b..           (r < 4)
- *     sums[tile r0/4] = acc
+ * microTile's twin in WebAssembly SIMD, for a whole column of micro-tiles and `panels` (1 or 2)
+ * NR-wide panels of B side by side: for each 4-row panel of the packed A block (byte address
+ * `a`, `rows` rows rounded up to 4), the sums with the B panels at byte `b` (the second one a
+ * panel further, kc * NR floats), written to `sums` (float64) as microTile writes them (rows 2 NR
+ * apart, panel q in columns [q NR, q NR + NR)). A f32x4 lane holds one of microTile's float32
+ * accumulators; SIMD has no fused multiply-add, so each product is rounded to float32 before it
+ * is added, as microTile rounds it; each run's sums are widened to float64 and added to the
+ * tile's, in the same order: the same bits. Two panels make a 4 x 8 tile, eight accumulators
+ * (measured 49 GFLOP/s in registers against 36 for 4 x 4, 29 for 4 x 12, 19 for 8 x 4: more
+ * accumulators spill, fewer leave the multipliers waiting).
+ *   for r0 in 0, 4, .. < rows:                          (tiles)
+ *     sums[r0 + r][..] = 0
+ *     for each run of SUM_RUN steps of p:
+ *       acc[r][q] = 0                                    (f32x4; r < 4, q < panels)
+ *       for p in the run:
+ *         bq = B panel q [p][0..3]
+ *         acc[r][q] += splat(A[p][r]) * bq
+ *       sums[r0 + r][q NR .. q NR + 3] += float64(acc[r][q])
  * Parameters: kc, rows, a, b, sums (i32; addresses in bytes).
  */
-export function gemmColumnWasm(): WasmFunction {
+export function gemmColumnWasm(panels: 1 | 2): WasmFunction {
   const [kc, rows, a, b, sums] = [0, 1, 2, 3, 4];
-  const [r0, p, ap, bp] = [5, 6, 7, 8];
-  const [b01, b23, splat] = [9, 10, 11];
-  const acc = (r: number, half: number) => 12 + 2 * r + half;
+  const [r0, p, ap, bp, bp2, left, run] = [5, 6, 7, 8, 9, 10, 11];
+  const [splat, b0, b1, wide] = [12, 13, 14, 15];
+  const acc = (r: number, q: number) => 16 + panels * r + q;
+  const bv = [b0, b1];
   const body: number[] = [...i.i32Const(0), ...i.localSet(r0), ...i.block, ...i.loop];
   // while r0 < rows
   body.push(...i.localGet(r0), ...i.localGet(rows), ...i.i32GeS, ...i.brIf(1));
-  for (let k = 0; k < 8; k++) body.push(...i.v128Zero, ...i.localSet(12 + k));
-  body.push(...i.localGet(a), ...i.localSet(ap), ...i.localGet(b), ...i.localSet(bp), ...i.localGet(kc), ...i.localSet(p));
-  body.push(...i.block, ...i.loop, ...i.localGet(p), ...i.i32Eqz, ...i.brIf(1));
-  body.push(...i.localGet(bp), ...i.v128Load(0), ...i.localSet(b01), ...i.localGet(bp), ...i.v128Load(16), ...i.localSet(b23));
   for (let r = 0; r < 4; r++) {
-    body.push(...i.localGet(ap), ...i.v128Load64Splat(8 * r), ...i.localSet(splat));
-    for (const [half, bv] of [[0, b01], [1, b23]]) {
-      body.push(...i.localGet(acc(r, half)), ...i.localGet(splat), ...i.localGet(bv), ...i.f64x2Mul, ...i.f64x2Add, ...i.localSet(acc(r, half)));
+    for (let half = 0; half < 2 * panels; half++) body.push(...i.localGet(sums), ...i.v128Zero, ...i.v128Store(8 * (SUMS_COLUMNS * r + 2 * half)));
+  }
+  // ap = a; bp = b; bp2 = b + kc * 16 (the next panel); left = kc
+  body.push(...i.localGet(a), ...i.localSet(ap), ...i.localGet(b), ...i.localSet(bp), ...i.localGet(kc), ...i.localSet(left));
+  body.push(...i.localGet(b), ...i.localGet(kc), ...i.i32Const(4), ...i.i32Shl, ...i.i32Add, ...i.localSet(bp2));
+  // Runs: while left > 0: run = min(SUM_RUN, left); left -= run
+  body.push(...i.block, ...i.loop, ...i.localGet(left), ...i.i32Eqz, ...i.brIf(1));
+  body.push(...i.i32Const(SUM_RUN), ...i.localGet(left), ...i.i32Const(SUM_RUN), ...i.localGet(left), ...i.i32LtS, ...i.select, ...i.localTee(run), ...i.localSet(p));
+  body.push(...i.localGet(left), ...i.localGet(run), ...i.i32Sub, ...i.localSet(left));
+  for (let r = 0; r < 4; r++) for (let q = 0; q < panels; q++) body.push(...i.v128Zero, ...i.localSet(acc(r, q)));
+  body.push(...i.block, ...i.loop, ...i.localGet(p), ...i.i32Eqz, ...i.brIf(1));
+  body.push(...i.localGet(bp), ...i.v128Load(0), ...i.localSet(b0));
+  if (panels === 2) body.push(...i.localGet(bp2), ...i.v128Load(0), ...i.localSet(b1));
+  for (let r = 0; r < 4; r++) {
+    body.push(...i.localGet(ap), ...i.v128Load32Splat(4 * r), ...i.localSet(splat));
+    for (let q = 0; q < panels; q++) {
+      body.push(...i.localGet(acc(r, q)), ...i.localGet(splat), ...i.localGet(bv[q]), ...i.f32x4Mul, ...i.f32x4Add, ...i.localSet(acc(r, q)));
     }
   }
-  // ap += 32; bp += 32; p -= 1
-  body.push(...i.localGet(ap), ...i.i32Const(32), ...i.i32Add, ...i.localSet(ap), ...i.localGet(bp), ...i.i32Const(32), ...i.i32Add, ...i.localSet(bp));
+  // ap += 16; bp += 16; bp2 += 16; p -= 1
+  for (const ptr of [ap, bp, bp2]) body.push(...i.localGet(ptr), ...i.i32Const(16), ...i.i32Add, ...i.localSet(ptr));
   body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Sub, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  // The run's sums into the tile's float64 sums: lanes 0-1, then lanes 2-3 moved down.
   for (let r = 0; r < 4; r++) {
-    for (const half of [0, 1]) body.push(...i.localGet(sums), ...i.localGet(acc(r, half)), ...i.v128Store(32 * r + 16 * half));
+    for (let q = 0; q < panels; q++) {
+      for (const high of [0, 1]) {
+        const at = 8 * (SUMS_COLUMNS * r + NR * q + 2 * high);
+        body.push(...i.localGet(acc(r, q)));
+        if (high) body.push(...i.localGet(acc(r, q)), ...i.i8x16Shuffle([8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]));
+        body.push(...i.f64x2PromoteLowF32x4, ...i.localSet(wide));
+        body.push(...i.localGet(sums), ...i.localGet(sums), ...i.v128Load(at), ...i.localGet(wide), ...i.f64x2Add, ...i.v128Store(at));
+      }
+    }
   }
-  // sums += 128; a += kc * 32; r0 += 4
-  body.push(...i.localGet(sums), ...i.i32Const(128), ...i.i32Add, ...i.localSet(sums));
-  body.push(...i.localGet(a), ...i.localGet(kc), ...i.i32Const(5), ...i.i32Shl, ...i.i32Add, ...i.localSet(a));
+  body.push(...i.br(0), ...i.end, ...i.end);
+  // sums += 4 rows; a += kc * 16 (one A panel); r0 += 4
+  body.push(...i.localGet(sums), ...i.i32Const(8 * 4 * SUMS_COLUMNS), ...i.i32Add, ...i.localSet(sums));
+  body.push(...i.localGet(a), ...i.localGet(kc), ...i.i32Const(4), ...i.i32Shl, ...i.i32Add, ...i.localSet(a));
   body.push(...i.localGet(r0), ...i.i32Const(4), ...i.i32Add, ...i.localSet(r0), ...i.br(0), ...i.end, ...i.end);
-  return { name: 'gemmColumn', params: [I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, V128, V128, V128, V128, V128, V128, V128, V128, V128, V128, V128], body };
+  return { name: `gemmColumn${panels}`, params: [I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, V128, V128, V128, V128, ...new Array(4 * panels).fill(V128)], body };
 }
 
 /**
- * The micro-kernel, for one column of micro-tiles: for each MR-row tile t of the packed A block
- * (rows [t*MR, t*MR+MR) of its `rows`), C[tile] += alpha * (packed MR x kc panel) * (packed
- * kc x NR panel of B), writing only the rows < rows and columns < cols that exist (edge tiles).
- * One call per column of tiles rather than per tile: the B panel stays in L1 across the column,
- * and the call's fixed cost is paid once per column (measured 5-8% faster GEMMs for K <= 32,
- * the pointwise layers of small models, and 0-2% for large K).
+ * The micro-kernel, for one column of micro-tiles up to two panels (2 NR columns) wide: for each
+ * MR-row tile of the packed A block (rows [t*MR, t*MR+MR) of its `rows`), C[tile] += alpha *
+ * (packed MR x kc panel) * (packed kc x cols panels of B), writing only the rows < rows and
+ * columns < cols that exist (edge tiles). One call per column of tiles rather than per tile: the
+ * B panels stay in L1 across the column, and the call's fixed cost is paid once per column
+ * (measured 5-8% faster GEMMs for K <= 32, the pointwise layers of small models, and 0-2% for
+ * large K).
  */
 export function microKernelColumn(
   kc: number,
-  P: Float64Array,
+  P: Float32Array,
   rows: number,
   bStart: number,
   alpha: number,
@@ -483,39 +537,49 @@ export function microKernelColumn(
   overwrite: boolean,
 ): void {
   const t = columnSums;
+  const panels = cols > 4 ? 2 : 1;
   // The sums of every tile of the column, tile after tile: in WebAssembly when its kernel is
   // loaded (P is then its memory), else microTile by microTile.
-  if (wasmColumn !== null && P === packed) wasmColumn(kc, rows, 0, bStart * 8, t.byteOffset);
-  else for (let r0 = 0, aStart = 0; r0 < rows; r0 += MR, aStart += kc * MR) microTile(kc, P, aStart, bStart, t, r0 * NR);
-  for (let r0 = 0, s = 0, cRow = cStart; r0 < rows; r0 += MR, s += 16, cRow += MR * ldc) {
-    if (rows - r0 < MR || cols < NR) {
+  if (wasmColumns !== null && P === packed) (panels === 2 ? wasmColumns.two : wasmColumns.one)(kc, rows, 0, bStart * 4, t.byteOffset);
+  else {
+    for (let q = 0; q < panels; q++) {
+      for (let r0 = 0, aStart = 0; r0 < rows; r0 += MR, aStart += kc * MR) microTile(kc, P, aStart, bStart + q * kc * NR, t, r0 * 8 + q * 4);
+    }
+  }
+  for (let r0 = 0, s = 0, cRow = cStart; r0 < rows; r0 += MR, s += 32, cRow += MR * ldc) {
+    if (rows - r0 < MR || (cols !== 4 && cols !== 8)) {
       storeEdgeTile(t, s, alpha, C, cRow, ldc, Math.min(MR, rows - r0), cols, overwrite);
       continue;
     }
-    if (overwrite) {
-      // First K block of a GEMM with beta = 0: store instead of accumulating into a zeroed C (one
-      // pass over C fewer). "+ 0" stores +0 where 0 + x would have, so the result is the same bits.
-      for (let r = s, c = cRow; r < s + 16; r += 4, c += ldc) {
+    // First K block of a GEMM with beta = 0: store instead of accumulating into a zeroed C (one
+    // pass over C fewer). "+ 0" stores +0 where 0 + x would have, so the result is the same bits.
+    for (let r = s, c = cRow; r < s + 32; r += 8, c += ldc) {
+      if (overwrite) {
         C[c] = alpha * t[r] + 0; C[c + 1] = alpha * t[r + 1] + 0; C[c + 2] = alpha * t[r + 2] + 0; C[c + 3] = alpha * t[r + 3] + 0;
-      }
-    } else {
-      for (let r = s, c = cRow; r < s + 16; r += 4, c += ldc) {
+      } else {
         C[c] += alpha * t[r]; C[c + 1] += alpha * t[r + 1]; C[c + 2] += alpha * t[r + 2]; C[c + 3] += alpha * t[r + 3];
+      }
+      if (cols === 4) continue;
+      if (overwrite) {
+        C[c + 4] = alpha * t[r + 4] + 0; C[c + 5] = alpha * t[r + 5] + 0; C[c + 6] = alpha * t[r + 6] + 0; C[c + 7] = alpha * t[r + 7] + 0;
+      } else {
+        C[c + 4] += alpha * t[r + 4]; C[c + 5] += alpha * t[r + 5]; C[c + 6] += alpha * t[r + 6]; C[c + 7] += alpha * t[r + 7];
       }
     }
   }
 }
 
 /**
- * The tiles at C's right and bottom edges, with fewer than MR rows or NR columns: a loop of
- * its own, so that the micro-kernel's hot path stays straight-line code (an edge loop inside it
- * made V8 deoptimise the kernel in some processes) and allocates nothing.
+ * The tiles at C's right and bottom edges, with fewer than MR rows or a width other than one or
+ * two panels: a loop of its own, so that the micro-kernel's hot path stays straight-line code (an
+ * edge loop inside it made V8 deoptimise the kernel in some processes) and allocates nothing.
+ * The tile's rows are 2 NR apart in `tile`.
  */
 export function storeEdgeTile(tile: Float64Array, t: number, alpha: number, C: Float32Array, cStart: number, ldc: number, rows: number, cols: number, overwrite: boolean): void {
   for (let r = 0; r < rows; r++) {
     for (let s = 0; s < cols; s++) {
       const i = cStart + r * ldc + s;
-      C[i] = overwrite ? alpha * tile[t + r * NR + s] + 0 : C[i] + alpha * tile[t + r * NR + s];
+      C[i] = overwrite ? alpha * tile[t + r * 8 + s] + 0 : C[i] + alpha * tile[t + r * 8 + s];
     }
   }
 }
@@ -554,8 +618,8 @@ export function gemmCore(args: GemmArgs): void {
         const mc = Math.min(MC, M - i0);
         if (along === 'depth') packBatchedDepth(A, aOffset, lda, i0, mc, p0, kc, size, batch!.aStride, packed, 0);
         else packA(A, aOffset, lda, transA, i0, mc, p0, kc, packed, 0);
-        for (let jr = 0; jr < nc; jr += NR) {
-          const cols = Math.min(NR, nc - jr), bStart = PACKED_B_START + (jr / NR) * kc * NR, overwrite = overwriteFirst && p0 === 0;
+        for (let jr = 0; jr < nc; jr += 2 * NR) {
+          const cols = Math.min(2 * NR, nc - jr), bStart = PACKED_B_START + (jr / NR) * kc * NR, overwrite = overwriteFirst && p0 === 0;
           if (along !== 'columns') {
             microKernelColumn(kc, packed, mc, bStart, alpha, C, cOffset + i0 * ldc + j0 + jr, ldc, cols, overwrite);
             continue;
@@ -570,15 +634,15 @@ export function gemmCore(args: GemmArgs): void {
 }
 
 /**
- * A column of tiles whose NR columns of C straddle two images of a batch (see GemmBatch): the
+ * A column of tiles whose columns of C (up to 2 NR) straddle two images of a batch (see GemmBatch): the
  * tiles are gathered into a small contiguous block, computed there by microKernelColumn exactly
  * as in place (the same sums, added to the same values), and scattered back.
  */
-export function straddlingColumn(kc: number, P: Float64Array, rows: number, bStart: number, alpha: number, C: Float32Array, cStart: number, ldc: number, first: number, cols: number, size: number, stride: number, overwrite: boolean): void {
+export function straddlingColumn(kc: number, P: Float32Array, rows: number, bStart: number, alpha: number, C: Float32Array, cStart: number, ldc: number, first: number, cols: number, size: number, stride: number, overwrite: boolean): void {
   for (let c = 0; c < cols; c++) straddleColumns[c] = cStart + batchedIndex(first + c, size, stride);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) straddleBlock[r * NR + c] = C[straddleColumns[c] + r * ldc];
-  microKernelColumn(kc, P, rows, bStart, alpha, straddleBlock, 0, NR, cols, overwrite);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) C[straddleColumns[c] + r * ldc] = straddleBlock[r * NR + c];
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) straddleBlock[r * SUMS_COLUMNS + c] = C[straddleColumns[c] + r * ldc];
+  microKernelColumn(kc, P, rows, bStart, alpha, straddleBlock, 0, SUMS_COLUMNS, cols, overwrite);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) C[straddleColumns[c] + r * ldc] = straddleBlock[r * SUMS_COLUMNS + c];
 }
 
 /** C = 0 for a batch along columns (the beta = 0 of a GEMM that has nothing to add: K = 0 or alpha = 0). */
@@ -597,8 +661,14 @@ export function gemmNaive(args: GemmArgs): void {
   const cAt = (i: number, j: number) => (columns ? cOffset + i * ldc + pixel(batch.firstColumn + j, batch.cStride) : cOffset + i * ldc + j);
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
+      // The micro-kernel's arithmetic (see microTile): runs of SUM_RUN float32 multiply-adds,
+      // added up in float64; for K <= KC the same bits as the blocked GEMM.
       let acc = 0;
-      for (let p = 0; p < K; p++) acc += A[aAt(i, p)] * B[bAt(p, j)];
+      for (let p0 = 0; p0 < K; p0 += SUM_RUN) {
+        let run = 0;
+        for (let p = p0; p < Math.min(K, p0 + SUM_RUN); p++) run = Math.fround(run + Math.fround(A[aAt(i, p)] * B[bAt(p, j)]));
+        acc += run;
+      }
       const c = cAt(i, j);
       C[c] = (beta === 0 ? 0 : beta * C[c]) + alpha * acc;
     }
@@ -653,11 +723,11 @@ const GEMM_KERNEL = declareKernel({
   // The workers load the same WebAssembly bytes (or none, as this thread).
   prelude: [
     `const MR = ${MR}, NR = ${NR}, KC = ${KC}, MC = ${MC}, NC = ${NC};`,
-    'const PACKED_B_START = MC * KC;',
+    `const PACKED_B_START = MC * KC, SUMS_COLUMNS = 2 * NR, SUM_RUN = ${SUM_RUN};`,
     `const gemmScratch = createGemmScratch(${GEMM_WASM === null ? 'null' : `new Uint8Array([${GEMM_WASM.join(',')}])`});`,
-    'const packed = gemmScratch.packed, columnSums = gemmScratch.sums, wasmColumn = gemmScratch.column;',
-    'const straddleBlock = new Float32Array(MC * NR);',
-    'const straddleColumns = new Int32Array(NR);',
+    'const packed = gemmScratch.packed, columnSums = gemmScratch.sums, wasmColumns = gemmScratch.kernels;',
+    'const straddleBlock = new Float32Array(MC * SUMS_COLUMNS);',
+    'const straddleColumns = new Int32Array(SUMS_COLUMNS);',
   ].join('\n'),
 });
 

@@ -75,6 +75,8 @@ export const i = {
   br: (depth: number) => [0x0c, ...unsignedLeb(depth)],
   brIf: (depth: number) => [0x0d, ...unsignedLeb(depth)],
   return: [0x0f],
+  /** (a, b, condition) -> condition !== 0 ? a : b. */
+  select: [0x1b],
   // Locals.
   localGet: (index: number) => [0x20, ...unsignedLeb(index)],
   localSet: (index: number) => [0x21, ...unsignedLeb(index)],
@@ -102,14 +104,26 @@ export const i = {
   f64Mul: [0xa2],
   f64PromoteF32: [0xbb],
   f32DemoteF64: [0xb6],
-  // SIMD: 128-bit loads and stores (16-byte alignment hint), lane splats, two-lane float64.
+  // SIMD: 128-bit loads and stores (16-byte alignment hint), lane splats, four-lane float32 and
+  // two-lane float64 arithmetic.
   v128Load: (offset = 0) => [...simd(0x00), ...memarg(4, offset)],
   v128Store: (offset = 0) => [...simd(0x0b), ...memarg(4, offset)],
+  /** Load one f32 and put it in all four lanes. */
+  v128Load32Splat: (offset = 0) => [...simd(0x09), ...memarg(2, offset)],
   /** Load one f64 and put it in both lanes. */
   v128Load64Splat: (offset = 0) => [...simd(0x0a), ...memarg(3, offset)],
   /** All 128 bits zero. */
   v128Zero: [...simd(0x0c), ...new Array(16).fill(0)],
+  f32x4Splat: simd(0x13),
+  f32x4Add: simd(0xe4),
+  f32x4Mul: simd(0xe6),
   f64x2Splat: simd(0x14),
+  /** A f64x2 narrowed to float32 (rounded to nearest) in lanes 0 and 1 of a f32x4, lanes 2 and 3 zero. */
+  f32x4DemoteF64x2Zero: simd(0x5e),
+  /** Lanes 0 and 1 of a f32x4, widened to a f64x2 (exactly: every float32 is a float64). */
+  f64x2PromoteLowF32x4: simd(0x5f),
+  /** A vector of bytes picked from two: byte k of the result is byte lanes[k] of (a, b), 0-31. */
+  i8x16Shuffle: (lanes: number[]) => [...simd(0x0d), ...lanes],
   f64x2Add: simd(0xf0),
   f64x2Mul: simd(0xf2),
 };
@@ -128,6 +142,8 @@ export interface WasmFunction {
 export interface WasmModule {
   /** 64 KiB pages. */
   memoryPages: number;
+  /** Pages the memory may grow to (`memory.grow` from JavaScript); without it, it never grows (and views of it stay valid). */
+  maxPages?: number;
   functions: WasmFunction[];
 }
 
@@ -151,8 +167,8 @@ export function emitModule(m: WasmModule): Uint8Array<ArrayBuffer> {
     0x01, 0x00, 0x00, 0x00, // version 1
     ...section(1, vector(types)),
     ...section(3, vector(m.functions.map((_, k) => unsignedLeb(k)))),
-    // Memory: flags 1 = minimum and maximum given; both the same, so it never grows (views stay valid).
-    ...section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.memoryPages)]])),
+    // Memory: flags 1 = minimum and maximum given.
+    ...section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]])),
     ...section(7, vector([[...name('memory'), 0x02, 0x00], ...m.functions.map((f, k) => [...name(f.name), 0x00, ...unsignedLeb(k)])])),
     ...section(10, vector(m.functions.map((f) => sized([...localRuns(f.locals), ...f.body, ...i.end])))),
   ];
