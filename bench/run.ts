@@ -51,6 +51,22 @@ export function timeSteps(step: () => void, minSteps = 5, minSeconds = 2): Timin
   return { medianMs: times[Math.floor(times.length / 2)], minMs: times[0], steps: times.length };
 }
 
+/** timeSteps for a step that resolves when its work is done (jax-js's arrays are asynchronous). */
+export async function timeStepsAsync(step: () => Promise<void>, minSteps = 5, minSeconds = 2): Promise<Timing> {
+  await step();
+  await step();
+  const times: number[] = [];
+  const start = performance.now();
+  const elapsed = () => (performance.now() - start) / 1000;
+  while (times.length === 0 || (times.length < minSteps && elapsed() < ENOUGH_SECONDS) || elapsed() < minSeconds) {
+    const t0 = performance.now();
+    await step();
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return { medianMs: times[Math.floor(times.length / 2)], minMs: times[0], steps: times.length };
+}
+
 interface Row {
   workload: string;
   what: string;
@@ -171,6 +187,20 @@ async function runTfjs(id: string, minSeconds: number): Promise<Row[]> {
   return [{ workload: id, what: `${w.arch} a${w.alpha} ${w.batch}x3x${w.resolution}x${w.resolution} ${w.train ? 'train step' : 'inference'}`, threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'img/s', value: (w.batch * 1000) / r.medianMs, engine }];
 }
 
+/** G1 and the MobileNetV1 train steps (T1, T2) on jax-js's WebAssembly device, loaded only when asked for; no rows for the others. */
+async function runJax(id: string, minSeconds: number): Promise<Row[]> {
+  const j = await import('./jax.js');
+  const engine = `jax-js ${await j.initJax()}`;
+  if (id === 'G1') {
+    const r = await timeStepsAsync(j.jaxGemm(512), 5, minSeconds);
+    return [{ workload: 'G1', what: 'sgemm 512^3', threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'GFLOP/s', value: (2 * 512 ** 3) / (r.medianMs * 1e6), engine }];
+  }
+  const w = MODEL_WORKLOADS[id];
+  if (w === undefined || w.arch !== 'v1' || !w.train) return [];
+  const r = await timeStepsAsync(j.jaxV1TrainStep(w.alpha, w.batch, w.resolution, w.classes), 5, minSeconds);
+  return [{ workload: id, what: `${w.arch} a${w.alpha} ${w.batch}x3x${w.resolution}x${w.resolution} train step`, threads: 1, medianMs: r.medianMs, steps: r.steps, figure: 'img/s', value: (w.batch * 1000) / r.medianMs, engine }];
+}
+
 /** Run one workload in this process (used by the parent in a fresh child per workload). */
 function runHere(id: string, threads: number, minSeconds: number): Row[] {
   setThreads(threads);
@@ -186,20 +216,20 @@ async function main(): Promise<void> {
     .option('--threads <list>', 'thread counts to measure, e.g. 1,2', '1,2')
     .option('--min-seconds <s>', 'minimum timed seconds per measurement (WORKLOADS.md: >= 5 steps or >= 10 s)', '2')
     .option('--json <path>', 'write the results as JSON to this file')
-    .option('--compare <engines>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend, one thread), torch (PyTorch from /usr/bin/python3, at each thread count) and/or js (ours with the TypeScript kernels only, MOBILENET_KERNELS=js), interleaved workload by workload: e.g. torch,js')
+    .option('--compare <engines>', 'also run the workloads on tfjs (TensorFlow.js 4.22 CPU backend, one thread), jax (jax-js on its WebAssembly device: G1, T1, T2), torch (PyTorch from /usr/bin/python3, at each thread count) and/or js (ours with the TypeScript kernels only, MOBILENET_KERNELS=js), interleaved workload by workload: e.g. torch,jax,js')
     .option('--child <id:threads:engine>', 'internal: run one workload and print its rows as JSON')
     .parse(process.argv);
   const opts = program.opts<{ workloads: string; threads: string; minSeconds: string; json?: string; child?: string; compare?: string }>();
   if (opts.child) {
     const [id, threads, engine] = opts.child.split(':');
-    const rows = engine === 'tfjs' ? await runTfjs(id, Number(opts.minSeconds)) : runHere(id, Number(threads), Number(opts.minSeconds));
+    const rows = engine === 'tfjs' ? await runTfjs(id, Number(opts.minSeconds)) : engine === 'jax' ? await runJax(id, Number(opts.minSeconds)) : runHere(id, Number(threads), Number(opts.minSeconds));
     const peak = process.resourceUsage().maxRSS / 1024;
     process.stdout.write(JSON.stringify(rows.map((r) => ({ ...r, peakRssMb: peak, engine: r.engine ?? (engine === 'js' ? JS_KERNELS_ENGINE : 'mobilenet-ts') }))) + '\n');
     process.exit(0);
   }
   const engines = opts.compare === undefined ? [] : opts.compare.split(',').map((s) => s.trim());
-  if (engines.some((e) => e !== 'tfjs' && e !== 'torch' && e !== 'js')) {
-    process.stderr.write(`bench: --compare takes a comma-separated list of tfjs, torch and js, got '${opts.compare}'\n`);
+  if (engines.some((e) => e !== 'tfjs' && e !== 'jax' && e !== 'torch' && e !== 'js')) {
+    process.stderr.write(`bench: --compare takes a comma-separated list of tfjs, jax, torch and js, got '${opts.compare}'\n`);
     process.exit(2);
   }
   let withTorch = engines.includes('torch');
@@ -208,6 +238,7 @@ async function main(): Promise<void> {
     withTorch = false;
   }
   const withTfjs = engines.includes('tfjs');
+  const withJax = engines.includes('jax');
   const withJs = engines.includes('js');
   const ids = opts.workloads.split(',').map((s) => s.trim().toUpperCase());
   const threadCounts = opts.threads.split(',').map((s) => decimalNumber(s.trim()));
@@ -226,7 +257,7 @@ async function main(): Promise<void> {
   }
   const rows: Row[] = [];
   process.stdout.write(`machine: ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, node ${process.version}\n`);
-  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${withTfjs ? '     speed-up vs tfjs' : ''}${withTorch ? '     time ours / torch' : ''}${withJs ? '     speed-up vs js kernels' : ''}\n`);
+  process.stdout.write(`${'workload'.padEnd(9)}${'engine'.padEnd(14)}${'what'.padEnd(40)}${'threads'.padStart(8)}${'median ms'.padStart(12)}${'steps'.padStart(7)}${'peak RSS'.padStart(10)}  figure${withTfjs ? '     speed-up vs tfjs' : ''}${withJax ? '     speed-up vs jax' : ''}${withTorch ? '     time ours / torch' : ''}${withJs ? '     speed-up vs js kernels' : ''}\n`);
   const self = fileURLToPath(import.meta.url);
   const runChild = (id: string, threads: number, engine: string): Row[] => {
     // Each workload in its own process: clean JIT state and a peak RSS of its own.
@@ -247,16 +278,21 @@ async function main(): Promise<void> {
     }
     return JSON.parse(child.stdout.trim().split('\n').pop()!) as Row[];
   };
-  const print = (row: Row, tfjs?: Row, torch?: Row, js?: Row) => {
+  const print = (row: Row, tfjs?: Row, torch?: Row, js?: Row, jax?: Row) => {
     const ours = row.engine === 'mobilenet-ts';
-    const ratio = (ours && tfjs ? `     ${(tfjs.medianMs / row.medianMs).toFixed(1)}x` : '') + (ours && torch ? `     ${(row.medianMs / torch.medianMs).toFixed(2)}x` : '') + (ours && js ? `     ${(js.medianMs / row.medianMs).toFixed(2)}x` : '');
+    const ratio = (ours && tfjs ? `     ${(tfjs.medianMs / row.medianMs).toFixed(1)}x` : '') + (ours && jax ? `     ${(jax.medianMs / row.medianMs).toFixed(2)}x` : '') + (ours && torch ? `     ${(row.medianMs / torch.medianMs).toFixed(2)}x` : '') + (ours && js ? `     ${(js.medianMs / row.medianMs).toFixed(2)}x` : '');
     process.stdout.write(`${row.workload.padEnd(9)}${(row.engine ?? '').padEnd(14)}${row.what.padEnd(40)}${String(row.threads).padStart(8)}${row.medianMs.toFixed(2).padStart(12)}${String(row.steps).padStart(7)}${`${(row.peakRssMb ?? 0).toFixed(0)} MB`.padStart(10)}  ${row.value.toFixed(2)} ${row.figure}${ratio}\n`);
   };
   for (const id of ids) {
-    // Interleaved: for each workload TensorFlow.js (one thread), then at each thread count
+    // Interleaved: for each workload TensorFlow.js and jax-js, then at each thread count
     // PyTorch and ours right after each other, so that both see the machine in the same state.
     const tfjs = withTfjs ? runChild(id, 1, 'tfjs') : [];
     for (const row of tfjs) {
+      rows.push(row);
+      print(row);
+    }
+    const jax = withJax ? runChild(id, 1, 'jax') : [];
+    for (const row of jax) {
       rows.push(row);
       print(row);
     }
@@ -273,7 +309,7 @@ async function main(): Promise<void> {
       }
       for (const row of runChild(id, threads, 'ours')) {
         rows.push(row);
-        print(row, tfjs.find((r) => r.what === row.what), torch.find((r) => r.what === row.what), js.find((r) => r.what === row.what));
+        print(row, tfjs.find((r) => r.what === row.what), torch.find((r) => r.what === row.what), js.find((r) => r.what === row.what), threads === 1 ? jax.find((r) => r.what === row.what) : undefined);
       }
     }
   }
