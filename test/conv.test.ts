@@ -141,23 +141,26 @@ describe('fast conv kernels equal their naive twins', () => {
    * 3x3 interior rectangle (row by row, valid taps only), then the interior's own sum.
    */
   function filterGradInKernelOrder(x: Float32Array, dy: Float32Array, g: ReturnType<typeof depthwiseGeometry>): Float32Array {
+    // 3x3: per plane, each tap's terms in two float64 sums (even and odd output columns, row by
+    // row), added to the tap's total as even + odd (a tap outside the plane adds dy * 0, which
+    // leaves a sum that starts at +0 as it is). Other filters: pixel by pixel, tap by tap.
     const { N, Cin: C, H, W, kH, kW, stride, padding, Hout, Wout } = g;
     const inside = (iy: number, ix: number) => iy >= 0 && iy < H && ix >= 0 && ix < W;
-    const interior = (oy: number, ox: number) => kH === 3 && kW === 3 && inside(oy * stride - padding, ox * stride - padding) && inside(oy * stride - padding + 2, ox * stride - padding + 2);
     const dw = new Float32Array(C * kH * kW);
     for (let c = 0; c < C; c++) {
       const taps = new Float64Array(kH * kW);
       for (let n = 0; n < N; n++) {
         const term = (oy: number, ox: number, ky: number, kx: number) => dy[((n * C + c) * Hout + oy) * Wout + ox] * x[((n * C + c) * H + oy * stride - padding + ky) * W + ox * stride - padding + kx];
-        const interiorSums = new Float64Array(kH * kW);
+        const lanes = [new Float64Array(kH * kW), new Float64Array(kH * kW)];
         for (let oy = 0; oy < Hout; oy++)
           for (let ox = 0; ox < Wout; ox++)
             for (let ky = 0; ky < kH; ky++)
               for (let kx = 0; kx < kW; kx++) {
-                if (interior(oy, ox)) interiorSums[ky * kW + kx] += term(oy, ox, ky, kx);
-                else if (inside(oy * stride - padding + ky, ox * stride - padding + kx)) taps[ky * kW + kx] += term(oy, ox, ky, kx);
+                if (!inside(oy * stride - padding + ky, ox * stride - padding + kx)) continue;
+                if (kH === 3 && kW === 3) lanes[ox % 2][ky * kW + kx] += term(oy, ox, ky, kx);
+                else taps[ky * kW + kx] += term(oy, ox, ky, kx);
               }
-        for (let t = 0; t < kH * kW; t++) taps[t] += interiorSums[t];
+        if (kH === 3 && kW === 3) for (let t = 0; t < kH * kW; t++) taps[t] += lanes[0][t] + lanes[1][t];
       }
       dw.set(taps, c * kH * kW);
     }

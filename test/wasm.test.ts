@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import sharp from 'sharp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
+import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
 import { gemm, KERNELS, useGemmKernel, type GemmArgs, type GemmBatch } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
@@ -102,20 +102,25 @@ describe.skipIf(KERNELS !== 'wasm')('depthwise 3x3: the WebAssembly kernels give
   // padding 0 to 2 (the first output's taps outside, inside, or the plane skipped by a stride).
   const cases: [number, number, number, number, number, number][] = [[2, 3, 1, 1, 1, 1], [1, 2, 2, 3, 1, 1], [2, 5, 7, 7, 1, 1], [2, 4, 8, 8, 2, 1], [1, 3, 9, 13, 2, 1], [1, 2, 16, 16, 1, 0], [1, 2, 11, 6, 2, 2], [1, 3, 57, 57, 2, 1], [1, 2, 33, 35, 1, 1]];
   for (const [N, C, H, W, stride, padding] of cases) {
-    it(`x=${N}x${C}x${H}x${W} s${stride} p${padding}: forward and input gradient`, () => {
+    it(`x=${N}x${C}x${H}x${W} s${stride} p${padding}: forward, input and filter gradients`, () => {
       const x = randn([N, C, H, W], rng), w = randn([C, 1, 3, 3], rng);
       const g = depthwiseGeometry(x, w, null, { stride, padding });
       const dy = randn([N, C, g.Hout, g.Wout], rng).data;
       const run = (kind: 'js' | 'wasm') => {
         useDepthwiseKernel(kind);
         const y = new Float32Array(N * C * g.Hout * g.Wout).fill(NaN), dx = new Float32Array(x.numel).fill(NaN);
+        const dw = new Float32Array(w.numel).fill(NaN), dxBoth = new Float32Array(x.numel).fill(NaN), dwBoth = new Float32Array(w.numel).fill(NaN);
         depthwiseForward(x.data, w.data, g, y);
         depthwiseBackwardInput(dy, w.data, g, dx);
-        return [y, dx];
+        depthwiseBackwardFilter(dy, x.data, g, dw);
+        depthwiseBackward(dy, x.data, w.data, g, dxBoth, dwBoth);
+        return { y, dx, dw, dxBoth, dwBoth };
       };
-      const [yJs, dxJs] = run('js'), [yWasm, dxWasm] = run('wasm');
-      expect(Buffer.from(yWasm.buffer).equals(Buffer.from(yJs.buffer)), 'forward').toBe(true);
-      expect(Buffer.from(dxWasm.buffer).equals(Buffer.from(dxJs.buffer)), 'input gradient').toBe(true);
+      const js = run('js'), wasm = run('wasm');
+      for (const name of ['y', 'dx', 'dw', 'dxBoth', 'dwBoth'] as const) expect(Buffer.from(wasm[name].buffer).equals(Buffer.from(js[name].buffer)), name).toBe(true);
+      // Both gradients in one pass are the two separate passes' bits.
+      expect(Buffer.from(js.dxBoth.buffer).equals(Buffer.from(js.dx.buffer)), 'dx of the joint pass').toBe(true);
+      expect(Buffer.from(js.dwBoth.buffer).equals(Buffer.from(js.dw.buffer)), 'dw of the joint pass').toBe(true);
     });
   }
 });

@@ -248,34 +248,55 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
 /** Floats of room after the scratch's planes for depthwise3x3Wasm's whole-vector reads and writes past a row's end. */
 const DEPTHWISE_SLACK = 32;
 
-/** The WebAssembly module of the 3x3 correlations (stride 1 and 2), emitted once at start-up; its memory grows as planes need. */
-const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2)] }) : null;
+/** The WebAssembly module of the 3x3 kernels (correlations and filter gradients, stride 1 and 2), emitted once at start-up; its memory grows as planes need. */
+const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2)] }) : null;
 
 type Correlate3x3Kernel = (src: number, rowLength: number, w: number, dst: number, outH: number, outW: number) => void;
+type FilterGrad3x3Kernel = (x: number, rowLength: number, dy: number, dyRow: number, outH: number, pairs: number, sums: number) => void;
 
 /**
- * Where a 3x3 correlation's planes are put: the zero-bordered input plane, and with the
- * WebAssembly kernels (this thread's instance of DEPTHWISE_WASM, or null) the output plane and
- * the nine weights after it, all in the module's memory. Self-contained: the workers make their
- * own from the same bytes.
+ * This thread's instance of DEPTHWISE_WASM (or nothing without the WebAssembly kernels): its
+ * memory, where the planes of a 3x3 kernel are put, and its kernels by stride. Self-contained:
+ * the workers make their own from the same bytes.
  */
-export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; kernels: Correlate3x3Kernel[] } {
-  if (wasmBytes === null) return { memory: null, kernels: [] };
+export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; kernels: Correlate3x3Kernel[]; filterKernels: FilterGrad3x3Kernel[] } {
+  if (wasmBytes === null) return { memory: null, kernels: [], filterKernels: [] };
   const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
   const kernels = [exports.depthwise3x3s1, exports.depthwise3x3s2] as Correlate3x3Kernel[];
+  const filterKernels = [exports.filterGrad3x3s1, exports.filterGrad3x3s2] as FilterGrad3x3Kernel[];
   // Past Node's baseline compiler (see createGemmScratch): planes of zeros, in the first page.
-  for (let k = 0; k < 200; k++) for (const kernel of kernels) kernel(0, 24, 0, 16384, 8, 8);
-  return { memory: exports.memory as WebAssembly.Memory, kernels };
+  for (let k = 0; k < 200; k++) {
+    for (const kernel of kernels) kernel(0, 24, 0, 16384, 8, 8);
+    for (const kernel of filterKernels) kernel(0, 24, 16384, 8, 8, 4, 32768);
+  }
+  return { memory: exports.memory as WebAssembly.Memory, kernels, filterKernels };
 }
 
 const correlateScratch = createCorrelateScratch(DEPTHWISE_WASM);
-/** Whether the 3x3 correlations run in WebAssembly (tests switch with useDepthwiseKernel). */
+/** Whether the 3x3 kernels run in WebAssembly (tests switch with useDepthwiseKernel). */
 let correlateInWasm = correlateScratch.memory !== null;
 
-/** Run this thread's 3x3 depthwise correlations with the given kernel (see useGemmKernel). */
+/** Run this thread's 3x3 depthwise kernels with the given kind (see useGemmKernel). */
 export function useDepthwiseKernel(kind: 'wasm' | 'js'): void {
   if (kind === 'wasm' && correlateScratch.memory === null) throw new RangeError('useDepthwiseKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, or no WebAssembly SIMD)');
   correlateInWasm = kind === 'wasm';
+}
+
+/** Whether a 3x3 kernel of this layout runs in WebAssembly (which has strides 1 and 2). */
+function inWasm(t: TapLayout): boolean {
+  return correlateInWasm && (t.stride === 1 || t.stride === 2);
+}
+
+/**
+ * `floats` zeroed floats of the module's memory from float `base`, growing it if needed. Growing
+ * detaches the views made before, so a call that needs two scratches takes the one further from
+ * 0 first (see depthwiseBackward).
+ */
+function wasmFloats(base: number, floats: number): Float32Array {
+  const memory = correlateScratch.memory!;
+  const pagesNeeded = Math.ceil(((base + floats) * 4) / 65536) - memory.buffer.byteLength / 65536;
+  if (pagesNeeded > 0) memory.grow(pagesNeeded);
+  return new Float32Array(memory.buffer, base * 4, floats).fill(0);
 }
 
 /** The zero-bordered plane of a 3x3 correlation (its frame zero), and with WebAssembly the output plane and weights: one per call, reused for its planes. */
@@ -284,19 +305,44 @@ interface PlaneScratch {
   wasm: { memory: Float32Array; out: number; weights: number; kernel: Correlate3x3Kernel | null } | null;
 }
 
-/** The scratch correlatePlane needs for this layout, or null (filters other than 3x3). */
-function planeScratch(t: TapLayout): PlaneScratch | null {
+/** The scratch correlatePlane needs for this layout (from float `base` of the module's memory), or null (filters other than 3x3). */
+function planeScratch(t: TapLayout, base = 0): PlaneScratch | null {
   if (t.paddedH === 0) return null;
   const paddedLength = t.paddedH * t.paddedW + DEPTHWISE_SLACK;
-  if (!correlateInWasm || (t.stride !== 1 && t.stride !== 2)) return { padded: new Float32Array(paddedLength), wasm: null };
-  // In the module's memory: the padded plane from float 0, the output plane, then the weights.
+  if (!inWasm(t)) return { padded: new Float32Array(paddedLength), wasm: null };
+  // In the module's memory: the padded plane, the output plane, then the weights.
   const out = paddedLength, weights = out + t.outH * t.outW + DEPTHWISE_SLACK, floats = weights + 16;
-  const memory = correlateScratch.memory!;
-  const pagesNeeded = Math.ceil((floats * 4) / 65536) - memory.buffer.byteLength / 65536;
-  if (pagesNeeded > 0) memory.grow(pagesNeeded);
-  const view = new Float32Array(memory.buffer, 0, floats);
-  view.fill(0);
+  const view = wasmFloats(base, floats);
   return { padded: view.subarray(0, paddedLength), wasm: { memory: view, out, weights, kernel: correlateScratch.kernels[t.stride - 1] } };
+}
+
+/**
+ * The scratch of a 3x3 filter gradient: the zero-bordered x plane, dy's plane with rows of an
+ * even length (a zero column after an odd width), the two lanes of the nine sums, and the
+ * WebAssembly kernel or null.
+ */
+interface FilterScratch {
+  padded: Float32Array;
+  dyPlane: Float32Array;
+  dyRow: number;
+  sums: Float64Array;
+  kernel: FilterGrad3x3Kernel | null;
+}
+
+/** The floats of the module's memory a FilterScratch of this layout takes. */
+function filterScratchFloats(t: TapLayout): number {
+  const dyStart = t.paddedH * t.paddedW + DEPTHWISE_SLACK, dyRow = t.outW + (t.outW & 1);
+  return Math.ceil((dyStart + t.outH * dyRow) / 4) * 4 + 36;
+}
+
+/** The scratch filterGradPlane needs for this layout (from float `base`, a multiple of 4), or null (filters other than 3x3). */
+function filterScratch(t: TapLayout, base = 0): FilterScratch | null {
+  if (t.paddedH === 0) return null;
+  const paddedLength = t.paddedH * t.paddedW + DEPTHWISE_SLACK, dyRow = t.outW + (t.outW & 1), dyLength = t.outH * dyRow;
+  if (!inWasm(t)) return { padded: new Float32Array(paddedLength), dyPlane: new Float32Array(dyLength), dyRow, sums: new Float64Array(18), kernel: null };
+  const floats = filterScratchFloats(t), view = wasmFloats(base, floats);
+  const sums = new Float64Array(view.buffer, view.byteOffset + (floats - 36) * 4, 18);
+  return { padded: view.subarray(0, paddedLength), dyPlane: view.subarray(paddedLength, paddedLength + dyLength), dyRow, sums, kernel: correlateScratch.filterKernels[t.stride - 1] };
 }
 
 /**
@@ -315,8 +361,10 @@ function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array,
   const wasm = scratch.wasm;
   if (wasm === null) return correlate3x3(padded, origin, paddedW, t.stride, w, wBase, dst, dstBase, outH, outW);
   for (let k = 0; k < 9; k++) wasm.memory[wasm.weights + k] = w[wBase + k];
-  wasm.kernel!(origin * 4, paddedW, wasm.weights * 4, wasm.out * 4, outH, outW);
-  dst.set(wasm.memory.subarray(wasm.out, wasm.out + outH * outW), dstBase);
+  const at = wasm.memory.byteOffset;
+  wasm.kernel!(at + origin * 4, paddedW, at + wasm.weights * 4, at + wasm.out * 4, outH, outW);
+  const memory = wasm.memory, out = wasm.out;
+  for (let k = 0; k < outH * outW; k++) dst[dstBase + k] = memory[out + k];
 }
 
 /**
@@ -370,7 +418,7 @@ function scatterPlane(dy: Float32Array, dyBase: number, w: Float32Array, wBase: 
   }
 }
 
-/** Filter gradient, the border pixels: taps[ky, kx] += dy[oy, ox] * x[tap] for each valid tap, in float64. */
+/** Filter gradient of a filter other than 3x3, pixel by pixel: taps[ky, kx] += dy[oy, ox] * x[tap] for each valid tap, in float64. */
 function filterGradBorder(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array, tapBase: number): void {
   const { border, inW, kW } = t;
   for (let e = 0; e < border.length; e += 6) {
@@ -383,33 +431,100 @@ function filterGradBorder(dy: Float32Array, dyBase: number, x: Float32Array, xBa
   }
 }
 
-/** The 3x3 interior rectangle's part of the filter gradient: nine float64 sums, added to taps at the end. */
-function filterGrad3x3Interior(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array, tapBase: number): void {
-  const { inW, outW, stride, yLo, yHi, xLo, xHi } = t;
-  let t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
-  for (let oy = yLo; oy < yHi; oy++) {
-    const dyRow = dyBase + oy * outW;
-    const r0 = xBase + (oy * stride + t.offsetY) * inW + t.offsetX, r1 = r0 + inW, r2 = r1 + inW;
-    for (let ox = xLo; ox < xHi; ox++) {
-      const gy = dy[dyRow + ox];
-      const a = r0 + ox * stride, b = r1 + ox * stride, c = r2 + ox * stride;
-      t0 += gy * x[a]; t1 += gy * x[a + 1]; t2 += gy * x[a + 2];
-      t3 += gy * x[b]; t4 += gy * x[b + 1]; t5 += gy * x[b + 2];
-      t6 += gy * x[c]; t7 += gy * x[c + 1]; t8 += gy * x[c + 2];
+/**
+ * One plane's nine 3x3 filter-gradient sums, each in two float64 partial sums: the even output
+ * columns' terms and the odd ones',
+ *   sums[2k + lane] = sum_{oy, ox even/odd} dy[oy, ox] * x[origin + (oy*stride + ky)*rowLength + ox*stride + kx],  k = 3 ky + kx.
+ * dy's rows are `dyRow` floats apart, an even number (`pairs` pairs of columns: a plane of odd
+ * width carries a zero column, whose terms are 0 * x). Every tap is inside x (the zero-bordered
+ * plane). The two partial sums are the two lanes of the WebAssembly twin (filterGrad3x3Wasm),
+ * which adds the same float64 products in the same order, so both give the same bits.
+ */
+export function filterGrad3x3(x: Float32Array, origin: number, rowLength: number, stride: number, dy: Float32Array, dyStart: number, dyRow: number, outH: number, pairs: number, sums: Float64Array): void {
+  let e0 = 0, e1 = 0, e2 = 0, e3 = 0, e4 = 0, e5 = 0, e6 = 0, e7 = 0, e8 = 0;
+  let o0 = 0, o1 = 0, o2 = 0, o3 = 0, o4 = 0, o5 = 0, o6 = 0, o7 = 0, o8 = 0;
+  for (let oy = 0; oy < outH; oy++) {
+    const r0 = origin + oy * stride * rowLength, r1 = r0 + rowLength, r2 = r1 + rowLength;
+    const d = dyStart + oy * dyRow;
+    for (let p = 0; p < pairs; p++) {
+      const ge = dy[d + 2 * p], go = dy[d + 2 * p + 1];
+      const a = r0 + 2 * p * stride, b = r1 + 2 * p * stride, c = r2 + 2 * p * stride;
+      const s = stride;
+      e0 += ge * x[a]; o0 += go * x[a + s]; e1 += ge * x[a + 1]; o1 += go * x[a + 1 + s]; e2 += ge * x[a + 2]; o2 += go * x[a + 2 + s];
+      e3 += ge * x[b]; o3 += go * x[b + s]; e4 += ge * x[b + 1]; o4 += go * x[b + 1 + s]; e5 += ge * x[b + 2]; o5 += go * x[b + 2 + s];
+      e6 += ge * x[c]; o6 += go * x[c + s]; e7 += ge * x[c + 1]; o7 += go * x[c + 1 + s]; e8 += ge * x[c + 2]; o8 += go * x[c + 2 + s];
     }
   }
-  taps[tapBase] += t0; taps[tapBase + 1] += t1; taps[tapBase + 2] += t2;
-  taps[tapBase + 3] += t3; taps[tapBase + 4] += t4; taps[tapBase + 5] += t5;
-  taps[tapBase + 6] += t6; taps[tapBase + 7] += t7; taps[tapBase + 8] += t8;
+  sums[0] = e0; sums[1] = o0; sums[2] = e1; sums[3] = o1; sums[4] = e2; sums[5] = o2;
+  sums[6] = e3; sums[7] = o3; sums[8] = e4; sums[9] = o4; sums[10] = e5; sums[11] = o5;
+  sums[12] = e6; sums[13] = o6; sums[14] = e7; sums[15] = o7; sums[16] = e8; sums[17] = o8;
+}
+
+/**
+ * filterGrad3x3's twin in WebAssembly SIMD, stride 1 or 2: two output columns per step, their
+ * dy values and each tap's two x values widened to a f64x2 (lane 0 the even column, lane 1 the
+ * odd), nine f64x2 accumulators. Parameters (i32, addresses in bytes): x (the origin),
+ * rowLength (floats), dy, dyRow (floats), outH, pairs, sums (18 float64, 16-byte aligned).
+ *   for oy < outH, p < pairs:  g = (dy[oy, 2p], dy[oy, 2p + 1])
+ *     acc_k += g * (x at column 2p*stride + kx, and (2p + 1)*stride + kx, of row oy*stride + ky)
+ */
+export function filterGrad3x3Wasm(stride: 1 | 2): WasmFunction {
+  const [x, rowLength, dy, dyRow, outH, pairs, sums] = [0, 1, 2, 3, 4, 5, 6];
+  const [oy, p, r0, r1, r2, d, rowBytes] = [7, 8, 9, 10, 11, 12, 13];
+  const acc = (k: number) => 14 + k;
+  const [g, v] = [23, 24];
+  const floats = (js: number[]) => js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
+  const body: number[] = [];
+  for (let k = 0; k < 9; k++) body.push(...i.v128Zero, ...i.localSet(acc(k)));
+  body.push(...i.localGet(rowLength), ...i.i32Const(2), ...i.i32Shl, ...i.localSet(rowBytes));
+  body.push(...i.i32Const(0), ...i.localSet(oy), ...i.block, ...i.loop, ...i.localGet(oy), ...i.localGet(outH), ...i.i32GeS, ...i.brIf(1));
+  // r0 = x + oy * stride * rowBytes; r1 = r0 + rowBytes; r2 = r1 + rowBytes; d = dy + oy * dyRow * 4
+  body.push(...i.localGet(x), ...i.localGet(oy), ...i.i32Const(stride), ...i.i32Mul, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(r0));
+  body.push(...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1), ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2));
+  body.push(...i.localGet(dy), ...i.localGet(oy), ...i.localGet(dyRow), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(d));
+  body.push(...i.i32Const(0), ...i.localSet(p), ...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(pairs), ...i.i32GeS, ...i.brIf(1));
+  // g = the two dy values as float64
+  body.push(...i.localGet(d), ...i.v128Load64Splat(0), ...i.f64x2PromoteLowF32x4, ...i.localSet(g));
+  for (let ky = 0; ky < 3; ky++) {
+    const row = [r0, r1, r2][ky];
+    for (let kx = 0; kx < 3; kx++) {
+      // stride 1: floats kx, kx + 1 from the row pointer; stride 2: floats kx, kx + 2 (the even floats of a load)
+      if (stride === 1) body.push(...i.localGet(row), ...i.v128Load64Splat(4 * kx));
+      else body.push(...i.localGet(row), ...i.v128Load(4 * kx), ...i.localGet(row), ...i.v128Load(4 * kx), ...i.i8x16Shuffle(floats([0, 2, 0, 2])));
+      body.push(...i.f64x2PromoteLowF32x4, ...i.localSet(v));
+      body.push(...i.localGet(acc(3 * ky + kx)), ...i.localGet(g), ...i.localGet(v), ...i.f64x2Mul, ...i.f64x2Add, ...i.localSet(acc(3 * ky + kx)));
+    }
+  }
+  // d += 8; r_k += 8 * stride; p += 1
+  body.push(...i.localGet(d), ...i.i32Const(8), ...i.i32Add, ...i.localSet(d));
+  for (const row of [r0, r1, r2]) body.push(...i.localGet(row), ...i.i32Const(8 * stride), ...i.i32Add, ...i.localSet(row));
+  body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
+  for (let k = 0; k < 9; k++) body.push(...i.localGet(sums), ...i.localGet(acc(k)), ...i.v128Store(16 * k));
+  return { name: `filterGrad3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(11).fill(V128)], body };
 }
 
 /**
  * One plane's contribution to the filter gradient: taps[tapBase + ky*kW + kx] += sum_{oy,ox} dy[oy, ox] * x[oy*s + offsetY + ky, ox*s + offsetX + kx].
- * The border's terms go into taps one by one, then a 3x3 interior's nine sums.
+ * A 3x3 filter copies the x plane into its scratch's zero-bordered plane and dy's plane beside
+ * it, then adds the nine sums of filterGrad3x3 (or its WebAssembly twin); other filters go tap by tap.
  */
-function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, taps: Float64Array, tapBase: number): void {
-  filterGradBorder(dy, dyBase, x, xBase, t, taps, tapBase);
-  if (t.yHi > t.yLo) filterGrad3x3Interior(dy, dyBase, x, xBase, t, taps, tapBase);
+function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, scratch: FilterScratch | null, taps: Float64Array, tapBase: number): void {
+  if (scratch === null) return filterGradBorder(dy, dyBase, x, xBase, t, taps, tapBase);
+  const { inH, inW, paddedW, padTop, padLeft, outH, outW } = t;
+  const { padded, dyPlane, dyRow, sums } = scratch;
+  for (let y = 0; y < inH; y++) {
+    const from = xBase + y * inW, to = (y + padTop) * paddedW + padLeft;
+    for (let c = 0; c < inW; c++) padded[to + c] = x[from + c];
+  }
+  for (let oy = 0; oy < outH; oy++) {
+    const from = dyBase + oy * outW, to = oy * dyRow;
+    for (let c = 0; c < outW; c++) dyPlane[to + c] = dy[from + c];
+  }
+  const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
+  if (scratch.kernel === null) filterGrad3x3(padded, origin, paddedW, t.stride, dyPlane, 0, dyRow, outH, dyRow / 2, sums);
+  else scratch.kernel(padded.byteOffset + origin * 4, paddedW, dyPlane.byteOffset, dyRow, outH, dyRow / 2, sums.byteOffset);
+  for (let k = 0; k < 9; k++) taps[tapBase + k] += sums[2 * k] + sums[2 * k + 1];
 }
 
 /** The forward's tap layout (output pixel -> input taps), which the filter gradient and the strided input gradient's scatter share. */
@@ -470,10 +585,11 @@ function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry,
 export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: ConvGeometry, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
   const { N, Cin: C, H, W, kH, kW, Hout, Wout } = g;
   const layout = forwardLayout(g);
+  const scratch = filterScratch(layout);
   const taps = new Float64Array(kH * kW);
   for (let c = c0; c < c1; c++) {
     taps.fill(0);
-    for (let n = 0; n < N; n++) filterGradPlane(dy, (n * C + c) * Hout * Wout, x, (n * C + c) * H * W, layout, taps, 0);
+    for (let n = 0; n < N; n++) filterGradPlane(dy, (n * C + c) * Hout * Wout, x, (n * C + c) * H * W, layout, scratch, taps, 0);
     for (let t = 0; t < kH * kW; t++) dweight[c * kH * kW + t] = taps[t];
   }
 }
@@ -490,13 +606,16 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
   const filterLayout = forwardLayout(g);
   const inputLayout = stride === 1 ? inputGradLayout(g) : filterLayout; // a strided input gradient scatters through the forward's layout
   const flipped = new Float32Array(kH * kW);
-  const scratch = stride === 1 ? planeScratch(inputLayout) : null; // a scatter with stride 2
+  // Both scratches in the module's memory, the input gradient's after the filter gradient's
+  // (made first, as it may grow the memory: see wasmFloats).
+  const inputScratch = stride === 1 ? planeScratch(inputLayout, filterScratchFloats(filterLayout)) : null; // a scatter with stride 2
+  const scratch = filterScratch(filterLayout);
   const taps = new Float64Array((c1 - c0) * kH * kW); // channel c's sums at (c - c0) * kH * kW
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c++) {
       const plane = n * C + c;
-      inputGradPlane(dy, weight, g, inputLayout, flipped, scratch, dx, plane);
-      filterGradPlane(dy, plane * Hout * Wout, x, plane * H * W, filterLayout, taps, (c - c0) * kH * kW);
+      inputGradPlane(dy, weight, g, inputLayout, flipped, inputScratch, dx, plane);
+      filterGradPlane(dy, plane * Hout * Wout, x, plane * H * W, filterLayout, scratch, taps, (c - c0) * kH * kW);
     }
   }
   for (let t = 0; t < taps.length; t++) dweight[c0 * kH * kW + t] = taps[t];
@@ -510,7 +629,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3Interior, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
