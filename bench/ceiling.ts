@@ -8,8 +8,8 @@
 //      MR + NR values from typed arrays and does MR x NR multiply-adds.
 //   3. our GEMM (src/ops/gemm.ts) on square and pointwise-like shapes, packing included, with the
 //      TypeScript micro-kernel and with its WebAssembly SIMD twin;
-//   4. the SIMD ceiling: independent chains as two-lane f64x2 multiply-adds in an
-//      emitted WebAssembly loop (what the WebAssembly kernel could reach with float64 lanes).
+//   4. the SIMD ceiling: independent chains of multiply-adds in an emitted WebAssembly loop, in
+//      two float64 lanes (f64x2) and in four float32 lanes (f32x4, the GEMM kernel's).
 //
 // Why the second figure sits far below the first: every typed-array load is an index
 // computation, a bounds check and the load itself, and a tile of 16 accumulators plus its
@@ -96,20 +96,25 @@ for (const kernel of KERNELS === 'wasm' ? (['js', 'wasm'] as const) : (['js'] as
 }
 
 if (KERNELS === 'wasm') {
-  // (func (param n i32): CHAINS f64x2 chains acc_k = acc_k * m + c, n times), the registers-only loop in SIMD.
+  // (func (param n i32): CHAINS chains acc_k = acc_k * m + c, n times), the registers-only loop in
+  // SIMD, in float64 lanes (f64x2, two numbers per instruction) and float32 lanes (f32x4, four).
   const CHAINS = 12;
-  const [n, m, c] = [0, 1, 2], acc = (k: number) => 3 + k;
-  const body: number[] = [];
-  const splat = (x: number) => [0x44, ...new Uint8Array(Float64Array.of(x).buffer), ...i.f64x2Splat];
-  body.push(...splat(0.999999), ...i.localSet(m), ...splat(1e-7), ...i.localSet(c));
-  for (let k = 0; k < CHAINS; k++) body.push(...splat(k), ...i.localSet(acc(k)));
-  body.push(...i.block, ...i.loop, ...i.localGet(n), ...i.i32Eqz, ...i.brIf(1));
-  for (let k = 0; k < CHAINS; k++) body.push(...i.localGet(acc(k)), ...i.localGet(m), ...i.f64x2Mul, ...i.localGet(c), ...i.f64x2Add, ...i.localSet(acc(k)));
-  body.push(...i.localGet(n), ...i.i32Const(1), ...i.i32Sub, ...i.localSet(n), ...i.br(0), ...i.end, ...i.end);
-  // Store the chains, or the compiler drops the loop as dead code.
-  for (let k = 0; k < CHAINS; k++) body.push(...i.i32Const(16 * k), ...i.localGet(acc(k)), ...i.v128Store(0));
-  const bytes = emitModule({ memoryPages: 1, functions: [{ name: 'chains', params: [I32], results: [], locals: Array(2 + CHAINS).fill(V128), body }] });
-  const chains = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.chains as (n: number) => void;
-  chains(1000);
-  line(`WebAssembly SIMD, registers only (${CHAINS} f64x2 chains)`, bestRate(() => chains(1e7), 1e7 * CHAINS * 2 * 2));
+  for (const lanes of ['f64x2', 'f32x4'] as const) {
+    const [n, m, c] = [0, 1, 2], acc = (k: number) => 3 + k;
+    const body: number[] = [];
+    const splat = (x: number) => (lanes === 'f64x2' ? [0x44, ...new Uint8Array(Float64Array.of(x).buffer), ...i.f64x2Splat] : [0x43, ...new Uint8Array(Float32Array.of(x).buffer), ...i.f32x4Splat]);
+    const [mul, add] = lanes === 'f64x2' ? [i.f64x2Mul, i.f64x2Add] : [i.f32x4Mul, i.f32x4Add];
+    body.push(...splat(0.999999), ...i.localSet(m), ...splat(1e-7), ...i.localSet(c));
+    for (let k = 0; k < CHAINS; k++) body.push(...splat(k), ...i.localSet(acc(k)));
+    body.push(...i.block, ...i.loop, ...i.localGet(n), ...i.i32Eqz, ...i.brIf(1));
+    for (let k = 0; k < CHAINS; k++) body.push(...i.localGet(acc(k)), ...i.localGet(m), ...mul, ...i.localGet(c), ...add, ...i.localSet(acc(k)));
+    body.push(...i.localGet(n), ...i.i32Const(1), ...i.i32Sub, ...i.localSet(n), ...i.br(0), ...i.end, ...i.end);
+    // Store the chains, or the compiler drops the loop as dead code.
+    for (let k = 0; k < CHAINS; k++) body.push(...i.i32Const(16 * k), ...i.localGet(acc(k)), ...i.v128Store(0));
+    const bytes = emitModule({ memoryPages: 1, functions: [{ name: 'chains', params: [I32], results: [], locals: Array(2 + CHAINS).fill(V128), body }] });
+    const chains = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports.chains as (n: number) => void;
+    chains(1000);
+    const perLane = lanes === 'f64x2' ? 2 : 4;
+    line(`WebAssembly SIMD, registers only (${CHAINS} ${lanes} chains)`, bestRate(() => chains(1e7), 1e7 * CHAINS * perLane * 2));
+  }
 }

@@ -4,9 +4,12 @@
 //   y[n, c, oy, ox] = bias[c] + sum_{ky, kx} weight[c, 0, ky, kx] * x[n, c, oy*s - p + ky, ox*s - p + kx]
 //
 // Each channel's plane is independent, and the work per output is only k*k multiply-adds, so
-// im2col would cost more than the arithmetic. The loops run "row by tap": for each output row
-// and each tap (ky, kx) the valid range of ox is computed once, and the inner loop is a plain
-// strided multiply-add over that range with every offset hoisted out.
+// im2col would cost more than the arithmetic. A 3x3 filter (MobileNet's) works on a copy of each
+// plane inside a zero border, where every output pixel has all nine taps: the forward pass, the
+// stride-1 input gradient (a correlation of dy with the flipped filter) and the filter gradient
+// are then straight loops with no edge cases, in WebAssembly SIMD with a TypeScript twin of the
+// same bits. The stride-2 input gradient scatters through the forward's loops, and other
+// filter sizes go pixel by pixel over their valid taps.
 
 import { alloc } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';

@@ -114,9 +114,9 @@ export interface TrainConfig {
  * Fashion-MNIST subset at its native 28x28 (docs/training.md): the paper's Shallow MobileNet
  * at alpha 0.35 (on 28x28 images the five blocks it drops see a 2x2 feature map, so the same
  * mult-adds buy more width instead), SGD with Nesterov momentum and a one-cycle schedule for 16
- * epochs, random horizontal flips and label smoothing 0.1: 87.3% test top-1 at the last epoch
- * (seed 0; 88.0% with seed 1), where MobileNetV1 alpha 0.25 with the same recipe, at about the
- * same cost per epoch, reached 86.2% and 85.5%.
+ * epochs, random horizontal flips and label smoothing 0.1: 87.15% test top-1 at the last epoch
+ * (seed 0; 87.45% with seed 1), where MobileNetV1 alpha 0.25 with the same recipe, at about the
+ * same cost per epoch, reached 86.00% and 84.95% (docs/training.md).
  */
 export const TRAIN_DEFAULTS: TrainConfig = {
   model: 'shallow',
