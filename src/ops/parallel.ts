@@ -87,6 +87,8 @@ const NEXT_CHUNK = 5; // the chunk counter threads take work from
 const CHUNKS = 6; // how many chunks the job has
 const TOTAL = 7; // the job's range is [0, TOTAL)
 const MESSAGES = 8; // bumped after posting the workers a buffer to learn or forget
+/** The control indices by name, as the worker program receives them (it sees no module constants). */
+const CONTROL = { GENERATION, DONE, KERNEL, READY, FAILED, NEXT_CHUNK, CHUNKS, TOTAL, MESSAGES };
 const EXIT = -1;
 /**
  * How many times a thread that waits (a worker for the next job, the caller for the workers)
@@ -163,7 +165,7 @@ function makeDecoder(k: AnyKernel): Decoder {
  * The worker's side: wait for a job, take chunks of it until none are left, count it done.
  * Runs as source text in the worker, so it may not refer to imports.
  */
-function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number): void {
+function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number, at: typeof CONTROL): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const threads = require('node:worker_threads');
   const { control, params, errorText } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer };
@@ -173,41 +175,41 @@ function workerMain(slices: ((p: Record<string, number>, b: Record<string, Kerne
   const floats = new Float64Array(params, (layout.ints + layout.ids) * 4, layout.floats);
   const bufs: (KernelBuffer | undefined)[] = [];
   let seen = 0, messages = 0;
-  Atomics.add(ctl, 3, 1); // READY
-  Atomics.notify(ctl, 3);
+  Atomics.add(ctl, at.READY, 1);
+  Atomics.notify(ctl, at.READY);
   for (;;) {
     // GENERATION: check it spinChecks times, then sleep until it changes.
-    for (let i = 0; i < spinChecks && Atomics.load(ctl, 0) === seen; i++);
-    Atomics.wait(ctl, 0, seen);
-    seen = Atomics.load(ctl, 0);
+    for (let i = 0; i < spinChecks && Atomics.load(ctl, at.GENERATION) === seen; i++);
+    Atomics.wait(ctl, at.GENERATION, seen);
+    seen = Atomics.load(ctl, at.GENERATION);
     // New shared memory arrives as messages before the job that needs it (MESSAGES counts them).
-    if (Atomics.load(ctl, 8) !== messages) {
-      messages = Atomics.load(ctl, 8);
+    if (Atomics.load(ctl, at.MESSAGES) !== messages) {
+      messages = Atomics.load(ctl, at.MESSAGES);
       for (let m = threads.receiveMessageOnPort(threads.parentPort); m !== undefined; m = threads.receiveMessageOnPort(threads.parentPort)) {
         const msg = m.message;
         if (msg.forget !== undefined) bufs[msg.forget] = undefined;
         else bufs[msg.id] = msg.f64 ? new Float64Array(msg.buffer) : new Float32Array(msg.buffer);
       }
     }
-    const kernel = Atomics.load(ctl, 2); // KERNEL
+    const kernel = Atomics.load(ctl, at.KERNEL);
     if (kernel < 0) break;
     try {
       const p = decoders[kernel].params(ints, floats);
       const b = decoders[kernel].buffers(bufs, ids);
-      const chunks = Atomics.load(ctl, 6), total = Atomics.load(ctl, 7);
-      for (let c = Atomics.add(ctl, 5, 1); c < chunks; c = Atomics.add(ctl, 5, 1)) {
+      const chunks = Atomics.load(ctl, at.CHUNKS), total = Atomics.load(ctl, at.TOTAL);
+      for (let c = Atomics.add(ctl, at.NEXT_CHUNK, 1); c < chunks; c = Atomics.add(ctl, at.NEXT_CHUNK, 1)) {
         slices[kernel](p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks));
       }
     } catch (e) {
       // Report (once) instead of dying: the caller is waiting for this thread to count done.
-      if (Atomics.compareExchange(ctl, 4, 0, 1) === 0) {
+      if (Atomics.compareExchange(ctl, at.FAILED, 0, 1) === 0) {
         const text = new TextEncoder().encode(String((e as Error)?.stack ?? e)).subarray(0, 4095);
         new Uint8Array(errorText).set(text);
         new Uint8Array(errorText)[text.length] = 0;
       }
     }
-    Atomics.add(ctl, 1, 1); // DONE
-    Atomics.notify(ctl, 1);
+    Atomics.add(ctl, at.DONE, 1);
+    Atomics.notify(ctl, at.DONE);
   }
 }
 
@@ -223,7 +225,7 @@ export function workerSource(): string {
     ...new Set(kernels.flatMap((k) => (k.prelude ? [k.prelude] : []))),
     ...[...shipped].map((f) => f.toString()),
     workerMain.toString(),
-    `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)}, ${SPIN_CHECKS});`,
+    `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)}, ${SPIN_CHECKS}, ${JSON.stringify(CONTROL)});`,
   ].join('\n');
 }
 
