@@ -9,7 +9,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { type Command } from 'commander';
 import { checkAlpha, numberIn, UsageError } from './common.js';
@@ -18,6 +17,7 @@ import { onStopRequest, type StopReason } from './signals.js';
 import { formatDuration } from './train.js';
 import { layerCosts } from '../src/nn/cost.js';
 import { minOf } from '../src/tensor/arrays.js';
+import { defaultThreads } from '../src/ops/parallel.js';
 import { createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 
 /** One configuration of a grid (trained once per seed). */
@@ -136,7 +136,7 @@ export function registerExperiment(program: Command, run: (fn: () => Promise<voi
     .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
     .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
     .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
-    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads ; by default one per core with one thread each', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, availableParallelism()))
+    .option('--jobs <n>', 'runs side by side, each on cores / jobs threads ; by default one per core with one thread each', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, defaultThreads()))
     .option('--output-dir <dir>', 'where the runs and results go (default experiments/<name>)')
     .action((name: string, flags: ExperimentFlags) => run(() => experiment(name, flags)));
 }
@@ -203,7 +203,7 @@ async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   for (const p of points) checkAlpha(p.model, p.alpha);
   const seeds = Array.from({ length: flags.seeds }, (_, s) => s);
   const runs = points.flatMap((point, index) => seeds.map((seed) => ({ point, seed, dir: join(dir, `${String(index).padStart(2, '0')}-${point.model}-a${point.alpha}-r${round3(point.rho)}-t${point.expansion}-seed${seed}`) })));
-  const threads = Math.max(1, Math.floor(availableParallelism() / flags.jobs));
+  const threads = Math.max(1, Math.floor(defaultThreads() / flags.jobs));
   const command = `mobilenet experiment ${name} ${process.argv.slice(process.argv.indexOf(name) + 1).join(' ')}`.trim();
   out.write(`${spec.title}: ${points.length} configurations x ${seeds.length} seed${seeds.length > 1 ? 's' : ''} = ${runs.length} runs of ${flags.epochs} epochs, ${flags.jobs} at a time on ${threads} thread${threads > 1 ? 's' : ''} each; output ${dir}\n`);
   const started = performance.now();
