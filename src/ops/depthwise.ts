@@ -186,6 +186,27 @@ export function correlate3x3(src: Float32Array, origin: number, rowLength: numbe
   }
 }
 
+// Pieces the 3x3 kernels' emitters share (start-up only: the workers receive the emitted bytes).
+/** Floats j of two v128 (a, b) as the byte lanes of an i8x16.shuffle: [0, 2, 4, 6] picks a's and b's even floats. */
+function shuffleFloats(js: number[]): number[] {
+  return js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
+}
+
+/** rows[0] = base + oy * stride * rowBytes, rows[1] = rows[0] + rowBytes, rows[2] = rows[1] + rowBytes: the three rows under a 3x3 window (locals). */
+function windowRows(base: number, oy: number, stride: number, rowBytes: number, rows: [number, number, number]): number[] {
+  const [r0, r1, r2] = rows;
+  return [
+    ...i.localGet(base), ...i.localGet(oy), ...i.i32Const(stride), ...i.i32Mul, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(r0),
+    ...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1),
+    ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2),
+  ];
+}
+
+/** Each row pointer (local) += bytes. */
+function advanceRows(rows: number[], bytes: number): number[] {
+  return rows.flatMap((row) => [...i.localGet(row), ...i.i32Const(bytes), ...i.i32Add, ...i.localSet(row)]);
+}
+
 /**
  * correlate3x3's twin in WebAssembly SIMD, for stride 1 or 2: four output pixels per step, their
  * inputs loaded as a f32x4 and widened to two f64x2 (pixels 0-1 and 2-3), the same float64
@@ -206,16 +227,13 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
   const [oy, ox, r0, r1, r2, out, rowBytes] = [6, 7, 8, 9, 10, 11, 12];
   const weight = (k: number) => 13 + k;
   const [accLow, accHigh, v, wide] = [22, 23, 24, 25];
-  // Floats j of (a, b) as bytes of a shuffle: the even floats (0, 2, 4, 6) or the odd ones.
-  const floats = (js: number[]) => js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
   const body: number[] = [];
   // w_k as float64 in both lanes.
   for (let k = 0; k < 9; k++) body.push(...i.localGet(w), ...i.v128Load32Splat(4 * k), ...i.f64x2PromoteLowF32x4, ...i.localSet(weight(k)));
   body.push(...i.localGet(rowLength), ...i.i32Const(2), ...i.i32Shl, ...i.localSet(rowBytes));
   body.push(...i.i32Const(0), ...i.localSet(oy), ...i.block, ...i.loop, ...i.localGet(oy), ...i.localGet(outH), ...i.i32GeS, ...i.brIf(1));
-  // r0 = src + oy * stride * rowBytes; r1 = r0 + rowBytes; r2 = r1 + rowBytes; out = dst + oy * outW * 4
-  body.push(...i.localGet(src), ...i.localGet(oy), ...i.i32Const(stride), ...i.i32Mul, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(r0));
-  body.push(...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1), ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2));
+  // r0, r1, r2 = the window's rows; out = dst + oy * outW * 4
+  body.push(...windowRows(src, oy, stride, rowBytes, [r0, r1, r2]));
   body.push(...i.localGet(dst), ...i.localGet(oy), ...i.localGet(outW), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(out));
   body.push(...i.i32Const(0), ...i.localSet(ox), ...i.block, ...i.loop, ...i.localGet(ox), ...i.localGet(outW), ...i.i32GeS, ...i.brIf(1));
   for (let ky = 0; ky < 3; ky++) {
@@ -225,13 +243,13 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
       else {
         // x[2 ox' + kx] for four ox': floats kx, kx + 2, kx + 4, kx + 6 from the row pointer.
         const first = kx === 2 ? 8 : 0, pick = kx === 1 ? [1, 3, 5, 7] : [0, 2, 4, 6];
-        body.push(...i.localGet(row), ...i.v128Load(first), ...i.localGet(row), ...i.v128Load(first + 16), ...i.i8x16Shuffle(floats(pick)));
+        body.push(...i.localGet(row), ...i.v128Load(first), ...i.localGet(row), ...i.v128Load(first + 16), ...i.i8x16Shuffle(shuffleFloats(pick)));
       }
       body.push(...i.localSet(v));
       // Pixels 0-1 (floats 0-1 widened), then 2-3 (floats 2-3 moved down, widened).
       for (const [acc, high] of [[accLow, false], [accHigh, true]] as const) {
         body.push(...i.localGet(v));
-        if (high) body.push(...i.localGet(v), ...i.i8x16Shuffle(floats([2, 3, 2, 3])));
+        if (high) body.push(...i.localGet(v), ...i.i8x16Shuffle(shuffleFloats([2, 3, 2, 3])));
         body.push(...i.f64x2PromoteLowF32x4, ...i.localGet(weight(3 * ky + kx)), ...i.f64x2Mul);
         if (ky === 0 && kx === 0) body.push(...i.localSet(acc));
         else body.push(...i.localSet(wide), ...i.localGet(acc), ...i.localGet(wide), ...i.f64x2Add, ...i.localSet(acc));
@@ -239,10 +257,10 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
     }
   }
   // Narrow both halves to float32 and join them: floats 0-1 of each.
-  body.push(...i.localGet(out), ...i.localGet(accLow), ...i.f32x4DemoteF64x2Zero, ...i.localGet(accHigh), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(floats([0, 1, 4, 5])), ...i.v128Store(0));
+  body.push(...i.localGet(out), ...i.localGet(accLow), ...i.f32x4DemoteF64x2Zero, ...i.localGet(accHigh), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(shuffleFloats([0, 1, 4, 5])), ...i.v128Store(0));
   // out += 16; r_k += 16 * stride; ox += 4
   body.push(...i.localGet(out), ...i.i32Const(16), ...i.i32Add, ...i.localSet(out));
-  for (const row of [r0, r1, r2]) body.push(...i.localGet(row), ...i.i32Const(16 * stride), ...i.i32Add, ...i.localSet(row));
+  body.push(...advanceRows([r0, r1, r2], 16 * stride));
   body.push(...i.localGet(ox), ...i.i32Const(4), ...i.i32Add, ...i.localSet(ox), ...i.br(0), ...i.end, ...i.end);
   body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
   return { name: `depthwise3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(13).fill(V128)], body };
@@ -348,18 +366,24 @@ function filterScratch(t: TapLayout, base = 0): FilterScratch | null {
   return { padded: view.subarray(0, paddedLength), dyPlane: view.subarray(paddedLength, paddedLength + dyLength), dyRow, sums, kernel: correlateScratch.filterKernels[t.stride - 1] };
 }
 
+/** The inH x inW plane at src[srcBase] into the inside of a zero-bordered plane (its frame is left as it is: zero). */
+function copyIntoPadding(src: Float32Array, srcBase: number, t: TapLayout, padded: Float32Array): void {
+  const { inH, inW, paddedW, padTop, padLeft } = t;
+  for (let y = 0; y < inH; y++) {
+    const from = srcBase + y * inW, to = (y + padTop) * paddedW + padLeft;
+    for (let x = 0; x < inW; x++) padded[to + x] = src[from + x];
+  }
+}
+
 /**
  * One plane's 3x3 correlation through zero padding: the plane is copied into the scratch's
  * padded plane (whose frame stays zero: only the inside is written), then every output pixel has
  * its nine taps inside. A tap outside the plane adds w * 0, which leaves a sum's value as it was.
  */
 function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, scratch: PlaneScratch, dst: Float32Array, dstBase: number): void {
-  const { inH, inW, paddedW, padTop, padLeft, outH, outW } = t;
+  const { paddedW, padTop, padLeft, outH, outW } = t;
   const padded = scratch.padded;
-  for (let y = 0; y < inH; y++) {
-    const from = srcBase + y * inW, to = (y + padTop) * paddedW + padLeft;
-    for (let x = 0; x < inW; x++) padded[to + x] = src[from + x];
-  }
+  copyIntoPadding(src, srcBase, t, padded);
   const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
   const wasm = scratch.wasm;
   if (wasm === null) return correlate3x3(padded, origin, paddedW, t.stride, w, wBase, dst, dstBase, outH, outW);
@@ -476,14 +500,12 @@ export function filterGrad3x3Wasm(stride: 1 | 2): WasmFunction {
   const [oy, p, r0, r1, r2, d, rowBytes] = [7, 8, 9, 10, 11, 12, 13];
   const acc = (k: number) => 14 + k;
   const [g, v] = [23, 24];
-  const floats = (js: number[]) => js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
   const body: number[] = [];
   for (let k = 0; k < 9; k++) body.push(...i.v128Zero, ...i.localSet(acc(k)));
   body.push(...i.localGet(rowLength), ...i.i32Const(2), ...i.i32Shl, ...i.localSet(rowBytes));
   body.push(...i.i32Const(0), ...i.localSet(oy), ...i.block, ...i.loop, ...i.localGet(oy), ...i.localGet(outH), ...i.i32GeS, ...i.brIf(1));
-  // r0 = x + oy * stride * rowBytes; r1 = r0 + rowBytes; r2 = r1 + rowBytes; d = dy + oy * dyRow * 4
-  body.push(...i.localGet(x), ...i.localGet(oy), ...i.i32Const(stride), ...i.i32Mul, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(r0));
-  body.push(...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1), ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2));
+  // r0, r1, r2 = the window's rows; d = dy + oy * dyRow * 4
+  body.push(...windowRows(x, oy, stride, rowBytes, [r0, r1, r2]));
   body.push(...i.localGet(dy), ...i.localGet(oy), ...i.localGet(dyRow), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(d));
   body.push(...i.i32Const(0), ...i.localSet(p), ...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(pairs), ...i.i32GeS, ...i.brIf(1));
   // g = the two dy values as float64
@@ -493,14 +515,14 @@ export function filterGrad3x3Wasm(stride: 1 | 2): WasmFunction {
     for (let kx = 0; kx < 3; kx++) {
       // stride 1: floats kx, kx + 1 from the row pointer; stride 2: floats kx, kx + 2 (the even floats of a load)
       if (stride === 1) body.push(...i.localGet(row), ...i.v128Load64Splat(4 * kx));
-      else body.push(...i.localGet(row), ...i.v128Load(4 * kx), ...i.localGet(row), ...i.v128Load(4 * kx), ...i.i8x16Shuffle(floats([0, 2, 0, 2])));
+      else body.push(...i.localGet(row), ...i.v128Load(4 * kx), ...i.localGet(row), ...i.v128Load(4 * kx), ...i.i8x16Shuffle(shuffleFloats([0, 2, 0, 2])));
       body.push(...i.f64x2PromoteLowF32x4, ...i.localSet(v));
       body.push(...i.localGet(acc(3 * ky + kx)), ...i.localGet(g), ...i.localGet(v), ...i.f64x2Mul, ...i.f64x2Add, ...i.localSet(acc(3 * ky + kx)));
     }
   }
   // d += 8; r_k += 8 * stride; p += 1
   body.push(...i.localGet(d), ...i.i32Const(8), ...i.i32Add, ...i.localSet(d));
-  for (const row of [r0, r1, r2]) body.push(...i.localGet(row), ...i.i32Const(8 * stride), ...i.i32Add, ...i.localSet(row));
+  body.push(...advanceRows([r0, r1, r2], 8 * stride));
   body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
   body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
   for (let k = 0; k < 9; k++) body.push(...i.localGet(sums), ...i.localGet(acc(k)), ...i.v128Store(16 * k));
@@ -514,12 +536,9 @@ export function filterGrad3x3Wasm(stride: 1 | 2): WasmFunction {
  */
 function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, scratch: FilterScratch | null, taps: Float64Array, tapBase: number): void {
   if (scratch === null) return filterGradBorder(dy, dyBase, x, xBase, t, taps, tapBase);
-  const { inH, inW, paddedW, padTop, padLeft, outH, outW } = t;
+  const { paddedW, padTop, padLeft, outH, outW } = t;
   const { padded, dyPlane, dyRow, sums } = scratch;
-  for (let y = 0; y < inH; y++) {
-    const from = xBase + y * inW, to = (y + padTop) * paddedW + padLeft;
-    for (let c = 0; c < inW; c++) padded[to + c] = x[from + c];
-  }
+  copyIntoPadding(x, xBase, t, padded);
   for (let oy = 0; oy < outH; oy++) {
     const from = dyBase + oy * outW, to = oy * dyRow;
     for (let c = 0; c < outW; c++) dyPlane[to + c] = dy[from + c];
@@ -632,7 +651,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
