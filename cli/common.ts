@@ -1,5 +1,6 @@
 // Shared CLI pieces: user errors, flag parsers, dataset resolution, checkpoint loading.
 
+import { modelFromWeights } from './interop.js';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
@@ -225,6 +226,8 @@ export function loadModelFromCheckpoint(path: string): LoadedModel {
     file = ['best.safetensors', 'last.safetensors'].map((f) => join(path, f)).find((f) => existsSync(f)) ?? join(path, 'best.safetensors');
   }
   if (!existsSync(file)) throw new UsageError(`checkpoint ${file} not found (give a .safetensors checkpoint or a run folder holding best.safetensors)`);
+  // A PyTorch file (torch.save's .pth / .pt) is weights only: read it as `import` does.
+  if (/\.(pth|pt)$/i.test(file)) return modelFromWeights(file);
   const ckpt = readCheckpoint(file);
   const config = ckpt.meta.config as TrainConfig;
   const dataset = ckpt.meta.dataset as { name: string; classNames: string[]; channels: number };

@@ -18,6 +18,7 @@ import { FileWriteError } from '../src/tensor/files.js';
 import { DatasetError } from '../src/train/datasets.js';
 import { TrainingStoppedError } from '../src/train/trainer.js';
 import { SafetensorsError } from '../src/tensor/safetensors.js';
+import { PthError } from '../src/tensor/pth.js';
 import { ShapeError } from '../src/tensor/shape.js';
 import { StateDictError } from '../src/nn/module.js';
 
@@ -71,7 +72,7 @@ program
   });
 
 /** Errors a user can act on: their message is the whole story. */
-const USER_ERRORS = [UsageError, ExperimentRunError, DatasetError, CheckpointError, RunFolderError, FileWriteError, SafetensorsError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
+const USER_ERRORS = [UsageError, ExperimentRunError, DatasetError, CheckpointError, RunFolderError, FileWriteError, SafetensorsError, PthError, TrainingStoppedError, ShapeError, StateDictError, RangeError];
 
 /**
  * A file that cannot be read or written (no such file, no permission, a folder where a file

@@ -3,7 +3,9 @@
 // `model.load_state_dict(safetensors_to_dict(path))` in torchvision, and torchvision's weights
 // (converted by scripts/export-torchvision.py) load here.
 
-import { loadSafetensors, parseSafetensors, saveSafetensors, type SafetensorsFile, type TensorToWrite } from '../tensor/safetensors.js';
+import { readFileSync } from 'node:fs';
+import { looksLikePth, parsePth } from '../tensor/pth.js';
+import { loadSafetensors, parseSafetensors, saveSafetensors, SafetensorsError, type SafetensorsFile, type TensorToWrite } from '../tensor/safetensors.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Module } from './module.js';
 
@@ -41,4 +43,25 @@ export function tensorsFromFile(file: SafetensorsFile, prefix = ''): Map<string,
 export function loadWeights(model: Module, source: string | Uint8Array | SafetensorsFile, options: { strict?: boolean } = {}): void {
   const file = typeof source === 'string' ? loadSafetensors(source) : source instanceof Uint8Array ? parseSafetensors(source) : source;
   model.loadStateDict(tensorsFromFile(file), options);
+}
+
+/**
+ * Read weights from a file of either kind: safetensors, or a checkpoint written by `torch.save`
+ * (`.pth` / `.pt`, zip or legacy layout; read without running its pickle, see
+ * src/tensor/pth.ts). The kind is told by the bytes, not the name. Keys saved from a model
+ * wrapped in `nn.DataParallel` lose their `module.` prefix.
+ */
+export function readWeightsFile(path: string): SafetensorsFile {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const file = looksLikePth(bytes) ? parsePth(bytes, path) : parseSafetensors(bytes, path);
+  const keys = [...file.tensors.keys()];
+  if (keys.length > 0 && keys.every((k) => k.startsWith('module.'))) {
+    file.tensors = new Map([...file.tensors].map(([k, t]) => [k.slice('module.'.length), t]));
+  }
+  return file;
 }
