@@ -13,6 +13,9 @@ import type { Normalization } from '../src/train/loader.js';
 import type { TrainConfig } from '../src/train/trainer.js';
 
 /** A mistake the user can fix: printed without a stack trace (unless --verbose), exit code 2. */
+/** The package's version (package.json's), for --version and the files we write. */
+export const PACKAGE_VERSION = '0.1.0';
+
 export class UsageError extends Error {
   override name = 'UsageError';
 }

@@ -9,8 +9,9 @@
 // normalisation; the input channels and class count are read off the tensor shapes.
 
 import { type Command } from 'commander';
-import { checkAlpha, decimalNumber, loadModelFromCheckpoint, minimumAlpha, numberIn, oneOf, UsageError, type LoadedModel } from './common.js';
+import { PACKAGE_VERSION, checkAlpha, decimalNumber, loadModelFromCheckpoint, minimumAlpha, numberIn, oneOf, UsageError, type LoadedModel } from './common.js';
 import { StateDictError } from '../src/nn/module.js';
+import { exportOnnx, ONNX_OPSETS } from '../src/nn/onnx.js';
 import { loadWeights, readWeightsFile, saveWeights } from '../src/nn/interop.js';
 import { ARCHITECTURES, createModel, makeDivisible, MOBILENET_V1_STEM_CHANNELS, MOBILENET_V2_EXPANSION, SHALLOW_MOBILENET_BLOCKS, type Architecture, type ImageClassifier } from '../src/nn/mobilenet.js';
 import type { Normalization } from '../src/train/loader.js';
@@ -34,28 +35,12 @@ interface ImportFlags {
 export function registerInterop(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   program
     .command('export')
-    .description('write a checkpoint\'s weights as PyTorch-named safetensors (torchvision keys for v2), with the model\'s settings in the metadata')
-    .argument('<checkpoint>', 'a .safetensors checkpoint or a run folder')
-    .argument('<output>', 'the .safetensors file to write (its folder is created)')
-    .action((checkpoint: string, output: string) =>
-      run(async () => {
-        const m = loadModelFromCheckpoint(checkpoint);
-        const info = m.model.info;
-        saveWeights(m.model, output, {
-          model: info.architecture,
-          alpha: String(info.alpha),
-          num_classes: String(m.classNames.length),
-          in_channels: String(m.channels),
-          resolution: String(m.config.resolution),
-          dropout: String(info.dropout),
-          expansion: String(info.expansion ?? MOBILENET_V2_EXPANSION),
-          stem_stride: String(info.stemStride ?? 2),
-          class_names: JSON.stringify(m.classNames),
-          normalization: JSON.stringify(m.normalization),
-        });
-        process.stdout.write(`wrote ${output}: ${m.model.stateDict().size} tensors (MobileNet ${info.architecture}, alpha ${info.alpha}, ${m.channels}x${m.config.resolution}x${m.config.resolution} input, ${m.classNames.length} classes)\n`);
-      }),
-    );
+    .description('write a checkpoint for another runtime: .onnx for ONNX Runtime (phones, browsers, servers; BatchNorm folded, normalisation and class names inside), or .safetensors with PyTorch\'s state-dict names (torchvision\'s for v2) and the model\'s settings in the metadata')
+    .argument('<checkpoint>', 'a .safetensors checkpoint, a run folder, or a .pth')
+    .argument('<output>', 'the file to write, .onnx or .safetensors (its folder is created)')
+    .option('--opset <n>', `ONNX opset version, ${ONNX_OPSETS.min} to ${ONNX_OPSETS.max}`, numberIn('--opset', ONNX_OPSETS.min, ONNX_OPSETS.max, { integer: true }), ONNX_OPSETS.default)
+    .option('--normalization <where>', 'ONNX only: graph = the model takes pixels in [0, 1] and normalises them itself; metadata = the caller normalises, with the mean and std from the metadata', oneOf('--normalization', ['graph', 'metadata'] as const), 'graph')
+    .action((checkpoint: string, output: string, flags: { opset: number; normalization: 'graph' | 'metadata' }) => run(async () => exportModel(checkpoint, output, flags)));
   program
     .command('import')
     .description('turn PyTorch weights (a .pth written by torch.save, e.g. torchvision\'s, or safetensors from `export`) into a checkpoint for eval, predict, step and train --init')
@@ -177,6 +162,34 @@ export function modelFromWeights(weights: string, flags: ImportFlags = {}): Impo
     datasetName: 'imported',
     normalizationName: json('normalization') ? 'its own normalisation' : 'ImageNet normalisation',
   };
+}
+
+function exportModel(checkpoint: string, output: string, flags: { opset: number; normalization: 'graph' | 'metadata' }): void {
+  const format = /\.onnx$/i.test(output) ? 'onnx' : /\.safetensors$/i.test(output) ? 'safetensors' : null;
+  if (format === null) throw new UsageError(`${output}: the format is chosen by the extension, .onnx or .safetensors`);
+  const m = loadModelFromCheckpoint(checkpoint);
+  const info = m.model.info;
+  const shape = `MobileNet ${info.architecture}, alpha ${info.alpha}, ${m.channels}x${m.config.resolution}x${m.config.resolution} input, ${m.classNames.length} classes`;
+  if (format === 'onnx') {
+    const bytes = exportOnnx(m.model, { opset: flags.opset, normalization: m.normalization, normalizationInGraph: flags.normalization === 'graph', classNames: m.classNames, producerVersion: PACKAGE_VERSION });
+    writeFileAtomic(output, bytes);
+    const input = flags.normalization === 'graph' ? 'takes pixels in [0, 1]' : 'takes normalised pixels (mean and std in its metadata)';
+    process.stdout.write(`wrote ${output}: ONNX opset ${flags.opset}, ${(bytes.length / 1e6).toFixed(1)} MB (${shape}; ${input}, input "input", output "logits")\n`);
+    return;
+  }
+  saveWeights(m.model, output, {
+    model: info.architecture,
+    alpha: String(info.alpha),
+    num_classes: String(m.classNames.length),
+    in_channels: String(m.channels),
+    resolution: String(m.config.resolution),
+    dropout: String(info.dropout),
+    expansion: String(info.expansion ?? MOBILENET_V2_EXPANSION),
+    stem_stride: String(info.stemStride ?? 2),
+    class_names: JSON.stringify(m.classNames),
+    normalization: JSON.stringify(m.normalization),
+  });
+  process.stdout.write(`wrote ${output}: ${m.model.stateDict().size} tensors (${shape})\n`);
 }
 
 function importWeights(weights: string, output: string, flags: ImportFlags): void {

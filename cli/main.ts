@@ -3,7 +3,7 @@
 // without a stack trace (add --verbose for one) and exit with status 2; other failures with 1.
 
 import { Command } from 'commander';
-import { UsageError, numberIn } from './common.js';
+import { PACKAGE_VERSION, UsageError, numberIn } from './common.js';
 import { registerEval } from './evaluate.js';
 import { ExperimentRunError, registerExperiment } from './experiment.js';
 import { registerInterop } from './interop.js';
@@ -58,7 +58,7 @@ program.exitOverride((error) => process.exit(error.exitCode === 0 || error.code.
 program
   .name('mobilenet')
   .description('MobileNet V1/V2 on a pure-TypeScript CPU tensor engine with autograd')
-  .version('0.1.0')
+  .version(PACKAGE_VERSION)
   .option('--threads <n>', 'threads for the kernels (default: all cores)', numberIn('--threads', 1, MAX_THREADS, { integer: true }))
   .option('--verbose', 'show stack traces on errors', false)
   .hook('preAction', () => {

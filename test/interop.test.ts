@@ -1,16 +1,18 @@
 // export -> import round trips for every kind of model `train` makes (V1, V2, the baseline; gray
 // and colour; several resolutions), and PyTorch loading what we export.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-web';
+import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { loadModelFromCheckpoint } from '../cli/common.js';
 import { createModel, type Architecture } from '../src/nn/mobilenet.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Rng } from '../src/tensor/rng.js';
 import { serializeSafetensors } from '../src/tensor/safetensors.js';
-import { rand } from '../src/tensor/tensor.js';
+import { rand, Tensor } from '../src/tensor/tensor.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
 import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
 import { hasTorch, ROOT, runCli } from './helpers.js';
@@ -101,3 +103,119 @@ describe('scripts/train-ddp.py: training an exported model further in PyTorch, o
     expect(bad.stderr).toBe(`train-ddp.py: error: ${join(dir, 'train-images-idx3-ubyte')}(.gz): no such file (--data-path must hold the four IDX files of Fashion-MNIST or MNIST)\n`);
   }, 120_000);
 });
+
+/** Real images as a float32 batch (N, C, r, r) of pixels in [0, 1]: the bundled samples, resized. */
+async function sampleImages(channels: number, resolution: number): Promise<Float32Array> {
+  const files = ['dress.png', 'trouser.png'].map((f) => join(ROOT, 'data/samples', f));
+  const out = new Float32Array(files.length * channels * resolution * resolution);
+  for (const [n, file] of files.entries()) {
+    // A colour image for a colour model: the gray sample tinted, so the three planes differ.
+    let image = sharp(file).resize(resolution, resolution, { fit: 'fill' });
+    image = channels === 3 ? image.removeAlpha().tint({ r: 255, g: 160, b: 60 }).toColourspace('srgb') : image.greyscale();
+    const { data, info } = await image.raw().toBuffer({ resolveWithObject: true });
+    const planes = resolution * resolution;
+    for (let p = 0; p < planes; p++) for (let c = 0; c < channels; c++) out[(n * channels + c) * planes + p] = data[p * info.channels + c] / 255;
+  }
+  return out;
+}
+
+describe('export to ONNX, run by ONNX Runtime', () => {
+  ort.env.wasm.numThreads = 1; // no worker threads inside the test process
+  it.each<[Architecture, number, number, { expansion?: number; stemStride?: 1 | 2 }, number, 'graph' | 'metadata']>([
+    ['v1', 1, 28, {}, 13, 'graph'],
+    ['v1', 3, 32, { stemStride: 1 }, 11, 'graph'],
+    ['v2', 1, 28, { expansion: 0.5 }, 17, 'graph'],
+    ['v2', 3, 48, {}, 21, 'metadata'],
+    ['baseline', 3, 32, {}, 13, 'graph'],
+    ['shallow', 1, 28, { stemStride: 1 }, 15, 'graph'],
+  ])('%s, %i channel(s) at %i %j, opset %i, normalisation in the %s: the logits equal ours on real images', async (architecture, channels, resolution, variant, opset, normalization) => {
+    const dir = mkdtempSync(join(tmpdir(), 'onnx-'));
+    const original = makeCheckpoint(dir, architecture, channels, resolution, variant);
+    const output = join(dir, 'model.onnx');
+    const e = runCli(['export', original.path, output, '--opset', String(opset), '--normalization', normalization]);
+    expect(e.stderr).toBe('');
+    expect(e.stdout).toMatch(new RegExp(`^wrote ${output}: ONNX opset ${opset}, [\\d.]+ MB \\(MobileNet ${architecture}, alpha 0.25, ${channels}x${resolution}x${resolution} input, 4 classes; `));
+    const pixels = await sampleImages(channels, resolution);
+    const shape = [2, channels, resolution, resolution];
+    // Ours: the checkpoint's model on normalised pixels, as eval and predict feed it.
+    const planes = resolution * resolution;
+    const normalised = pixels.map((v, i) => {
+      const c = Math.floor(i / planes) % channels;
+      return (v - original.normalization.mean[c]) / original.normalization.std[c];
+    });
+    const ours = noGrad(() => original.model.forward(new Tensor(normalised, shape))).data;
+    const session = await ort.InferenceSession.create(new Uint8Array(readFileSync(output)));
+    expect(session.inputNames).toEqual(['input']);
+    expect(session.outputNames).toEqual(['logits']);
+    const fed = normalization === 'graph' ? pixels : normalised;
+    const theirs = (await session.run({ input: new ort.Tensor('float32', fed, shape) })).logits;
+    expect(theirs.dims).toEqual([2, 4]);
+    const scale = Math.max(...Array.from(ours, Math.abs));
+    const worst = Math.max(...Array.from(ours, (v, i) => Math.abs(v - (theirs.data as Float32Array)[i])));
+    expect(worst / scale).toBeLessThanOrEqual(1e-5);
+    // The metadata says what the model needs: class names, normalisation, and where it is applied.
+    const metadata = onnxMetadata(readFileSync(output));
+    expect(JSON.parse(metadata.class_names)).toEqual(original.classNames);
+    expect(JSON.parse(metadata.normalization)).toEqual(original.normalization);
+    expect(metadata.normalization_in_graph).toBe(String(normalization === 'graph'));
+  });
+
+  it('a batch of another size runs too (the batch dimension is free), and bad flags are one line, exit 2', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'onnx-'));
+    const original = makeCheckpoint(dir, 'v2', 1, 28, {});
+    const output = join(dir, 'm.onnx');
+    expect(runCli(['export', original.path, output]).code).toBe(0);
+    const session = await ort.InferenceSession.create(new Uint8Array(readFileSync(output)));
+    const x = rand([5, 1, 28, 28], new Rng(4));
+    expect((await session.run({ input: new ort.Tensor('float32', x.data, [5, 1, 28, 28]) })).logits.dims).toEqual([5, 4]);
+    for (const [args, message] of [
+      [['--opset', '10'], "--opset must be an integer in [11, 21], got '10'"],
+      [['--normalization', 'inside'], "--normalization must be one of graph, metadata, got 'inside'"],
+    ] as const) {
+      const r = runCli(['export', original.path, output, ...args]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(message);
+    }
+    const wrong = runCli(['export', original.path, join(dir, 'model.tflite')]);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toBe(`mobilenet: error: ${join(dir, 'model.tflite')}: the format is chosen by the extension, .onnx or .safetensors\n`);
+  });
+});
+
+/**
+ * metadata_props of an ONNX file, read with the protobuf wire format by hand (field 14 of
+ * ModelProto, each a message of key = 1, value = 2), independently of the exporter's encoder.
+ */
+function onnxMetadata(bytes: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  const varint = (b: Uint8Array, at: { i: number }) => {
+    let v = 0;
+    for (let shift = 0; ; shift += 7) {
+      const byte = b[at.i++];
+      v += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return v;
+    }
+  };
+  const fields = (b: Uint8Array) => {
+    const list: [number, Uint8Array | number][] = [];
+    for (const at = { i: 0 }; at.i < b.length; ) {
+      const tag = varint(b, at);
+      const wire = tag & 7;
+      if (wire === 0) list.push([tag >>> 3, varint(b, at)]);
+      else if (wire === 2) {
+        const n = varint(b, at);
+        list.push([tag >>> 3, b.subarray(at.i, at.i + n)]);
+        at.i += n;
+      } else if (wire === 5) at.i += 4;
+      else if (wire === 1) at.i += 8;
+    }
+    return list;
+  };
+  const text = new TextDecoder();
+  for (const [id, value] of fields(bytes)) {
+    if (id !== 14 || typeof value === 'number') continue;
+    const entry = Object.fromEntries(fields(value).map(([k, v]) => [k, text.decode(v as Uint8Array)]));
+    out[entry[1]] = entry[2];
+  }
+  return out;
+}
