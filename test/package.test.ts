@@ -1,9 +1,11 @@
 // The package works as a user installs it: built to dist/, packed, installed, imported with types;
 // and every TypeScript snippet in the README and docs/ runs verbatim against the installed package.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { copyFileSync, existsSync, mkdirSync, symlinkSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TEST_TMP_PREFIX } from './global-setup.js';
 import { ROOT } from './helpers.js';
@@ -23,6 +25,9 @@ function snippets(): { where: string; code: string }[] {
 const TSX = import.meta.resolve('tsx');
 const TSX_ESM = import.meta.resolve('tsx/esm');
 
+/** Debian's Chromium (.ci/run installs it), for the snippets that run in a browser. */
+const CHROMIUM = '/usr/bin/chromium';
+
 describe('npm package', () => {
   let app: string;
   beforeAll(() => {
@@ -34,7 +39,16 @@ describe('npm package', () => {
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', type: 'module', private: true }));
     execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(dir, tarball)], { cwd: app, stdio: 'pipe' });
-  }, 180_000);
+    // What the docs' deployment snippet starts from: `export runs/default weights/default.onnx`
+    // of a (here one-epoch, few-image) default run, a sample image, and ONNX Runtime beside the
+    // package (linked from this project's devDependencies, as `npm install onnxruntime-web` would put it).
+    const cli = join(app, 'node_modules/.bin/mobilenet');
+    execFileSync(cli, ['train', '--output-dir', 'runs/default', '--epochs', '1', '--per-class', '5', '-b', '10', '--log-interval', '0'], { cwd: app, stdio: 'pipe' });
+    execFileSync(cli, ['export', 'runs/default', 'weights/default.onnx'], { cwd: app, stdio: 'pipe' });
+    mkdirSync(join(app, 'data/samples'), { recursive: true });
+    for (const f of readdirSync(join(ROOT, 'data/samples'))) copyFileSync(join(ROOT, 'data/samples', f), join(app, 'data/samples', f));
+    symlinkSync(join(ROOT, 'node_modules/onnxruntime-web'), join(app, 'node_modules/onnxruntime-web'), 'dir');
+  }, 240_000);
 
   it('installs and imports as mobilenet-ts (ESM), with type declarations and the CLI bin', () => {
     writeFileSync(join(app, 'main.mjs'), "import { fromArray, sum, mul } from 'mobilenet-ts';\nconst x = fromArray([1, 2, 3], undefined, { requiresGrad: true });\nsum(mul(x, x)).backward();\nconsole.log(JSON.stringify(Array.from(x.grad.data)));\n");
@@ -56,6 +70,33 @@ describe('npm package', () => {
     writeFileSync(file, code);
     execFileSync('node', ['--import', TSX_ESM, file], { cwd: app, encoding: 'utf8', stdio: 'pipe', timeout: 300_000 });
   }, 300_000);
+  it.skipIf(!existsSync(CHROMIUM))('the browser snippet of docs/cli.md classifies the image in Chromium', async () => {
+    const text = readFileSync(join(ROOT, 'docs/cli.md'), 'utf8');
+    const page = /^```html\n([\s\S]*?)^```$/m.exec(text)![1];
+    // The folder the docs say to serve: the page, the model, the image, ONNX Runtime's two files.
+    const site = join(app, 'site');
+    mkdirSync(site);
+    writeFileSync(join(site, 'index.html'), page);
+    copyFileSync(join(app, 'weights/default.onnx'), join(site, 'default.onnx'));
+    copyFileSync(join(ROOT, 'data/samples/dress.png'), join(site, 'dress.png'));
+    for (const f of ['ort.wasm.bundle.min.mjs', 'ort-wasm-simd-threaded.wasm']) copyFileSync(join(ROOT, 'node_modules/onnxruntime-web/dist', f), join(site, f));
+    const types: Record<string, string> = { '.html': 'text/html', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.png': 'image/png' };
+    const server = createServer((request, response) => {
+      const file = join(site, new URL(request.url ?? '/', 'http://x').pathname);
+      if (!existsSync(file)) return void response.writeHead(404).end();
+      response.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' }).end(readFileSync(file));
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const dom = await new Promise<string>((done, fail) =>
+        execFile(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', `--user-data-dir=${join(app, 'chromium-profile')}`, '--virtual-time-budget=30000', '--dump-dom', `http://127.0.0.1:${port}/index.html`], { timeout: 120_000 }, (error, stdout) => (error ? fail(error) : done(stdout))),
+      );
+      expect(dom).toMatch(/<body>(T-shirt\/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot)<\/body>/);
+    } finally {
+      server.close();
+    }
+  }, 180_000);
   it("the installed README's and docs' relative links lead to files in the package", () => {
     const pkg = join(app, 'node_modules/mobilenet-ts');
     const pages = ['README.md', ...readdirSync(join(pkg, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];

@@ -3,6 +3,8 @@ export * from './rng.js';
 export * from './tensor.js';
 export * from './autograd.js';
 export * from './safetensors.js';
+export { parsePth, PthError } from './pth.js';
+export { PickleError } from './pickle.js';
 export * from './gradcheck.js';
 export * from './stepper.js';
 export { reuseBuffers, emptyCache, cacheBytes } from './buffers.js';
