@@ -58,7 +58,17 @@ export function readWeightsFile(path: string): SafetensorsFile {
   } catch (e) {
     throw new SafetensorsError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const file = looksLikePth(bytes) ? parsePth(bytes, path) : parseSafetensors(bytes, path);
+  let file: SafetensorsFile;
+  if (looksLikePth(bytes)) file = parsePth(bytes, path);
+  else {
+    try {
+      file = parseSafetensors(bytes, path);
+    } catch (e) {
+      // A .safetensors file keeps the reader's own message; anything else was perhaps never weights.
+      if (!(e instanceof SafetensorsError) || /\.safetensors$/i.test(path)) throw e;
+      throw new SafetensorsError(`${path}: neither a PyTorch checkpoint (.pth: a ZIP archive or a pickle) nor safetensors (${e.message.slice(path.length + 2)})`);
+    }
+  }
   const keys = [...file.tensors.keys()];
   if (keys.length > 0 && keys.every((k) => k.startsWith('module.'))) {
     file.tensors = new Map([...file.tensors].map(([k, t]) => [k.slice('module.'.length), t]));
