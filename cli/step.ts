@@ -6,6 +6,8 @@ import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
 import { addModelOptions, BUNDLED_FASHION_MNIST, checkAlpha, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
 import { GRAPH_EXTENSIONS, writeGraph } from './graph.js';
+import { serveFolder, webFolder } from './web.js';
+import type { AddressInfo } from 'node:net';
 import { createModel } from '../src/nn/mobilenet.js';
 import { TinyNet } from '../src/nn/tiny.js';
 import type { Module } from '../src/nn/module.js';
@@ -35,6 +37,26 @@ interface StepFlags {
   graph?: string;
   image?: string;
   sabotage?: string;
+  web: boolean;
+  port: number;
+}
+
+/** `step --web`: the page, served until Ctrl-C or SIGTERM. */
+async function stepWeb(port: number): Promise<void> {
+  const server = await serveFolder(await webFolder(), port);
+  const { port: actual } = server.address() as AddressInfo;
+  process.stdout.write(`the learner's page: http://127.0.0.1:${actual}/ (Ctrl-C stops)\n`);
+  await new Promise<void>((done) => {
+    // Stopping the server is how this command ends: exit status 0, as a static server's.
+    const stop = () => {
+      server.close();
+      server.closeAllConnections();
+      process.stdout.write('stopped\n');
+      done();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
 }
 
 /** Fashion-MNIST statistics of the bundled subset (mean and std of pixel / 255). */
@@ -58,7 +80,9 @@ export function registerStep(program: Command, run: (fn: () => Promise<void>) =>
     .option('--break-on-nan', 'stop at the first node whose gradient has NaN or Inf', false)
     .option('--graph <file>', 'write the graph picture (.png, .svg or .dot)')
     .addOption(new Option('--sabotage <op>', 'for tests: scale the gradients the first node of this op sends by 1.5').hideHelp())
-    .action((flags: StepFlags) => run(() => step(flags)));
+    .option('--web', 'open the learner\'s page instead: serves it on 127.0.0.1 and prints its address (Ctrl-C stops)', false)
+    .option('--port <n>', 'with --web: the port (0 = any free one)', numberIn('--port', 0, 65535, { integer: true }), 8080)
+    .action((flags: StepFlags) => run(() => (flags.web ? stepWeb(flags.port) : step(flags))));
 }
 
 function fmt(v: number): string {
