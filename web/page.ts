@@ -383,7 +383,7 @@ async function train(): Promise<void> {
   drawGraph();
   drawLosses(result.losses);
   $('train-status').textContent = `${result.losses.length} steps so far, ${result.msPerStep.toFixed(0)} ms per step; loss now ${fmt(result.loss)}`;
-  drawView(null, result);
+  drawView(result.view, result);
 }
 
 /** A dropped or opened file: a checkpoint (.safetensors) or an image the browser can decode. */
@@ -437,7 +437,7 @@ async function start(): Promise<void> {
     if (i === 0) canvas.classList.add('chosen');
     strip.append(canvas);
   });
-  $('threads').textContent = crossOriginIsolated ? 'the engine runs in a Web Worker' : 'the engine runs in a Web Worker, on one thread';
+  $('threads').textContent = 'the engine runs in a Web Worker, on one thread';
   const on = (id: string, fn: () => Promise<void>) => ($(id).onclick = () => guarded(fn));
   on('next', () => walk({ type: 'next' }));
   on('prev', () => walk({ type: 'previous' }));

@@ -213,6 +213,11 @@ export class LearnerSession {
     return view;
   }
 
+  /** The position shown now, or null before the first. */
+  currentView(): StepView | null {
+    return this.history[this.position] ?? null;
+  }
+
   /** The position before, or null at the start. */
   previous(): StepView | null {
     if (this.position <= 0) return null;
@@ -250,8 +255,13 @@ export class LearnerSession {
     Object.assign(node, { runBackward: (g: Float32Array, release: boolean) => original(g, release).map((d) => (d === null ? null : d.map((v) => v * 1.5))) });
   }
 
-  /** `count` SGD steps (lr 0.05, momentum 0.9) on the batch; returns the losses; the walk restarts. */
+  /**
+   * `count` SGD steps (lr 0.05, momentum 0.9) on the batch; returns the losses. The walk then
+   * runs again on the new weights up to the position it was at, so the node shown is the same
+   * with its maps and gradients as they are now.
+   */
   train(count: number): number[] {
+    const at = this.position;
     const out: number[] = [];
     for (let k = 0; k < count; k++) {
       this.model.zeroGrad();
@@ -262,6 +272,7 @@ export class LearnerSession {
     }
     this.losses.push(...out);
     this.restart();
+    while (this.position < at && this.next() !== null);
     return out;
   }
 

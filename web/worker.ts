@@ -41,7 +41,7 @@ function run(command: Command): unknown {
     case 'train': {
       const started = performance.now();
       const losses = session.train(command.count);
-      return { ...state(null), trained: losses, msPerStep: (performance.now() - started) / command.count, graph: session.graph() };
+      return { ...state(session.currentView()), trained: losses, msPerStep: (performance.now() - started) / command.count, graph: session.graph() };
     }
     case 'restart':
       session.restart();
