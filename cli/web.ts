@@ -25,9 +25,14 @@ export async function webFolder(): Promise<string> {
   const sources = join(root, 'web');
   const built = existsSync(join(out, 'worker.js'));
   if (existsSync(sources) && existsSync(join(root, 'scripts/build-web.ts'))) {
-    const newest = Math.max(...['page.ts', 'worker.ts', 'session.ts', 'index.html', 'style.css'].map((f) => statSync(join(sources, f)).mtimeMs));
-    if (!built || statSync(join(out, 'worker.js')).mtimeMs < newest) {
-      const { buildWeb } = (await import(join(root, 'scripts/build-web.ts'))) as { buildWeb: (out: string) => Promise<string[]> };
+    // Stale when any file that went into the last build (inputs.json lists them), the page's
+    // own files or the build script changed since.
+    const inputsFile = join(out, 'inputs.json');
+    const inputs = existsSync(inputsFile) ? (JSON.parse(readFileSync(inputsFile, 'utf8')) as string[]) : [];
+    const watched = [...inputs, 'web/index.html', 'web/style.css', 'scripts/build-web.ts'].map((f) => join(root, f));
+    const stale = !built || inputs.length === 0 || watched.some((f) => !existsSync(f) || statSync(f).mtimeMs > statSync(join(out, 'worker.js')).mtimeMs);
+    if (stale) {
+      const { buildWeb } = (await import(join(root, 'scripts/build-web.ts'))) as { buildWeb: (out: string) => Promise<unknown> };
       await buildWeb(out);
     }
   } else if (!built) {
@@ -36,14 +41,17 @@ export async function webFolder(): Promise<string> {
   return out;
 }
 
-/** Serve `dir` on 127.0.0.1:`port` (0 = any free port); resolves once listening. */
-export function serveFolder(dir: string, port: number): Promise<Server> {
+/**
+ * Serve `dir` on 127.0.0.1:`port` (0 = any free port); resolves once listening. `isolate: false`
+ * leaves out the COOP / COEP headers, as a plain static host does (for the test of that case).
+ */
+export function serveFolder(dir: string, port: number, options: { isolate?: boolean } = {}): Promise<Server> {
   const root = resolve(dir);
   const server = createServer((request, response) => {
     const path = decodeURIComponent(new URL(request.url ?? '/', 'http://localhost').pathname);
     const file = normalize(join(root, path === '/' ? 'index.html' : path));
     // Cross-origin isolation (SharedArrayBuffer for threads) and nothing outside the folder.
-    const headers = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cache-control': 'no-cache' };
+    const headers: Record<string, string> = options.isolate === false ? { 'cache-control': 'no-cache' } : { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp', 'cache-control': 'no-cache' };
     if (!file.startsWith(root + sep) || !existsSync(file) || statSync(file).isDirectory()) {
       response.writeHead(404, headers).end('not found');
       return;

@@ -6,7 +6,7 @@
 //
 //   node --import tsx/esm scripts/build-web.ts [OUT_DIR]
 
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, type Plugin } from 'esbuild';
@@ -24,10 +24,15 @@ const nodeShim: Plugin = {
   },
 };
 
-/** Build the page into `out`; returns the files written. */
-export async function buildWeb(out = join(ROOT, 'dist/web')): Promise<string[]> {
+/** Build the page into `out`; returns the files written and the source files bundled (relative to the project). */
+export async function buildWeb(target = join(ROOT, 'dist/web')): Promise<{ files: string[]; inputs: string[] }> {
+  // Built beside the target and moved into place whole, so that a server reading the old folder
+  // (a test, `step --web`) never sees half a build.
+  const out = `${target}.building-${process.pid}`;
+  rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
-  await build({
+  const result = await build({
+    metafile: true,
     entryPoints: { page: join(ROOT, 'web/page.ts'), worker: join(ROOT, 'web/worker.ts') },
     outdir: out,
     bundle: true,
@@ -52,10 +57,17 @@ export async function buildWeb(out = join(ROOT, 'dist/web')): Promise<string[]> 
     }
   }
   writeFileSync(join(out, 'samples.json'), JSON.stringify({ width: 28, height: 28, classNames: test.classNames, samples }));
-  return ['index.html', 'style.css', 'page.js', 'worker.js', 'samples.json'].map((f) => join(out, f));
+  // What went into the bundle, for the test that keeps Node-only code (cli/, sharp, fs) out.
+  const inputs = Object.keys(result.metafile.inputs);
+  writeFileSync(join(out, 'inputs.json'), JSON.stringify(inputs, null, 1));
+  const old = `${target}.old-${process.pid}`;
+  if (existsSync(target)) renameSync(target, old);
+  renameSync(out, target);
+  rmSync(old, { recursive: true, force: true });
+  return { files: ['index.html', 'style.css', 'page.js', 'worker.js', 'samples.json', 'inputs.json'].map((f) => join(target, f)), inputs };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const files = await buildWeb(process.argv[2] ? resolve(process.argv[2]) : undefined);
+  const { files } = await buildWeb(process.argv[2] ? resolve(process.argv[2]) : undefined);
   process.stdout.write(`wrote ${dirname(files[0])}: ${files.map((f) => f.slice(dirname(f).length + 1)).join(', ')}\n`);
 }

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serveFolder, webFolder } from '../cli/web.js';
+import { serveFolder } from '../cli/web.js';
+import { buildWeb } from '../scripts/build-web.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
 import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
@@ -21,7 +22,9 @@ const CHROMIUM = '/usr/bin/chromium';
 let folder = '';
 
 beforeAll(async () => {
-  folder = await webFolder(); // builds dist/web from the sources when they are newer
+  // A build of its own (the package test builds dist/web at the same time, for its tarball).
+  folder = join(mkdtempSync(join(tmpdir(), 'web-build-')), 'web');
+  await buildWeb(folder);
 }, 120_000);
 
 /** The bundled images the page offers (samples.json), as the page decodes them. */
@@ -31,7 +34,11 @@ function samples(): SampleImage[] {
 }
 
 describe('the page\'s bundle and session', () => {
-  it('the bundle imports no Node module (every node:* was pointed at the shim)', () => {
+  it('the bundle imports no Node module (every node:* was pointed at the shim), and holds no CLI, sharp or file code', () => {
+    const inputs = JSON.parse(readFileSync(join(folder, 'inputs.json'), 'utf8')) as string[];
+    expect(inputs.filter((f) => !/^(src|web)\//.test(f))).toEqual([]);
+    expect(inputs.filter((f) => /^src\/(train\/(datasets|checkpoint|trainer)|tensor\/(zip|pth|pickle))/.test(f))).toEqual([]);
+    expect(inputs).toContain('web/node-shim.ts');
     for (const file of ['page.js', 'worker.js']) {
       const code = readFileSync(join(folder, file), 'utf8');
       expect(code, file).not.toMatch(/(from\s*|require\(\s*|import\(\s*)["']node:/);
@@ -191,6 +198,27 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
     await page.screenshot({ path: screenshot('learner-v1.png') });
     await page.close();
   }, 180_000);
+
+  it('works from a static host that sends no isolation headers (no SharedArrayBuffer there)', async () => {
+    const plain = await serveFolder(folder, 0, { isolate: false });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`http://127.0.0.1:${(plain.address() as { port: number }).port}/`);
+      await page.waitForSelector('body[data-ready=true]', { timeout: 60_000 });
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+      for (let k = 0; k < 12; k++) await press(page, 'n');
+      expect(await page.getAttribute('#where', 'data-phase')).toBe('backward');
+      await page.click('#train');
+      await idle(page);
+      expect(await page.textContent('#train-status')).toMatch(/^5 steps so far/);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      plain.close();
+    }
+  }, 60_000);
 
   it('opens a checkpoint of another input size, and says what is wrong with a file that is neither image nor checkpoint', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'web-'));

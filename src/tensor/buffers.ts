@@ -15,6 +15,12 @@
 // Cached buffers live on SharedArrayBuffers, so that the worker threads of parallel.ts can work
 // on them in place (no copy in and out); outside a scope, `alloc` is a plain `new Float32Array`.
 
+/**
+ * Shared memory where the JavaScript engine has it; a browser page that is not cross-origin
+ * isolated has no SharedArrayBuffer, and there (one thread, nothing to share) plain memory does.
+ */
+const SharedMemory: new (bytes: number) => ArrayBufferLike = typeof SharedArrayBuffer === 'function' ? SharedArrayBuffer : ArrayBuffer;
+
 /** Free buffers by exact length. */
 const freeLists = new Map<number, Float32Array[]>();
 /** Every buffer this cache made (in use or free), so that `isCached` can tell them apart. */
@@ -34,7 +40,7 @@ export function alloc(length: number, zero = true): Float32Array {
   if (scope === undefined) return new Float32Array(length);
   let buffer = freeLists.get(length)?.pop();
   if (buffer === undefined) {
-    buffer = new Float32Array(new SharedArrayBuffer(length * 4));
+    buffer = new Float32Array(new SharedMemory(length * 4));
     cached.add(buffer.buffer);
     cachedBytes += length * 4;
   } else if (zero) {
