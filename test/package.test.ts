@@ -54,6 +54,8 @@ describe('npm package', () => {
     writeFileSync(join(app, 'main.mjs'), "import { fromArray, sum, mul } from 'mobilenet-ts';\nconst x = fromArray([1, 2, 3], undefined, { requiresGrad: true });\nsum(mul(x, x)).backward();\nconsole.log(JSON.stringify(Array.from(x.grad.data)));\n");
     expect(execFileSync('node', ['main.mjs'], { cwd: app }).toString().trim()).toBe('[2,4,6]');
     expect(readdirSync(join(app, 'node_modules/mobilenet-ts/dist/src'))).toContain('index.d.ts');
+    // The learner's page, built, for `mobilenet step --web` from the installed package.
+    expect(readdirSync(join(app, 'node_modules/mobilenet-ts/dist/web'))).toEqual(expect.arrayContaining(['index.html', 'page.js', 'worker.js', 'samples.json']));
     expect(execFileSync(join(app, 'node_modules/.bin/mobilenet'), ['--help'], { cwd: app }).toString()).toContain('Usage: mobilenet');
   });
   it('a CommonJS project can use it too (require of the ES module, Node >= 20.19)', () => {

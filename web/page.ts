@@ -139,9 +139,9 @@ function drawMaps(into: HTMLElement, maps: Maps | null, kind: 'activation' | 'gr
     // A vector (logits, a pooled feature, a bias): one bar per entry, zero in the middle.
     const n = data.length;
     const canvas = document.createElement('canvas');
-    canvas.width = Math.max(40, Math.min(480, 6 * n));
+    canvas.width = Math.max(40, Math.min(512, 4 * n));
     canvas.height = 60;
-    canvas.className = 'wide';
+    canvas.className = 'bars';
     const context = canvas.getContext('2d')!;
     context.fillStyle = '#fff';
     context.fillRect(0, 0, canvas.width, 60);
