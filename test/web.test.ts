@@ -197,8 +197,8 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
     const status = (await page.textContent('#train-status'))!;
     expect(status).toMatch(/^10 steps so far/);
     const learner = await page.evaluate(async () => {
-      const l = (window as unknown as { learner: { timings: { stepMs: number[]; trainMsPerStep: number[] }; digest: () => Promise<string> } }).learner;
-      return { timings: l.timings, digest: await l.digest() };
+      const l = (window as unknown as { learner: { timings: { stepMs: number[]; trainMsPerStep: number[] }; digest: () => Promise<{ digest: string }> } }).learner;
+      return { timings: l.timings, digest: (await l.digest()).digest };
     });
     // The same in Node: two rounds of 5 steps (each round ends with a new forward pass, which in
     // train mode moves BatchNorm's running statistics, as in PyTorch).
@@ -214,6 +214,30 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
     await page.close();
   }, 180_000);
 
+  it('runs the kernels on two Web Workers when the page is cross-origin isolated, with the same bits as one thread and as Node', async () => {
+    const digests: Record<string, { digest: string; threads: number; jobsOnThreads: number }> = {};
+    for (const threads of [1, 2]) {
+      const page = await open(`?threads=${threads}`);
+      await page.selectOption('#model', 'v1');
+      await idle(page);
+      await page.selectOption('#batch', '16');
+      await idle(page);
+      expect(await page.textContent('#threads')).toBe(threads === 1 ? 'the engine runs in a Web Worker, on one thread' : 'the engine runs in a Web Worker, on 2 threads');
+      await page.click('#train');
+      await idle(page);
+      digests[threads] = await page.evaluate(() => (window as unknown as { learner: { digest: () => Promise<{ digest: string; threads: number; jobsOnThreads: number }> } }).learner.digest());
+      await page.close();
+    }
+    expect(digests[2].threads).toBe(2);
+    expect(digests[2].jobsOnThreads).toBeGreaterThan(0); // the kernels did run split over the workers
+    expect(digests[1].jobsOnThreads).toBe(0);
+    expect(digests[2].digest).toBe(digests[1].digest);
+    const node = new LearnerSession({ model: 'v1', alpha: 0.25, images: samples().slice(0, 16), seed: 0 });
+    // The page's walk: a session per model or batch change, each with its first forward pass; here the last.
+    node.train(5);
+    expect(digests[1].digest).toBe(node.weightsDigest());
+  }, 120_000);
+
   it('works from a static host that sends no isolation headers (no SharedArrayBuffer there)', async () => {
     const plain = await serveFolder(folder, 0, { isolate: false });
     try {
@@ -223,6 +247,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
       await page.goto(`http://127.0.0.1:${(plain.address() as { port: number }).port}/`);
       await page.waitForSelector('body[data-ready=true]', { timeout: 60_000 });
       expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+      expect(await page.textContent('#threads')).toContain('one thread (the page is not cross-origin isolated');
       for (let k = 0; k < 12; k++) await press(page, 'n');
       expect(await page.getAttribute('#where', 'data-phase')).toBe('backward');
       await page.click('#train');

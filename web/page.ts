@@ -60,7 +60,7 @@ let current: StepView | null = null;
 let busy = false;
 /** Figures the browser test reads: ms per shown step, per training step. */
 const timings = { stepMs: [] as number[], trainMsPerStep: [] as number[] };
-(window as unknown as { learner: unknown }).learner = { timings, digest: () => send<{ digest: string }>({ type: 'digest' }).then((r) => r.digest), state: () => ({ at: current, graph }) };
+(window as unknown as { learner: unknown }).learner = { timings, digest: () => send<{ digest: string; threads: number; jobsOnThreads: number }>({ type: 'digest' }), state: () => ({ at: current, graph }) };
 
 function message(text: string | null): void {
   const box = $('message');
@@ -325,6 +325,13 @@ function drawInput(pixels: Float32Array, resolution: number): void {
 // Commands
 // ---------------------------------------------------------------------------------------------
 
+/** Threads for the engine: ?threads=N, else every core (one where the page cannot share memory). */
+function threadCount(): number {
+  const asked = Number(new URLSearchParams(location.search).get('threads'));
+  const wanted = Number.isInteger(asked) && asked >= 1 ? asked : navigator.hardwareConcurrency || 1;
+  return crossOriginIsolated ? Math.min(wanted, 16) : 1;
+}
+
 function batchImages(): SampleImage[] {
   if (dropped) return [dropped];
   const size = Number($<HTMLSelectElement>('batch').value);
@@ -334,7 +341,9 @@ function batchImages(): SampleImage[] {
 async function setup(): Promise<void> {
   const model = $<HTMLSelectElement>('model').value as SessionSetup['model'];
   const images = batchImages();
-  const result = await send<WalkState & { graph: GraphNode[]; classNames: string[]; input: Float32Array; resolution: number }>({ type: 'setup', setup: { model, alpha: model === 'v2' ? 0.35 : 0.25, checkpoint, images, seed: 0 } });
+  const result = await send<WalkState & { graph: GraphNode[]; classNames: string[]; input: Float32Array; resolution: number }>({ type: 'setup', setup: { model, alpha: model === 'v2' ? 0.35 : 0.25, checkpoint, images, seed: 0 }, threads: threadCount() });
+  const { threads } = await send<{ threads: number }>({ type: 'digest' });
+  $('threads').textContent = threads > 1 ? `the engine runs in a Web Worker, on ${threads} threads` : crossOriginIsolated ? 'the engine runs in a Web Worker, on one thread' : 'the engine runs in a Web Worker, on one thread (the page is not cross-origin isolated, so it has no shared memory for more)';
   graph = result.graph;
   classNames = result.classNames;
   drawGraph();
@@ -437,7 +446,6 @@ async function start(): Promise<void> {
     if (i === 0) canvas.classList.add('chosen');
     strip.append(canvas);
   });
-  $('threads').textContent = 'the engine runs in a Web Worker, on one thread';
   const on = (id: string, fn: () => Promise<void>) => ($(id).onclick = () => guarded(fn));
   on('next', () => walk({ type: 'next' }));
   on('prev', () => walk({ type: 'previous' }));

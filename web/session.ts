@@ -8,6 +8,7 @@ import type { Module } from '../src/nn/module.js';
 import { TinyNet } from '../src/nn/tiny.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
+import { reuseBuffers } from '../src/tensor/buffers.js';
 import { parseSafetensors } from '../src/tensor/safetensors.js';
 import { checkStep, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -264,12 +265,19 @@ export class LearnerSession {
     const at = this.position;
     const out: number[] = [];
     for (let k = 0; k < count; k++) {
-      this.model.zeroGrad();
-      const loss = softmaxCrossEntropy(this.model.forward(this.input), this.labels);
-      loss.backward();
-      this.optimizer.step();
-      out.push(loss.data[0]);
+      // One step in one buffer scope, as the trainer runs it: its buffers are shared memory that
+      // worker threads use in place, and are reused by the next step.
+      out.push(
+        reuseBuffers(() => {
+          this.model.zeroGrad();
+          const loss = softmaxCrossEntropy(this.model.forward(this.input), this.labels);
+          loss.backward();
+          this.optimizer.step();
+          return loss.data[0];
+        }),
+      );
     }
+    this.model.zeroGrad(); // the gradients' buffers went back to the cache
     this.losses.push(...out);
     this.restart();
     while (this.position < at && this.next() !== null);

@@ -2,10 +2,11 @@
 // MobileNet runs, and the WebAssembly kernels compile off the main thread. Each message is a
 // command with an id; the answer carries the same id, and a failure its message.
 
+import { getThreads, kernelJobsOnThreads, startThreads } from '../src/ops/parallel.js';
 import { LearnerSession, SessionError, type SessionSetup, type StepView } from './session.js';
 
 export type Command =
-  | { type: 'setup'; setup: SessionSetup }
+  | { type: 'setup'; setup: SessionSetup; threads: number }
   | { type: 'next' }
   | { type: 'previous' }
   | { type: 'continue'; op: string | null }
@@ -22,8 +23,10 @@ function state(view: StepView | null) {
   return { view, at: s.at, length: s.length, loss: s.lossValue, losses: s.losses };
 }
 
-function run(command: Command): unknown {
+async function run(command: Command): Promise<unknown> {
   if (command.type === 'setup') {
+    // Threads need shared memory, which only a cross-origin isolated page has.
+    if (command.threads !== getThreads()) await startThreads(crossOriginIsolated ? command.threads : 1);
     session = new LearnerSession(command.setup);
     const s = session;
     return { ...state(null), graph: s.graph(), classNames: s.classNames, labels: s.labels, inChannels: s.inChannels, resolution: s.resolution, input: s.input.data.slice(0, s.inChannels * s.resolution * s.resolution) };
@@ -51,15 +54,15 @@ function run(command: Command): unknown {
       session.restart();
       return { ...state(null), graph: session.graph() };
     case 'digest':
-      return { digest: session.weightsDigest() };
+      return { digest: session.weightsDigest(), threads: getThreads(), jobsOnThreads: kernelJobsOnThreads() };
   }
 }
 
-self.onmessage = (event: MessageEvent<{ id: number; command: Command }>) => {
+self.onmessage = async (event: MessageEvent<{ id: number; command: Command }>) => {
   const { id, command } = event.data;
   const started = performance.now();
   try {
-    const result = run(command);
+    const result = await run(command);
     (self as unknown as Worker).postMessage({ id, ok: true, result, ms: performance.now() - started });
   } catch (e) {
     (self as unknown as Worker).postMessage({ id, ok: false, error: (e as Error).message });

@@ -163,17 +163,38 @@ function makeDecoder(k: AnyKernel): Decoder {
 
 /**
  * The worker's side: wait for a job, take chunks of it until none are left, count it done.
- * Runs as source text in the worker, so it may not refer to imports.
+ * Runs as source text in the worker, so it may not refer to imports. In Node it is a
+ * worker_threads worker (shared memory in `workerData`, new buffers read synchronously off its
+ * port); in a browser a Web Worker, which gets its shared memory in a first message and, when
+ * new buffers are announced, returns to its event loop until their messages have arrived (a
+ * Web Worker has no synchronous read of its port). The jobs themselves run the same way.
  */
-function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number, at: typeof CONTROL): void {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const threads = require('node:worker_threads');
-  const { control, params, errorText } = threads.workerData as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer };
+async function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number, at: typeof CONTROL): Promise<void> {
+  type BufferMessage = { forget?: number; id: number; buffer: ArrayBufferLike; f64: boolean };
+  // (Not `require`: a bundler rewrites that name, and this function ships as its source text.)
+  const inNode = typeof process === 'object' && typeof process.versions?.node === 'string';
+  const threads = inNode ? (process.getBuiltinModule('node:worker_threads') as typeof import('node:worker_threads')) : null;
+  const inbox: BufferMessage[] = [];
+  let wake: (() => void) | null = null;
+  const scope = globalThis as unknown as { onmessage: ((e: { data: unknown }) => void) | null };
+  const data = (inNode ? threads!.workerData : await new Promise<unknown>((done) => (scope.onmessage = (e) => done(e.data)))) as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer };
+  if (!inNode) {
+    scope.onmessage = (e) => {
+      inbox.push(e.data as BufferMessage);
+      wake?.();
+      wake = null;
+    };
+  }
+  const { control, params, errorText } = data;
   const ctl = new Int32Array(control);
   const ints = new Int32Array(params, 0, layout.ints);
   const ids = new Int32Array(params, layout.ints * 4, layout.ids);
   const floats = new Float64Array(params, (layout.ints + layout.ids) * 4, layout.floats);
   const bufs: (KernelBuffer | undefined)[] = [];
+  const learn = (msg: BufferMessage) => {
+    if (msg.forget !== undefined) bufs[msg.forget] = undefined;
+    else bufs[msg.id] = msg.f64 ? new Float64Array(msg.buffer) : new Float32Array(msg.buffer);
+  };
   let seen = 0, messages = 0;
   Atomics.add(ctl, at.READY, 1);
   Atomics.notify(ctl, at.READY);
@@ -182,14 +203,17 @@ function workerMain(slices: ((p: Record<string, number>, b: Record<string, Kerne
     for (let i = 0; i < spinChecks && Atomics.load(ctl, at.GENERATION) === seen; i++);
     Atomics.wait(ctl, at.GENERATION, seen);
     seen = Atomics.load(ctl, at.GENERATION);
-    // New shared memory arrives as messages before the job that needs it (MESSAGES counts them).
-    if (Atomics.load(ctl, at.MESSAGES) !== messages) {
-      messages = Atomics.load(ctl, at.MESSAGES);
-      for (let m = threads.receiveMessageOnPort(threads.parentPort); m !== undefined; m = threads.receiveMessageOnPort(threads.parentPort)) {
-        const msg = m.message;
-        if (msg.forget !== undefined) bufs[msg.forget] = undefined;
-        else bufs[msg.id] = msg.f64 ? new Float64Array(msg.buffer) : new Float32Array(msg.buffer);
-      }
+    // New shared memory arrives as messages before the job that needs it (MESSAGES counts them,
+    // one message to each worker per count).
+    const announced = Atomics.load(ctl, at.MESSAGES);
+    if (inNode && announced !== messages) {
+      for (let m = threads!.receiveMessageOnPort(threads!.parentPort!); m !== undefined; m = threads!.receiveMessageOnPort(threads!.parentPort!)) learn(m.message as BufferMessage);
+      messages = announced;
+    }
+    while (!inNode && messages < announced) {
+      if (inbox.length === 0) await new Promise<void>((done) => (wake = done));
+      learn(inbox.shift()!);
+      messages++;
     }
     const kernel = Atomics.load(ctl, at.KERNEL);
     if (kernel < 0) break;
@@ -211,6 +235,15 @@ function workerMain(slices: ((p: Record<string, number>, b: Record<string, Kerne
     Atomics.add(ctl, at.DONE, 1);
     Atomics.notify(ctl, at.DONE);
   }
+}
+
+/** True in Node (worker_threads); false in a browser (Web Workers). */
+const IN_NODE = typeof process === 'object' && typeof process.versions?.node === 'string';
+
+/** The worker interface the pool needs, from worker_threads or the browser. */
+interface PoolWorker {
+  postMessage(message: unknown): void;
+  terminate(): unknown;
 }
 
 const LAYOUT = { ints: MAX_INTS, floats: MAX_FLOATS, ids: MAX_BUFFERS };
@@ -237,7 +270,7 @@ class ThreadPool {
   readonly ints = new Int32Array(this.params, 0, MAX_INTS);
   readonly ids = new Int32Array(this.params, MAX_INTS * 4, MAX_BUFFERS);
   readonly floats = new Float64Array(this.params, (MAX_INTS + MAX_BUFFERS) * 4, MAX_FLOATS);
-  private readonly workers: Worker[] = [];
+  private readonly workers: PoolWorker[] = [];
   /** Buffers the workers know, by id (the same ids on every thread). */
   readonly bufs: (KernelBuffer | undefined)[] = [];
   private readonly bufferIds = new WeakMap<ArrayBufferLike, number>();
@@ -245,6 +278,9 @@ class ThreadPool {
   readonly kernelCount = kernels.length;
   /** Staging copies of operands outside shared memory, per kernel and buffer name. */
   private readonly staging = new Map<string, KernelBuffer>();
+
+  /** Resolves when every worker has started (at once in Node, where the constructor waits). */
+  readonly started: Promise<void>;
 
   constructor(readonly threads: number) {
     const source = workerSource();
@@ -255,20 +291,41 @@ class ThreadPool {
     } catch (e) {
       throw new Error(`threads: the worker threads' program does not compile: ${(e as Error).message}`);
     }
+    const shared = { control: this.control, params: this.params, errorText: this.errorText };
+    const url = IN_NODE ? '' : URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
     for (let i = 1; i < threads; i++) {
-      const w = new Worker(source, { eval: true, workerData: { control: this.control, params: this.params, errorText: this.errorText } });
-      w.unref(); // idle workers never keep the process alive
-      this.workers.push(w);
+      if (IN_NODE) {
+        const w = new Worker(source, { eval: true, workerData: shared });
+        w.unref(); // idle workers never keep the process alive
+        this.workers.push(w);
+      } else {
+        const w = new (globalThis as unknown as { Worker: new (url: string) => PoolWorker }).Worker(url);
+        w.postMessage(shared);
+        this.workers.push(w);
+      }
+    }
+    const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
+    const late = () => {
+      this.close();
+      return new Error(`threads: only ${Atomics.load(this.ctl, READY)} of ${threads - 1} worker threads started within ${WORKER_START_TIMEOUT_MS / 1000} s`);
+    };
+    if (!IN_NODE) {
+      // A browser starts a worker only while the thread that made it runs its event loop: wait
+      // without blocking it.
+      this.started = (async () => {
+        while (Atomics.load(this.ctl, READY) < threads - 1) {
+          if (Date.now() > deadline) throw late();
+          await new Promise((done) => setTimeout(done, 5));
+        }
+      })();
+      return;
     }
     // Wait (synchronously) until every worker has started; a worker that cannot start must not
     // leave the first job waiting forever.
-    const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
     for (let ready = Atomics.load(this.ctl, READY); ready < threads - 1; ready = Atomics.load(this.ctl, READY)) {
-      if (Date.now() > deadline || Atomics.wait(this.ctl, READY, ready, deadline - Date.now()) === 'timed-out') {
-        this.close();
-        throw new Error(`threads: only ${Atomics.load(this.ctl, READY)} of ${threads - 1} worker threads started within ${WORKER_START_TIMEOUT_MS / 1000} s`);
-      }
+      if (Date.now() > deadline || Atomics.wait(this.ctl, READY, ready, deadline - Date.now()) === 'timed-out') throw late();
     }
+    this.started = Promise.resolve();
   }
 
   /** The id under which the workers know this shared buffer (told to them on first use). */
@@ -361,8 +418,24 @@ const decoders: Decoder[] = [];
 export function setThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new RangeError(`setThreads: need an integer from 1 to ${MAX_THREADS}, got ${n}`);
   if (pool?.threads === n || (pool === null && n === 1)) return;
+  if (!IN_NODE && n > 1) throw new Error('setThreads: in a browser the workers start asynchronously: use `await startThreads(n)`');
   pool?.close();
   pool = n > 1 ? new ThreadPool(n) : null;
+}
+
+/**
+ * `setThreads` that also works in a browser, where Web Workers start only after the calling
+ * thread returns to its event loop: the pool is used once all of them run. Threads there need
+ * SharedArrayBuffer, i.e. a cross-origin isolated page (COOP / COEP headers).
+ */
+export async function startThreads(n: number): Promise<void> {
+  if (IN_NODE || n === 1 || pool?.threads === n) return setThreads(n);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new RangeError(`startThreads: need an integer from 1 to ${MAX_THREADS}, got ${n}`);
+  if (typeof SharedArrayBuffer !== 'function') throw new Error('startThreads: no SharedArrayBuffer here (the page is not cross-origin isolated): the kernels run on one thread');
+  const next = new ThreadPool(n);
+  await next.started;
+  pool?.close();
+  pool = next;
 }
 
 /** The number of threads the kernels use now. */
@@ -377,7 +450,7 @@ export function kernelJobsOnThreads(): number {
 
 /** The number of cores (the CLI's default thread count). */
 export function defaultThreads(): number {
-  return availableParallelism();
+  return IN_NODE ? availableParallelism() : Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
 }
 
 /** Whether a buffer can be handed to the workers as it is: a whole SharedArrayBuffer of the cache. */
