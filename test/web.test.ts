@@ -197,7 +197,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
     const status = (await page.textContent('#train-status'))!;
     expect(status).toMatch(/^10 steps so far/);
     const learner = await page.evaluate(async () => {
-      const l = (window as unknown as { learner: { timings: { stepMs: number[]; trainMsPerStep: number[] }; digest: () => Promise<{ digest: string }> } }).learner;
+      const l = (window as unknown as { learner: { timings: { stepMs: number[]; trainMsPerStep: number[]; losses: number[] }; digest: () => Promise<{ digest: string }> } }).learner;
       return { timings: l.timings, digest: (await l.digest()).digest };
     });
     // The same in Node: two rounds of 5 steps (each round ends with a new forward pass, which in
@@ -206,6 +206,7 @@ describe.skipIf(!existsSync(CHROMIUM))('the page in Chromium', () => {
     node.restart(); // the page's restart (r): one more forward pass
     const losses = [...node.train(5), ...node.train(5)];
     expect(losses[9]).toBeLessThan(losses[0]);
+    expect(learner.timings.losses).toEqual(losses); // the page's loss curve: the same numbers, falling
     expect(learner.digest).toBe(node.weightsDigest());
     const steps = learner.timings.stepMs.slice(1, 2 * nodes).sort((a, b) => a - b);
     // The figures for the note (performance is judged in npm run bench, not here).

@@ -59,7 +59,7 @@ let dropped: SampleImage | null = null;
 let current: StepView | null = null;
 let busy = false;
 /** Figures the browser test reads: ms per shown step, per training step. */
-const timings = { stepMs: [] as number[], trainMsPerStep: [] as number[] };
+const timings = { stepMs: [] as number[], trainMsPerStep: [] as number[], losses: [] as number[] };
 (window as unknown as { learner: unknown }).learner = { timings, digest: () => send<{ digest: string; threads: number; jobsOnThreads: number }>({ type: 'digest' }), state: () => ({ at: current, graph }) };
 
 function message(text: string | null): void {
@@ -388,6 +388,7 @@ function drawChecks(checks: InputCheck[] | null): void {
 async function train(): Promise<void> {
   const result = await send<WalkState & { msPerStep: number; graph: GraphNode[] }>({ type: 'train', count: 5 });
   timings.trainMsPerStep.push(result.msPerStep);
+  timings.losses = result.losses;
   graph = result.graph;
   drawGraph();
   drawLosses(result.losses);
