@@ -269,7 +269,7 @@ async function trainInFolder(flags: TrainFlags, given: (flag: string) => boolean
     trainer = found ? resumeTrainer(found, flags, given, data, warn) : newTrainer(flags, data, start, out);
   } catch (e) {
     // The library names its settings; the command line names the flags.
-    if (e instanceof ConfigError) throw new UsageError(`${e.options.map(flagName).join(', ')}: ${e.message}`);
+    if (e instanceof ConfigError) throw new UsageError(`${e.options.map(flagName).join(', ')}${e.value !== undefined ? ` ${e.value}` : ''}: ${e.detail}`);
     throw e;
   }
   const c = trainer.config;
@@ -373,7 +373,7 @@ async function trainInFolder(flags: TrainFlags, given: (flag: string) => boolean
     await Promise.all(pending);
   } catch (e) {
     // The library's message names no flag; the command line's names the one to change.
-    if (e instanceof TrainingStoppedError) throw new TrainingStoppedError(`${e.message.replace(/\.$/, '')} (--lr, ${c.lr} in this run).`);
+    if (e instanceof TrainingStoppedError && e.advice) throw new TrainingStoppedError(`${e.what}. ${e.advice.text} (${flagName(e.advice.option)}, ${c[e.advice.option]} in this run).`);
     if (e instanceof FileWriteError) {
       const kept = lastSaved === null ? 'no checkpoint of this run was written' : `the newest complete checkpoint is ${lastSaved.path} (${lastSaved.batch === 0 ? `after epoch ${lastSaved.epoch}` : `epoch ${lastSaved.epoch + 1}, batch ${lastSaved.batch}`}); make room, then resume with: mobilenet train --resume ${outputDir}`;
       throw new UsageError(`${e.message}; training stopped, and ${kept}`);
@@ -410,24 +410,13 @@ function newTrainer(flags: TrainFlags, data: RunData, start: LoadedModel | null,
     parts = { ...parts, model: start.model, normalization: start.normalization };
     out.write(`starting from the weights of ${flags.init}\n`);
   }
-  try {
-    return new Trainer(config, data.train, data.val, parts);
-  } catch (e) {
-    if (e instanceof RangeError && e.message.startsWith('trainable blocks ')) throw new UsageError(`--trainable-blocks ${e.message.slice('trainable blocks '.length)}`);
-    throw e;
-  }
+  return new Trainer(config, data.train, data.val, parts);
 }
 
 /** A run continued from its checkpoint, with --epochs if given. */
 function resumeTrainer(found: ResumableCheckpoint, flags: TrainFlags, given: (flag: string) => boolean, data: RunData, warn: (m: string) => void): Trainer {
   const overrides = given('epochs') ? { epochs: flags.epochs } : {};
-  let trainer: Trainer;
-  try {
-    trainer = Trainer.resume(found, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {}).trainer;
-  } catch (e) {
-    if (e instanceof RangeError && given('epochs') && e.message.startsWith('epochs ')) throw new UsageError(`--${e.message}`);
-    throw e;
-  }
+  const { trainer } = Trainer.resume(found, data.train, data.val, warn, overrides, data.test ? { test: data.test } : {});
   if (given('epochs') && ['onecycle', 'cosineannealinglr'].includes(trainer.config.lrScheduler)) {
     warn(`--epochs ${flags.epochs}: the ${trainer.config.lrScheduler} schedule is stretched over ${plural(flags.epochs, 'epoch')} from where the run is (its learning rate jumps to that curve)`);
   }

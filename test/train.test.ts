@@ -11,7 +11,7 @@ import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/t
 import { encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader, normalizePixels } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
-import { TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
+import { ConfigError, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
 import { BatchNorm2d, Conv2d, DepthwiseSeparable, Flatten, GlobalAvgPool2d, Linear, ReLU } from '../src/nn/layers.js';
 import { Sequential } from '../src/nn/module.js';
 import type { ImageClassifier } from '../src/nn/mobilenet.js';
@@ -176,6 +176,18 @@ describe('training', () => {
     for (const [, p] of t.model.stateDict()) h.update(new Uint8Array(p.data.buffer, p.data.byteOffset, p.data.byteLength));
     return h.digest('hex');
   };
+
+  it('a setting that does not fit the model or the run is a ConfigError naming the setting and the value, as data', () => {
+    const error = (() => {
+      try {
+        new Trainer(config({ trainableBlocks: 30 }), trainSet, valSet);
+      } catch (e) {
+        return e as ConfigError;
+      }
+    })();
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error).toMatchObject({ options: ['trainableBlocks'], value: 30, detail: 'this model has 9 blocks in its features', message: 'trainableBlocks 30: this model has 9 blocks in its features' });
+  });
 
   it('learns: the loss falls on a small problem', async () => {
     const t = new Trainer(config({ epochs: 3, lr: 0.1 }), trainSet, valSet);
@@ -348,6 +360,8 @@ describe('training', () => {
     trainer.on('nanLoss', (e) => events.push(e));
     await expect(trainer.fit({ outputDir: dir })).rejects.toThrow(TrainingStoppedError);
     await expect(trainer.fit({ outputDir: dir })).rejects.toThrow(/the loss is NaN at epoch 4, batch 1 \(step 19\); the last good checkpoint is kept in/);
+    // The advice names its setting as data, for a caller to render (the CLI names --lr).
+    await expect(trainer.fit({ outputDir: dir })).rejects.toMatchObject({ advice: { text: 'Try a lower learning rate', option: 'lr' } });
     expect(events[0]).toMatchObject({ epoch: 3, batch: 0, step: 18 });
     expect(readFileSync(join(dir, 'last.safetensors')).equals(before)).toBe(true);
   });

@@ -66,7 +66,7 @@ export function readWeightsFile(path: string): SafetensorsFile {
     } catch (e) {
       // A .safetensors file keeps the reader's own message; anything else was perhaps never weights.
       if (!(e instanceof SafetensorsError) || /\.safetensors$/i.test(path)) throw e;
-      throw new SafetensorsError(`${path}: neither a PyTorch checkpoint (.pth: a ZIP archive or a pickle) nor safetensors (${e.message.slice(path.length + 2)})`);
+      throw new SafetensorsError(`${path}: neither a PyTorch checkpoint (.pth: a ZIP archive or a pickle) nor safetensors (${e.detail})`);
     }
   }
   const keys = [...file.tensors.keys()];

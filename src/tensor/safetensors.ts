@@ -37,6 +37,12 @@ export interface SafetensorsFile {
 /** A malformed safetensors file. The message names the file and, where relevant, the tensor. */
 export class SafetensorsError extends Error {
   override name = 'SafetensorsError';
+  /** What is wrong, without the file's name (the message is `<file>: <detail>`). */
+  readonly detail: string;
+  constructor(message: string, detail = message) {
+    super(message);
+    this.detail = detail;
+  }
 }
 
 function isDtype(x: unknown): x is SafetensorsDtype {
@@ -46,7 +52,7 @@ function isDtype(x: unknown): x is SafetensorsDtype {
 /** Parse and validate a safetensors buffer. `source` names the file in error messages. */
 export function parseSafetensors(bytes: Uint8Array, source = '<buffer>'): SafetensorsFile {
   const fail = (msg: string): never => {
-    throw new SafetensorsError(`${source}: ${msg}`);
+    throw new SafetensorsError(`${source}: ${msg}`, msg);
   };
   if (bytes.length < 8) fail(`file is ${bytes.length} bytes, too short for the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -227,10 +227,18 @@ export interface Progress {
   seconds?: number;
 }
 
-/** Training stopped on purpose (NaN loss); the message says why and what was kept. */
+/**
+ * Training stopped on purpose (NaN loss). `what`: why, and what was kept; `advice`: what to try,
+ * and the setting it is about (so that the CLI can name its flag without reading the text).
+ */
 export class TrainingStoppedError extends Error {
   override name = 'TrainingStoppedError';
+  constructor(readonly what: string, readonly advice: { text: string; option: keyof TrainConfig } | null = null) {
+    super(advice ? `${what}. ${advice.text}.` : what);
+  }
 }
+
+const LOWER_LR = { text: 'Try a lower learning rate', option: 'lr' } as const;
 
 /** Options of `fit`: where checkpoints go, a signal that stops training after the current batch, and the checkpoint writer. */
 export interface TrainerOptions {
@@ -355,7 +363,7 @@ function applyFreezing(model: Module, c: TrainConfig): void {
   if (!(model instanceof ImageClassifier)) throw new RangeError('freezing needs a MobileNet (a model with features and a classifier)');
   const blocks = model.features.children();
   const keep = c.freeze === 'features' ? 0 : c.trainableBlocks!;
-  if (keep > blocks.length) throw new RangeError(`trainable blocks ${keep}: this model has ${blocks.length} blocks in its features`);
+  if (keep > blocks.length) throw new ConfigError(['trainableBlocks'], `this model has ${blocks.length} blocks in its features`, keep);
   for (const block of blocks.slice(0, blocks.length - keep)) freeze(block);
 }
 
@@ -398,8 +406,14 @@ export interface TrainerParts {
  */
 export class ConfigError extends RangeError {
   override name = 'ConfigError';
-  constructor(readonly options: (keyof TrainConfig)[], message: string) {
-    super(message);
+  /**
+   * `options`: the settings at fault (TrainConfig's names); `detail`: what is wrong; `value`:
+   * the value given, when one setting is at fault. The message names the settings; the CLI
+   * renders the same error with its flags (`--trainable-blocks 30: ...`) without reading the
+   * message's text.
+   */
+  constructor(readonly options: (keyof TrainConfig)[], readonly detail: string, readonly value?: number | string) {
+    super(`${options.join(', ')}${value !== undefined ? ` ${value}` : ''}: ${detail}`);
   }
 }
 
@@ -588,7 +602,7 @@ export class Trainer {
     assertResumable(found.checkpoint, found.path);
     const stored = found.checkpoint.meta.config as TrainConfig;
     const done = (found.checkpoint.meta.progress as Progress).epoch;
-    if (overrides.epochs !== undefined && overrides.epochs < done) throw new RangeError(`epochs ${overrides.epochs}: the run at ${found.path} has already trained ${done} epochs`);
+    if (overrides.epochs !== undefined && overrides.epochs < done) throw new ConfigError(['epochs'], `the run at ${found.path} has already trained ${done} epochs`, overrides.epochs);
     // Settings added since the checkpoint was written take their defaults.
     const config = { ...TRAIN_DEFAULTS, ...stored, ...overrides };
     const trainer = new Trainer(config, train, val, { ...parts, normalization: found.checkpoint.meta.normalization as Normalization });
@@ -726,7 +740,7 @@ export class Trainer {
   private stopOnBadLoss(value: number, batch: Batch, options: TrainerOptions): never {
     const epoch = this.progress.epoch;
     this.emit('nanLoss', { epoch, batch: batch.index, step: this.progress.step, loss: value });
-    throw new TrainingStoppedError(`training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ${this.whatIsKept(options)}. Try a lower learning rate.`);
+    throw new TrainingStoppedError(`training stopped: the loss is ${value} at epoch ${epoch + 1}, batch ${batch.index + 1} (step ${this.progress.step + 1}); ${this.whatIsKept(options)}`, LOWER_LR);
   }
 
   /**
@@ -736,7 +750,7 @@ export class Trainer {
    */
   private stopOnBadValidationLoss(value: number, epoch: number, options: TrainerOptions): never {
     this.emit('nanLoss', { epoch, batch: this.trainLoader.batchesPerEpoch - 1, step: this.progress.step, loss: value });
-    throw new TrainingStoppedError(`training stopped: the validation loss is ${value} after epoch ${epoch + 1} (step ${this.progress.step}); ${this.whatIsKept(options)}. Try a lower learning rate.`);
+    throw new TrainingStoppedError(`training stopped: the validation loss is ${value} after epoch ${epoch + 1} (step ${this.progress.step}); ${this.whatIsKept(options)}`, LOWER_LR);
   }
 
   private whatIsKept(options: TrainerOptions): string {
