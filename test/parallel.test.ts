@@ -182,6 +182,31 @@ describe('threads', () => {
     }
   });
 
+  it('a kernel declared after setThreads runs on the threads too (the pool is restarted with it)', () => {
+    setThreads(2);
+    const late = declareKernel({
+      name: 'doubleLate',
+      ints: [],
+      floats: [],
+      reads: ['x'],
+      writes: ['y'],
+      large: [],
+      splits: 'elements',
+      chunksPerThread: 4,
+      minWork: 0,
+      slice: function doubleLate(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
+        for (let i = lo; i < hi; i++) b.y[i] = 2 * b.x[i];
+      },
+      deps: [],
+    });
+    const x = Float32Array.from({ length: 1000 }, (_, i) => i), y = new Float32Array(1000);
+    const before = kernelJobsOnThreads();
+    runKernel(late, {}, { x, y }, 1000, 1 << 20);
+    expect(kernelJobsOnThreads()).toBe(before + 1);
+    expect(Array.from(y)).toEqual(Array.from(x, (v) => 2 * v));
+    setThreads(1);
+  });
+
   it('a failing worker thread is reported as an error, not a hang', () => {
     setThreads(1);
     const failing = declareKernel({

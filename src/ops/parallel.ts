@@ -136,6 +136,14 @@ export function declareKernel<I extends string, F extends string, B extends stri
   }
   const kernel = { ...declaration, index: kernels.length };
   kernels.push(kernel as unknown as AnyKernel);
+  // The workers run the program they were started with: a kernel declared after setThreads
+  // needs new ones, else it would run on the calling thread alone without a word. (In a
+  // browser workers start asynchronously: there the next startThreads brings them up to date.)
+  if (pool !== null && IN_NODE) {
+    const threads = pool.threads;
+    pool.close();
+    pool = new ThreadPool(threads);
+  }
   return kernel;
 }
 
@@ -429,7 +437,7 @@ export function setThreads(n: number): void {
  * SharedArrayBuffer, i.e. a cross-origin isolated page (COOP / COEP headers).
  */
 export async function startThreads(n: number): Promise<void> {
-  if (IN_NODE || n === 1 || pool?.threads === n) return setThreads(n);
+  if (IN_NODE || n === 1 || (pool?.threads === n && pool.kernelCount === kernels.length)) return setThreads(n);
   if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new RangeError(`startThreads: need an integer from 1 to ${MAX_THREADS}, got ${n}`);
   if (typeof SharedArrayBuffer !== 'function') throw new Error('startThreads: no SharedArrayBuffer here (the page is not cross-origin isolated): the kernels run on one thread');
   const next = new ThreadPool(n);

@@ -65,7 +65,8 @@ class OpNode<S> implements GraphNode {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Grad mode: the only global switch in the library.
+// Grad mode: the first of the library's three global switches (with the thread count,
+// setThreads in src/ops/parallel.ts, and the kernels, MOBILENET_KERNELS in src/ops/gemm.ts).
 // ---------------------------------------------------------------------------------------------
 
 let gradEnabled = true;
@@ -194,9 +195,38 @@ function accumulateLeafGrad(leaf: Tensor, grad: Float32Array): void {
   }
 }
 
-function isPending(pending: Map<Tensor, Float32Array>, buffer: Float32Array): boolean {
-  for (const g of pending.values()) if (g === buffer) return true;
-  return false;
+/**
+ * Gradients waiting for non-leaf tensors, with a count of the tensors each buffer waits for, so
+ * that "is this buffer still waiting?" is one lookup (it was a scan of every pending gradient,
+ * for every gradient summed into another).
+ */
+class PendingGradients {
+  private readonly byTensor = new Map<Tensor, Float32Array>();
+  private readonly uses = new Map<Float32Array, number>();
+
+  get(t: Tensor): Float32Array | undefined {
+    return this.byTensor.get(t);
+  }
+
+  set(t: Tensor, g: Float32Array): void {
+    this.byTensor.set(t, g);
+    this.uses.set(g, (this.uses.get(g) ?? 0) + 1);
+  }
+
+  /** Remove and return t's gradient. */
+  take(t: Tensor): Float32Array | undefined {
+    const g = this.byTensor.get(t);
+    if (g === undefined) return undefined;
+    this.byTensor.delete(t);
+    const n = this.uses.get(g)! - 1;
+    if (n === 0) this.uses.delete(g);
+    else this.uses.set(g, n);
+    return g;
+  }
+
+  holds(buffer: Float32Array): boolean {
+    return this.uses.has(buffer);
+  }
 }
 
 /** The backward pass from `root` as a generator, one step per graph node in reverse topological order (what `mobilenet step` walks). */
@@ -211,14 +241,13 @@ export function* backwardSteps(root: Tensor, gradient?: Tensor, options: Backwar
   }
   const order = topologicalOrder(root);
   // Gradients waiting for non-leaf tensors; an entry is dropped once its node has run.
-  const pending = new Map<Tensor, Float32Array>();
+  const pending = new PendingGradients();
   pending.set(root, seed);
   const release = !(options.retainGraph ?? false);
   for (let index = 0; index < order.length; index++) {
     const output = order[index];
     const node = output.node!;
-    const gradOutput = pending.get(output);
-    pending.delete(output);
+    const gradOutput = pending.take(output);
     if (gradOutput === undefined) continue; // not on a path from the root (cannot happen for a connected graph)
     const inputGrads = node.runBackward(gradOutput, release);
     if (inputGrads.length !== node.inputs.length) {
@@ -257,7 +286,7 @@ export function* backwardSteps(root: Tensor, gradient?: Tensor, options: Backwar
     // Likewise a gradient summed into another one's pending buffer.
     if (release) {
       if (!handedOut.has(gradOutput)) releaseBuffer(gradOutput);
-      for (const g of summedIn) if (g !== gradOutput && !isPending(pending, g)) releaseBuffer(g);
+      for (const g of summedIn) if (g !== gradOutput && !pending.holds(g)) releaseBuffer(g);
     }
   }
 }
