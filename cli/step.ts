@@ -13,7 +13,7 @@ import { TinyNet } from '../src/nn/tiny.js';
 import type { Module } from '../src/nn/module.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
-import { checkStep, CHECK_DEFAULTS, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
+import { checkStep, CHECK_DEFAULTS, describeStep, matchesOp, sabotageBackward, tensorStats, topPredictions, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { DatasetError, decodeImage, loadIdxDataset } from '../src/train/datasets.js';
 import { normalizePixels, resizeBilinear } from '../src/train/loader.js';
@@ -147,22 +147,8 @@ async function userImage(path: string, channels: number, resolution: number): Pr
   }
 }
 
-/** `b batchNorm2d` also stops at a fused `batchNorm2d+relu` node. */
-function matchesOp(op: string, wanted: string): boolean {
-  return op === wanted || op.startsWith(`${wanted}+`);
-}
-
 function sameClasses(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((name, i) => name === b[i]);
-}
-
-function topPredictions(logits: Tensor): number[] {
-  const [N, K] = logits.shape;
-  return Array.from({ length: N }, (_, n) => {
-    let best = 0;
-    for (let k = 1; k < K; k++) if (logits.data[n * K + k] > logits.data[n * K + best]) best = k;
-    return best;
-  });
 }
 
 async function step(flags: StepFlags): Promise<void> {
@@ -210,13 +196,7 @@ async function step(flags: StepFlags): Promise<void> {
     forward.forEach((t, i) => out.write(`  ${String(i).padStart(3)} ${t.node!.op.padEnd(18)} ${shape(t.shape).padEnd(18)} ${statsLine(tensorStats(t.data))}\n`));
     out.write(`loss = ${loss.item().toFixed(6)}\n\nbackward pass, one node at a time${interactive ? ' (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)' : ''}:\n`);
   }
-  if (flags.sabotage) {
-    const victim = forward.find((t) => t.node!.op === flags.sabotage);
-    if (!victim) throw new UsageError(`--sabotage ${flags.sabotage}: no node of that op in this graph`);
-    const node = victim.node!;
-    const original = node.runBackward.bind(node);
-    Object.assign(node, { runBackward: (g: Float32Array, release: boolean) => original(g, release).map((d) => (d === null ? null : d.map((v) => v * 1.5))) });
-  }
+  if (flags.sabotage && !sabotageBackward(forward, flags.sabotage)) throw new UsageError(`--sabotage ${flags.sabotage}: no node of that op in this graph`);
   const graphPath = flags.graph ?? 'graph.svg';
   if (flags.graph) {
     await writeGraph(flags.graph, loss, null);

@@ -10,7 +10,7 @@ import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
 import { reuseBuffers } from '../src/tensor/buffers.js';
 import { parseSafetensors } from '../src/tensor/safetensors.js';
-import { checkStep, describeStep, tensorStats, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
+import { checkStep, describeStep, matchesOp, sabotageBackward, tensorStats, topPredictions, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { normalizePixels, resizeBilinear, type Normalization } from '../src/train/loader.js';
 import { SGD } from '../src/train/optim.js';
@@ -127,19 +127,9 @@ export class LearnerSession {
     // Labels: the images' own where they are Fashion-MNIST's classes, else the model's top
     // prediction (the walk then shows what pushes the network towards the class it chose).
     const known = setup.images.every((i) => i.label !== null) && this.classNames.length === FASHION_CLASSES.length && this.classNames.every((c, i) => c === FASHION_CLASSES[i]);
-    this.labels = known ? setup.images.map((i) => i.label!) : this.topPredictions();
+    this.labels = known ? setup.images.map((i) => i.label!) : topPredictions(this.model.forward(this.input));
     this.optimizer = new SGD(this.model.parameters(), { lr: 0.05, momentum: 0.9 });
     this.restart();
-  }
-
-  private topPredictions(): number[] {
-    const logits = this.model.forward(this.input);
-    const [N, K] = logits.shape;
-    return Array.from({ length: N }, (_, n) => {
-      let best = 0;
-      for (let k = 1; k < K; k++) if (logits.data[n * K + k] > logits.data[n * K + best]) best = k;
-      return best;
-    });
   }
 
   /** A new forward pass (after training steps, or to walk again from the start). */
@@ -232,7 +222,7 @@ export class LearnerSession {
       const next = this.next();
       if (next === null) return view;
       view = next;
-      if (op !== null && (view.op === op || view.op.startsWith(`${op}+`))) return view;
+      if (op !== null && matchesOp(view.op, op)) return view;
     }
   }
 
@@ -248,12 +238,8 @@ export class LearnerSession {
    * (the `--sabotage` of `mobilenet step`). Takes effect from the next restart.
    */
   sabotage(op: string): void {
+    if (!sabotageBackward(this.forwardOrder, op)) throw new SessionError(`no node of op ${op} in this graph`);
     this.sabotaged = op;
-    const victim = this.forwardOrder.find((t) => t.node!.op === op || t.node!.op.startsWith(`${op}+`));
-    if (!victim) throw new SessionError(`no node of op ${op} in this graph`);
-    const node = victim.node!;
-    const original = node.runBackward.bind(node);
-    Object.assign(node, { runBackward: (g: Float32Array, release: boolean) => original(g, release).map((d) => (d === null ? null : d.map((v) => v * 1.5))) });
   }
 
   /**

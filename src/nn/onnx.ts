@@ -4,10 +4,10 @@
 // Conv2d -> Conv, ReLU -> Relu, ReLU6 -> Clip(0, 6), GlobalAvgPool2d -> GlobalAveragePool,
 // Flatten -> Flatten, Linear -> Gemm, an inverted residual's skip -> Add; Dropout is the
 // identity at inference and leaves nothing. A BatchNorm right after a convolution is folded into
-// it, as inference engines do: with s = gamma / sqrt(running_var + eps),
+// it, as inference engines do (`foldBatchNorm`): with s = gamma / sqrt(running_var + eps),
 //   BN(conv(x)) = s (W * x + b - mean) + beta = (s W) * x + (s (b - mean) + beta),
-// so the convolution's weights become s W and its bias s (b - mean) + beta (computed in float64,
-// rounded once to float32). A BatchNorm with no convolution before it stays BatchNormalization.
+// so the convolution's weights become s W and its bias s (b - mean) + beta. A BatchNorm with no
+// convolution before it stays BatchNormalization.
 //
 // The input normalisation (x - mean) / std is either the graph's first two nodes (Sub, Div), so
 // that the model takes pixels in [0, 1], or left to the caller; either way mean and std are in
@@ -19,6 +19,7 @@
 // there) that a model of this kind needs.
 
 import protobuf from 'protobufjs/light.js';
+import { foldBatchNorm } from '../ops/batchnorm.js';
 import { BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, AvgPool2d, ReLU, ReLU6 } from './layers.js';
 import { ImageClassifier, InvertedResidual } from './mobilenet.js';
 import { Module, Sequential } from './module.js';
@@ -118,23 +119,11 @@ class GraphBuilder {
   }
 }
 
-/** Conv2d, with the following BatchNorm (if any) folded into its weights and bias. */
+/** Conv2d, with the following BatchNorm (if any) folded into its weights and bias (foldBatchNorm). */
 function emitConv(g: GraphBuilder, name: string, conv: Conv2d, bn: BatchNorm2d | null, input: string): string {
-  const w = conv.weight.data;
-  const outC = conv.outChannels;
-  const perOut = w.length / outC;
-  const weight = new Float64Array(w);
-  const bias = new Float64Array(outC);
-  if (conv.bias) bias.set(conv.bias.data);
-  if (bn) {
-    for (let c = 0; c < outC; c++) {
-      const s = bn.weight.data[c] / Math.sqrt(bn.runningVar.data[c] + bn.eps);
-      for (let k = 0; k < perOut; k++) weight[c * perOut + k] *= s;
-      bias[c] = s * (bias[c] - bn.runningMean.data[c]) + bn.bias.data[c];
-    }
-  }
-  const inputs = [input, g.constant(`${name}.weight`, [...conv.weight.shape], weight)];
-  if (conv.bias || bn) inputs.push(g.constant(`${name}.bias`, [outC], bias));
+  const folded = bn ? foldBatchNorm(conv.weight, conv.bias, bn.weight, bn.bias, bn.runningMean, bn.runningVar, bn.eps) : { weight: conv.weight, bias: conv.bias };
+  const inputs = [input, g.constant(`${name}.weight`, [...conv.weight.shape], folded.weight.data)];
+  if (folded.bias) inputs.push(g.constant(`${name}.bias`, [conv.outChannels], folded.bias.data));
   const k = conv.kernelSize;
   const p = conv.padding;
   return g.node('Conv', name, inputs, { kernel_shape: [k, k], strides: [conv.stride, conv.stride], pads: [p, p, p, p], dilations: [1, 1], group: conv.groups });

@@ -244,3 +244,32 @@ export function checkStep(root: Tensor, step: BackwardStep, options: CheckOption
   });
   return results;
 }
+
+/** Whether a node's op is `wanted`: `batchNorm2d` also matches a fused `batchNorm2d+relu`. */
+export function matchesOp(op: string, wanted: string): boolean {
+  return op === wanted || op.startsWith(`${wanted}+`);
+}
+
+/** The class each row of (N, K) logits ranks first. */
+export function topPredictions(logits: Tensor): number[] {
+  const [N, K] = logits.shape;
+  return Array.from({ length: N }, (_, n) => {
+    let best = 0;
+    for (let k = 1; k < K; k++) if (logits.data[n * K + k] > logits.data[n * K + best]) best = k;
+    return best;
+  });
+}
+
+/**
+ * For the lesson on numerical checks: make the backward of the first node of op `op` (in
+ * `forwardOrder`) wrong, scaling every gradient it sends by 1.5, so that its check fails.
+ * Returns false when the graph has no such node.
+ */
+export function sabotageBackward(forwardOrder: readonly Tensor[], op: string): boolean {
+  const victim = forwardOrder.find((t) => t.node !== null && matchesOp(t.node.op, op));
+  if (!victim) return false;
+  const node = victim.node!;
+  const original = node.runBackward.bind(node);
+  Object.assign(node, { runBackward: (g: Float32Array, release: boolean) => original(g, release).map((d) => (d === null ? null : d.map((v) => v * 1.5))) });
+  return true;
+}
