@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { relu, relu6 } from '../src/ops/activations.js';
-import { batchNorm2d, batchNormStats, foldBatchNorm } from '../src/ops/batchnorm.js';
+import { batchNorm2d, batchNormNaiveBackward, batchNormNaiveForward, batchNormStats, foldBatchNorm } from '../src/ops/batchnorm.js';
 import { conv2d } from '../src/ops/conv2d.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
 import { dropout } from '../src/ops/dropout.js';
@@ -65,6 +65,28 @@ describe('naive twins: layer ops equal the same math composed from core ops', ()
         expect(Math.abs(stats[2 * c + 1] - variance) / variance, `variance, offset ${offset}`).toBeLessThan(1e-7);
       }
     }
+  });
+  it.each([
+    ['training', true, undefined],
+    ['training, fused ReLU6', true, 'relu6'],
+    ['eval, fused ReLU', false, 'relu'],
+    ['eval', false, undefined],
+  ] as const)('batchNorm2d (%s) equals its naive twin, forward and backward', (_name, training, activation) => {
+    const N = 3, C = 4, HW = 10;
+    // Shifts spread so that some outputs fall below 0 and some above 6 (both sides of each clamp).
+    const x0 = randn([N, C, 5, 2], rng, 1, 2), g0 = rand([C], rng, 2, 4), b0 = fromArray([-1, 2, 5, 7]), dy = randn([N, C, 5, 2], rng);
+    const rm = randn([C], rng, 1, 0.5), rv = rand([C], rng, 0.5, 2);
+    const x = new Tensor(x0.data.slice(), x0.shape, true), g = new Tensor(g0.data.slice(), [C], true), b = new Tensor(b0.data.slice(), [C], true);
+    const y = batchNorm2d(x, g, b, new Tensor(rm.data.slice(), [C]), new Tensor(rv.data.slice(), [C]), { training, activation });
+    y.backward(dy);
+    const high = activation === 'relu6' ? 6 : activation === 'relu' ? Infinity : 0;
+    const twin = batchNormNaiveForward(x0.data, N, C, HW, g0.data, b0.data, training, rm.data, rv.data, 1e-5, high);
+    const back = batchNormNaiveBackward(dy.data, x0.data, twin.y, N, C, HW, g0.data, twin.mean, twin.variance, training, 1e-5, high);
+    if (activation === 'relu6') expect(Array.from(twin.y).filter((v) => v === 6).length).toBeGreaterThan(0);
+    expectClose(y.data, twin.y, 'y', 1e-5, 1e-5);
+    expectClose(x.grad!.data, back.dx, 'dx', 1e-4, 1e-5);
+    expectClose(g.grad!.data, back.dgamma, 'dgamma', 1e-4, 1e-5);
+    expectClose(b.grad!.data, back.dbeta, 'dbeta', 1e-4, 1e-5);
   });
   it('batchNorm2d (training) == (x - mean) / sqrt(var + eps) * gamma + beta built from core ops', () => {
     const x0 = randn([3, 4, 5, 2], rng, 1, 2), g0 = rand([4], rng, 0.5, 1.5), b0 = randn([4], rng), dy = randn([3, 4, 5, 2], rng);

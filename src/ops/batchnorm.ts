@@ -278,6 +278,74 @@ const BATCHNORM_BACKWARD = declareKernel({
 /** Stands in for dx when no input gradient is wanted (the kernel is told by hasDx = 0). */
 const NO_INPUT_GRADIENT = new Float32Array(0);
 
+// ---------------------------------------------------------------------------------------------
+// Naive twin: the textbook formulas, per element, two passes, in float64. The kernels above are
+// tested against it (test/layers.test.ts), as the convolutions are against theirs.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * y = act(gamma (x - mean) / sqrt(var + eps) + beta) per channel over (N, HW), with the batch's
+ * mean and biased variance (training) or the given running ones; act clamps to [0, high]
+ * (high = 0: no activation). Returns y and the statistics used.
+ */
+export function batchNormNaiveForward(x: Float32Array, N: number, C: number, HW: number, gamma: Float32Array, beta: Float32Array, training: boolean, runningMean: Float32Array, runningVar: Float32Array, eps: number, high: number): { y: Float32Array; mean: Float64Array; variance: Float64Array } {
+  const y = new Float32Array(x.length);
+  const mean = new Float64Array(C), variance = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    if (training) {
+      let s = 0;
+      for (let n = 0; n < N; n++) for (let i = 0; i < HW; i++) s += x[(n * C + c) * HW + i];
+      mean[c] = s / (N * HW);
+      let v = 0;
+      for (let n = 0; n < N; n++) for (let i = 0; i < HW; i++) v += (x[(n * C + c) * HW + i] - mean[c]) ** 2;
+      variance[c] = v / (N * HW);
+    } else {
+      mean[c] = runningMean[c];
+      variance[c] = runningVar[c];
+    }
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < HW; i++) {
+        const k = (n * C + c) * HW + i;
+        const v = (gamma[c] * (x[k] - mean[c])) / Math.sqrt(variance[c] + eps) + beta[c];
+        y[k] = high > 0 ? Math.min(high, Math.max(0, v)) : v;
+      }
+    }
+  }
+  return { y, mean, variance };
+}
+
+/**
+ * The backward of batchNormNaiveForward: g = dy masked where the activation clamped (y at 0 or
+ * high), xhat = (x - mean) / sqrt(var + eps); dgamma = sum g xhat, dbeta = sum g; in training
+ * dx = gamma / sqrt(var + eps) (g - mean(g) - xhat mean(g xhat)), in eval dx = gamma g / sqrt(var + eps).
+ */
+export function batchNormNaiveBackward(dy: Float32Array, x: Float32Array, y: Float32Array, N: number, C: number, HW: number, gamma: Float32Array, mean: Float64Array, variance: Float64Array, training: boolean, eps: number, high: number): { dx: Float32Array; dgamma: Float32Array; dbeta: Float32Array } {
+  const dx = new Float32Array(x.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
+  const M = N * HW;
+  for (let c = 0; c < C; c++) {
+    const invStd = 1 / Math.sqrt(variance[c] + eps);
+    const g = (k: number) => (high > 0 && (y[k] <= 0 || y[k] >= high) ? 0 : dy[k]);
+    let sumG = 0, sumGX = 0;
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < HW; i++) {
+        const k = (n * C + c) * HW + i;
+        sumG += g(k);
+        sumGX += g(k) * (x[k] - mean[c]) * invStd;
+      }
+    }
+    dgamma[c] = sumGX;
+    dbeta[c] = sumG;
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < HW; i++) {
+        const k = (n * C + c) * HW + i;
+        const xhat = (x[k] - mean[c]) * invStd;
+        dx[k] = training ? gamma[c] * invStd * (g(k) - sumG / M - (xhat * sumGX) / M) : gamma[c] * invStd * g(k);
+      }
+    }
+  }
+  return { dx, dgamma, dbeta };
+}
+
 interface BatchNormCall {
   N: number;
   C: number;
