@@ -11,10 +11,11 @@ import { UsageError } from './common.js';
 
 const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.json': 'application/json', '.png': 'image/png' };
 
-/** The package's root: two levels above this file, from source (cli/) or built (dist/cli/). */
+/** The package's root: the nearest folder above this file (cli/ from source, dist/cli/ built) holding package.json. */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  // dirname('/') is '/': stop there rather than loop.
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
 }
 

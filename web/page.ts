@@ -19,16 +19,14 @@ const MAX_TILES = 32;
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 let nextId = 0;
 const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-worker.onmessage = (event: MessageEvent<{ id: number; ok: boolean; result?: unknown; error?: string; ms?: number }>) => {
-  const { id, ok, result, error, ms } = event.data;
+worker.onmessage = (event: MessageEvent<{ id: number; ok: boolean; result?: unknown; error?: string }>) => {
+  const { id, ok, result, error } = event.data;
   const w = waiting.get(id);
   waiting.delete(id);
   if (!w) return;
-  lastCommandMs = ms ?? 0;
   if (ok) w.resolve(result);
   else w.reject(new Error(error));
 };
-let lastCommandMs = 0;
 
 function send<T>(command: Command): Promise<T> {
   const id = nextId++;

@@ -60,10 +60,9 @@ async function run(command: Command): Promise<unknown> {
 
 self.onmessage = async (event: MessageEvent<{ id: number; command: Command }>) => {
   const { id, command } = event.data;
-  const started = performance.now();
   try {
     const result = await run(command);
-    (self as unknown as Worker).postMessage({ id, ok: true, result, ms: performance.now() - started });
+    (self as unknown as Worker).postMessage({ id, ok: true, result });
   } catch (e) {
     (self as unknown as Worker).postMessage({ id, ok: false, error: (e as Error).message });
   }

@@ -3,9 +3,8 @@
 // `model.load_state_dict(safetensors_to_dict(path))` in torchvision, and torchvision's weights
 // (converted by scripts/export-torchvision.py) load here.
 
-import { readFileSync } from 'node:fs';
 import { looksLikePth, parsePth } from '../tensor/pth.js';
-import { loadSafetensors, parseSafetensors, saveSafetensors, SafetensorsError, type SafetensorsFile, type TensorToWrite } from '../tensor/safetensors.js';
+import { loadSafetensors, parseSafetensors, readWeightBytes, saveSafetensors, SafetensorsError, type SafetensorsFile, type TensorToWrite } from '../tensor/safetensors.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Module } from './module.js';
 
@@ -52,12 +51,7 @@ export function loadWeights(model: Module, source: string | Uint8Array | Safeten
  * wrapped in `nn.DataParallel` lose their `module.` prefix.
  */
 export function readWeightsFile(path: string): SafetensorsFile {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new SafetensorsError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const bytes = readWeightBytes(path);
   let file: SafetensorsFile;
   if (looksLikePth(bytes)) file = parsePth(bytes, path);
   else {

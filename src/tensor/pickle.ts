@@ -207,9 +207,11 @@ export function readPickle(bytes: Uint8Array, hooks: PickleHooks, source = '<buf
         stack.push(new Uint8Array(take(u64(), 'BINBYTES8')));
         break;
       case 0x29: // EMPTY_TUPLE
+      case 0x5d: // EMPTY_LIST (tuples and lists are both arrays here)
         stack.push([]);
         break;
       case 0x74: // TUPLE: everything since MARK
+      case 0x6c: // LIST: everything since MARK
         stack.push(popMark());
         break;
       case 0x85: // TUPLE1
@@ -228,12 +230,6 @@ export function readPickle(bytes: Uint8Array, hooks: PickleHooks, source = '<buf
         stack.push([pop(), b, c]);
         break;
       }
-      case 0x5d: // EMPTY_LIST
-        stack.push([]);
-        break;
-      case 0x6c: // LIST: everything since MARK
-        stack.push(popMark());
-        break;
       case 0x61: {
         // APPEND
         const item = pop();

@@ -76,9 +76,14 @@ const LEGACY_PROTOCOL_VERSION = 1001;
 /** Keys under which training scripts wrap a state dict with their own bookkeeping. */
 export const STATE_DICT_WRAPPERS = ['state_dict', 'model', 'model_state_dict'];
 
+/** The legacy layout starts with a pickle of protocol 2: PROTO 2. */
+function looksLikeLegacyPth(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] === 0x02;
+}
+
 /** True when the bytes look like a `.pth` (a ZIP archive, or a pickle: PROTO 2 first). */
 export function looksLikePth(bytes: Uint8Array): boolean {
-  return looksLikeZip(bytes) || (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] === 0x02);
+  return looksLikeZip(bytes) || looksLikeLegacyPth(bytes);
 }
 
 /**
@@ -93,7 +98,7 @@ export function parsePth(bytes: Uint8Array, source = '<buffer>'): SafetensorsFil
   };
   try {
     if (looksLikeZip(bytes)) return readZipLayout(bytes, source, fail);
-    if (bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] === 0x02) return readLegacyLayout(bytes, source, fail);
+    if (looksLikeLegacyPth(bytes)) return readLegacyLayout(bytes, source, fail);
   } catch (e) {
     if (e instanceof ZipError || e instanceof PickleError) throw new PthError(e.message);
     if (e instanceof RangeError) fail(`damaged (${e.message})`);
@@ -104,7 +109,7 @@ export function parsePth(bytes: Uint8Array, source = '<buffer>'): SafetensorsFil
 }
 
 /** The pickle's hooks: the allowlist, and storages recorded (not read) as they are named. */
-function tensorHooks(source: string, fail: (m: string) => never, legacy: boolean) {
+function tensorHooks(fail: (m: string) => never, legacy: boolean) {
   const storages = new Map<string, StorageRef>();
   const callable = (qualifiedName: string, call: (args: unknown[]) => unknown): PickleCallable => ({ qualifiedName, call });
   const int = (x: unknown, what: string): number => {
@@ -187,7 +192,7 @@ function readZipLayout(bytes: Uint8Array, source: string, fail: (m: string) => n
   const prefix = pickles[0].slice(0, -'data.pkl'.length);
   const byteorder = archive.entries.has(`${prefix}byteorder`) ? new TextDecoder().decode(archive.read(`${prefix}byteorder`)).trim() : 'little';
   if (byteorder !== 'little') fail(`its storages are ${byteorder}-endian; this reader reads little-endian ones`);
-  const { hooks } = tensorHooks(source, fail, false);
+  const { hooks } = tensorHooks(fail, false);
   const { value } = readPickle(archive.read(pickles[0]), hooks, `${source}: ${pickles[0]}`);
   const dict = stateDictOf(value, fail);
   return { tensors: materialize(dict, (storage) => storageBytesFromZip(archive, prefix, storage, fail)), metadata: {} };
@@ -210,7 +215,7 @@ function readLegacyLayout(bytes: Uint8Array, source: string, fail: (m: string) =
   if (version.value !== LEGACY_PROTOCOL_VERSION) fail(`legacy protocol version ${String(version.value)}, expected ${LEGACY_PROTOCOL_VERSION}`);
   const sysInfo = readPickle(bytes, plain, source, version.end);
   if (sysInfo.value instanceof Map && sysInfo.value.get('little_endian') === false) fail('its storages are big-endian; this reader reads little-endian ones');
-  const { hooks, storages } = tensorHooks(source, fail, true);
+  const { hooks, storages } = tensorHooks(fail, true);
   const main = readPickle(bytes, hooks, source, sysInfo.end);
   const dict = stateDictOf(main.value, fail);
   const keys = readPickle(bytes, plain, source, main.end);

@@ -178,15 +178,18 @@ export function serializeSafetensors(tensors: Map<string, TensorToWrite> | Recor
 // Files
 // ---------------------------------------------------------------------------------------------
 
-/** Read and validate a safetensors file; errors name the file. */
-export function loadSafetensors(path: string): SafetensorsFile {
-  let bytes: Uint8Array;
+/** A file's bytes, or a SafetensorsError naming the file and why it cannot be read. */
+export function readWeightBytes(path: string): Uint8Array {
   try {
-    bytes = readFileSync(path);
+    return readFileSync(path);
   } catch (e) {
     throw new SafetensorsError(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  return parseSafetensors(bytes, path);
+}
+
+/** Read and validate a safetensors file; errors name the file. */
+export function loadSafetensors(path: string): SafetensorsFile {
+  return parseSafetensors(readWeightBytes(path), path);
 }
 
 export { writeFileAtomic } from './files.js';
