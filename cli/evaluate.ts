@@ -3,7 +3,9 @@
 
 import { join } from 'node:path';
 import { type Command } from 'commander';
-import { loadData, loadModelFromCheckpoint, numberIn, percent, UsageError } from './common.js';
+import { numberIn, percent, UsageError } from './common.js';
+import { loadModel } from '../src/train/models.js';
+import { loadData } from '../src/train/run.js';
 import { confusionSvg, writePng } from './plots.js';
 import { maxOf } from '../src/tensor/arrays.js';
 import { evaluateModel } from '../src/train/evaluate.js';
@@ -32,7 +34,7 @@ export function registerEval(program: Command, run: (fn: () => Promise<void>) =>
 }
 
 async function evaluate(checkpoint: string, flags: EvalFlags): Promise<void> {
-  const m = loadModelFromCheckpoint(checkpoint);
+  const m = loadModel(checkpoint);
   const known = ['fashion-mnist', 'mnist', 'cifar10'];
   if (flags.data === undefined && !known.includes(m.datasetName)) {
     const builtIn = `--data ${known.join('|')} with --data-path <dir>`;

@@ -7,14 +7,16 @@
 // checkpoint (bit-for-bit, as `train --resume` does), so a grid of hours survives interruptions.
 // Results (markdown table, JSON, plots) are rewritten as runs finish.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command } from 'commander';
-import { checkAlpha, numberIn, UsageError } from './common.js';
+import { numberIn, plural, UsageError } from './common.js';
 import { scatterSvg, writeOutputFile, writePng } from './plots.js';
 import { onStopRequest, type StopReason } from './signals.js';
-import { formatDuration } from './train.js';
+import { formatDuration, train, type TrainOutcome } from './train.js';
+import { LAST_CHECKPOINT } from '../src/train/checkpoint.js';
+import { checkAlphaFor, type RunSpec } from '../src/train/options.js';
 import { layerCosts } from '../src/nn/cost.js';
 import { minOf } from '../src/tensor/arrays.js';
 import { defaultThreads } from '../src/ops/parallel.js';
@@ -151,22 +153,16 @@ function defaultChannels(data: string): number {
   return data === 'fashion-mnist' || data === 'mnist' ? 1 : 3;
 }
 
+/** What a finished run measured, kept in its folder's result.json. */
 interface RunResult {
   top1: number;
   loss: number;
   secondsPerEpoch: number;
   imagesPerSecond: number;
   resolution: number;
-}
-
-/** What a finished run measured: the last epoch's top-1 (not the best: choosing by the test score flatters), its speed. */
-function readRunResult(dir: string): RunResult {
-  const events = readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; seconds?: number; imagesPerSecond?: number; val?: { top1: number; loss: number } });
-  const epochs = events.filter((e) => e.event === 'epochEnd');
-  const rates = events.filter((e) => e.event === 'batchEnd').map((e) => e.imagesPerSecond!).sort((a, b) => a - b);
-  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { resolution: number };
-  const last = epochs[epochs.length - 1];
-  return { top1: last.val!.top1, loss: last.val!.loss, secondsPerEpoch: epochs.reduce((s, e) => s + e.seconds!, 0) / epochs.length, imagesPerSecond: rates[Math.floor(rates.length / 2)] ?? NaN, resolution: config.resolution };
+  /** The model's input channels and classes (for the cost of its configuration). */
+  inChannels: number;
+  classes: number;
 }
 
 function meanStd(values: number[]): { mean: number; std: number } {
@@ -178,102 +174,171 @@ function meanStd(values: number[]): { mean: number; std: number } {
 /** The train processes running now (with --jobs > 1, several), so that a failure or Ctrl-C can stop them all. */
 const running = new Set<ChildProcess>();
 
-/** One child process: `mobilenet train` for a new run, or `train --resume` for a killed one. */
-function runTrain(args: string[], threads: number): Promise<{ code: number | null; stderr: string }> {
+/**
+ * One run in a child process of its own (`mobilenet train-child`, on `threads` threads): the
+ * run's specification goes to it as a message, and its result comes back as one. The run's
+ * folder is the child's one argument, so that `ps` shows which run a process trains.
+ */
+function trainInChild(spec: RunSpec, threads: number): Promise<{ code: number | null; stderr: string; result: RunResult | null }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...process.execArgv, process.argv[1], '--threads', String(threads), 'train', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = fork(process.argv[1], ['--threads', String(threads), 'train-child', spec.outputDir ?? spec.resume ?? ''], { execArgv: process.execArgv, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
     running.add(child);
     let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    let result: RunResult | null = null;
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('message', (message: { result: RunResult }) => (result = message.result));
+    child.send({ spec });
     child.on('close', (code) => {
       running.delete(child);
-      resolve({ code, stderr });
+      resolve({ code, stderr, result });
     });
   });
 }
 
-async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
+/**
+ * `mobilenet train-child RUN_DIR` (hidden): the grid's side of one run. It waits for the run's
+ * specification, trains it as `train` would, and sends back what it measured: the last epoch's
+ * top-1 and loss (not the best epoch's: choosing by the test score flatters), seconds per
+ * epoch and the median images per second. If the grid is gone (its channel closes), the run
+ * stops after the current batch with a checkpoint, as on SIGTERM.
+ */
+export function registerTrainChild(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
+  program
+    .command('train-child', { hidden: true })
+    .argument('<run-dir>', 'the run folder (for ps; the specification comes as a message)')
+    .action(() => run(async () => {
+      process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+      const spec = await new Promise<RunSpec>((resolve) => process.once('message', (m: { spec: RunSpec }) => resolve(m.spec)));
+      const outcome = await train(spec, { out: process.stdout, warn: (m) => process.stderr.write(`warning: ${m}\n`) });
+      if (outcome.stopped !== null) return;
+      process.send!({ result: resultOf(outcome) }, () => process.disconnect());
+    }));
+}
+
+/** A run's result from what its session measured; a run that was already complete is evaluated again. */
+function resultOf(outcome: TrainOutcome): RunResult {
+  const last = outcome.epochs[outcome.epochs.length - 1];
+  // A run killed after its last epoch but before its result was kept has trained nothing now.
+  const val = last?.val ?? outcome.trainer.evaluate().summary();
+  const seconds = outcome.epochs.map((e) => e.seconds);
+  return { top1: val.top1, loss: val.loss, secondsPerEpoch: seconds.length > 0 ? meanStd(seconds).mean : NaN, imagesPerSecond: outcome.imagesPerSecond, resolution: outcome.resolution, inChannels: outcome.trainer.trainLoader.channels, classes: outcome.trainer.train.classNames.length };
+}
+
+/** One run of the grid: its configuration, seed and folder. */
+interface GridRun {
+  point: GridPoint;
+  seed: number;
+  dir: string;
+}
+
+/** A grid to train: its experiment, runs, and how they are spread over the cores. */
+interface Grid {
+  name: string;
+  spec: Experiment;
+  dir: string;
+  points: GridPoint[];
+  runs: GridRun[];
+  native: number;
+  threads: number;
+  command: string;
+  flags: ExperimentFlags;
+}
+
+function planGrid(name: string, flags: ExperimentFlags): Grid {
   const spec = EXPERIMENTS[name];
   if (spec === undefined) throw new UsageError(`experiment '${name}': no such experiment; the experiments are ${Object.keys(EXPERIMENTS).join(', ')}`);
-  const out = process.stdout;
   const dir = flags.outputDir ?? join('experiments', name);
   const native = nativeSize(flags.data);
   const free = { alpha: flags.alpha ?? (name === 'expansion' ? 0.35 : 0.25), rho: flags.rho ?? 1 };
   const points = spec.grid(free, native);
-  for (const p of points) checkAlpha(p.model, p.alpha);
+  for (const p of points) checkAlphaFor(p.model, p.alpha);
   const seeds = Array.from({ length: flags.seeds }, (_, s) => s);
   const runs = points.flatMap((point, index) => seeds.map((seed) => ({ point, seed, dir: join(dir, `${String(index).padStart(2, '0')}-${point.model}-a${point.alpha}-r${round3(point.rho)}-t${point.expansion}-seed${seed}`) })));
   const threads = Math.max(1, Math.floor(defaultThreads() / flags.jobs));
   const command = `mobilenet experiment ${name} ${process.argv.slice(process.argv.indexOf(name) + 1).join(' ')}`.trim();
-  out.write(`${spec.title}: ${points.length} configurations x ${seeds.length} seed${seeds.length > 1 ? 's' : ''} = ${runs.length} runs of ${flags.epochs} epochs, ${flags.jobs} at a time on ${threads} thread${threads > 1 ? 's' : ''} each; output ${dir}\n`);
-  const started = performance.now();
-  let finishedHere = 0;
-  const isDone = (runDir: string) => existsSync(join(runDir, 'result.json'));
-  const writeResults = async () => summarise(dir, name, spec, points, runs, native, flags, command);
-  let next = 0;
-  let failure: ExperimentRunError | null = null;
-  // Ctrl-C, SIGTERM, SIGHUP: no new run starts; the running ones stop after their current batch
-  // and checkpoint (the terminal sends them a Ctrl-C's SIGINT too; a signal sent to this process
-  // alone is passed on to them as SIGINT), and running the same command again resumes them.
-  let stopReason: StopReason | null = null;
-  const stopping = () => failure !== null || stopReason !== null;
+  return { name, spec, dir, points, runs, native, threads, command, flags };
+}
+
+/**
+ * A run's specification: train's optimizer and schedule with the grid's epochs, batch size and
+ * learning rate, no flips and no label smoothing (the grid's recipe, fixed whatever train's
+ * defaults); a killed run resumes from its checkpoint.
+ */
+function runSpec(r: GridRun, flags: ExperimentFlags): RunSpec {
+  const data: RunSpec = { data: flags.data, dataPath: flags.dataPath ?? null, logInterval: 3600 };
+  if (existsSync(join(r.dir, LAST_CHECKPOINT))) return { ...data, resume: r.dir };
+  const { model, alpha, rho, expansion } = r.point;
+  return { ...data, model, alpha, rho, expansion, epochs: flags.epochs, batchSize: flags.batchSize, lr: flags.lr, hflip: false, labelSmoothing: 0, seed: r.seed, outputDir: r.dir };
+}
+
+const isDone = (r: GridRun) => existsSync(join(r.dir, 'result.json'));
+
+async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
+  const grid = planGrid(name, flags);
+  const out = process.stdout;
+  out.write(`${grid.spec.title}: ${grid.points.length} configurations x ${plural(flags.seeds, 'seed')} = ${grid.runs.length} runs of ${flags.epochs} epochs, ${flags.jobs} at a time on ${plural(grid.threads, 'thread')} each; output ${grid.dir}\n`);
+  const { failure, stopReason } = await trainGrid(grid, out);
+  if (failure !== null) throw failure;
+  await summarise(grid);
+  if (stopReason !== null) {
+    process.exitCode = stopReason.exitCode;
+    return;
+  }
+  const dir = grid.dir;
+  out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
+}
+
+/**
+ * Train the grid's runs, --jobs at a time, the results rewritten as runs finish. Ctrl-C,
+ * SIGTERM, SIGHUP: no new run starts; the running ones stop after their current batch and
+ * checkpoint (the terminal sends them a Ctrl-C's SIGINT too; a signal sent to this process alone
+ * is passed on to them as SIGINT), and running the same command again resumes them. A failed
+ * run stops the runs beside it the same way, and is reported once they have exited.
+ */
+async function trainGrid(grid: Grid, out: NodeJS.WritableStream): Promise<{ failure: ExperimentRunError | null; stopReason: StopReason | null }> {
+  const state = { failure: null as ExperimentRunError | null, stopReason: null as StopReason | null, next: 0, finishedHere: 0, started: performance.now() };
+  const stopping = () => state.failure !== null || state.stopReason !== null;
   const stopRunning = () => {
     for (const child of running) child.kill('SIGINT');
   };
   const onStop = (reason: StopReason) => {
-    if (stopReason === null) process.stderr.write(`\nstopping (${reason.what}): the running trainings checkpoint after their current batch; run the same command again to continue\n`);
-    stopReason ??= reason;
+    if (state.stopReason === null) process.stderr.write(`\nstopping (${reason.what}): the running trainings checkpoint after their current batch; run the same command again to continue\n`);
+    state.stopReason ??= reason;
     stopRunning();
   };
   const removeStopHandlers = onStopRequest(onStop, onStop);
   const worker = async () => {
-    for (let i = next++; i < runs.length && !stopping(); i = next++) {
-      const r = runs[i];
-      const what = `run ${i + 1}/${runs.length}: ${r.point.label}, seed ${r.seed}`;
-      if (isDone(r.dir)) {
+    for (let i = state.next++; i < grid.runs.length && !stopping(); i = state.next++) {
+      const r = grid.runs[i];
+      const what = `run ${i + 1}/${grid.runs.length}: ${r.point.label}, seed ${r.seed}`;
+      if (isDone(r)) {
         out.write(`${what}: done earlier, skipped\n`);
         continue;
       }
       const runStart = performance.now();
-      const resume = existsSync(join(r.dir, 'last.safetensors'));
-      const data = ['--data', flags.data, ...(flags.dataPath ? ['--data-path', flags.dataPath] : [])];
-      const args = resume
-        ? [...data, '--resume', r.dir, '--log-interval', '3600']
-        : [...data, '--model', r.point.model, '--alpha', String(r.point.alpha), '--rho', String(r.point.rho), '--expansion', String(r.point.expansion), '--epochs', String(flags.epochs), '--batch-size', String(flags.batchSize), '--lr', String(flags.lr), '--no-hflip', '--label-smoothing', '0', '--seed', String(r.seed), '--output-dir', r.dir, '--log-interval', '3600'];
-      out.write(`${what}: ${resume ? 'resuming' : 'training'}...\n`);
-      const result = await runTrain(args, threads);
+      const spec = runSpec(r, grid.flags);
+      out.write(`${what}: ${spec.resume ? 'resuming' : 'training'}...\n`);
+      const child = await trainInChild(spec, grid.threads);
       if (stopping()) return; // a run beside this one failed, or Ctrl-C
-      if (result.code !== 0) {
-        // Stop the runs beside this one as Ctrl-C would (each checkpoints, so running the
-        // command again resumes them), and report this failure once they have exited.
-        failure = new ExperimentRunError(`${what} failed (exit ${result.code}): ${result.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+      if (child.code !== 0 || child.result === null) {
+        state.failure = new ExperimentRunError(`${what} failed (exit ${child.code}): ${child.stderr.trim().split('\n').slice(-3).join(' / ')}`);
         stopRunning();
         return;
       }
-      const measured = readRunResult(r.dir);
-      writeFileSync(join(r.dir, 'result.json'), JSON.stringify(measured, null, 2) + '\n');
-      finishedHere++;
-      const elapsed = (performance.now() - started) / 1000;
-      const left = runs.filter((x) => !isDone(x.dir)).length;
-      const eta = (elapsed / finishedHere) * left; // runs per second so far, parallel jobs included
-      out.write(`${what}: top-1 ${(100 * measured.top1).toFixed(2)}% in ${formatDuration((performance.now() - runStart) / 1000)}; ${left} run${left === 1 ? '' : 's'} left, grid ETA ${formatDuration(left === 0 ? 0 : eta)}\n`);
-      await writeResults();
+      writeFileSync(join(r.dir, 'result.json'), JSON.stringify(child.result, null, 2) + '\n');
+      state.finishedHere++;
+      const left = grid.runs.filter((x) => !isDone(x)).length;
+      const eta = ((performance.now() - state.started) / 1000 / state.finishedHere) * left; // runs per second so far, parallel jobs included
+      out.write(`${what}: top-1 ${(100 * child.result.top1).toFixed(2)}% in ${formatDuration((performance.now() - runStart) / 1000)}; ${plural(left, 'run')} left, grid ETA ${formatDuration(left === 0 ? 0 : eta)}\n`);
+      await summarise(grid);
     }
   };
   try {
-    await Promise.all(Array.from({ length: flags.jobs }, worker));
+    await Promise.all(Array.from({ length: grid.flags.jobs }, worker));
   } finally {
     removeStopHandlers();
   }
-  if (failure !== null) throw failure;
-  await writeResults();
-  // (the cast: TypeScript cannot see that the signal handler above may have set it)
-  const stoppedBy = stopReason as StopReason | null;
-  if (stoppedBy !== null) {
-    process.exitCode = stoppedBy.exitCode;
-    return;
-  }
-  out.write(`results: ${join(dir, 'results.md')}, ${join(dir, 'results.json')}, ${join(dir, 'accuracy-vs-mult-adds.png')}, ${join(dir, 'accuracy-vs-parameters.png')}\n`);
+  return { failure: state.failure, stopReason: state.stopReason };
 }
 
 interface ResultRow {
@@ -292,14 +357,18 @@ interface ResultRow {
   paper: string | null;
 }
 
-/** results.json, results.md and the two plots, from the runs finished so far. */
-async function summarise(dir: string, name: string, spec: Experiment, points: GridPoint[], runs: { point: GridPoint; seed: number; dir: string }[], native: number, flags: ExperimentFlags, command: string): Promise<void> {
-  const rows: ResultRow[] = points.map((point) => {
-    const done = runs.filter((r) => r.point === point && existsSync(join(r.dir, 'result.json'))).map((r) => JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult);
-    // The model's input and classes as its runs had them (config.json), else the dataset's usual ones.
-    const first = runs.find((r) => r.point === point && existsSync(join(r.dir, 'config.json')));
-    const run = first ? (JSON.parse(readFileSync(join(first.dir, 'config.json'), 'utf8')) as { classNames: string[]; normalization: { mean: number[] } }) : null;
-    const cost = costOf(point, native, run?.normalization.mean.length ?? defaultChannels(flags.data), run?.classNames.length ?? 10);
+/** The results kept so far: each finished run's result.json. */
+function finishedResults(grid: Grid): Map<GridRun, RunResult> {
+  const results = new Map<GridRun, RunResult>();
+  for (const r of grid.runs) if (isDone(r)) results.set(r, JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult);
+  return results;
+}
+
+/** One row per configuration: its cost (at the input its runs had, else the dataset's usual one) and its seeds' top-1. */
+function resultRows(grid: Grid, results: Map<GridRun, RunResult>): ResultRow[] {
+  return grid.points.map((point) => {
+    const done = grid.runs.filter((r) => r.point === point && results.has(r)).map((r) => results.get(r)!);
+    const cost = costOf(point, grid.native, done[0]?.inChannels ?? defaultChannels(grid.flags.data), done[0]?.classes ?? 10);
     const top1 = done.map((d) => d.top1);
     return {
       label: point.label,
@@ -317,35 +386,42 @@ async function summarise(dir: string, name: string, spec: Experiment, points: Gr
       paper: point.paper ?? null,
     };
   });
-  const json = { experiment: name, title: spec.title, paper: spec.paper, command, data: flags.data, dataPath: flags.dataPath ?? null, epochs: flags.epochs, lr: flags.lr, seeds: flags.seeds, accuracy: 'top-1 on the test split at the last epoch', rows };
-  writeOutputFile(join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
+}
+
+/** results.md: the command, the recipe and one table row per configuration. */
+function resultsMarkdown(grid: Grid, rows: ResultRow[]): string {
+  const { spec, flags, command } = grid;
   const pct = (x: number) => (100 * x).toFixed(2);
-  const lines = [
+  const cells = (r: ResultRow) => [r.label, r.alpha, `${r.resolution} (rho ${r.rho})`, r.model === 'v2' ? r.expansion : '-', `${(r.multAdds / 1e6).toFixed(2)}M`, `${(r.params / 1e6).toFixed(3)}M`, r.top1 ? `${pct(r.top1.mean)} +- ${pct(r.top1.std)}` : 'not run yet', r.seeds, r.secondsPerEpoch?.toFixed(1) ?? '-', r.imagesPerSecond?.toFixed(0) ?? '-', r.paper ?? '-'];
+  return [
     `## ${spec.title}`,
     '',
-    `\`${command}\`: ${flags.data}${flags.dataPath ? ` (${flags.dataPath})` : ' (the bundled subset)'}, ${flags.epochs} epochs at peak lr ${flags.lr}, ${flags.seeds} seed${flags.seeds > 1 ? 's' : ''}; top-1 on the test split at the last epoch, mean +- standard deviation over seeds. Cost at the trained resolution (cost model). Paper: ${spec.paper}.`,
+    `\`${command}\`: ${flags.data}${flags.dataPath ? ` (${flags.dataPath})` : ' (the bundled subset)'}, ${flags.epochs} epochs at peak lr ${flags.lr}, ${plural(flags.seeds, 'seed')}; top-1 on the test split at the last epoch, mean +- standard deviation over seeds. Cost at the trained resolution (cost model). Paper: ${spec.paper}.`,
     '',
     '| model | alpha | resolution | expansion | mult-adds | parameters | top-1 (%) | seeds | s / epoch | img/s (training) | paper (ImageNet) |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) =>
-      [r.label, r.alpha, `${r.resolution} (rho ${r.rho})`, r.model === 'v2' ? r.expansion : '-', `${(r.multAdds / 1e6).toFixed(2)}M`, `${(r.params / 1e6).toFixed(3)}M`, r.top1 ? `${pct(r.top1.mean)} +- ${pct(r.top1.std)}` : 'not run yet', r.seeds, r.secondsPerEpoch?.toFixed(1) ?? '-', r.imagesPerSecond?.toFixed(0) ?? '-', r.paper ?? '-']
-        .join(' | ')
-        .replace(/^/, '| ')
-        .replace(/$/, ' |'),
-    ),
+    ...rows.map((r) => `| ${cells(r).join(' | ')} |`),
     '',
-  ];
-  writeOutputFile(join(dir, 'results.md'), lines.join('\n'));
+  ].join('\n');
+}
+
+/** results.json, results.md and the two plots, from the runs finished so far. */
+async function summarise(grid: Grid): Promise<void> {
+  const { dir, spec, flags } = grid;
+  const results = finishedResults(grid);
+  const rows = resultRows(grid, results);
+  const json = { experiment: grid.name, title: spec.title, paper: spec.paper, command: grid.command, data: flags.data, dataPath: flags.dataPath ?? null, epochs: flags.epochs, lr: flags.lr, seeds: flags.seeds, accuracy: 'top-1 on the test split at the last epoch', rows };
+  writeOutputFile(join(dir, 'results.json'), JSON.stringify(json, null, 2) + '\n');
+  writeOutputFile(join(dir, 'results.md'), resultsMarkdown(grid, rows));
   const done = rows.filter((r) => r.top1 !== null);
-  const perRun = runs.filter((r) => existsSync(join(r.dir, 'result.json'))).map((r) => ({ point: r.point, top1: (JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult).top1 }));
+  const costs = new Map(rows.map((r) => [r.label, r]));
   for (const [axis, file, value] of [['mult-adds', 'accuracy-vs-mult-adds.png', (r: { multAdds: number }) => r.multAdds], ['parameters', 'accuracy-vs-parameters.png', (r: { params: number }) => r.params]] as const) {
-    const costs = new Map(rows.map((r) => [r.label, r]));
     await writePng(
       scatterSvg({
         title: `${spec.title}: top-1 against ${axis}`,
         xLabel: `${axis} (log scale)`,
         yLabel: 'top-1 (%)',
-        runs: perRun.map((p) => ({ x: value(costs.get(p.point.label)!), y: 100 * p.top1 })),
+        runs: [...results].map(([r, result]) => ({ x: value(costs.get(r.point.label)!), y: 100 * result.top1 })),
         means: done.map((r) => ({ x: value(r), y: 100 * r.top1!.mean, label: r.label })),
       }),
       join(dir, file),

@@ -2,10 +2,11 @@
 // The `mobilenet` command line: a thin layer over the library. User mistakes are printed
 // without a stack trace (add --verbose for one) and exit with status 2; other failures with 1.
 
+import { ConfigError, flagOf } from '../src/train/options.js';
 import { Command } from 'commander';
 import { PACKAGE_VERSION, UsageError, numberIn } from './common.js';
 import { registerEval } from './evaluate.js';
-import { ExperimentRunError, registerExperiment } from './experiment.js';
+import { ExperimentRunError, registerExperiment, registerTrainChild } from './experiment.js';
 import { registerInterop } from './interop.js';
 import { registerPredict } from './predict.js';
 import { registerStep } from './step.js';
@@ -91,7 +92,9 @@ async function run(fn: () => Promise<void>): Promise<void> {
     const error = e as Error;
     const verbose = program.opts<{ verbose: boolean }>().verbose;
     const isUser = USER_ERRORS.some((cls) => error instanceof cls) || isFileSystemError(error);
-    process.stderr.write(`mobilenet: error: ${error.message}\n`);
+    // The library names its settings (ConfigError); the command line names them as its flags.
+    const message = error instanceof ConfigError ? error.describe(flagOf) : error.message;
+    process.stderr.write(`mobilenet: error: ${message}\n`);
     if (verbose || !isUser) process.stderr.write(`${error.stack ?? ''}\n`);
     process.exitCode = isUser ? 2 : 1;
   }
@@ -104,6 +107,7 @@ registerSummary(program, run);
 registerInterop(program, run);
 registerStep(program, run);
 registerExperiment(program, run);
+registerTrainChild(program, run);
 
 program.parseAsync(process.argv).then(
   () => process.exit(process.exitCode ?? 0), // worker threads must not keep a finished command alive

@@ -6,7 +6,8 @@
 import { basename, extname, join } from 'node:path';
 import { type Command } from 'commander';
 import sharp from 'sharp';
-import { loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
+import { numberIn, UsageError } from './common.js';
+import { loadModel } from '../src/train/models.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { DatasetError, decodeImage } from '../src/train/datasets.js';
@@ -81,7 +82,7 @@ function jet(t: number): [number, number, number] {
 }
 
 async function predict(checkpoint: string, images: string[], flags: PredictFlags): Promise<void> {
-  const m = loadModelFromCheckpoint(checkpoint);
+  const m = loadModel(checkpoint);
   const R = m.config.resolution;
   const C = m.channels;
   let failures = 0;

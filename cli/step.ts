@@ -4,11 +4,13 @@
 
 import { createInterface } from 'node:readline/promises';
 import { Option, type Command } from 'commander';
-import { addModelOptions, BUNDLED_FASHION_MNIST, checkAlpha, loadModelFromCheckpoint, numberIn, UsageError } from './common.js';
+import { BUNDLED_FASHION_MNIST, numberIn, oneOf, UsageError } from './common.js';
+import { addRunOptions } from './options.js';
+import { loadModel } from '../src/train/models.js';
+import { checkAlphaFor, modelFromSpec, trainConfig } from '../src/train/options.js';
 import { GRAPH_EXTENSIONS, writeGraph } from './graph.js';
 import { serveFolder, webFolder } from './web.js';
 import type { AddressInfo } from 'node:net';
-import { createModel } from '../src/nn/mobilenet.js';
 import { TinyNet } from '../src/nn/tiny.js';
 import type { Module } from '../src/nn/module.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
@@ -67,7 +69,8 @@ export function registerStep(program: Command, run: (fn: () => Promise<void>) =>
   const command = program
     .command('step')
     .description('walk the backward pass of a CNN one node at a time (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)');
-  addModelOptions(command, ['tiny', 'v1', 'v2'] as const, { model: 'tiny', alpha: 0.25 }, ' (untrained, or give --checkpoint)')
+  command.option('--model <name>', 'tiny | v1 | v2 (untrained, or give --checkpoint)', oneOf('--model', ['tiny', 'v1', 'v2'] as const), 'tiny');
+  addRunOptions(command, ['alpha', 'stemStride', 'expansion'], { alpha: { default: 0.25 } })
     .option('--checkpoint <path>', 'use a trained checkpoint instead (a .safetensors file or a run folder)')
     .option('--data-path <dir>', 'Fashion-MNIST folder (default: the bundled subset)')
     .option('--image <file>', 'step through one image of yours instead (JPEG, PNG, WebP), resized to the model\'s input')
@@ -161,15 +164,15 @@ async function step(flags: StepFlags): Promise<void> {
   let mean = [FASHION_MEAN], std = [FASHION_STD], inChannels = 1, resolution = 28;
   let classNames: string[] | null = null;
   if (flags.checkpoint) {
-    const m = loadModelFromCheckpoint(flags.checkpoint);
+    const m = loadModel(flags.checkpoint);
     model = m.model;
     ({ mean, std } = m.normalization);
     inChannels = m.channels;
     resolution = m.config.resolution;
     classNames = m.classNames;
   } else {
-    if (flags.model !== 'tiny') checkAlpha(flags.model, flags.alpha);
-    model = flags.model === 'tiny' ? new TinyNet() : createModel(flags.model, { alpha: flags.alpha, expansion: flags.expansion, stemStride: flags.stemStride, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0 });
+    if (flags.model !== 'tiny') checkAlphaFor(flags.model, flags.alpha);
+    model = flags.model === 'tiny' ? new TinyNet() : modelFromSpec(trainConfig({ model: flags.model, alpha: flags.alpha, expansion: flags.expansion, stemStride: flags.stemStride, resolution: 28, dropout: 0 }), { numClasses: 10, inChannels: 1 });
   }
   // The graph training runs: each BatchNorm + ReLU pair is one fused node.
   model.fuseActivations();

@@ -2,8 +2,9 @@
 // full-convolution baseline (Tables 2 and 4).
 
 import { type Command } from 'commander';
-import { MAX_RESOLUTION } from './limits.js';
-import { addModelOptions, checkAlpha, numberIn, resolutionFrom, rhoOption, UsageError } from './common.js';
+import { numberIn, UsageError } from './common.js';
+import { addRunOptions } from './options.js';
+import { checkAlphaFor, resolutionOf } from '../src/train/options.js';
 import { formatCostTable, layerCosts, type CostReport } from '../src/nn/cost.js';
 import { maxOf } from '../src/tensor/arrays.js';
 import { ARCHITECTURES, createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
@@ -23,18 +24,16 @@ interface SummaryFlags {
 
 export function registerSummary(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
   const command = program.command('summary').description('per-layer output shapes, parameters and mult-adds, as in the paper\'s tables');
-  addModelOptions(command, ARCHITECTURES, { model: 'v1', alpha: 1 })
-    .option('--resolution <r>', 'input resolution', numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }), 224)
-    .option(...rhoOption('224'))
+  addRunOptions(command, ['model', 'alpha', 'stemStride', 'expansion', 'resolution', 'rho'], { model: { default: 'v1', help: '' }, alpha: { default: 1 }, resolution: { default: 224, help: 'input resolution' }, rho: { help: 'resolution multiplier: resolution = round(rho x 224); excludes --resolution' } })
     .option('--num-classes <n>', 'classes', numberIn('--num-classes', 1, 100000, { integer: true }), 1000)
     .option('--in-channels <n>', 'input channels', numberIn('--in-channels', 1, 64, { integer: true }), 3)
     .option('--explain', 'for each depthwise separable block (V1, shallow): the cost of the standard convolution it replaces and the ratio 1/N + 1/Dk^2 (paper section 3.1)', false)
     .option('--compare-baseline', 'compare depthwise separable (V1) with the full-convolution baseline (Table 4)', false)
-    .action((flags: SummaryFlags, cmd: Command) => run(async () => summary({ ...flags, resolution: resolutionFrom(flags, (name) => cmd.getOptionValueSource(name) === 'cli', 224) })));
+    .action((flags: SummaryFlags, cmd: Command) => run(async () => summary({ ...flags, resolution: resolutionOf(flags.rho, flags.resolution, 224, cmd.getOptionValueSource('resolution') === 'cli') })));
 }
 
 function summary(f: SummaryFlags): void {
-  checkAlpha(f.model, f.alpha);
+  checkAlphaFor(f.model, f.alpha);
   const out = process.stdout;
   const opts = { alpha: f.alpha, expansion: f.expansion, stemStride: f.stemStride, numClasses: f.numClasses, inChannels: f.inChannels, resolution: f.resolution };
   const shape = [1, f.inChannels, f.resolution, f.resolution];

@@ -62,7 +62,9 @@ export * from './nn/tiny.js';
 export { loadWeights, readWeightsFile, saveWeights } from './nn/interop.js';
 
 // train
-export { ConfigError, FREEZE_PARTS, OPTIMIZERS, SCHEDULERS, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, WeightAverage, checkConfig } from './train/trainer.js';
+export { Trainer, TrainingStoppedError, WeightAverage, augmentationOf } from './train/trainer.js';
+export { ConfigError, FREEZE_PARTS, MAX_RESOLUTION, OPTIMIZERS, RUN_OPTIONS, SCHEDULERS, TRAIN_DEFAULTS, checkConfig, checkSpec, flagOf, parseOption, trainConfig } from './train/options.js';
+export { readCheckpointMetadata } from './train/metadata.js';
 export * from './train/optim.js';
 export * from './train/schedule.js';
 export * from './train/metrics.js';
@@ -75,6 +77,8 @@ export { mixBatch } from './train/mixup.js';
 export { TRIVIAL_AUGMENT_OPS, trivialAugmentWide } from './train/autoaugment.js';
 export { estimateTrainingMemory, largestBatchThatFits } from './train/memory.js';
 export type * from './train/trainer.js';
+export type * from './train/options.js';
+export type * from './train/metadata.js';
 export type * from './train/loader.js';
 export type * from './train/datasets.js';
 export type * from './train/checkpoint.js';

@@ -7,7 +7,8 @@ import { Rng } from '../src/tensor/rng.js';
 import { applyOp, TRIVIAL_AUGMENT_OPS, trivialAugmentWide } from '../src/train/autoaugment.js';
 import { bundledFashionMnistPath, loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader } from '../src/train/loader.js';
-import { TRAIN_DEFAULTS, Trainer } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS } from '../src/train/options.js';
+import { Trainer } from '../src/train/trainer.js';
 
 /** A 4x4 gray ramp 0, 16, ..., 240. */
 const ramp = () => Uint8Array.from({ length: 16 }, (_, i) => 16 * i);
@@ -55,7 +56,7 @@ describe('training with --auto-augment ta_wide', () => {
   const head = (ds: ImageDataset, n: number): ImageDataset => ({ ...ds, count: n, images: ds.images.subarray(0, n * 784), labels: ds.labels.subarray(0, n) });
   const trainSet = head(loadIdxDataset(bundledFashionMnistPath(), 'train'), 160);
   const valSet = head(loadIdxDataset(bundledFashionMnistPath(), 'test'), 48);
-  const config = (autoAugment: 'none' | 'ta_wide') => ({ ...TRAIN_DEFAULTS, batchSize: 32, epochs: 2, lr: 0.05, evalBatchSize: 48, augment: { ...TRAIN_DEFAULTS.augment, autoAugment } });
+  const config = (autoAugment: 'none' | 'ta_wide') => ({ ...TRAIN_DEFAULTS, batchSize: 32, epochs: 2, lr: 0.05, evalBatchSize: 48, autoAugment });
   const weights = (t: Trainer) => [...t.model.stateDict().values()].map((p) => Array.from(p.data));
   it('augments each batch reproducibly, changes training, and a run stopped mid-epoch and resumed ends bit-identical', async () => {
     const loader = (aa: 'none' | 'ta_wide') => new DataLoader(trainSet, { batchSize: 32, shuffle: true, seed: 3, augment: { autoAugment: aa } });

@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-web';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { loadModelFromCheckpoint } from '../cli/common.js';
+import { loadModel as loadModelFromCheckpoint } from '../src/train/models.js';
 import { createModel, type Architecture } from '../src/nn/mobilenet.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { Rng } from '../src/tensor/rng.js';
 import { serializeSafetensors } from '../src/tensor/safetensors.js';
 import { rand, Tensor } from '../src/tensor/tensor.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
-import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS } from '../src/train/options.js';
 import { hasTorch, ROOT, runCli } from './helpers.js';
 
 const torch = hasTorch();

@@ -7,7 +7,8 @@ import { Rng } from '../src/tensor/rng.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { bundledFashionMnistPath, loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
 import { mixBatch, sampleBeta } from '../src/train/mixup.js';
-import { TRAIN_DEFAULTS, Trainer, type TrainConfig } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS, type TrainConfig } from '../src/train/options.js';
+import { Trainer } from '../src/train/trainer.js';
 
 const batch = () => new Tensor(Float32Array.from({ length: 3 * 2 * 4 * 4 }, (_, i) => i), [3, 2, 4, 4]);
 

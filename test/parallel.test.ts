@@ -12,7 +12,8 @@ import { alloc, reuseBuffers } from '../src/tensor/buffers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { rand, randn, Tensor } from '../src/tensor/tensor.js';
 import { loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
-import { TRAIN_DEFAULTS, Trainer } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS } from '../src/train/options.js';
+import { Trainer } from '../src/train/trainer.js';
 import { resolve } from 'node:path';
 
 afterAll(() => setThreads(1));

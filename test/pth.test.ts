@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadModelFromCheckpoint } from '../cli/common.js';
+import { loadModel as loadModelFromCheckpoint } from '../src/train/models.js';
 import { saveWeights } from '../src/nn/interop.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { noGrad } from '../src/tensor/autograd.js';

@@ -14,6 +14,7 @@ import { CLI_FROM_SOURCE, tinyFashionMnist, weightsDigest } from './helpers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { parseSafetensors, SafetensorsError, serializeSafetensors } from '../src/tensor/safetensors.js';
 import { CheckpointError, readCheckpoint, serializeCheckpoint } from '../src/train/checkpoint.js';
+import { TRAIN_DEFAULTS } from '../src/train/options.js';
 import { DatasetError, decodeImage, encodeIdx, loadCifar10, parseIdx, readIdxFile } from '../src/train/datasets.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -111,7 +112,7 @@ describe(`fuzzing (${FUZZ} mutations per parser)`, () => {
   it('safetensors and checkpoints', async () => {
     const valid = serializeSafetensors({ a: { shape: [2, 3], data: new Float32Array(6) }, b: { shape: [4], data: new Int32Array(4) } }, { note: 'x' });
     await fuzz('safetensors', valid, (b) => parseSafetensors(b, 'fuzz.safetensors'), [SafetensorsError]);
-    const checkpoint = serializeCheckpoint({ model: new Map([['w', { shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) }]]), optimizer: new Map([['0.momentum_buffer', new Float32Array(4)]]), meta: { progress: { epoch: 1 } } });
+    const checkpoint = serializeCheckpoint({ model: new Map([['w', { shape: [2, 2], data: Float32Array.of(1, 2, 3, 4) }]]), optimizer: new Map([['0.momentum_buffer', new Float32Array(4)]]), meta: { config: TRAIN_DEFAULTS, normalization: { mean: [0.5], std: [0.25] }, dataset: { name: 'fuzz', fingerprint: 'x', classNames: ['a', 'b'], channels: 1 }, model: { architecture: 'custom', typeName: 'Sequential' } } });
     await fuzz('checkpoint', checkpoint, (b) => {
       writeFileSync(join(dir, 'fuzz-ckpt.safetensors'), b);
       return readCheckpoint(join(dir, 'fuzz-ckpt.safetensors'));

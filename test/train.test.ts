@@ -11,7 +11,8 @@ import { CheckpointError, readCheckpoint, type CheckpointWriter } from '../src/t
 import { encodeIdx, loadCifar10, loadIdxDataset, loadImageFolder, parseIdx, type ImageDataset } from '../src/train/datasets.js';
 import { DataLoader, normalizePixels } from '../src/train/loader.js';
 import { ClassificationMetrics } from '../src/train/metrics.js';
-import { ConfigError, TRAIN_DEFAULTS, Trainer, TrainingStoppedError, type TrainConfig, type TrainerEvents } from '../src/train/trainer.js';
+import { ConfigError, TRAIN_DEFAULTS, type TrainConfig } from '../src/train/options.js';
+import { Trainer, TrainingStoppedError, type TrainerEvents } from '../src/train/trainer.js';
 import { BatchNorm2d, Conv2d, DepthwiseSeparable, Flatten, GlobalAvgPool2d, Linear, ReLU } from '../src/nn/layers.js';
 import { Sequential } from '../src/nn/module.js';
 import type { ImageClassifier } from '../src/nn/mobilenet.js';
@@ -286,8 +287,7 @@ describe('training', () => {
 
   it('frozen features: the pooled features are computed once and the classifier trains on them, bit-identical to running the features every batch', async () => {
     // No random augmentation (flips are on by default): the features of an image are then the same every epoch.
-    const noFlips = { ...TRAIN_DEFAULTS.augment, horizontalFlip: false };
-    const frozen = (cacheFrozenFeatures: boolean) => new Trainer(config({ freeze: 'features', cacheFrozenFeatures, dropout: 0.2, epochs: 3, augment: noFlips }), trainSet, valSet);
+    const frozen = (cacheFrozenFeatures: boolean) => new Trainer(config({ freeze: 'features', cacheFrozenFeatures, dropout: 0.2, epochs: 3, hflip: false }), trainSet, valSet);
     const slow = frozen(false), fast = frozen(true);
     const slowEpochs: TrainerEvents['epochEnd'][] = [], fastEpochs: TrainerEvents['epochEnd'][] = [];
     slow.on('epochEnd', (e) => slowEpochs.push(e));

@@ -14,7 +14,7 @@ import { serveFolder } from '../cli/web.js';
 import { buildWeb } from '../scripts/build-web.js';
 import { createModel } from '../src/nn/mobilenet.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
-import { TRAIN_DEFAULTS } from '../src/train/trainer.js';
+import { TRAIN_DEFAULTS } from '../src/train/options.js';
 import { LearnerSession, type SampleImage } from '../web/session.js';
 import { CLI_FROM_SOURCE, ROOT, runCli } from './helpers.js';
 

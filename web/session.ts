@@ -3,13 +3,14 @@
 // maps and gradients change. It runs in the page's Web Worker and, unchanged, in Node (the tests
 // compare the two bit for bit). Only engine modules that need no Node API are imported here.
 
-import { createModel } from '../src/nn/mobilenet.js';
 import type { Module } from '../src/nn/module.js';
 import { TinyNet } from '../src/nn/tiny.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { topologicalOrder, type BackwardStep } from '../src/tensor/autograd.js';
 import { reuseBuffers } from '../src/tensor/buffers.js';
 import { parseSafetensors } from '../src/tensor/safetensors.js';
+import { readCheckpointMetadata } from '../src/train/metadata.js';
+import { modelFromSpec, trainConfig } from '../src/train/options.js';
 import { checkStep, describeStep, matchesOp, sabotageBackward, tensorStats, topPredictions, type InputCheck, type StepReport, type TensorStats } from '../src/tensor/stepper.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { normalizePixels, resizeBilinear, type Normalization } from '../src/train/loader.js';
@@ -111,7 +112,7 @@ export class LearnerSession {
 
   constructor(setup: SessionSetup) {
     const built = setup.checkpoint ? modelFromCheckpoint(setup.checkpoint) : null;
-    this.model = built?.model ?? (setup.model === 'tiny' ? new TinyNet({ seed: setup.seed ?? 0 }) : createModel(setup.model, { alpha: setup.alpha ?? 0.25, numClasses: 10, inChannels: 1, resolution: 28, dropout: 0, seed: setup.seed ?? 0 }));
+    this.model = built?.model ?? (setup.model === 'tiny' ? new TinyNet({ seed: setup.seed ?? 0 }) : modelFromSpec(trainConfig({ model: setup.model, alpha: setup.alpha ?? 0.25, resolution: 28, dropout: 0, seed: setup.seed ?? 0 }), { numClasses: 10, inChannels: 1 }));
     this.inChannels = built?.inChannels ?? 1;
     this.resolution = built?.resolution ?? 28;
     this.classNames = built?.classNames ?? FASHION_CLASSES;
@@ -299,25 +300,19 @@ export function toModelInput(image: SampleImage, channels: number, resolution: n
   return out;
 }
 
-/** A model from a checkpoint `mobilenet train` wrote: its settings from the metadata, its tensors from `model.*`. */
+/** A model from a checkpoint `mobilenet train` wrote: its settings from the metadata (checked by the one reader), its tensors from `model.*`. */
 function modelFromCheckpoint(bytes: Uint8Array): { model: Module; inChannels: number; resolution: number; classNames: string[]; normalization: Normalization } {
-  let file;
+  let file, meta;
   try {
     file = parseSafetensors(bytes, 'the dropped file');
+    const raw: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(file.metadata)) if (k !== 'format' && k !== 'sha256' && k !== 'payload_sha256') raw[k] = JSON.parse(v);
+    meta = readCheckpointMetadata(raw, 'the dropped file');
   } catch (e) {
     throw new SessionError(`${(e as Error).message}: not a checkpoint written by mobilenet train`);
   }
-  const json = <T>(key: string): T => {
-    try {
-      return JSON.parse(file.metadata[key]) as T;
-    } catch {
-      throw new SessionError(`the dropped file has no '${key}' in its metadata: not a checkpoint written by mobilenet train`);
-    }
-  };
-  const config = json<{ model: 'v1' | 'v2' | 'shallow' | 'baseline'; alpha: number; resolution: number; expansion?: number; stemStride?: 1 | 2; dropout?: number }>('config');
-  const dataset = json<{ classNames: string[]; channels: number }>('dataset');
-  const normalization = json<Normalization>('normalization');
-  const model = createModel(config.model, { alpha: config.alpha, resolution: config.resolution, numClasses: dataset.classNames.length, inChannels: dataset.channels, dropout: config.dropout ?? 0, expansion: config.expansion, stemStride: config.stemStride });
+  if (meta.model.architecture === 'custom') throw new SessionError(`the dropped checkpoint holds a model built in code (${meta.model.typeName}), not a MobileNet`);
+  const model = modelFromSpec(meta.config, { numClasses: meta.dataset.classNames.length, inChannels: meta.dataset.channels });
   const dict = new Map<string, Tensor>();
   for (const [k, t] of file.tensors) if (k.startsWith('model.')) dict.set(k.slice(6), new Tensor(Float32Array.from(t.data as ArrayLike<number>), t.shape));
   try {
@@ -325,5 +320,5 @@ function modelFromCheckpoint(bytes: Uint8Array): { model: Module; inChannels: nu
   } catch (e) {
     throw new SessionError(`the dropped checkpoint does not fit its own model: ${(e as Error).message}`);
   }
-  return { model, inChannels: dataset.channels, resolution: config.resolution, classNames: dataset.classNames, normalization };
+  return { model, inChannels: meta.dataset.channels, resolution: meta.config.resolution, classNames: meta.dataset.classNames, normalization: meta.normalization };
 }

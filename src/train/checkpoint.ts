@@ -15,14 +15,12 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { asFileWriteError, writeFileAtomic } from '../tensor/files.js';
 import { loadSafetensors, serializeSafetensors, type TensorToWrite } from '../tensor/safetensors.js';
+import { CheckpointError, readCheckpointMetadata, type CheckpointMetadata } from './metadata.js';
 
 /** The format tag in every checkpoint's metadata. */
 export const CHECKPOINT_FORMAT = 'mobilenet-ts-checkpoint/1';
 
-/** A checkpoint that cannot be read or used; the message names the file. */
-export class CheckpointError extends Error {
-  override name = 'CheckpointError';
-}
+export { CheckpointError };
 
 /** What a checkpoint holds: model tensors, optimizer buffers and JSON metadata. */
 export interface CheckpointContent {
@@ -31,8 +29,8 @@ export interface CheckpointContent {
   optimizer: Map<string, Float32Array>;
   /** The model's exponential moving average (--model-ema), by state-dict key; absent without one. */
   ema?: Map<string, Float32Array>;
-  /** JSON-serialisable sections stored in the metadata. */
-  meta: Record<string, unknown>;
+  /** The metadata: one JSON section per field. */
+  meta: CheckpointMetadata;
 }
 
 /** sha256 over every tensor's name, shape and bytes, in order. */
@@ -68,7 +66,7 @@ export function serializeCheckpoint(content: CheckpointContent): Uint8Array {
   for (const [k, v] of content.optimizer) tensors.set(`optim.${k}`, { shape: [v.length], data: v });
   for (const [k, v] of content.ema ?? []) tensors.set(`ema.${k}`, { shape: [v.length], data: v });
   const metadata: Record<string, string> = { format: CHECKPOINT_FORMAT };
-  for (const [k, v] of Object.entries(content.meta)) metadata[k] = JSON.stringify(v);
+  for (const [k, v] of Object.entries(content.meta)) if (v !== undefined) metadata[k] = JSON.stringify(v);
   metadata[CONTENT_DIGEST] = contentDigest(metadata, tensors);
   return serializeSafetensors(tensors, metadata);
 }
@@ -78,10 +76,11 @@ export interface LoadedCheckpoint {
   model: Map<string, { shape: number[]; data: Float32Array }>;
   optimizer: Map<string, Float32Array>;
   ema: Map<string, Float32Array>;
-  meta: Record<string, unknown>;
+  /** The metadata, checked by readCheckpointMetadata. */
+  meta: CheckpointMetadata;
 }
 
-/** Read and verify a checkpoint (format, payload sha256); errors name the file. */
+/** Read and verify a checkpoint (format, sha256 of the whole content, then every metadata field); errors name the file. */
 export function readCheckpoint(path: string): LoadedCheckpoint {
   const file = loadSafetensors(path);
   if (file.metadata.format !== CHECKPOINT_FORMAT) {
@@ -115,7 +114,7 @@ export function readCheckpoint(path: string): LoadedCheckpoint {
       throw new CheckpointError(`${path}: metadata '${k}' is not valid JSON`);
     }
   }
-  return { model, optimizer, ema, meta };
+  return { model, optimizer, ema, meta: readCheckpointMetadata(meta, path) };
 }
 
 /** File name of the latest checkpoint. */

@@ -2,6 +2,7 @@
 // binary batches, and image folders (one subfolder per class, decoded and resized with sharp).
 // Every reader checks sizes against the real file before it allocates.
 
+import { ConfigError } from './options.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -325,17 +326,18 @@ export function pickImages(ds: ImageDataset, indices: ArrayLike<number>, name = 
 /**
  * Only the images of the named classes, relabelled 0..k-1 in the order given (as Keras's
  * `class_names` argument selects and orders classes). A class is named as in `ds.classNames` or
- * by its index there. `what` names the source of the list in errors (a flag, say).
+ * by its index there. A name the dataset does not have is a ConfigError about the `classes`
+ * option.
  */
-export function selectClasses(ds: ImageDataset, wanted: readonly string[], what = 'classes'): ImageDataset {
+export function selectClasses(ds: ImageDataset, wanted: readonly string[]): ImageDataset {
   const indexOf = wanted.map((w) => {
     const byName = ds.classNames.indexOf(w);
     if (byName >= 0) return byName;
     if (/^\d+$/.test(w) && Number(w) < ds.classNames.length) return Number(w);
-    throw new DatasetError(`${what}: ${ds.name} has no class '${w}' (its classes: ${ds.classNames.map((n, i) => `${i} ${n}`).join(', ')})`);
+    throw new ConfigError(['classes'], `${ds.name} has no class '${w}' (its classes: ${ds.classNames.map((n, i) => `${i} ${n}`).join(', ')})`);
   });
   const repeated = indexOf.find((c, i) => indexOf.indexOf(c) !== i);
-  if (repeated !== undefined) throw new DatasetError(`${what}: class '${ds.classNames[repeated]}' is named twice`);
+  if (repeated !== undefined) throw new ConfigError(['classes'], `class '${ds.classNames[repeated]}' is named twice`);
   const newLabel = new Int32Array(ds.classNames.length).fill(-1);
   indexOf.forEach((c, k) => (newLabel[c] = k));
   const kept: number[] = [];

@@ -3,7 +3,7 @@
 
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createModel, ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
+import { ImageClassifier, type Architecture, type ModelInfo } from '../nn/mobilenet.js';
 import { freeze } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 import { add, mul } from '../ops/elementwise.js';
@@ -12,6 +12,8 @@ import { reuseBuffers } from '../tensor/buffers.js';
 import { firstFew } from '../tensor/text.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
+import { checkConfig, ConfigError, modelFromSpec, type TrainConfig } from './options.js';
+import type { CheckpointMetadata, Progress, TrainingState } from './metadata.js';
 import { atomicWriter, BEST_CHECKPOINT, CheckpointError, findResumableCheckpoint, LAST_CHECKPOINT, RunFolderError, RunLock, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
 import { DataLoader, normalizationOf, type AugmentOptions, type Batch, type Normalization } from './loader.js';
@@ -20,175 +22,6 @@ import { mixBatch } from './mixup.js';
 import { ClassificationMetrics, type MetricsSums } from './metrics.js';
 import { Adam, AdamW, clipGradNorm, RMSprop, SGD, weightDecayGroups, type Optimizer } from './optim.js';
 import { ConstantLR, CosineAnnealingLR, ExponentialLR, LRScheduler, MultiStepLR, OneCycleLR, ReduceLROnPlateau, StepLR, WarmupLR } from './schedule.js';
-
-/** What `freeze` may name: nothing, or every layer below the classifier. */
-export const FREEZE_PARTS = ['none', 'features'] as const;
-/** One of FREEZE_PARTS. */
-export type FreezePart = (typeof FREEZE_PARTS)[number];
-
-/** The optimizers the trainer builds by name (torchvision reference script names). */
-export const OPTIMIZERS = ['sgd', 'sgd_nesterov', 'rmsprop', 'adam', 'adamw'] as const;
-/** The learning-rate schedules the trainer builds by name. */
-export const SCHEDULERS = ['constant', 'steplr', 'multisteplr', 'cosineannealinglr', 'exponentiallr', 'onecycle', 'plateau'] as const;
-/** One of OPTIMIZERS. */
-export type OptimizerName = (typeof OPTIMIZERS)[number];
-/** One of SCHEDULERS. */
-export type SchedulerName = (typeof SCHEDULERS)[number];
-
-/** Everything that defines a run; stored in every checkpoint. Names follow torchvision's reference script. */
-export interface TrainConfig {
-  model: Architecture;
-  alpha: number;
-  /** MobileNetV2's expansion factor t (6 in the paper). */
-  expansion: number;
-  /** The first convolution's stride: 2 as in the papers, 1 for small images. */
-  stemStride: 1 | 2;
-  /** The input resolution (with --rho, round(rho x the dataset's native size)). */
-  resolution: number;
-  /** The resolution multiplier the resolution came from, or null when it was given directly. */
-  rho: number | null;
-  /** The model's input channels, or null for the dataset's (a pretrained colour model on gray images: 3). */
-  inChannels: number | null;
-  /**
-   * The fraction of the training images held out (seeded) to choose the best epoch, stop early
-   * and drive plateau schedules; the test split is then evaluated once, at the end. 0: the
-   * validation data given to the trainer is used for all of that.
-   */
-  valSplit: number;
-  /** Train on these classes only (names or indices, relabelled in this order); null: all. Recorded so that a resumed run selects the same images. */
-  classes: string[] | null;
-  /** At most this many training images per class, chosen with the seed (0: all); for few-shot transfer learning. */
-  perClass: number;
-  /**
-   * Keep an exponential moving average of the weights and evaluate it (torchvision's
-   * --model-ema): every `modelEmaSteps` batches, ema = d ema + (1 - d) weights, with
-   * d = 1 - min(1, (1 - modelEmaDecay) batchSize modelEmaSteps / epochs) as the reference script
-   * adjusts it; reset during LR warmup. `best` holds the averaged weights.
-   */
-  modelEma: boolean;
-  modelEmaSteps: number;
-  modelEmaDecay: number;
-  /** MixUp's Beta(alpha, alpha) (0 = off), as torchvision's --mixup-alpha. */
-  mixupAlpha: number;
-  /** CutMix's Beta(alpha, alpha) (0 = off), as torchvision's --cutmix-alpha. */
-  cutmixAlpha: number;
-  /**
-   * With everything below the classifier frozen and no random augmentation, compute each
-   * training image's pooled features once and train the classifier on them (the same numbers,
-   * epochs in milliseconds). False: run the frozen features on every batch.
-   */
-  cacheFrozenFeatures: boolean;
-  /** Clip the gradients' global L2 norm to this value before each step (0 = off), as torchvision's --clip-grad-norm. */
-  clipGradNorm: number;
-  /** Transfer learning: 'features' freezes everything below the classifier. */
-  freeze: FreezePart;
-  /** Transfer learning: only the last N blocks of the features (and the classifier) train; null: all. */
-  trainableBlocks: number | null;
-  dropout: number;
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  momentum: number;
-  weightDecay: number;
-  /** Apply weight decay to depthwise filters too (the paper used little or none). */
-  decayDepthwise: boolean;
-  opt: OptimizerName;
-  lrScheduler: SchedulerName;
-  lrStepSize: number;
-  lrGamma: number;
-  lrMilestones: number[];
-  lrWarmupEpochs: number;
-  labelSmoothing: number;
-  augment: Required<AugmentOptions>;
-  seed: number;
-  /** Stop after this many epochs without a better validation top-1 (0 = never). */
-  patience: number;
-  /** Also write `last` every this many batches (0 = at the end of each epoch only). */
-  checkpointEvery: number;
-  /** Batch size for evaluation. */
-  evalBatchSize: number;
-}
-
-/**
- * The defaults are the recipe of the README's main command, chosen by measurement on the bundled
- * Fashion-MNIST subset at its native 28x28 (docs/training.md): the paper's Shallow MobileNet
- * at alpha 0.35 (on 28x28 images the five blocks it drops see a 2x2 feature map, so the same
- * mult-adds buy more width instead), SGD with Nesterov momentum and a one-cycle schedule for 16
- * epochs, random horizontal flips and label smoothing 0.1: 87.15% test top-1 at the last epoch
- * (seed 0; 87.45% with seed 1), where MobileNetV1 alpha 0.25 with the same recipe, at about the
- * same cost per epoch, reached 86.00% and 84.95% (docs/training.md).
- */
-export const TRAIN_DEFAULTS: TrainConfig = {
-  model: 'shallow',
-  alpha: 0.35,
-  expansion: 6,
-  stemStride: 2,
-  resolution: 28,
-  rho: null,
-  inChannels: null,
-  valSplit: 0,
-  classes: null,
-  perClass: 0,
-  clipGradNorm: 0,
-  cacheFrozenFeatures: true,
-  mixupAlpha: 0,
-  cutmixAlpha: 0,
-  modelEma: false,
-  modelEmaSteps: 32,
-  modelEmaDecay: 0.99998,
-  freeze: 'none',
-  trainableBlocks: null,
-  dropout: 0,
-  epochs: 16,
-  batchSize: 64,
-  lr: 0.1,
-  momentum: 0.9,
-  weightDecay: 5e-5,
-  decayDepthwise: false,
-  opt: 'sgd_nesterov',
-  lrScheduler: 'onecycle',
-  lrStepSize: 3,
-  lrGamma: 0.1,
-  lrMilestones: [],
-  lrWarmupEpochs: 0,
-  labelSmoothing: 0.1,
-  augment: { cropPadding: 0, horizontalFlip: true, randomErasing: 0, autoAugment: 'none' },
-  seed: 0,
-  patience: 0,
-  checkpointEvery: 0,
-  evalBatchSize: 250,
-};
-
-/** Validate a config; errors name the option and the allowed values. */
-export function checkConfig(c: TrainConfig): void {
-  const positiveInt = (name: string, v: number, min = 1) => {
-    if (!Number.isInteger(v) || v < min) throw new RangeError(`${name} must be an integer >= ${min}, got ${v}`);
-  };
-  positiveInt('epochs', c.epochs);
-  positiveInt('batch-size', c.batchSize);
-  positiveInt('resolution', c.resolution, 8);
-  positiveInt('eval batch size', c.evalBatchSize);
-  positiveInt('seed', c.seed, 0);
-  positiveInt('patience', c.patience, 0);
-  positiveInt('checkpoint-every', c.checkpointEvery, 0);
-  if (!(c.alpha > 0 && c.alpha <= 4)) throw new RangeError(`alpha must be in (0, 4], got ${c.alpha}`);
-  if (!(c.expansion > 0)) throw new RangeError(`expansion must be > 0, got ${c.expansion}`);
-  if (!(c.modelEmaDecay > 0 && c.modelEmaDecay < 1)) throw new RangeError(`model-ema-decay must be in (0, 1), got ${c.modelEmaDecay}`);
-  positiveInt('model-ema-steps', c.modelEmaSteps);
-  if (!(c.mixupAlpha >= 0)) throw new RangeError(`mixup-alpha must be >= 0, got ${c.mixupAlpha}`);
-  if (!(c.cutmixAlpha >= 0)) throw new RangeError(`cutmix-alpha must be >= 0, got ${c.cutmixAlpha}`);
-  if (!(c.clipGradNorm >= 0)) throw new RangeError(`clip-grad-norm must be >= 0, got ${c.clipGradNorm}`);
-  positiveInt('per-class', c.perClass, 0);
-  if (!(c.valSplit >= 0 && c.valSplit < 1)) throw new RangeError(`validation split must be in [0, 1), got ${c.valSplit}`);
-  if (!FREEZE_PARTS.includes(c.freeze)) throw new RangeError(`freeze must be one of ${FREEZE_PARTS.join(', ')}, got ${c.freeze}`);
-  if (c.trainableBlocks !== null && !(Number.isInteger(c.trainableBlocks) && c.trainableBlocks >= 0)) throw new RangeError(`trainable blocks must be an integer >= 0, got ${c.trainableBlocks}`);
-  if (c.freeze !== 'none' && c.trainableBlocks !== null) throw new RangeError('freeze and trainable blocks exclude each other (freezing the features is 0 trainable blocks)');
-  if (c.rho !== null && !(c.rho > 0 && c.rho <= 1)) throw new RangeError(`rho must be in (0, 1], got ${c.rho}`);
-  if (!(c.lr > 0)) throw new RangeError(`lr must be > 0, got ${c.lr}`);
-  if (!(c.labelSmoothing >= 0 && c.labelSmoothing < 1)) throw new RangeError(`label-smoothing must be in [0, 1), got ${c.labelSmoothing}`);
-  if (!OPTIMIZERS.includes(c.opt)) throw new RangeError(`opt must be one of ${OPTIMIZERS.join(', ')}, got ${c.opt}`);
-  if (!SCHEDULERS.includes(c.lrScheduler)) throw new RangeError(`lr-scheduler must be one of ${SCHEDULERS.join(', ')}, got ${c.lrScheduler}`);
-}
 
 /**
  * What the trainer emits. Epochs and batches are counted from 0, as in a PyTorch loop's
@@ -212,20 +45,6 @@ export interface TrainerEvents {
 
 /** A function that receives one kind of trainer event. */
 export type Listener<K extends keyof TrainerEvents> = (event: TrainerEvents[K]) => void;
-
-/** Where the run is: the next batch to train is `batch` of epoch `epoch`. */
-export interface Progress {
-  epoch: number;
-  batch: number;
-  step: number;
-  bestTop1: number;
-  bestEpoch: number;
-  epochsWithoutImprovement: number;
-  /** The training metrics of the epoch so far (batches 0..batch-1), so a resumed epoch reports them all. */
-  epochTrainSums?: MetricsSums;
-  /** Seconds spent in `fit` so far, over every session of the run (absent in checkpoints older than it). */
-  seconds?: number;
-}
 
 /**
  * Training stopped on purpose (NaN loss). `what`: why, and what was kept; `advice`: what to try,
@@ -368,10 +187,17 @@ function applyFreezing(model: Module, c: TrainConfig): void {
 }
 
 /** A checkpoint of imported weights has no optimizer state or progress: it can start a run, not continue one. */
-function assertResumable(ckpt: LoadedCheckpoint, source: string): void {
-  if (ckpt.meta.progress === undefined || ckpt.meta.optimizer === undefined) {
+function trainingStateOf(ckpt: LoadedCheckpoint, source: string): TrainingState {
+  const { progress, optimizer, scheduler, rngs, ema } = ckpt.meta;
+  if (progress === undefined || optimizer === undefined || scheduler === undefined || rngs === undefined) {
     throw new CheckpointError(`${source}: a weights-only checkpoint (imported weights) has no training state to resume; start a new run from its weights instead`);
   }
+  return { progress, optimizer, scheduler, rngs, ema: ema ?? null };
+}
+
+/** The augmentation settings of a config, as the data loader takes them. */
+export function augmentationOf(c: TrainConfig): Required<AugmentOptions> {
+  return { cropPadding: c.cropPadding, horizontalFlip: c.hflip, randomErasing: c.randomErasing, autoAugment: c.autoAugment };
 }
 
 /** The generator stream of MixUp / CutMix draws, apart from the loader's augmentation stream of the same batch. */
@@ -399,23 +225,6 @@ export interface TrainerParts {
   test?: ImageDataset;
 }
 
-
-/**
- * A setting that does not fit the data: the option's name (TrainConfig's) travels with the
- * message, so the CLI can name its flag without reading the text.
- */
-export class ConfigError extends RangeError {
-  override name = 'ConfigError';
-  /**
-   * `options`: the settings at fault (TrainConfig's names); `detail`: what is wrong; `value`:
-   * the value given, when one setting is at fault. The message names the settings; the CLI
-   * renders the same error with its flags (`--trainable-blocks 30: ...`) without reading the
-   * message's text.
-   */
-  constructor(readonly options: (keyof TrainConfig)[], readonly detail: string, readonly value?: number | string) {
-    super(`${options.join(', ')}${value !== undefined ? ` ${value}` : ''}: ${detail}`);
-  }
-}
 
 /**
  * Schedules that need more than one step: OneCycleLR anneals between its phases over
@@ -461,13 +270,13 @@ export class Trainer {
     if (parts.test && parts.test.classNames.join('\n') !== train.classNames.join('\n')) throw new RangeError(`the training data's classes (${firstFew(train.classNames, 6)}) differ from the test data's (${firstFew(parts.test.classNames, 6)})`);
     const inChannels = parts.model instanceof ImageClassifier ? parts.model.info.inChannels : (config.inChannels ?? train.channels);
     // BatchNorm + ReLU run as one op when the model allows it (the same numbers, one pass less).
-    this.model = (parts.model ?? createModel(config.model, { alpha: config.alpha, expansion: config.expansion, stemStride: config.stemStride, resolution: config.resolution, numClasses: train.classNames.length, inChannels, dropout: config.dropout, seed: config.seed })).fuseActivations();
+    this.model = (parts.model ?? modelFromSpec(config, { numClasses: train.classNames.length, inChannels })).fuseActivations();
     applyFreezing(this.model, config);
     // The training images are resized and converted once; the statistics and the training
     // loader share that copy.
     const converted = new DataLoader(train, { batchSize: config.batchSize, resolution: config.resolution, channels: inChannels });
     this.normalization = parts.normalization ?? channelStats(converted);
-    this.trainLoader = converted.with({ ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: config.augment });
+    this.trainLoader = converted.with({ ...this.normalization, batchSize: config.batchSize, shuffle: true, dropLast: false, seed: config.seed, augment: augmentationOf(config) });
     checkSchedule(config, this.trainLoader.batchesPerEpoch, train.count);
     this.valLoader = new DataLoader(val, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize });
     this.testLoader = parts.test ? new DataLoader(parts.test, { resolution: config.resolution, channels: inChannels, ...this.normalization, batchSize: config.evalBatchSize }) : null;
@@ -578,20 +387,19 @@ export class Trainer {
 
   /** Restore everything from a checkpoint written by this trainer's configuration. */
   restore(ckpt: LoadedCheckpoint, source: string, warn: (message: string) => void = (message) => this.emit('warning', { message })): void {
-    assertResumable(ckpt, source);
-    const dataset = ckpt.meta.dataset as { fingerprint: string; name: string };
+    const state = trainingStateOf(ckpt, source);
+    const dataset = ckpt.meta.dataset;
     if (dataset.fingerprint !== this.fingerprint) {
       warn(`${source} was made on dataset '${dataset.name}' (fingerprint ${dataset.fingerprint}); this run's data has fingerprint ${this.fingerprint}`);
     }
     const dict = new Map<string, Tensor>();
     for (const [k, v] of ckpt.model) dict.set(k, new Tensor(v.data, v.shape));
     this.model.loadStateDict(dict);
-    this.optimizer.loadStateDict({ buffers: ckpt.optimizer, scalars: ckpt.meta.optimizer as Record<string, unknown> });
-    this.scheduler.loadStateDict(ckpt.meta.scheduler as { t: number });
-    if (this.ema !== null) this.ema.restore(ckpt.ema, (ckpt.meta.ema as { updates: number } | null)?.updates ?? 0);
-    const rngs = ckpt.meta.rngs as Record<string, number[]>;
-    for (const [name, rng] of this.model.namedRngs()) if (rngs[name]) rng.setState(rngs[name]);
-    this.progress = { ...(ckpt.meta.progress as Progress) };
+    this.optimizer.loadStateDict({ buffers: ckpt.optimizer, scalars: state.optimizer });
+    this.scheduler.loadStateDict(state.scheduler);
+    if (this.ema !== null) this.ema.restore(ckpt.ema, state.ema?.updates ?? 0);
+    for (const [name, rng] of this.model.namedRngs()) if (state.rngs[name]) rng.setState(state.rngs[name]);
+    this.progress = { ...state.progress };
     this.restoredFrom = source;
   }
 
@@ -599,13 +407,11 @@ export class Trainer {
   static resume(source: string | ResumableCheckpoint, train: ImageDataset, val: ImageDataset, warn: (m: string) => void, overrides: Partial<TrainConfig> = {}, parts: Omit<TrainerParts, 'normalization'> = {}): { trainer: Trainer; path: string } {
     // A path, or a checkpoint the caller already found and read (the CLI reads its config first).
     const found = typeof source === 'string' ? findResumableCheckpoint(source, warn) : source;
-    assertResumable(found.checkpoint, found.path);
-    const stored = found.checkpoint.meta.config as TrainConfig;
-    const done = (found.checkpoint.meta.progress as Progress).epoch;
+    const done = trainingStateOf(found.checkpoint, found.path).progress.epoch;
     if (overrides.epochs !== undefined && overrides.epochs < done) throw new ConfigError(['epochs'], `the run at ${found.path} has already trained ${done} epochs`, overrides.epochs);
-    // Settings added since the checkpoint was written take their defaults.
-    const config = { ...TRAIN_DEFAULTS, ...stored, ...overrides };
-    const trainer = new Trainer(config, train, val, { ...parts, normalization: found.checkpoint.meta.normalization as Normalization });
+    // The stored config (the reader gave settings added since the checkpoint their defaults).
+    const config = { ...found.checkpoint.meta.config, ...overrides };
+    const trainer = new Trainer(config, train, val, { ...parts, normalization: found.checkpoint.meta.normalization });
     trainer.restore(found.checkpoint, found.path, warn);
     return { trainer, path: found.path };
   }
@@ -728,8 +534,8 @@ export class Trainer {
    */
   private frozenFeatures(): FeatureCache | null {
     if (this.featureCache !== undefined) return this.featureCache;
-    const c = this.config, a = c.augment;
-    const random = a.cropPadding > 0 || a.horizontalFlip || a.randomErasing > 0 || a.autoAugment !== 'none' || c.mixupAlpha > 0 || c.cutmixAlpha > 0;
+    const c = this.config;
+    const random = c.cropPadding > 0 || c.hflip || c.randomErasing > 0 || c.autoAugment !== 'none' || c.mixupAlpha > 0 || c.cutmixAlpha > 0;
     const model = this.model;
     const frozen = model instanceof ImageClassifier && [...model.features.parameters()].every((p) => !p.requiresGrad);
     this.featureCache = c.cacheFrozenFeatures && frozen && !random ? FeatureCache.compute(model as ImageClassifier, this.trainLoader) : null;
