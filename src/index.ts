@@ -62,9 +62,12 @@ export * from './nn/tiny.js';
 export { loadWeights, readWeightsFile, saveWeights } from './nn/interop.js';
 
 // train
-export { Trainer, TrainingStoppedError, WeightAverage, augmentationOf } from './train/trainer.js';
+export { Trainer, TrainingStoppedError, WeightAverage } from './train/trainer.js';
 export { ConfigError, FREEZE_PARTS, MAX_RESOLUTION, OPTIMIZERS, RUN_OPTIONS, SCHEDULERS, TRAIN_DEFAULTS, checkConfig, checkSpec, flagOf, parseOption, trainConfig } from './train/options.js';
 export { readCheckpointMetadata } from './train/metadata.js';
+export { planRun, prepareRun, startRun } from './train/run.js';
+export { loadModel, modelFromWeights } from './train/models.js';
+export { modelFromSpec } from './train/options.js';
 export * from './train/optim.js';
 export * from './train/schedule.js';
 export * from './train/metrics.js';
@@ -79,6 +82,8 @@ export { estimateTrainingMemory, largestBatchThatFits } from './train/memory.js'
 export type * from './train/trainer.js';
 export type * from './train/options.js';
 export type * from './train/metadata.js';
+export type * from './train/run.js';
+export type * from './train/models.js';
 export type * from './train/loader.js';
 export type * from './train/datasets.js';
 export type * from './train/checkpoint.js';

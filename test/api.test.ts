@@ -12,11 +12,11 @@ const PUBLIC = [
   'DepthwiseSeparable', 'Dropout', 'ExponentialLR', 'FASHION_MNIST_CLASSES', 'FREEZE_PARTS',
   'FileWriteError', 'Flatten', 'FullConvMobileNet', 'GRADCHECK_DEFAULTS', 'GlobalAvgPool2d',
   'IMAGE_EXTENSIONS', 'ImageClassifier', 'InvertedResidual', 'LAST_CHECKPOINT', 'LINEAR_INIT_STD',
-  'LRScheduler', 'Linear', 'MAX_THREADS', 'MNIST_CLASSES', 'MOBILENET_V1_BLOCKS',
+  'LRScheduler', 'Linear', 'MAX_RESOLUTION', 'MAX_THREADS', 'MNIST_CLASSES', 'MOBILENET_V1_BLOCKS',
   'MOBILENET_V1_STEM_CHANNELS', 'MOBILENET_V2_EXPANSION', 'MOBILENET_V2_SETTINGS', 'MaxPool2d',
   'MobileNetV1', 'MobileNetV2', 'Module', 'MultiStepLR', 'ONNX_OPSETS', 'OPTIMIZERS',
   'OneCycleLR', 'OnnxExportError', 'Optimizer', 'PREVIOUS_CHECKPOINT', 'PickleError',
-  'PointwiseConv2d', 'PthError', 'RMSprop', 'ReLU', 'ReLU6', 'ReduceLROnPlateau', 'Rng',
+  'PointwiseConv2d', 'PthError', 'RMSprop', 'RUN_OPTIONS', 'ReLU', 'ReLU6', 'ReduceLROnPlateau', 'Rng',
   'RunFolderError', 'SCHEDULERS', 'SGD', 'SHALLOW_MOBILENET_BLOCKS', 'SafetensorsError',
   'Sequential', 'ShallowMobileNet', 'ShapeError', 'StateDictError', 'StepLR', 'TRAIN_DEFAULTS',
   'TRIVIAL_AUGMENT_OPS', 'Tensor', 'TinyNet', 'Trainer', 'TrainingStoppedError', 'WarmupLR',
@@ -39,6 +39,9 @@ const PUBLIC = [
   'sqrt', 'startThreads', 'sub', 'sum', 'takePerClass', 'tensorStats', 'topPredictions',
   'topologicalOrder', 'transpose', 'trivialAugmentWide', 'unfreeze', 'weightDecayGroups',
   'writeFileAtomic', 'zeros',
+  // the run specification: the options' table, one check, one reader, the run prepared as `train` does
+  'checkSpec', 'flagOf', 'loadModel', 'modelFromSpec', 'modelFromWeights', 'parseOption', 'planRun',
+  'prepareRun', 'readCheckpointMetadata', 'startRun', 'trainConfig',
 ];
 
 describe('the public API', () => {

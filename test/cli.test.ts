@@ -48,7 +48,7 @@ describe('mobilenet train', () => {
     expect(csv).toHaveLength(3);
     const config = JSON.parse(readFileSync(join(run, 'config.json'), 'utf8'));
     // The default recipe (docs/training.md) flips and smooths labels by 0.1.
-    expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32, labelSmoothing: 0.1, augment: { horizontalFlip: true } });
+    expect(config).toMatchObject({ model: 'v1', alpha: 0.25, epochs: 2, batchSize: 32, labelSmoothing: 0.1, hflip: true });
     for (const f of ['last.safetensors', 'best.safetensors', 'previous.safetensors']) expect(existsSync(join(run, f)), f).toBe(true);
     for (const f of ['loss.png', 'accuracy.png', 'confusion.png']) {
       expect(isPng(join(run, f)), f).toBe(true);
@@ -75,7 +75,7 @@ describe('mobilenet train', () => {
     const args = ['--threads', '1', 'train', '--data-path', data, '--val-split', '0.25', '--epochs', '2', '-b', '24', '--lr-scheduler', 'constant', '--lr', '0.02', '--no-hflip', '--log-interval', '0'];
     const straight = cli([...args, '--output-dir', join(dir, 'straight')]);
     expect(straight.code).toBe(0);
-    expect(JSON.parse(readFileSync(join(dir, 'straight', 'config.json'), 'utf8')).augment.horizontalFlip, '--no-hflip').toBe(false);
+    expect(JSON.parse(readFileSync(join(dir, 'straight', 'config.json'), 'utf8')).hflip, '--no-hflip').toBe(false);
     expect(straight.stdout).toMatch(/on fashion-mnist: 72 train \/ 24 validation \/ 40 test images/);
     expect(straight.stdout).toMatch(/^epoch 2\/2 {2}train loss \S+ top1 \S+ {2}\| {2}val loss /m);
     expect(straight.stdout).toMatch(/^test \(40 images, held out until now; the last epoch's weights\): loss \d\.\d{4} {2}top1 \d+\.\d\d% {2}top5 \d+\.\d\d%$/m);
@@ -217,7 +217,7 @@ describe('transfer learning: --init on other classes, --freeze, --trainable-bloc
     // Bad input names the flag and what is allowed.
     const part = cli([...common, '--freeze', 'head']);
     expect(part.code).toBe(2);
-    expect(part.stderr).toMatch(/--freeze must be one of features, got 'head'/);
+    expect(part.stderr).toMatch(/--freeze must be one of none, features, got 'head'/);
     const blocks = cli([...common, '--trainable-blocks', '30']);
     expect(blocks.code).toBe(2);
     expect(blocks.stderr).toContain('--trainable-blocks 30: this model has 19 blocks in its features');

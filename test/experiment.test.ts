@@ -56,7 +56,7 @@ describe('mobilenet experiment, every grid at a tiny size', () => {
     const configs = readdirSync(out).filter((d) => d.startsWith('00-')).map((d) => JSON.parse(readFileSync(join(out, d, 'config.json'), 'utf8')));
     expect(configs.map((c) => c.lr)).toEqual([0.05]);
     // The grids' recipe is fixed, whatever train's defaults: no flips, no label smoothing.
-    expect(configs.map((c) => [c.augment.horizontalFlip, c.labelSmoothing])).toEqual([[false, 0]]);
+    expect(configs.map((c) => [c.hflip, c.labelSmoothing])).toEqual([[false, 0]]);
     expect(read(out).rows.map((r) => r.paper)).toEqual(['68.4%', '65.3%']);
     expect(read(out).rows.map((r) => r.model)).toEqual(['v1', 'shallow']);
   }, 300_000);
