@@ -299,8 +299,13 @@ function fits(option: OptionName, value: unknown): boolean {
   }
 }
 
+/** A value as an error message shows it: as JSON, except the numbers JSON has no words for (NaN, Infinity). */
+function shownValue(value: unknown): string {
+  return typeof value === 'number' && !Number.isFinite(value) ? String(value) : (JSON.stringify(value) ?? String(value));
+}
+
 /** The error for a value that does not fit: "`option` must be ..., got `shown`" (`shown`: the value as given, by default as JSON). */
-export function optionValueError(option: OptionName, value: unknown, shown = JSON.stringify(value) ?? String(value)): ConfigError {
+export function optionValueError(option: OptionName, value: unknown, shown = shownValue(value)): ConfigError {
   const requirement = requirementOf(option);
   return new ConfigError([option], requirement, value, [{ option }, ` ${requirement}, got ${shown}`]);
 }
