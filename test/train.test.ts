@@ -190,6 +190,20 @@ describe('training', () => {
     expect(error).toMatchObject({ options: ['trainableBlocks'], value: 30, detail: 'this model has 9 blocks in its features', message: 'trainableBlocks 30: this model has 9 blocks in its features' });
   });
 
+  it('--lr-min is where cosineannealinglr ends: the schedule ends at lrMin, not 0', async () => {
+    const lastLr = async (lrMin: number) => {
+      const t = new Trainer(config({ epochs: 1, lrScheduler: 'cosineannealinglr', lrMin }), head(trainSet, 64), valSet);
+      let lr = NaN;
+      t.on('batchEnd', (e) => (lr = e.lr));
+      await t.fit();
+      return lr;
+    };
+    // batchEnd reports the lr after the batch's step: after the last one, t = tMax and the
+    // cosine eta_min + (lr - eta_min) (1 + cos(pi t / tMax)) / 2 is at eta_min.
+    expect(await lastLr(0.01)).toBeCloseTo(0.01, 9);
+    expect(await lastLr(0)).toBeCloseTo(0, 9);
+  });
+
   it('learns: the loss falls on a small problem', async () => {
     const t = new Trainer(config({ epochs: 3, lr: 0.1 }), trainSet, valSet);
     const losses: number[] = [];

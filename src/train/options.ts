@@ -137,6 +137,7 @@ export const RUN_OPTIONS = {
   lrStepSize: integer({ default: 3, min: 1, max: 100000, lands: 'checkpoint', help: 'epochs between decays (steplr)' }),
   lrGamma: number({ default: 0.1, min: 0, max: 1, minExclusive: true, lands: 'checkpoint', help: 'decay factor (steplr, multisteplr, exponentiallr, plateau)' }),
   lrMilestones: integerList({ default: [], lands: 'checkpoint', help: 'epochs at which multisteplr decays, e.g. 10,20' }),
+  lrMin: number({ default: 0, min: 0, max: 100, lands: 'checkpoint', help: 'the learning rate cosineannealinglr ends at (its eta_min)' }),
   lrWarmupEpochs: integer({ default: 0, min: 0, max: 100000, lands: 'checkpoint', help: 'linear warmup epochs before the schedule' }),
   clipGradNorm: number({ default: 0, min: 0, max: 1e6, lands: 'checkpoint', help: "clip the gradients' global L2 norm to this before each step (0 = off)" }),
   // Regularisation and augmentation.

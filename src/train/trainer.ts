@@ -326,7 +326,7 @@ export class Trainer {
         s = new ExponentialLR(this.optimizer, c.lrGamma);
         break;
       case 'cosineannealinglr':
-        s = new CosineAnnealingLR(this.optimizer, mainEpochs * steps, 0, true);
+        s = new CosineAnnealingLR(this.optimizer, mainEpochs * steps, c.lrMin, true);
         break;
       case 'plateau':
         s = new ReduceLROnPlateau(this.optimizer, { patience: 2, factor: c.lrGamma });
