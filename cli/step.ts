@@ -154,26 +154,43 @@ function sameClasses(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((name, i) => name === b[i]);
 }
 
+/** The model a step runs, and the input it expects: channels, resolution and normalisation. */
+interface StepModel {
+  model: Module;
+  normalization: { mean: number[]; std: number[] };
+  inChannels: number;
+  resolution: number;
+  /** The checkpoint's class names, or null for a fresh model (Fashion-MNIST's ten). */
+  classNames: string[] | null;
+}
+
+function stepModel(flags: StepFlags): StepModel {
+  if (flags.checkpoint) {
+    const m = loadModel(flags.checkpoint);
+    return { model: m.model, normalization: m.normalization, inChannels: m.channels, resolution: m.config.resolution, classNames: m.classNames };
+  }
+  if (flags.model !== 'tiny') checkAlphaFor(flags.model, flags.alpha);
+  const model = flags.model === 'tiny' ? new TinyNet() : modelFromSpec(trainConfig({ model: flags.model, alpha: flags.alpha, expansion: flags.expansion, stemStride: flags.stemStride, resolution: 28, dropout: 0 }), { numClasses: 10, inChannels: 1 });
+  return { model, normalization: { mean: [FASHION_MEAN], std: [FASHION_STD] }, inChannels: 1, resolution: 28, classNames: null };
+}
+
+/** What the backward walk found, for the closing lines. */
+interface WalkResult {
+  failures: number;
+  checkedNodes: number;
+  checkedEntries: number;
+  worst: number;
+  stoppedOnNan: boolean;
+  /** The node after which the learner quit, or null. */
+  quitAt: number | null;
+}
+
 async function step(flags: StepFlags): Promise<void> {
   const out = process.stdout;
   const interactive = flags.interactive && !flags.json && process.stdin.isTTY === true && process.stdout.isTTY === true;
   // Refuse a bad picture name before the pass prints anything.
   if (flags.graph && !GRAPH_EXTENSIONS.some((ext) => flags.graph!.endsWith(ext))) throw new UsageError(`--graph ${flags.graph}: use a file name ending in ${GRAPH_EXTENSIONS.join(', ')}`);
-  // The model, and the input it expects: channels, resolution and normalisation.
-  let model: Module;
-  let mean = [FASHION_MEAN], std = [FASHION_STD], inChannels = 1, resolution = 28;
-  let classNames: string[] | null = null;
-  if (flags.checkpoint) {
-    const m = loadModel(flags.checkpoint);
-    model = m.model;
-    ({ mean, std } = m.normalization);
-    inChannels = m.channels;
-    resolution = m.config.resolution;
-    classNames = m.classNames;
-  } else {
-    if (flags.model !== 'tiny') checkAlphaFor(flags.model, flags.alpha);
-    model = flags.model === 'tiny' ? new TinyNet() : modelFromSpec(trainConfig({ model: flags.model, alpha: flags.alpha, expansion: flags.expansion, stemStride: flags.stemStride, resolution: 28, dropout: 0 }), { numClasses: 10, inChannels: 1 });
-  }
+  const { model, normalization, inChannels, resolution, classNames } = stepModel(flags);
   // The graph training runs: each BatchNorm + ReLU pair is one fused node.
   model.fuseActivations();
   // One image has no batch statistics: a single --image runs BatchNorm in eval mode.
@@ -182,7 +199,7 @@ async function step(flags: StepFlags): Promise<void> {
     ? await userImage(flags.image, inChannels, resolution)
     : fashionMnistBatch(flags.dataPath ?? BUNDLED_FASHION_MNIST(), flags.index, flags.batch ?? (flags.model === 'tiny' && !flags.checkpoint ? 1 : 8), inChannels, resolution);
   // Each plane of each image is one channel: normalised per channel as the loader does.
-  const x = new Tensor(normalizePixels(input.pixels, inChannels, resolution * resolution, { mean, std }), [input.count, inChannels, resolution, resolution]);
+  const x = new Tensor(normalizePixels(input.pixels, inChannels, resolution * resolution, normalization), [input.count, inChannels, resolution, resolution]);
   const logits = model.forward(x);
   // The labels of the bundled images name Fashion-MNIST classes; for a model of other classes
   // (or a user's image) the loss is taken against the model's own top prediction: the step
@@ -200,19 +217,22 @@ async function step(flags: StepFlags): Promise<void> {
     out.write(`loss = ${loss.item().toFixed(6)}\n\nbackward pass, one node at a time${interactive ? ' (Enter = next, c = continue, b OP = break at OP, p = print gradient, k = check, g = graph, q = quit)' : ''}:\n`);
   }
   if (flags.sabotage && !sabotageBackward(forward, flags.sabotage)) throw new UsageError(`--sabotage ${flags.sabotage}: no node of that op in this graph`);
-  const graphPath = flags.graph ?? 'graph.svg';
   if (flags.graph) {
     await writeGraph(flags.graph, loss, null);
     // With --json, stdout holds JSON lines only: the note goes to stderr.
     (flags.json ? process.stderr : out).write(`graph of the tape written to ${flags.graph}\n`);
   }
+  reportWalk(flags, await walkBackward(flags, loss, forward, interactive));
+}
 
+/** The backward pass, one node at a time: each node's report, its check, the prompt. */
+async function walkBackward(flags: StepFlags, loss: Tensor, forward: Tensor[], interactive: boolean): Promise<WalkResult> {
+  const out = process.stdout;
+  const graphPath = flags.graph ?? 'graph.svg';
+  const result: WalkResult = { failures: 0, checkedNodes: 0, checkedEntries: 0, worst: 0, stoppedOnNan: false, quitAt: null };
   const rl = interactive ? createInterface({ input: process.stdin, output: process.stdout }) : null;
   // Widened on purpose: the prompt changes it through a callback, which narrowing cannot see.
   let mode = (interactive ? 'step' : 'continue') as StepMode;
-  let failures = 0, checkedNodes = 0, checkedEntries = 0, worst = 0;
-  let stoppedOnNan = false;
-  let quitAt: number | null = null;
   // How many nodes of each op the backward pass has still to visit (for `b OP`).
   const opsAhead = new Map<string, number>();
   for (const t of forward) opsAhead.set(t.node!.op, (opsAhead.get(t.node!.op) ?? 0) + 1);
@@ -222,11 +242,11 @@ async function step(flags: StepFlags): Promise<void> {
       const report = describeStep(s);
       const checks = flags.check ? checkStep(loss, s, {}, forward) : null;
       if (checks) {
-        checkedNodes++;
+        result.checkedNodes++;
         for (const c of checks) {
-          checkedEntries += c.checked;
-          worst = Math.max(worst, c.localError);
-          if (!c.ok) failures++;
+          result.checkedEntries += c.checked;
+          result.worst = Math.max(result.worst, c.localError);
+          if (!c.ok) result.failures++;
         }
       }
       const nan = report.gradOutputStats.nonFinite > 0 || report.inputs.some((i) => (i.gradStats?.nonFinite ?? 0) > 0);
@@ -238,29 +258,34 @@ async function step(flags: StepFlags): Promise<void> {
       }
       if (nan && flags.breakOnNan) {
         out.write(`stopped: the gradient at node ${s.index + 1} (${s.op}) has NaN or Inf values\n`);
-        stoppedOnNan = true;
+        result.stoppedOnNan = true;
         break;
       }
-      if (rl && mode === 'step') {
-        if (await prompt(rl, s, loss, graphPath, opsAhead, (m) => (mode = m))) {
-          quitAt = s.index;
-          break;
-        }
+      if (rl && mode === 'step' && (await prompt(rl, s, loss, graphPath, opsAhead, (m) => (mode = m)))) {
+        result.quitAt = s.index;
+        break;
       }
     }
   } finally {
     rl?.close();
   }
-  if (!flags.json && quitAt !== null) out.write(`quit after node ${quitAt + 1}; the rest of the backward pass did not run\n`);
-  else if (!flags.json && !stoppedOnNan) out.write(`backward done: every parameter's .grad holds dL/dparameter\n`);
+  return result;
+}
+
+/** The closing lines: how the walk ended, and the check's verdict (exit status 1 on a failure or a NaN). */
+function reportWalk(flags: StepFlags, walk: WalkResult): void {
+  const out = process.stdout;
+  if (!flags.json && walk.quitAt !== null) out.write(`quit after node ${walk.quitAt + 1}; the rest of the backward pass did not run\n`);
+  else if (!flags.json && !walk.stoppedOnNan) out.write(`backward done: every parameter's .grad holds dL/dparameter\n`);
   if (flags.check) {
+    const { failures, checkedNodes, checkedEntries, worst } = walk;
     const verdict = failures === 0 ? 'PASS' : `FAIL (${failures} input gradient${failures > 1 ? 's' : ''} off)`;
     const summary = `check: ${checkedNodes} nodes, ${checkedEntries} entries, worst relative error ${worst.toExponential(2)} (bound ${CHECK_DEFAULTS.tolerance}): ${verdict}`;
     if (flags.json) out.write(JSON.stringify({ summary: { nodes: checkedNodes, entries: checkedEntries, worstRelativeError: worst, bound: CHECK_DEFAULTS.tolerance, pass: failures === 0 } }) + '\n');
     else out.write(summary + '\n');
     if (failures > 0) process.exitCode = 1;
   }
-  if (stoppedOnNan) process.exitCode = 1;
+  if (walk.stoppedOnNan) process.exitCode = 1;
 }
 
 /** Read commands until one moves on. Returns true to quit. */
