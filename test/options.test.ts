@@ -1,6 +1,7 @@
 // The run options' table is the one declaration of every option: these tests check what is
 // derived from it (defaults, the one validation and its messages, the command line's flags,
 // the resume rules) and the one reader of a checkpoint's metadata.
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { addRunOptions, specFromCommand } from '../cli/options.js';
@@ -65,6 +66,12 @@ describe('the run options table', () => {
     expect(specFromCommand(command, OPTION_NAMES)).toEqual({ lr: 0.2, batchSize: 32, weightDecay: 0.001, hflip: false, classes: ['0', '2'] });
     expect(command.opts().momentum).toBe(TRAIN_DEFAULTS.momentum);
     expect(() => addRunOptions(new Command().exitOverride().configureOutput({ writeErr: () => {} }), ['lr']).parse(['--lr', '-1'], { from: 'user' })).toThrow(/argument '-1' is invalid\. --lr must be a number in \(0, 100\], got '-1'/);
+  });
+
+  it('every flag is named in the docs (docs/training.md or docs/cli.md)', () => {
+    const docs = ['docs/training.md', 'docs/cli.md'].map((f) => readFileSync(new URL(`../${f}`, import.meta.url), 'utf8')).join('\n');
+    const undocumented = OPTION_NAMES.filter((n) => RUN_OPTIONS[n].flag !== false && !docs.includes(flagOf(n))).map(flagOf);
+    expect(undocumented).toEqual([]);
   });
 
   it('refuses on --resume every option the checkpoint keeps, naming them, before reading anything', () => {

@@ -204,6 +204,17 @@ describe('training', () => {
     expect(await lastLr(0)).toBeCloseTo(0, 9);
   });
 
+  it('--decay-depthwise puts the depthwise filters in the weight-decay group; by default they are left out with BatchNorm and biases', () => {
+    const decayed = (decayDepthwise: boolean) => {
+      const t = new Trainer(config({ decayDepthwise }), trainSet, valSet);
+      const group = t.optimizer.groups.find((g) => g.name === 'decay')!;
+      const names = new Map([...t.model.namedParameters()].map(([name, p]) => [p, name]));
+      return group.params.map((p) => names.get(p)!).filter((name) => /\.dw\.weight$/.test(name)).length;
+    };
+    expect(decayed(false)).toBe(0);
+    expect(decayed(true)).toBe(8); // the shallow net's eight separable blocks
+  });
+
   it('learns: the loss falls on a small problem', async () => {
     const t = new Trainer(config({ epochs: 3, lr: 0.1 }), trainSet, valSet);
     const losses: number[] = [];
