@@ -8,7 +8,7 @@
 // Results (markdown table, JSON, plots) are rewritten as runs finish.
 
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command } from 'commander';
 import { numberIn, plural, UsageError } from './common.js';
@@ -19,6 +19,7 @@ import { LAST_CHECKPOINT } from '../src/train/checkpoint.js';
 import { checkAlphaFor, type RunSpec } from '../src/train/options.js';
 import { layerCosts } from '../src/nn/cost.js';
 import { minOf } from '../src/tensor/arrays.js';
+import { writeFileAtomic } from '../src/tensor/files.js';
 import { defaultThreads } from '../src/ops/parallel.js';
 import { createModel, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 
@@ -165,6 +166,12 @@ interface RunResult {
   classes: number;
 }
 
+/** The mean of the values measured (a run that trained nothing in its last session has NaN speeds), or null. */
+function meanOfMeasured(values: number[]): number | null {
+  const measured = values.filter(Number.isFinite);
+  return measured.length > 0 ? meanStd(measured).mean : null;
+}
+
 function meanStd(values: number[]): { mean: number; std: number } {
   const mean = values.reduce((a, b) => a + b, 0) / values.length;
   const std = values.length > 1 ? Math.sqrt(values.reduce((s, v) => s + (v - mean) ** 2, 0) / (values.length - 1)) : 0;
@@ -271,7 +278,31 @@ function runSpec(r: GridRun, flags: ExperimentFlags): RunSpec {
   return { ...data, model, alpha, rho, expansion, epochs: flags.epochs, batchSize: flags.batchSize, lr: flags.lr, hflip: false, labelSmoothing: 0, seed: r.seed, outputDir: r.dir };
 }
 
-const isDone = (r: GridRun) => existsSync(join(r.dir, 'result.json'));
+/**
+ * A finished run's kept result, or null. A result.json that cannot be read as one (a file cut
+ * short by a full disk, edited by hand) is renamed to result.json.damaged with a warning, and
+ * the run counts as not done: running it again resumes its checkpoint and measures it again.
+ */
+function keptResult(run: GridRun): RunResult | null {
+  const file = join(run.dir, 'result.json');
+  if (!existsSync(file)) return null;
+  let result: unknown;
+  try {
+    result = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    result = null;
+  }
+  // The speeds of a run that trained nothing in its last session are NaN, which JSON writes as null.
+  const numbers: (keyof RunResult)[] = ['top1', 'loss', 'resolution', 'inChannels', 'classes'];
+  const r = (typeof result === 'object' && result !== null ? result : {}) as Record<string, unknown>;
+  const fits = numbers.every((k) => typeof r[k] === 'number') && [r.secondsPerEpoch, r.imagesPerSecond].every((v) => v === null || typeof v === 'number');
+  if (fits) return { ...(r as unknown as RunResult), secondsPerEpoch: (r.secondsPerEpoch as number | null) ?? NaN, imagesPerSecond: (r.imagesPerSecond as number | null) ?? NaN };
+  renameSync(file, `${file}.damaged`);
+  process.stderr.write(`warning: ${file} is not a readable result (kept as result.json.damaged); the run is resumed to measure it again\n`);
+  return null;
+}
+
+const isDone = (r: GridRun) => keptResult(r) !== null;
 
 async function experiment(name: string, flags: ExperimentFlags): Promise<void> {
   const grid = planGrid(name, flags);
@@ -325,7 +356,8 @@ async function trainGrid(grid: Grid, out: NodeJS.WritableStream): Promise<{ fail
         stopRunning();
         return;
       }
-      writeFileSync(join(r.dir, 'result.json'), JSON.stringify(child.result, null, 2) + '\n');
+      // Written whole or not at all: a run is done once its result is.
+      writeFileAtomic(join(r.dir, 'result.json'), JSON.stringify(child.result, null, 2) + '\n');
       state.finishedHere++;
       const left = grid.runs.filter((x) => !isDone(x)).length;
       const eta = ((performance.now() - state.started) / 1000 / state.finishedHere) * left; // runs per second so far, parallel jobs included
@@ -360,7 +392,10 @@ interface ResultRow {
 /** The results kept so far: each finished run's result.json. */
 function finishedResults(grid: Grid): Map<GridRun, RunResult> {
   const results = new Map<GridRun, RunResult>();
-  for (const r of grid.runs) if (isDone(r)) results.set(r, JSON.parse(readFileSync(join(r.dir, 'result.json'), 'utf8')) as RunResult);
+  for (const r of grid.runs) {
+    const result = keptResult(r);
+    if (result !== null) results.set(r, result);
+  }
   return results;
 }
 
@@ -381,8 +416,8 @@ function resultRows(grid: Grid, results: Map<GridRun, RunResult>): ResultRow[] {
       params: cost.params,
       seeds: done.length,
       top1: done.length > 0 ? { ...meanStd(top1), values: top1 } : null,
-      secondsPerEpoch: done.length > 0 ? meanStd(done.map((d) => d.secondsPerEpoch)).mean : null,
-      imagesPerSecond: done.length > 0 ? meanStd(done.map((d) => d.imagesPerSecond)).mean : null,
+      secondsPerEpoch: meanOfMeasured(done.map((d) => d.secondsPerEpoch)),
+      imagesPerSecond: meanOfMeasured(done.map((d) => d.imagesPerSecond)),
       paper: point.paper ?? null,
     };
   });

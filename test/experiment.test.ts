@@ -130,8 +130,19 @@ describe('a killed grid', () => {
     expect(existsSync(join(secondRun(), 'result.json'))).toBe(false);
     const again = tiny('resolution', killed, ['--epochs', '2', '--jobs', '1']);
     expect(again.code).toBe(0);
+    expect(again.stderr).toBe('');
     expect(again.stdout).toMatch(/run 1\/4: V1 alpha 0\.25 rho 1, seed 0: done earlier, skipped/);
     expect(again.stdout).toMatch(/run 2\/4: V1 alpha 0\.25 rho 0\.857, seed 0: resuming\.\.\./);
+    expect(read(killed).rows.map((r) => r.top1!.values)).toEqual(read(straight).rows.map((r) => r.top1!.values));
+    // A result cut short (a full disk, say) is set aside and measured again from the run's checkpoint.
+    const firstRun = readdirSync(killed).filter((d) => d.startsWith('00-')).map((d) => join(killed, d))[0];
+    writeFileSync(join(firstRun, 'result.json'), '{"top1": 0.5, "lo');
+    const third = tiny('resolution', killed, ['--epochs', '2', '--jobs', '1']);
+    expect(third.code).toBe(0);
+    expect(third.stderr).toContain(`warning: ${join(firstRun, 'result.json')} is not a readable result (kept as result.json.damaged); the run is resumed to measure it again`);
+    expect(third.stdout).toMatch(/run 1\/4: V1 alpha 0\.25 rho 1, seed 0: resuming\.\.\./);
+    expect(third.stdout).toMatch(/run 2\/4: .*done earlier, skipped/);
+    expect(existsSync(join(firstRun, 'result.json.damaged'))).toBe(true);
     expect(read(killed).rows.map((r) => r.top1!.values)).toEqual(read(straight).rows.map((r) => r.top1!.values));
   }, 300_000);
 });
