@@ -12,6 +12,7 @@ import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Command } from 'commander';
 import { numberIn, plural, UsageError } from './common.js';
+import { addRunOptions } from './options.js';
 import { scatterSvg, writeOutputFile, writePng } from './plots.js';
 import { onStopRequest, type StopReason } from './signals.js';
 import { formatDuration, train, type TrainOutcome } from './train.js';
@@ -127,18 +128,20 @@ interface ExperimentFlags {
 }
 
 export function registerExperiment(program: Command, run: (fn: () => Promise<void>) => Promise<void>): void {
-  program
+  const command = program
     .command('experiment')
     .description(`train the grid of one of the papers' comparisons and write results.md, results.json and plots: ${Object.keys(EXPERIMENTS).join(', ')}`)
-    .argument('<name>', Object.keys(EXPERIMENTS).join(' | '))
-    .option('--data <name>', 'fashion-mnist | mnist | cifar10 | a folder of class subfolders', 'fashion-mnist')
-    .option('--data-path <dir>', 'where the dataset files are (default for fashion-mnist: the subset bundled in this repo)')
-    .option('--epochs <n>', 'epochs per run (train\'s optimizer and schedule otherwise, without augmentation or label smoothing)', numberIn('--epochs', 1, 100000, { integer: true }), 12)
-    .option('-b, --batch-size <n>', 'batch size of every run', numberIn('--batch-size', 1, 65536, { integer: true }), 64)
-    .option('--lr <x>', 'learning rate of every run (the one-cycle peak, as train\'s)', numberIn('--lr', 0, 100, { minExclusive: true }), 0.1)
+    .argument('<name>', Object.keys(EXPERIMENTS).join(' | '));
+  // train's flags, with the grids' own defaults.
+  addRunOptions(command, ['data', 'dataPath', 'epochs', 'batchSize', 'lr', 'alpha', 'rho'], {
+    epochs: { default: 12, help: "epochs per run (train's optimizer and schedule otherwise, without augmentation or label smoothing)" },
+    batchSize: { default: 64, help: 'batch size of every run' },
+    lr: { default: 0.1, help: "learning rate of every run (the one-cycle peak, as train's)" },
+    alpha: { default: undefined, help: 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)' },
+    rho: { default: undefined, help: 'resolution multiplier where the grid leaves it free (default 1)' },
+  });
+  command
     .option('--seeds <k>', 'runs per configuration (mean and standard deviation over seeds)', numberIn('--seeds', 1, 100, { integer: true }), 3)
-    .option('--alpha <a>', 'width multiplier where the grid leaves it free (default 0.25 for V1, 0.35 for V2)', numberIn('--alpha', 0, 4, { minExclusive: true }))
-    .option('--rho <r>', 'resolution multiplier where the grid leaves it free (default 1)', numberIn('--rho', 0, 1, { minExclusive: true }))
     .option('--jobs <n>', 'runs side by side, each on cores / jobs threads ; by default one per core with one thread each', numberIn('--jobs', 1, 64, { integer: true }), Math.min(64, defaultThreads()))
     .option('--output-dir <dir>', 'where the runs and results go (default experiments/<name>)')
     .action((name: string, flags: ExperimentFlags) => run(() => experiment(name, flags)));

@@ -12,10 +12,10 @@ import { type Command } from 'commander';
 import { PACKAGE_VERSION, numberIn, oneOf, UsageError } from './common.js';
 import { exportOnnx, ONNX_OPSETS } from '../src/nn/onnx.js';
 import { saveWeights } from '../src/nn/interop.js';
-import { ARCHITECTURES, MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
+import { MOBILENET_V2_EXPANSION, type Architecture } from '../src/nn/mobilenet.js';
 import { serializeCheckpoint } from '../src/train/checkpoint.js';
 import { loadModel, modelFromWeights } from '../src/train/models.js';
-import { MAX_RESOLUTION } from '../src/train/options.js';
+import { addRunOptions } from './options.js';
 import { writeFileAtomic } from '../src/tensor/safetensors.js';
 
 /** `import`'s flags: what the file's metadata and tensors do not say. */
@@ -38,17 +38,22 @@ export function registerInterop(program: Command, run: (fn: () => Promise<void>)
     .option('--opset <n>', `ONNX opset version, ${ONNX_OPSETS.min} to ${ONNX_OPSETS.max}`, numberIn('--opset', ONNX_OPSETS.min, ONNX_OPSETS.max, { integer: true }), ONNX_OPSETS.default)
     .option('--normalization <where>', 'ONNX only: graph = the model takes pixels in [0, 1] and normalises them itself; metadata = the caller normalises, with the mean and std from the metadata', oneOf('--normalization', ['graph', 'metadata'] as const), 'graph')
     .action((checkpoint: string, output: string, flags: { opset: number; normalization: 'graph' | 'metadata' }) => run(async () => exportModel(checkpoint, output, flags)));
-  program
+  const command = program
     .command('import')
     .description('turn PyTorch weights (a .pth written by torch.save, e.g. torchvision\'s, or safetensors from `export`) into a checkpoint for eval, predict, step and train --init')
     .argument('<weights>', 'a .pth / .pt file (zip or legacy torch.save; its pickle is read, never run) or a .safetensors file')
-    .argument('<output>', 'the checkpoint to write')
-    .option('--model <name>', `${ARCHITECTURES.join(' | ')} (default: the file's metadata, else v2)`, oneOf('--model', ARCHITECTURES))
-    .option('--alpha <a>', 'width multiplier (default: the file\'s metadata, else 1)', numberIn('--alpha', 0, 4, { minExclusive: true }))
-    .option('--resolution <r>', 'input resolution (default: the file\'s metadata, else 224)', numberIn('--resolution', 8, MAX_RESOLUTION, { integer: true }))
+    .argument('<output>', 'the checkpoint to write');
+  // train's flags; what is not given comes from the file.
+  addRunOptions(command, ['model', 'alpha', 'resolution'], {
+    model: { default: undefined, help: "(default: the file's metadata, else v2)" },
+    alpha: { default: undefined, help: "width multiplier (default: the file's metadata, else 1)" },
+    resolution: { default: undefined, help: "input resolution (default: the file's metadata, else 224)" },
+  });
+  command
     .option('--num-classes <n>', 'classes (default: read off the classifier\'s weight)', numberIn('--num-classes', 1, 100000, { integer: true }))
-    .option('--in-channels <n>', 'input channels (default: read off the stem\'s weight)', numberIn('--in-channels', 1, 64, { integer: true }))
-    .option('--stem-stride <s>', 'stride of the first convolution (default: the file\'s metadata, else 2)', (v: string) => (oneOf('--stem-stride', ['1', '2'] as const)(v) === '1' ? 1 : 2))
+    .option('--in-channels <n>', 'input channels (default: read off the stem\'s weight)', numberIn('--in-channels', 1, 64, { integer: true }));
+  addRunOptions(command, ['stemStride'], { stemStride: { default: undefined, help: "stride of the first convolution (default: the file's metadata, else 2)" } });
+  command
     .option('--class-names <list>', 'comma-separated class names (default: the file\'s metadata, else class0, class1, ...)')
     .action((weights: string, output: string, flags: ImportFlags) => run(async () => importWeights(weights, output, flags)));
 }

@@ -5,7 +5,11 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { ConfigError, flagOf, parseOption, requirementOf, RUN_OPTIONS, type OptionName, type RunSpec } from '../src/train/options.js';
 
-/** What a command may change about an option's flag: its default and help (`mobilenet summary`'s alpha is 1). */
+/**
+ * What a command may change about an option's flag: its default and help (`mobilenet summary`'s
+ * alpha is 1). A `default` given as undefined means none: the flag is not set unless given
+ * (`import` reads what is not given from the weights file).
+ */
 export interface FlagOverrides {
   default?: unknown;
   help?: string;
@@ -24,8 +28,9 @@ export function addRunOptions(command: Command, options: readonly OptionName[], 
   for (const option of options) {
     const o = RUN_OPTIONS[option];
     if (o.flag === false) continue;
-    const fallback = overrides[option]?.default ?? o.default;
-    const help = helpOf(option, overrides[option]?.help ?? o.help);
+    const override = overrides[option] ?? {};
+    const fallback = 'default' in override ? override.default : o.default;
+    const help = helpOf(option, override.help ?? o.help);
     const names = [o.short, o.alias, flagOf(option)].filter(Boolean).join(', ');
     if (o.kind === 'boolean') {
       command.option(names, help, fallback as boolean);
@@ -41,7 +46,7 @@ export function addRunOptions(command: Command, options: readonly OptionName[], 
       }
     };
     // A default of null (not set) or an empty list shows no default in --help.
-    const shown = fallback === null || (Array.isArray(fallback) && fallback.length === 0) ? undefined : fallback;
+    const shown = fallback === null || fallback === undefined || (Array.isArray(fallback) && fallback.length === 0) ? undefined : fallback;
     command.option(`${names} ${o.placeholder ?? '<value>'}`, help, parse, shown);
   }
   return command;
