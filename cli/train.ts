@@ -15,7 +15,7 @@ import { appendToFile, FileWriteError } from '../src/tensor/files.js';
 import { firstFew } from '../src/tensor/text.js';
 import { BEST_CHECKPOINT, LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, RunLock } from '../src/train/checkpoint.js';
 import { availableMemoryBytes, estimateTrainingMemory, formatBytes, largestBatchThatFits, MEMORY_HEADROOM } from '../src/train/memory.js';
-import { flagOf, OPTION_NAMES, RUN_OPTIONS, type OptionName, type RunSpec, type TrainConfig } from '../src/train/options.js';
+import { flagOf, OPTION_NAMES, RUN_OPTIONS, type ConfigJsonOption, type OptionName, type RunSpec, type TrainConfig } from '../src/train/options.js';
 import { planRun, startRun, type PreparedRun } from '../src/train/run.js';
 import { Trainer, TrainingStoppedError, type TrainerEvents } from '../src/train/trainer.js';
 
@@ -106,10 +106,9 @@ function checkMemory(trainer: Trainer, c: TrainConfig, images: number, allowed: 
 
 /** A run's config.json: its settings (the checkpoint's, on resume), its data and where it started. */
 function runConfigJson(run: PreparedRun): string {
-  const recorded: Record<string, unknown> = { ...run.trainer.config };
-  // The options kept in config.json only: where the data came from, the weights it started from.
-  for (const k of OPTION_NAMES) if (RUN_OPTIONS[k].lands === 'config.json') recorded[k] = k === 'init' ? (run.init?.path ?? null) : k === 'data' ? run.data : run.dataPath;
-  return JSON.stringify({ ...recorded, classNames: run.images.train.classNames, normalization: run.trainer.normalization }, null, 2) + '\n';
+  // The options kept in config.json only (an option declared so later is a type error here until it is written).
+  const configJsonOnly: Record<ConfigJsonOption, unknown> = { data: run.data, dataPath: run.dataPath, init: run.init?.path ?? null };
+  return JSON.stringify({ ...run.trainer.config, ...configJsonOnly, classNames: run.images.train.classNames, normalization: run.trainer.normalization }, null, 2) + '\n';
 }
 
 /** The settings where an existing config.json differs from the checkpoint's (a hand edit that --resume does not use). */

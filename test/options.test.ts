@@ -85,6 +85,11 @@ describe('the run options table', () => {
     expect(configErrorOf(() => planRun({ resume: '/no/such/run', epochs: 9 })).describe(flagOf)).toBe('--resume /no/such/run: no such checkpoint or run folder');
   });
 
+  it('leaves rho to the dataset: a rho too small for 28-pixel images may suit 32-pixel ones, and both rho and resolution are refused at once', () => {
+    expect(planRun({ data: 'cifar10', rho: 0.25 }).config.rho).toBe(0.25); // round(0.25 x 32) = 8 pixels
+    expect(configErrorOf(() => planRun({ rho: 0.5, resolution: 32 })).describe(flagOf)).toBe('--rho and --resolution exclude each other: --rho scales the base size, --resolution sets the size');
+  });
+
   it('checks settings against each other once, naming both', () => {
     const e = configErrorOf(() => checkConfig(trainConfig({ freeze: 'features', trainableBlocks: 2 })));
     expect(e.options.sort()).toEqual(['freeze', 'trainableBlocks']);

@@ -176,6 +176,8 @@ type Landed<L extends Landing> = { [K in OptionName]: Options[K] extends { lands
 
 /** Everything that defines a run: the options that land in every checkpoint (RUN_OPTIONS's help says what each is). */
 export type TrainConfig = { -readonly [K in Landed<'checkpoint'>]: ValueOf<Options[K]> };
+/** The options kept in a run folder's config.json only (where the data came from, the weights a run started from). */
+export type ConfigJsonOption = Landed<'config.json'>;
 
 /** A run as a library user or the CLI asks for it: any run option, the rest take their defaults. */
 export type RunSpec = { -readonly [K in OptionName]?: ValueOf<Options[K]> };
@@ -382,13 +384,18 @@ export function checkConfig(c: TrainConfig): void {
   if (c.freeze !== 'none' && c.trainableBlocks !== null) throw ConfigError.sentence`${'freeze'} and ${'trainableBlocks'} exclude each other (freezing the features is 0 trainable blocks)`;
 }
 
+/** `rho` and `resolution` both given. */
+export function rhoWithResolutionError(): ConfigError {
+  return ConfigError.sentence`${'rho'} and ${'resolution'} exclude each other: ${'rho'} scales the base size, ${'resolution'} sets the size`;
+}
+
 /**
  * The input resolution a run or a command uses: with `rho` (the paper's resolution multiplier),
  * round(rho x the base size), at least 8 pixels; else `resolution`. Both given is a ConfigError.
  */
 export function resolutionOf(rho: number | null | undefined, resolution: number, base: number, resolutionGiven: boolean): number {
   if (rho === null || rho === undefined) return resolution;
-  if (resolutionGiven) throw ConfigError.sentence`${'rho'} and ${'resolution'} exclude each other: ${'rho'} scales the base size, ${'resolution'} sets the size`;
+  if (resolutionGiven) throw rhoWithResolutionError();
   const scaled = Math.round(rho * base);
   if (scaled < 8) throw new ConfigError(['rho'], `round(${rho} x ${base}) = ${scaled} pixels, below the smallest resolution 8`, rho);
   return scaled;

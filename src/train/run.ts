@@ -10,7 +10,7 @@ import { Rng } from '../tensor/rng.js';
 import { findResumableCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, pickImages, selectClasses, takePerClass, type ImageDataset } from './datasets.js';
 import { checkInitFits, loadModel, type LoadedModel } from './models.js';
-import { checkConfig, checkSpec, CONFIG_NAMES, ConfigError, resolutionOf, RESUME_MAY_CHANGE, RUN_OPTIONS, trainConfig, TRAIN_DEFAULTS, type OptionName, type RunSpec, type TrainConfig } from './options.js';
+import { checkConfig, checkSpec, CONFIG_NAMES, ConfigError, resolutionOf, RESUME_MAY_CHANGE, rhoWithResolutionError, RUN_OPTIONS, trainConfig, TRAIN_DEFAULTS, type OptionName, type RunSpec, type TrainConfig } from './options.js';
 import { Trainer, type TrainerParts } from './trainer.js';
 
 /** Where a run's images come from, and how they are read. */
@@ -153,8 +153,9 @@ export function planRun(spec: RunSpec, onWarning: (message: string) => void = ()
     const config = { ...resumed.checkpoint.meta.config, ...(given('epochs') ? { epochs: spec.epochs } : {}) };
     return { config, data, dataPath, resumed, init: null, given };
   }
-  // rho and resolution exclude each other (the resolution rho gives is known once the images are).
-  resolutionOf(spec.rho, TRAIN_DEFAULTS.resolution, TRAIN_DEFAULTS.resolution, given('resolution'));
+  // rho and resolution exclude each other; the resolution rho gives is known once the images are
+  // (a dataset's native size: 28 for Fashion-MNIST, 32 for CIFAR-10), in startRun.
+  if (given('rho') && given('resolution')) throw rhoWithResolutionError();
   const config = configOfSpec(spec);
   let init: RunPlan['init'] = null;
   if (spec.init) {
