@@ -53,10 +53,9 @@ export async function loadRunData(choice: DataChoice, valSplit: number, perClass
   const loaded = await loadData(choice);
   const fewer = (train: ImageDataset) => (perClass > 0 ? takePerClass(train, perClass, choice.seed) : train);
   // An image folder without val/ or test/ already holds out 10% for validation, and has no test split.
-  const heldOut = loaded.val.name.endsWith('-val');
-  if (valSplit <= 0) return { train: fewer(loaded.train), val: loaded.val, test: null, valName: heldOut ? 'val' : 'test' };
+  if (valSplit <= 0) return { train: fewer(loaded.train), val: loaded.val, test: null, valName: loaded.heldOut ? 'val' : 'test' };
   const split = splitDataset(loaded.train, valSplit, choice.seed);
-  return { train: fewer(split.train), val: split.val, test: heldOut ? null : loaded.val, valName: 'val' };
+  return { train: fewer(split.train), val: split.val, test: loaded.heldOut ? null : loaded.val, valName: 'val' };
 }
 
 /**
@@ -65,28 +64,35 @@ export async function loadRunData(choice: DataChoice, valSplit: number, perClass
  * class folders directly (then 10% is held out for validation, chosen with the seed). With
  * `classes`, only those classes, in that order.
  */
-export async function loadData(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
+export async function loadData(choice: DataChoice): Promise<LoadedData> {
   const loaded = await loadAllClasses(choice);
   const classes = choice.classes;
   if (!classes || classes.length === 0) return loaded;
-  return { train: selectClasses(loaded.train, classes), val: selectClasses(loaded.val, classes) };
+  return { train: selectClasses(loaded.train, classes), val: selectClasses(loaded.val, classes), heldOut: loaded.heldOut };
 }
 
-async function loadAllClasses(choice: DataChoice): Promise<{ train: ImageDataset; val: ImageDataset }> {
+/** A dataset's training and validation images; `heldOut`: the validation images were held out of a folder's training images (it has no test split). */
+export interface LoadedData {
+  train: ImageDataset;
+  val: ImageDataset;
+  heldOut: boolean;
+}
+
+async function loadAllClasses(choice: DataChoice): Promise<LoadedData> {
   const { data } = choice;
   const dataPath = choice.dataPath ?? undefined;
   if (data === 'mnist') {
     // The bundled images are Fashion-MNIST: MNIST's digits must come from a folder of the user's.
     if (!dataPath) throw ConfigError.sentence`${'data'} mnist needs ${'dataPath'} DIR: a folder with the four MNIST files (train-images-idx3-ubyte[.gz], ...); the bundled data is Fashion-MNIST`;
-    return { train: loadIdxDataset(dataPath, 'train', data, MNIST_CLASSES), val: loadIdxDataset(dataPath, 'test', data, MNIST_CLASSES) };
+    return { train: loadIdxDataset(dataPath, 'train', data, MNIST_CLASSES), val: loadIdxDataset(dataPath, 'test', data, MNIST_CLASSES), heldOut: false };
   }
   if (data === 'fashion-mnist') {
     const dir = dataPath ?? bundledFashionMnistPath();
-    return { train: loadIdxDataset(dir, 'train', data), val: loadIdxDataset(dir, 'test', data) };
+    return { train: loadIdxDataset(dir, 'train', data), val: loadIdxDataset(dir, 'test', data), heldOut: false };
   }
   if (data === 'cifar10') {
     if (!dataPath) throw ConfigError.sentence`${'data'} cifar10 needs ${'dataPath'} DIR: a folder with data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the "CIFAR-10 binary version")`;
-    return { train: loadCifar10(dataPath, 'train'), val: loadCifar10(dataPath, 'test') };
+    return { train: loadCifar10(dataPath, 'train'), val: loadCifar10(dataPath, 'test'), heldOut: false };
   }
   const root = resolve(dataPath ?? data);
   if (!existsSync(root) || !statSync(root).isDirectory()) {
@@ -96,9 +102,9 @@ async function loadAllClasses(choice: DataChoice): Promise<{ train: ImageDataset
   const sub = readdirSync(root);
   const valName = ['val', 'test'].find((n) => sub.includes(n));
   if (sub.includes('train') && valName) {
-    return { train: await loadImageFolder(join(root, 'train'), folder), val: await loadImageFolder(join(root, valName), folder) };
+    return { train: await loadImageFolder(join(root, 'train'), folder), val: await loadImageFolder(join(root, valName), folder), heldOut: false };
   }
-  return splitDataset(await loadImageFolder(root, folder), 0.1, choice.seed);
+  return { ...splitDataset(await loadImageFolder(root, folder), 0.1, choice.seed), heldOut: true };
 }
 
 /** A run's settings, settled: what `prepareRun` builds from. */
