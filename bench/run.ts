@@ -19,7 +19,7 @@ import { rand } from '../src/tensor/tensor.js';
 import { SGD } from '../src/train/optim.js';
 import { convGeometry } from '../src/ops/conv2d.js';
 import { runDepthwiseBackward, runDepthwiseBackwardFilter, runDepthwiseBackwardInput, runDepthwiseForward } from '../src/ops/depthwise.js';
-import { parallelGemm } from '../src/ops/gemm.js';
+import { gemm } from '../src/ops/gemm.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 
@@ -129,7 +129,7 @@ const WORKLOADS: Record<string, (minSeconds: number) => Row[]> = {
     const n = 512;
     const rng = new Rng(1);
     const A = randn([n, n], rng).data, B = randn([n, n], rng).data, C = new Float32Array(n * n);
-    const t = timeSteps(() => parallelGemm({ transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A, aOffset: 0, lda: n, B, bOffset: 0, ldb: n, beta: 0, C, cOffset: 0, ldc: n }), 5, minSeconds);
+    const t = timeSteps(() => gemm({ transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A, aOffset: 0, lda: n, B, bOffset: 0, ldb: n, beta: 0, C, cOffset: 0, ldc: n }), 5, minSeconds);
     const gflops = (2 * n ** 3) / (t.medianMs * 1e6);
     return [{ workload: 'G1', what: 'sgemm 512^3', threads: 1, medianMs: t.medianMs, steps: t.steps, figure: 'GFLOP/s', value: gflops }];
   },

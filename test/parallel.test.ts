@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { gemm, parallelGemm } from '../src/ops/gemm.js';
+import { gemm, type GemmArgs } from '../src/ops/gemm.js';
 import { declareKernel, getThreads, kernelJobsOnThreads, runKernel, setThreads, workerSource } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
@@ -36,21 +36,33 @@ function sharedLeaf(t: Tensor): Tensor {
   return new Tensor(data, t.shape, true);
 }
 
+/** gemm on `threads` threads (then back to 2); returns how many of its jobs went to the worker threads. */
+function gemmOn(threads: number, args: GemmArgs): number {
+  setThreads(threads);
+  const before = kernelJobsOnThreads();
+  gemm(args);
+  const handedOff = kernelJobsOnThreads() - before;
+  setThreads(2);
+  return handedOff;
+}
+
 describe('threads', () => {
   it('parallel GEMM is bit-identical to one thread for every transpose and shape', () => {
     setThreads(2);
     expect(getThreads()).toBe(2);
     const rng = new Rng(4);
+    let handedOff = 0;
     for (const [M, N, K] of [[130, 70, 90], [9, 700, 64], [700, 9, 64], [64, 64, 64], [257, 3, 400]]) {
       for (const [transA, transB] of [[false, false], [true, false], [false, true], [true, true]] as const) {
         const A = randn([M * K], rng).data, B = randn([K * N], rng).data, C0 = randn([M * N], rng).data;
         const args = { transA, transB, M, N, K, alpha: 1.5, A, aOffset: 0, lda: transA ? M : K, B, bOffset: 0, ldb: transB ? K : N, beta: 0.5, cOffset: 0, ldc: N };
         const one = C0.slice(), two = C0.slice();
-        gemm({ ...args, C: one });
-        parallelGemm({ ...args, C: two });
+        expect(gemmOn(1, { ...args, C: one })).toBe(0);
+        handedOff += gemmOn(2, { ...args, C: two });
         expect(Buffer.from(two.buffer).equals(Buffer.from(one.buffer)), `M=${M} N=${N} K=${K} ${transA} ${transB}`).toBe(true);
       }
     }
+    expect(handedOff).toBeGreaterThan(0);
   });
 
   it('parallel GEMM on operands in shared memory (used in place, with offsets and ldc > N) is bit-identical too', () => {
@@ -68,8 +80,8 @@ describe('threads', () => {
         const C0 = randn([M * ldc], rng).data;
         const args = { transA: false, transB: false, M, N, K, alpha: 1, A, aOffset: 7, lda: K, B, bOffset: 7, ldb: N, beta: 1, ldc };
         const one = C0.slice(), two = put(shareC, C0);
-        gemm({ ...args, C: one, cOffset: 0 });
-        parallelGemm({ ...args, C: two, cOffset: 7 });
+        gemmOn(1, { ...args, C: one, cOffset: 0 });
+        expect(gemmOn(2, { ...args, C: two, cOffset: 7 })).toBe(1);
         expect(Buffer.from(two.slice(7).buffer).equals(Buffer.from(one.buffer)), `shared A ${shareA} B ${shareB} C ${shareC}`).toBe(true);
       }
     });
@@ -236,8 +248,8 @@ describe('threads', () => {
     // The pool still works afterwards.
     const A = randn([64, 64], new Rng(1)).data, C = new Float32Array(64 * 64), C1 = new Float32Array(64 * 64);
     const args = { transA: false, transB: false, M: 64, N: 64, K: 64, alpha: 1, A, aOffset: 0, lda: 64, B: A, bOffset: 0, ldb: 64, beta: 0, cOffset: 0, ldc: 64 };
-    parallelGemm({ ...args, C });
-    gemm({ ...args, C: C1 });
+    gemmOn(2, { ...args, C });
+    gemmOn(1, { ...args, C: C1 });
     expect(Buffer.from(C.buffer).equals(Buffer.from(C1.buffer))).toBe(true);
   });
 });

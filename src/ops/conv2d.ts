@@ -14,7 +14,7 @@ import { alloc, inReuseScope, isCached, release } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { parallelGemm, PER_IMAGE_GEMM_FROM_MULT_ADDS } from './gemm.js';
+import { gemm, PER_IMAGE_GEMM_FROM_MULT_ADDS } from './gemm.js';
 import { declareKernel, getThreads, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 /** Options of conv2d: stride, padding, dilation, groups. */
@@ -230,7 +230,7 @@ export function conv2dForward(x: Float32Array, weight: Float32Array, bias: Float
       // y[n0.., group gi] (Cog x images*HWout) = W_g (Cog x K) * col (K x images*HWout), each
       // image's HWout columns of the product stored in its own block of y (GemmBatch).
       const batch = images > 1 ? { along: 'columns' as const, size: HWout, aStride: 0, bStride: HWout, cStride: Cout * HWout, firstColumn: 0 } : undefined;
-      parallelGemm({ transA: false, transB: false, M: Cog, N: columns, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: columns, beta: 0, C: y, cOffset: (n0 * Cout + gi * Cog) * HWout, ldc: HWout, batch });
+      gemm({ transA: false, transB: false, M: Cog, N: columns, K, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: col, bOffset: 0, ldb: columns, beta: 0, C: y, cOffset: (n0 * Cout + gi * Cog) * HWout, ldc: HWout, batch });
     }
   }
   release(col);
@@ -287,12 +287,12 @@ export function conv2dBackward(x: Float32Array, weight: Float32Array, dy: Float3
         // dW_g += dY_g col^T over the images' pixels, dY_g read from each image's block; rounded
         // after each image (roundPerImage), as image-by-image GEMMs with beta = 1 round it.
         const batch = images > 1 ? { along: 'depth' as const, size: HWout, aStride: Cout * HWout, bStride: HWout, cStride: 0, firstColumn: 0, roundPerImage: true } : undefined;
-        parallelGemm({ transA: false, transB: true, M: Cog, N: K, K: columns, alpha: 1, A: dy, aOffset: (n0 * Cout + gi * Cog) * HWout, lda: HWout, B: col, bOffset: 0, ldb: columns, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K, batch });
+        gemm({ transA: false, transB: true, M: Cog, N: K, K: columns, alpha: 1, A: dy, aOffset: (n0 * Cout + gi * Cog) * HWout, lda: HWout, B: col, bOffset: 0, ldb: columns, beta: 1, C: dweight, cOffset: gi * Cog * K, ldc: K, batch });
       }
       // dx, image by image: dcol = W_g^T dY_g(n), then col2im (with one image per column matrix
       // dcol is col itself, whose columns the weight gradient has used by now).
       for (let n = n0; n < n0 + images && dcol !== null; n++) {
-        parallelGemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: (n * Cout + gi * Cog) * HWout, ldb: HWout, beta: 0, C: dcol, cOffset: 0, ldc: HWout });
+        gemm({ transA: true, transB: false, M: K, N: HWout, K: Cog, alpha: 1, A: weight, aOffset: gi * Cog * K, lda: K, B: dy, bOffset: (n * Cout + gi * Cog) * HWout, ldb: HWout, beta: 0, C: dcol, cOffset: 0, ldc: HWout });
         runColumns('col2im', dx!, g, n, gi * Cg, Cg, dcol);
       }
     }

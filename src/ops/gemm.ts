@@ -584,16 +584,10 @@ export function storeEdgeTile(tile: Float64Array, t: number, alpha: number, C: F
   }
 }
 
-/** Blocked, packed GEMM (see the file comment), on one thread; `parallelGemm` splits it over threads. */
-export function gemm(args: GemmArgs): void {
-  if (KERNELS_PROBLEM !== null) throw new RangeError(KERNELS_PROBLEM);
-  checkGemmArgs(args);
-  gemmCore(args);
-}
-
 /**
- * The blocked GEMM without argument checks. Self-contained (it uses only the functions and
- * constants of this file), because worker threads receive it as source text (see parallel.ts).
+ * The blocked GEMM on one thread, without argument checks: the body that `gemm` runs on each
+ * thread's share of C. Self-contained (it uses only the functions and constants of this file),
+ * because worker threads receive it as source text (see parallel.ts).
  */
 export function gemmCore(args: GemmArgs): void {
   const { transA, transB, M, N, K, alpha, A, aOffset, lda, B, bOffset, ldb, beta, C, cOffset, ldc, batch } = args;
@@ -737,11 +731,14 @@ function extent(rows: number, cols: number, ld: number): number {
 }
 
 /**
- * GEMM on all threads when it is big enough to pay for the hand-off, else on this one. An
- * operand outside shared memory is passed as the window the GEMM reads (so that only that much
- * is copied for the workers), the buffer cache's own buffers whole (used in place).
+ * The GEMM: C = alpha op(A) op(B) + beta C (see the file comment). The one entry point: it checks
+ * its arguments, then runs on all threads when the product is big enough to pay for the hand-off,
+ * else on this one; the split never changes a number (every element of C is summed by one thread,
+ * in the same order), so the result has the same bits for any thread count. An operand outside
+ * shared memory is passed as the window the GEMM reads (so that only that much is copied for the
+ * workers), the buffer cache's own buffers whole (used in place).
  */
-export function parallelGemm(args: GemmArgs): void {
+export function gemm(args: GemmArgs): void {
   if (KERNELS_PROBLEM !== null) throw new RangeError(KERNELS_PROBLEM);
   checkGemmArgs(args);
   const { transA, transB, M, N, K, lda, ldb, ldc } = args;
@@ -762,36 +759,4 @@ export function parallelGemm(args: GemmArgs): void {
     ? { batchAlong: 0, batchSize: 1, aBatchStride: 0, bBatchStride: 0, cBatchStride: 0, firstColumn: 0, roundPerImage: 0 }
     : { batchAlong: batch.along === 'columns' ? 1 : 2, batchSize: batch.size, aBatchStride: batch.aStride, bBatchStride: batch.bStride, cBatchStride: batch.cStride, firstColumn: batch.firstColumn, roundPerImage: batch.roundPerImage === true ? 1 : 0 };
   runKernel(GEMM_KERNEL, { transA: transA ? 1 : 0, transB: transB ? 1 : 0, M, N, K, aOffset, lda, bOffset, ldb, cOffset, ldc, splitRows, ...batchInts, alpha: args.alpha, beta: args.beta }, { A, B, C }, tiles, M * N * K);
-}
-
-/** Shorthand for the common dense case: C(MxN) = op(A) * op(B) (+ C if accumulate). */
-export function matmulInto(
-  A: Float32Array,
-  B: Float32Array,
-  C: Float32Array,
-  M: number,
-  N: number,
-  K: number,
-  options: { transA?: boolean; transB?: boolean; accumulate?: boolean; aOffset?: number; bOffset?: number; cOffset?: number } = {},
-): void {
-  const transA = options.transA ?? false;
-  const transB = options.transB ?? false;
-  parallelGemm({
-    transA,
-    transB,
-    M,
-    N,
-    K,
-    alpha: 1,
-    A,
-    aOffset: options.aOffset ?? 0,
-    lda: transA ? M : K,
-    B,
-    bOffset: options.bOffset ?? 0,
-    ldb: transB ? K : N,
-    beta: options.accumulate ? 1 : 0,
-    C,
-    cOffset: options.cOffset ?? 0,
-    ldc: N,
-  });
 }

@@ -5,11 +5,11 @@ import { alloc } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { gemmNaive, parallelGemm, type Gemm } from './gemm.js';
+import { gemm, gemmNaive, type Gemm } from './gemm.js';
 
 
 /** y = x W^T + b on raw buffers (the fully connected layer's forward). */
-export function linearForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, N: number, inF: number, outF: number, y: Float32Array, multiply: Gemm = parallelGemm): void {
+export function linearForward(x: Float32Array, weight: Float32Array, bias: Float32Array | null, N: number, inF: number, outF: number, y: Float32Array, multiply: Gemm = gemm): void {
   // y (N x out) = x (N x in) * W^T (in x out)
   multiply({ transA: false, transB: true, M: N, N: outF, K: inF, alpha: 1, A: x, aOffset: 0, lda: inF, B: weight, bOffset: 0, ldb: inF, beta: 0, C: y, cOffset: 0, ldc: outF });
   if (bias !== null) for (let n = 0; n < N; n++) for (let o = 0; o < outF; o++) y[n * outF + o] += bias[o];
@@ -38,11 +38,11 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null): T
       let dx: Float32Array | null = null, dW: Float32Array | null = null, db: Float32Array | null = null;
       if (needs[0]) {
         dx = alloc(N * inF);
-        parallelGemm({ transA: false, transB: false, M: N, N: inF, K: outF, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.weight, bOffset: 0, ldb: inF, beta: 0, C: dx, cOffset: 0, ldc: inF });
+        gemm({ transA: false, transB: false, M: N, N: inF, K: outF, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.weight, bOffset: 0, ldb: inF, beta: 0, C: dx, cOffset: 0, ldc: inF });
       }
       if (needs[1]) {
         dW = alloc(outF * inF);
-        parallelGemm({ transA: true, transB: false, M: outF, N: inF, K: N, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.x, bOffset: 0, ldb: inF, beta: 0, C: dW, cOffset: 0, ldc: inF });
+        gemm({ transA: true, transB: false, M: outF, N: inF, K: N, alpha: 1, A: dy, aOffset: 0, lda: outF, B: s.x, bOffset: 0, ldb: inF, beta: 0, C: dW, cOffset: 0, ldc: inF });
       }
       if (inputs.length === 3 && needs[2]) {
         db = alloc(outF);

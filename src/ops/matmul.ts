@@ -4,7 +4,15 @@ import { alloc } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
-import { matmulInto } from './gemm.js';
+import { gemm } from './gemm.js';
+
+/**
+ * C (M x N, at cOffset) = op(A) op(B) for dense row-major matrices packed end to end (op(A) is
+ * M x K, op(B) K x N; a transposed operand is stored the other way round).
+ */
+function denseProduct(A: Float32Array, aOffset: number, transA: boolean, B: Float32Array, bOffset: number, transB: boolean, C: Float32Array, cOffset: number, M: number, N: number, K: number): void {
+  gemm({ transA, transB, M, N, K, alpha: 1, A, aOffset, lda: transA ? M : K, B, bOffset, ldb: transB ? K : N, beta: 0, C, cOffset, ldc: N });
+}
 
 /**
  * C = A B.  a: (M, K) and b: (K, N) -> (M, N); or a: (B, M, K) and b: (B, K, N) -> (B, M, N).
@@ -23,7 +31,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   }
   const out = alloc(batch * M * N);
   for (let i = 0; i < batch; i++) {
-    matmulInto(a.data, b.data, out, M, N, K, { aOffset: i * M * K, bOffset: i * K * N, cOffset: i * M * N });
+    denseProduct(a.data, i * M * K, false, b.data, i * K * N, false, out, i * M * N, M, N, K);
   }
   const outShape = batched ? [batch, M, N] : [M, N];
   return recordOp(new Tensor(out, outShape), {
@@ -36,12 +44,12 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
       if (needs[0]) {
         dA = alloc(batch * M * K);
         // dA (M x K) = dC (M x N) * B^T (N x K)
-        for (let i = 0; i < batch; i++) matmulInto(dC, s.b, dA, M, K, N, { transB: true, aOffset: i * M * N, bOffset: i * K * N, cOffset: i * M * K });
+        for (let i = 0; i < batch; i++) denseProduct(dC, i * M * N, false, s.b, i * K * N, true, dA, i * M * K, M, K, N);
       }
       if (needs[1]) {
         dB = alloc(batch * K * N);
         // dB (K x N) = A^T (K x M) * dC (M x N)
-        for (let i = 0; i < batch; i++) matmulInto(s.a, dC, dB, K, N, M, { transA: true, aOffset: i * M * K, bOffset: i * M * N, cOffset: i * K * N });
+        for (let i = 0; i < batch; i++) denseProduct(s.a, i * M * K, true, dC, i * M * N, false, dB, i * K * N, K, N, M);
       }
       return [dA, dB];
     },

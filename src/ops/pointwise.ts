@@ -10,8 +10,7 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, convolutionGrads } from './conv2d.js';
-import { gemmNaive, NR, PER_IMAGE_GEMM_FROM_MULT_ADDS, type Gemm, type GemmBatch } from './gemm.js';
-import { parallelGemm } from './gemm.js';
+import { gemm, gemmNaive, NR, PER_IMAGE_GEMM_FROM_MULT_ADDS, type Gemm, type GemmBatch } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
 /** Sizes of a 1x1 convolution: images, input and output channels, pixels per plane. */
@@ -108,7 +107,7 @@ function imagesInPlace(along: 'columns' | 'depth', g: PointwiseGeometry, aChanne
 }
 
 /** Y_n = W X_n for every image. */
-export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = parallelGemm): void {
+export function pointwiseForward(x: Float32Array, weight: Float32Array, g: PointwiseGeometry, y: Float32Array, multiply: Gemm = gemm): void {
   const { N, Cin, Cout, HW } = g;
   const plan = pointwisePlan(g);
   if (plan === 'batched in place') {
@@ -135,7 +134,7 @@ export function pointwiseForward(x: Float32Array, weight: Float32Array, g: Point
 /**
  * Backward of Y_n = W X_n:  dX_n = W^T dY_n  (Cin x HW),  dW = sum_n dY_n X_n^T  (Cout x Cin).
  */
-export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = parallelGemm): void {
+export function pointwiseBackward(x: Float32Array, weight: Float32Array, dy: Float32Array, g: PointwiseGeometry, dx: Float32Array | null, dweight: Float32Array | null, multiply: Gemm = gemm): void {
   const { N, Cin, Cout, HW } = g;
   const plan = pointwisePlan(g);
   if (plan === 'batched in place') {
