@@ -98,11 +98,13 @@ export function lineChartSvg(options: { title: string; xLabel: string; yLabel: s
   const inBox = (top: number) => plotted.filter(([x, y]) => x >= W - m.right - legendW && y >= top - 6 && y <= top + legendH + 6).length;
   const bottomTop = H - m.bottom - legendH - 6;
   const legendTop = inBox(bottomTop) < inBox(m.top) ? bottomTop : m.top;
+  // Points outside a given yMin / yMax are cut off at the axes rather than drawn over them.
+  out.push(`<clipPath id="plot-area"><rect x="${m.left}" y="${m.top - 4}" width="${W - m.left - m.right + 4}" height="${H - m.top - m.bottom + 4}"/></clipPath>`);
   options.series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1]));
     if (pts.length > 0) {
-      out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2.2" points="${pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')}"/>`);
-      if (pts.length <= 60) for (const p of pts) out.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${s.color}"/>`);
+      out.push(`<polyline clip-path="url(#plot-area)" fill="none" stroke="${s.color}" stroke-width="2.2" points="${pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ')}"/>`);
+      if (pts.length <= 60) for (const p of pts) out.push(`<circle clip-path="url(#plot-area)" cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${s.color}"/>`);
     }
     const ly = legendTop + 8 + i * 20;
     out.push(`<line x1="${W - m.right - 150}" x2="${W - m.right - 124}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="3"/>`);

@@ -45,8 +45,8 @@ fixtures = import_module("make-fixtures")
 
 
 def fail(message):
-    """Bad input: one line on stderr and exit status 2, as the mobilenet CLI does."""
-    print(f"train-ddp.py: error: {message}", file=sys.stderr)
+    """Bad input: one line on stderr and exit status 2, as the mobilenet CLI does (named after the script run: train-torch.py uses this too)."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
     sys.exit(2)
 
 

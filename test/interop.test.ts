@@ -104,6 +104,31 @@ describe('scripts/train-ddp.py: training an exported model further in PyTorch, o
   }, 120_000);
 });
 
+describe('scripts/train-torch.py and scripts/plot-curves.ts: our recipe in PyTorch, side by side', () => {
+  it.skipIf(!torch)('trains the same model (the same parameter count), writes its curve, and the plot reads it beside a run of ours', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'torch-recipe-'));
+    const curve = join(dir, 'torch.csv');
+    const report = execFileSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--epochs', '2', '--max-steps', '3', '--threads', '1', '--crop-padding', '2', '--random-erasing', '0.5', '--csv', curve], { encoding: 'utf8' });
+    const ours = createModel('shallow', { alpha: TRAIN_DEFAULTS.alpha, numClasses: 10, resolution: 28, inChannels: 1 }).parameterCount();
+    expect(report).toContain(`shallow alpha 0.35 stem stride 2 (${ours.toLocaleString('en-US')} parameters), 10000 train / 2000 test images, 2 epochs of 3 batches`);
+    const rows = readFileSync(curve, 'utf8').trim().split(/\r?\n/);
+    expect(rows[0]).toBe('epoch,seconds,train_loss,train_top1,test_loss,test_top1');
+    expect(rows.length).toBe(3);
+    // Ours: a metrics.csv as `train` writes it (seconds per epoch, top-1 as a fraction).
+    writeFileSync(join(dir, 'metrics.csv'), 'epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds\n1,1,0.5,0.9,1,0.6,0.95,0.1,30\n2,1,0.6,0.9,1,0.7,0.95,0.1,30\n');
+    const png = join(dir, 'curves.png');
+    const plot = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'scripts/plot-curves.ts'), png, `ours=${dir}`, `torch=${curve}`], { encoding: 'utf8', cwd: ROOT });
+    expect(plot.stderr).toBe('');
+    expect(plot.stdout).toContain('ours: 2 epochs, 70.00% after 1.0 min');
+    expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
+    // Bad input: one line, exit status 2.
+    const bad = spawnSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--data-path', dir], { encoding: 'utf8' });
+    expect([bad.status, bad.stderr]).toEqual([2, `train-torch.py: error: ${join(dir, 'train-images-idx3-ubyte')}(.gz): no such file (--data-path must hold the four IDX files of Fashion-MNIST or MNIST)\n`]);
+    const badPlot = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'scripts/plot-curves.ts'), png, `ours=${join(dir, 'none')}`], { encoding: 'utf8', cwd: ROOT });
+    expect([badPlot.status, badPlot.stderr]).toEqual([2, `plot-curves: error: ${join(dir, 'none')}: no such file (expected a run folder, its metrics.csv or a train-torch.py --csv file)\n`]);
+  }, 120_000);
+});
+
 /** Real images as a float32 batch (N, C, r, r) of pixels in [0, 1]: the bundled samples, resized. */
 async function sampleImages(channels: number, resolution: number): Promise<Float32Array> {
   const files = ['dress.png', 'trouser.png'].map((f) => join(ROOT, 'data/samples', f));

@@ -23,6 +23,16 @@ describe('line chart legend', () => {
     ] });
     expect(legendY(falling, 'train')).toBeLessThan(420 / 2);
   });
+
+  it('cuts a curve off at the axes where it goes below a given yMin (the first epochs of an accuracy curve)', () => {
+    const svg = lineChartSvg({ title: 'Accuracy', xLabel: 'minutes', yLabel: '%', yMin: 80, series: [{ name: 'ours', color: 'blue', points: [[0, 10], [1, 85], [2, 90]] }] });
+    const clip = /<clipPath id="plot-area"><rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"\/><\/clipPath>/.exec(svg);
+    expect(clip).not.toBeNull();
+    // The clip box ends at the x axis (drawn at H - 56 = 364), where the 10% point would be far below.
+    expect(Number(clip![2]) + Number(clip![4])).toBe(364);
+    expect(svg).toContain('<polyline clip-path="url(#plot-area)"');
+    expect(svg.match(/<circle clip-path="url\(#plot-area\)"/g)?.length).toBe(3);
+  });
 });
 
 /** The boxes of a scatter plot's mean labels, estimated as the plot estimates them (11 px text). */
