@@ -46,8 +46,10 @@ def load(data_path, split):
     return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def augment(x, a, gen):
-    """Per image: a random crop of the zero-padded image, a flip with probability 1/2, random erasing."""
+def augment(x, a, gen, mean, std):
+    """Per image: a random crop of the zero-padded image, a flip with probability 1/2, then
+    normalisation, then random erasing (value 0 after normalising, as torchvision's reference
+    script and `mobilenet train` do)."""
     n, _, h, w = x.shape
     if a.crop_padding > 0:
         p = a.crop_padding
@@ -59,6 +61,7 @@ def augment(x, a, gen):
     if a.hflip:
         flip = torch.rand(n, generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    x = (x - mean) / std
     if a.random_erasing > 0:
         # torchvision's RandomErasing: area 2-33% of the image, aspect ratio 0.3-3.3, value 0.
         for i in range(n):
@@ -137,7 +140,7 @@ def main():
         total, correct, loss_sum = 0, 0, 0.0
         for s in range(steps):
             idx = order[s * a.batch_size : (s + 1) * a.batch_size]
-            x = (augment(x_train[idx], a, gen) - mean) / std
+            x = augment(x_train[idx], a, gen, mean, std)
             y = y_train[idx]
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=a.label_smoothing)
