@@ -80,6 +80,23 @@ def augment(x, a, gen, mean, std):
 
 
 @torch.no_grad()
+def init_as_mobilenet_ts(model):
+    """src/nn/init.ts's policy (torchvision's for MobileNet): convolutions Kaiming normal with
+    fan-out, linear weights N(0, 0.01), biases 0, BatchNorm gamma 1 and beta 0."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, 0, 0.01)
+            torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
 def evaluate(model, x, y, mean, std, batch):
     model.eval()
     loss, correct = 0.0, 0
@@ -107,6 +124,7 @@ def main():
     ap.add_argument("--random-erasing", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", choices=["mobilenet-ts", "pytorch"], default="mobilenet-ts", help="mobilenet-ts: the same initialisation as ours (Kaiming normal, fan-out); pytorch: each layer's own default")
     ap.add_argument("--csv", help="write one row per epoch here")
     ap.add_argument("--max-steps", type=int, default=0, help="at most this many batches per epoch (0: all; for a quick check)")
     a = ap.parse_args()
@@ -122,6 +140,8 @@ def main():
     classes = int(y_train.max().item()) + 1
     meta = {"model": a.model, "alpha": str(a.alpha), "num_classes": str(classes), "in_channels": "1", "stem_stride": str(a.stem_stride)}
     model = import_module("export-torchvision").build(meta, None)
+    if a.init == "mobilenet-ts":
+        init_as_mobilenet_ts(model)
     decay = [p for n, p in model.named_parameters() if not ddp.is_no_decay(n, p)]
     no_decay = [p for n, p in model.named_parameters() if ddp.is_no_decay(n, p)]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, momentum=0.9, nesterov=True)
@@ -130,7 +150,7 @@ def main():
         steps = min(steps, a.max_steps)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps)
     params = sum(p.numel() for p in model.parameters())
-    print(f"PyTorch {torch.__version__}, {a.threads} thread(s): {a.model} alpha {a.alpha} stem stride {a.stem_stride} ({params:,} parameters), "
+    print(f"PyTorch {torch.__version__}, {a.threads} thread(s): {a.model} alpha {a.alpha} stem stride {a.stem_stride} ({params:,} parameters, {a.init} init), "
           f"{x_train.shape[0]} train / {x_test.shape[0]} test images, {a.epochs} epochs of {steps} batches", flush=True)
 
     rows = []

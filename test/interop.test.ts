@@ -110,7 +110,7 @@ describe('scripts/train-torch.py and scripts/plot-curves.ts: our recipe in PyTor
     const curve = join(dir, 'torch.csv');
     const report = execFileSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--epochs', '2', '--max-steps', '3', '--threads', '1', '--crop-padding', '2', '--random-erasing', '0.5', '--csv', curve], { encoding: 'utf8' });
     const ours = createModel('shallow', { alpha: TRAIN_DEFAULTS.alpha, numClasses: 10, resolution: 28, inChannels: 1 }).parameterCount();
-    expect(report).toContain(`shallow alpha 0.35 stem stride 2 (${ours.toLocaleString('en-US')} parameters), 10000 train / 2000 test images, 2 epochs of 3 batches`);
+    expect(report).toContain(`shallow alpha 0.35 stem stride 2 (${ours.toLocaleString('en-US')} parameters, mobilenet-ts init), 10000 train / 2000 test images, 2 epochs of 3 batches`);
     const rows = readFileSync(curve, 'utf8').trim().split(/\r?\n/);
     expect(rows[0]).toBe('epoch,seconds,train_loss,train_top1,test_loss,test_top1');
     expect(rows.length).toBe(3);
