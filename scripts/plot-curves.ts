@@ -3,8 +3,9 @@
 //
 //   node --import tsx/esm scripts/plot-curves.ts OUT.png LABEL=FILE [LABEL=FILE ...]
 //
-// FILE is a run folder or metrics.csv (seconds per epoch, summed here; top-1 as a fraction) or a
-// train-torch.py CSV (seconds from the start; top-1 in percent). It prints each curve's last
+// FILE is a run folder or metrics.csv (seconds per epoch, summed here; top-1 as a fraction; the
+// test column, else the validation one) or a train-torch.py CSV (seconds from the start; top-1 in
+// percent). It prints each curve's last
 // point and the time each first reached the best top-1 that every curve reaches.
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
@@ -24,9 +25,10 @@ function readCurve(file: string): [number, number][] {
   if (!existsSync(path)) fail(`${path}: no such file (expected a run folder, its metrics.csv or a train-torch.py --csv file)`);
   const [header, ...lines] = readFileSync(path, 'utf8').trim().split(/\r?\n/);
   const columns = header.split(',');
-  const torch = columns.includes('test_top1');
-  const top1 = columns.indexOf(torch ? 'test_top1' : 'val_top1'), seconds = columns.indexOf('seconds');
-  if (top1 < 0 || seconds < 0) fail(`${path}: expected columns seconds and test_top1 (train-torch.py) or val_top1 (metrics.csv), got ${header}`);
+  // A metrics.csv has an lr column (and test_top1, or val_top1 with --val-split); train-torch.py's has neither lr nor val_top1.
+  const torch = !columns.includes('lr');
+  const top1 = columns.indexOf(columns.includes('test_top1') ? 'test_top1' : 'val_top1'), seconds = columns.indexOf('seconds');
+  if (top1 < 0 || seconds < 0) fail(`${path}: expected the columns of a metrics.csv or of a train-torch.py --csv file (seconds, test_top1 or val_top1), got ${header}`);
   let elapsed = 0;
   return lines.map((line, i) => {
     const cells = line.split(',').map(Number);

@@ -114,12 +114,16 @@ describe('scripts/train-torch.py and scripts/plot-curves.ts: our recipe in PyTor
     const rows = readFileSync(curve, 'utf8').trim().split(/\r?\n/);
     expect(rows[0]).toBe('epoch,seconds,train_loss,train_top1,test_loss,test_top1');
     expect(rows.length).toBe(3);
-    // Ours: a metrics.csv as `train` writes it (seconds per epoch, top-1 as a fraction).
-    writeFileSync(join(dir, 'metrics.csv'), 'epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds\n1,1,0.5,0.9,1,0.6,0.95,0.1,30\n2,1,0.6,0.9,1,0.7,0.95,0.1,30\n');
+    // Ours: a metrics.csv as `train` writes it (seconds per epoch, top-1 as a fraction; the
+    // columns say val with --val-split, else test).
+    writeFileSync(join(dir, 'metrics.csv'), 'epoch,train_loss,train_top1,train_top5,test_loss,test_top1,test_top5,lr,seconds\n1,1,0.5,0.9,1,0.6,0.95,0.1,30\n2,1,0.6,0.9,1,0.7,0.95,0.1,30\n');
+    writeFileSync(join(dir, 'val.csv'), 'epoch,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,lr,seconds\n1,1,0.5,0.9,1,0.6,0.95,0.1,90\n');
     const png = join(dir, 'curves.png');
-    const plot = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'scripts/plot-curves.ts'), png, `ours=${dir}`, `torch=${curve}`], { encoding: 'utf8', cwd: ROOT });
+    const plot = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'scripts/plot-curves.ts'), png, `ours=${dir}`, `split=${join(dir, 'val.csv')}`, `torch=${curve}`], { encoding: 'utf8', cwd: ROOT });
     expect(plot.stderr).toBe('');
     expect(plot.stdout).toContain('ours: 2 epochs, 70.00% after 1.0 min');
+    expect(plot.stdout).toContain('split: 1 epochs, 60.00% after 1.5 min');
+    expect(plot.stdout).toMatch(/torch: 2 epochs, [\d.]+% after 0\.\d min/);
     expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
     // Bad input: one line, exit status 2.
     const bad = spawnSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--data-path', dir], { encoding: 'utf8' });
