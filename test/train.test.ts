@@ -310,6 +310,22 @@ describe('training', () => {
     expect([...readCheckpoint(join(dirB, 'last.safetensors')).ema.values()].map((t) => Array.from(t))).toEqual([...readCheckpoint(join(dirA, 'last.safetensors')).ema.values()].map((t) => Array.from(t)));
   });
 
+  it('--model-ema warns when the run is too short for the adjusted decay to forget its first weights, and not with a lower decay', async () => {
+    const warningsOf = async (c: TrainConfig) => {
+      const warnings: string[] = [];
+      const trainer = new Trainer(c, trainSet, valSet);
+      trainer.on('warning', (e) => warnings.push(e.message));
+      await trainer.fit();
+      return warnings;
+    };
+    const batches = Math.ceil(trainSet.count / config().batchSize) * config().epochs;
+    const [warning] = await warningsOf(config({ modelEma: true, modelEmaSteps: 1 }));
+    expect(warning).toMatch(new RegExp(`^--model-ema: the average is updated every 1 batches with decay 0\\.999\\d+ \\(0\\.99998 adjusted for batch ${config().batchSize} and ${config().epochs} epochs, as the reference script does\\); after this run's ${batches} updates its first update still weighs \\d+% of it`));
+    expect(warning).toContain('A lower --model-ema-decay (e.g. 0.999) suits a run this short');
+    expect(await warningsOf(config({ modelEma: true, modelEmaSteps: 1, modelEmaDecay: 0.9 }))).toEqual([]);
+    expect(await warningsOf(config())).toEqual([]);
+  });
+
   it('frozen features: the pooled features are computed once and the classifier trains on them, bit-identical to running the features every batch', async () => {
     // No random augmentation (flips are on by default): the features of an image are then the same every epoch.
     const frozen = (cacheFrozenFeatures: boolean) => new Trainer(config({ freeze: 'features', cacheFrozenFeatures, dropout: 0.2, epochs: 3, hflip: false }), trainSet, valSet);

@@ -12,7 +12,7 @@ import { reuseBuffers } from '../tensor/buffers.js';
 import { firstFew } from '../tensor/text.js';
 import { deriveSeed, Rng } from '../tensor/rng.js';
 import { scalar, Tensor } from '../tensor/tensor.js';
-import { checkConfig, ConfigError, modelFromSpec, type TrainConfig } from './options.js';
+import { checkConfig, ConfigError, flagOf, modelFromSpec, type TrainConfig } from './options.js';
 import type { CheckpointMetadata, Progress, TrainingState } from './metadata.js';
 import { atomicWriter, BEST_CHECKPOINT, CheckpointError, findResumableCheckpoint, LAST_CHECKPOINT, RunFolderError, RunLock, saveBestCheckpoint, saveLastCheckpoint, serializeCheckpoint, type CheckpointWriter, type LoadedCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { datasetFingerprint, type ImageDataset } from './datasets.js';
@@ -466,7 +466,25 @@ export class Trainer {
     return lock;
   }
 
+  /**
+   * A warning when the moving average cannot forget its start within the run. The reference
+   * script's decay adjustment is made for runs of hundreds of epochs; on a short one, after its
+   * U updates the first averaged weights still weigh d^(U - 1) of the average, and an average
+   * that is mostly its first weights (and their BatchNorm statistics) scores near chance.
+   */
+  private emaHorizonWarning(): string | null {
+    if (this.ema === null) return null;
+    const updates = Math.floor((this.config.epochs * this.trainLoader.batchesPerEpoch) / this.config.modelEmaSteps);
+    const firstWeight = this.ema.decay ** Math.max(0, updates - 1);
+    if (!(firstWeight > 0.5)) return null;
+    return `${flagOf('modelEma')}: the average is updated every ${this.config.modelEmaSteps} batches with decay ${this.ema.decay.toPrecision(5)} (${this.config.modelEmaDecay} adjusted for batch ${this.config.batchSize} and ${this.config.epochs} epochs, as the reference script does); after this run's ${updates} updates its first update still weighs ${(100 * firstWeight).toFixed(0)}% of it, so it will score near the weights it started from. A lower ${flagOf('modelEmaDecay')} (e.g. 0.999) suits a run this short`;
+  }
+
   private async fitLocked(options: TrainerOptions): Promise<Progress> {
+    if (this.progress.step === 0) {
+      const warning = this.emaHorizonWarning();
+      if (warning !== null) this.emit('warning', { message: warning });
+    }
     const started = performance.now();
     const before = this.progress.seconds ?? 0;
     // The run's time so far is kept in the progress, so checkpoints carry it across sessions.
