@@ -128,8 +128,18 @@ def main():
     ap.add_argument("--csv", help="write one row per epoch here")
     ap.add_argument("--max-steps", type=int, default=0, help="at most this many batches per epoch (0: all; for a quick check)")
     a = ap.parse_args()
-    if a.epochs < 1 or a.batch_size < 1 or a.threads < 1 or not a.alpha > 0 or not a.lr > 0 or a.crop_padding < 0 or a.max_steps < 0 or not 0 <= a.random_erasing <= 1:
-        ddp.fail("--epochs, --batch-size and --threads must be at least 1, --alpha and --lr above 0, --crop-padding at least 0, --random-erasing in [0, 1]")
+    for flag, value, ok, expected in [
+        ("--epochs", a.epochs, a.epochs >= 1, "an integer >= 1"),
+        ("--batch-size", a.batch_size, a.batch_size >= 1, "an integer >= 1"),
+        ("--threads", a.threads, a.threads >= 1, "an integer >= 1"),
+        ("--max-steps", a.max_steps, a.max_steps >= 0, "an integer >= 0"),
+        ("--alpha", a.alpha, a.alpha > 0, "a number > 0"),
+        ("--lr", a.lr, a.lr > 0, "a number > 0"),
+        ("--crop-padding", a.crop_padding, a.crop_padding >= 0, "an integer >= 0"),
+        ("--random-erasing", a.random_erasing, 0 <= a.random_erasing <= 1, "a number in [0, 1]"),
+    ]:
+        if not ok:
+            ddp.fail(f"{flag} must be {expected}, got {value}")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)

@@ -128,6 +128,8 @@ describe('scripts/train-torch.py and scripts/plot-curves.ts: our recipe in PyTor
     // Bad input: one line, exit status 2.
     const bad = spawnSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--data-path', dir], { encoding: 'utf8' });
     expect([bad.status, bad.stderr]).toEqual([2, `train-torch.py: error: ${join(dir, 'train-images-idx3-ubyte')}(.gz): no such file (--data-path must hold the four IDX files of Fashion-MNIST or MNIST)\n`]);
+    const badFlag = spawnSync('/usr/bin/python3', [join(ROOT, 'scripts/train-torch.py'), '--epochs', '0'], { encoding: 'utf8' });
+    expect([badFlag.status, badFlag.stderr]).toEqual([2, 'train-torch.py: error: --epochs must be an integer >= 1, got 0\n']);
     const badPlot = spawnSync(process.execPath, ['--import', 'tsx/esm', join(ROOT, 'scripts/plot-curves.ts'), png, `ours=${join(dir, 'none')}`], { encoding: 'utf8', cwd: ROOT });
     expect([badPlot.status, badPlot.stderr]).toEqual([2, `plot-curves: error: ${join(dir, 'none')}: no such file (expected a run folder, its metrics.csv or a train-torch.py --csv file)\n`]);
   }, 120_000);
