@@ -1,13 +1,16 @@
 // The run options' table is the one declaration of every option: these tests check what is
 // derived from it (defaults, the one validation and its messages, the command line's flags,
 // the resume rules) and the one reader of a checkpoint's metadata.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { addRunOptions, specFromCommand } from '../cli/options.js';
 import { CheckpointError, readCheckpointMetadata } from '../src/train/metadata.js';
 import { checkConfig, checkSpec, CONFIG_NAMES, ConfigError, flagOf, OPTION_NAMES, parseOption, RUN_OPTIONS, TRAIN_DEFAULTS, trainConfig, type OptionName } from '../src/train/options.js';
 import { planRun } from '../src/train/run.js';
+import { ROOT, runCli } from './helpers.js';
 
 /** The ConfigError `f` throws (the test fails if it throws nothing or something else). */
 function configErrorOf(f: () => unknown): ConfigError {
@@ -84,6 +87,15 @@ describe('the run options table', () => {
     // The options it may change pass on to the checkpoint check, which names the missing run.
     expect(configErrorOf(() => planRun({ resume: '/no/such/run', epochs: 9 })).describe(flagOf)).toBe('--resume /no/such/run: no such checkpoint or run folder');
   });
+
+  it('--resume trains on the data the run was made on (its config.json), unless told other data', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'resume-data-')), 'run');
+    const data = join(ROOT, 'data/fashion-mnist-subset');
+    const run = runCli(['train', '--data-path', data, '--per-class', '10', '--epochs', '1', '--eval-batch-size', '500', '--output-dir', dir]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(planRun({ resume: dir }).dataPath).toBe(data);
+    expect(planRun({ resume: dir, dataPath: '/moved/here' }).dataPath).toBe('/moved/here');
+  }, 60_000);
 
   it('leaves rho to the dataset: a rho too small for 28-pixel images may suit 32-pixel ones, and both rho and resolution are refused at once', () => {
     expect(planRun({ data: 'cifar10', rho: 0.25 }).config.rho).toBe(0.25); // round(0.25 x 32) = 8 pixels

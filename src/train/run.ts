@@ -4,8 +4,8 @@
 // `resume`, the weights' model for `init`) and `prepareRun` then loads the data (the dataset,
 // `classes`, `valSplit`, `perClass`, the resolution `rho` gives) and builds the trainer.
 
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Rng } from '../tensor/rng.js';
 import { findResumableCheckpoint, type ResumableCheckpoint } from './checkpoint.js';
 import { bundledFashionMnistPath, loadCifar10, loadIdxDataset, loadImageFolder, MNIST_CLASSES, pickImages, selectClasses, takePerClass, type ImageDataset } from './datasets.js';
@@ -140,6 +140,17 @@ function refuseChangesOnResume(given: (option: OptionName) => boolean): void {
   throw ConfigError.fromWords([{ option: 'resume' }, ' continues a run with the settings stored in its checkpoint; ', ...list, ' cannot change them (', { option: 'epochs' }, ', ', { option: 'dataPath' }, ' and ', { option: 'outputDir' }, ' can). To train with other settings from its weights, use ', { option: 'init' }]);
 }
 
+/** `data` and `dataPath` as a run folder's config.json records them, or null (no such file, or not ours). */
+function storedDataChoice(runDir: string): { data: string; dataPath: string | null } | null {
+  try {
+    const stored = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { data?: unknown; dataPath?: unknown };
+    if (typeof stored.data !== 'string' || !(stored.dataPath === null || typeof stored.dataPath === 'string')) return null;
+    return { data: stored.data, dataPath: stored.dataPath };
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Check a spec and settle its config, without reading any data: with `resume`, the
  * checkpoint's config (read and verified; `epochs` may change it); with `init`, the weights'
@@ -157,7 +168,10 @@ export function planRun(spec: RunSpec, onWarning: (message: string) => void = ()
     if (!existsSync(spec.resume)) throw new ConfigError(['resume'], 'no such checkpoint or run folder', spec.resume);
     const resumed = findResumableCheckpoint(spec.resume, onWarning);
     const config = { ...resumed.checkpoint.meta.config, ...(given('epochs') ? { epochs: spec.epochs } : {}) };
-    return { config, data, dataPath, resumed, init: null, given };
+    // The data the run trained on, from its folder's config.json, unless the spec names other
+    // data (moved files): without this a run on --data-path DIR would resume on the default data.
+    const stored = given('data') || given('dataPath') ? null : storedDataChoice(dirname(resumed.path));
+    return { config, data: stored?.data ?? data, dataPath: stored?.dataPath ?? dataPath, resumed, init: null, given };
   }
   // rho and resolution exclude each other; the resolution rho gives is known once the images are
   // (a dataset's native size: 28 for Fashion-MNIST, 32 for CIFAR-10), in startRun.
