@@ -3,7 +3,7 @@
 // plain lines (pipes), and metrics.jsonl, metrics.csv, config.json, plots and checkpoints in
 // the output folder.
 
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { type Command } from 'commander';
 import { confusionSvg, lineChartSvg, writeOutputFile, writePng } from './plots.js';
@@ -16,7 +16,7 @@ import { firstFew } from '../src/tensor/text.js';
 import { BEST_CHECKPOINT, LAST_CHECKPOINT, PREVIOUS_CHECKPOINT, RunLock } from '../src/train/checkpoint.js';
 import { availableMemoryBytes, estimateTrainingMemory, formatBytes, largestBatchThatFits, MEMORY_HEADROOM } from '../src/train/memory.js';
 import { flagOf, OPTION_NAMES, RUN_OPTIONS, type ConfigJsonOption, type OptionName, type RunSpec, type TrainConfig } from '../src/train/options.js';
-import { planRun, startRun, type PreparedRun } from '../src/train/run.js';
+import { planRun, readRunConfigJson, startRun, type PreparedRun } from '../src/train/run.js';
 import { Trainer, TrainingStoppedError, type TrainerEvents } from '../src/train/trainer.js';
 
 /** Every run option that has a flag is a flag of `train`. */
@@ -113,13 +113,9 @@ function runConfigJson(run: PreparedRun): string {
 
 /** The settings where an existing config.json differs from the checkpoint's (a hand edit that --resume does not use). */
 function editedSettings(path: string, config: TrainConfig): string[] {
-  if (!existsSync(path)) return [];
-  let written: Record<string, unknown>;
-  try {
-    written = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch {
-    return ['(it is not valid JSON)'];
-  }
+  const written = readRunConfigJson(path);
+  if (written === 'missing') return [];
+  if (written === 'invalid') return ['(it is not valid JSON)'];
   return (Object.keys(config) as (keyof TrainConfig)[])
     .filter((k) => k in written && JSON.stringify(written[k]) !== JSON.stringify(config[k]))
     .map((k) => `${k} ${JSON.stringify(written[k])} there, ${JSON.stringify(config[k])} in the checkpoint`);

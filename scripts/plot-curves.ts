@@ -5,8 +5,8 @@
 //
 // FILE is a run folder or metrics.csv (seconds per epoch, summed here; top-1 as a fraction; the
 // test column, else the validation one) or a train-torch.py CSV (seconds from the start; top-1 in
-// percent). It prints each curve's last
-// point and the time each first reached the best top-1 that every curve reaches.
+// percent). It prints each curve's last point and the time each first reached the best top-1
+// that every curve reaches.
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';

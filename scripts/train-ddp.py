@@ -75,6 +75,8 @@ def load_split(data_path, split, mean, std):
     prefix = "train" if split == "train" else "t10k"
     images = read_idx(os.path.join(data_path, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(os.path.join(data_path, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.shape != (images.shape[0],):
+        fail(f"{data_path}: {split} images {images.shape} and labels {labels.shape} do not match")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     x = (x - mean) / std
     return torch.utils.data.TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))

@@ -29,21 +29,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from importlib import import_module  # noqa: E402
 
-ddp = import_module("train-ddp")  # read_idx, is_no_decay, fail
+ddp = import_module("train-ddp")  # load_split, is_no_decay, fail
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "fashion-mnist-subset")
-
-
-def load(data_path, split):
-    prefix = "train" if split == "train" else "t10k"
-    images = ddp.read_idx(os.path.join(data_path, f"{prefix}-images-idx3-ubyte"))
-    labels = ddp.read_idx(os.path.join(data_path, f"{prefix}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.shape != (images.shape[0],):
-        ddp.fail(f"{data_path}: {split} images {images.shape} and labels {labels.shape} do not match")
-    return torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
 def augment(x, a, gen, mean, std):
@@ -144,8 +135,9 @@ def main():
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
 
-    x_train, y_train = load(a.data_path, "train")
-    x_test, y_test = load(a.data_path, "test")
+    # The images as pixels / 255 (normalised below with the training images' statistics).
+    x_train, y_train = ddp.load_split(a.data_path, "train", 0.0, 1.0).tensors
+    x_test, y_test = ddp.load_split(a.data_path, "test", 0.0, 1.0).tensors
     mean, std = x_train.mean(), x_train.std(unbiased=False)  # as mobilenet train: the population std
     classes = int(y_train.max().item()) + 1
     meta = {"model": a.model, "alpha": str(a.alpha), "num_classes": str(classes), "in_channels": "1", "stem_stride": str(a.stem_stride)}

@@ -140,15 +140,22 @@ function refuseChangesOnResume(given: (option: OptionName) => boolean): void {
   throw ConfigError.fromWords([{ option: 'resume' }, ' continues a run with the settings stored in its checkpoint; ', ...list, ' cannot change them (', { option: 'epochs' }, ', ', { option: 'dataPath' }, ' and ', { option: 'outputDir' }, ' can). To train with other settings from its weights, use ', { option: 'init' }]);
 }
 
+/** A run folder's config.json as written (an object), 'missing', or 'invalid' (not a JSON object). */
+export function readRunConfigJson(path: string): Record<string, unknown> | 'missing' | 'invalid' {
+  if (!existsSync(path)) return 'missing';
+  try {
+    const written: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    return typeof written === 'object' && written !== null && !Array.isArray(written) ? (written as Record<string, unknown>) : 'invalid';
+  } catch {
+    return 'invalid';
+  }
+}
+
 /** `data` and `dataPath` as a run folder's config.json records them, or null (no such file, or not ours). */
 function storedDataChoice(runDir: string): { data: string; dataPath: string | null } | null {
-  try {
-    const stored = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as { data?: unknown; dataPath?: unknown };
-    if (typeof stored.data !== 'string' || !(stored.dataPath === null || typeof stored.dataPath === 'string')) return null;
-    return { data: stored.data, dataPath: stored.dataPath };
-  } catch {
-    return null;
-  }
+  const stored = readRunConfigJson(join(runDir, 'config.json'));
+  if (typeof stored === 'string' || typeof stored.data !== 'string' || !(stored.dataPath === null || typeof stored.dataPath === 'string')) return null;
+  return { data: stored.data, dataPath: stored.dataPath };
 }
 
 /**
