@@ -111,13 +111,17 @@ function runConfigJson(run: PreparedRun): string {
   return JSON.stringify({ ...run.trainer.config, ...configJsonOnly, classNames: run.images.train.classNames, normalization: run.trainer.normalization }, null, 2) + '\n';
 }
 
-/** The settings where an existing config.json differs from the checkpoint's (a hand edit that --resume does not use). */
-function editedSettings(path: string, config: TrainConfig): string[] {
+/**
+ * The settings where an existing config.json differs from the checkpoint's (a hand edit that
+ * --resume does not use). Those given on this command (--epochs extending the run) are not
+ * edits: they are meant to differ.
+ */
+function editedSettings(path: string, config: TrainConfig, spec: RunSpec): string[] {
   const written = readRunConfigJson(path);
   if (written === 'missing') return [];
   if (written === 'invalid') return ['(it is not valid JSON)'];
   return (Object.keys(config) as (keyof TrainConfig)[])
-    .filter((k) => k in written && JSON.stringify(written[k]) !== JSON.stringify(config[k]))
+    .filter((k) => spec[k as keyof RunSpec] === undefined && k in written && JSON.stringify(written[k]) !== JSON.stringify(config[k]))
     .map((k) => `${k} ${JSON.stringify(written[k])} there, ${JSON.stringify(config[k])} in the checkpoint`);
 }
 
@@ -152,7 +156,7 @@ function announce(run: PreparedRun, spec: RunSpec, outputDir: string, io: TrainO
   if (run.resumed !== null) io.out.write(`resuming from ${run.resumed.path}: epoch ${trainer.progress.epoch + 1}, batch ${trainer.progress.batch + 1}\n`);
   const memory = checkMemory(trainer, c, images.train.count, spec.ignoreMemoryEstimate ?? false, io.warn);
   const configPath = join(outputDir, 'config.json');
-  const edited = run.resumed !== null ? editedSettings(configPath, c) : [];
+  const edited = run.resumed !== null ? editedSettings(configPath, c, spec) : [];
   if (edited.length > 0) io.warn(`${configPath} differed from the checkpoint's settings, which a resumed run uses (${edited.join('; ')}); it is rewritten from the checkpoint`);
   writeOutputFile(configPath, runConfigJson(run));
   const split = `${images.train.count} train / ${images.val.count} ${images.valName === 'test' ? 'test (also for validation)' : 'validation'}${images.test ? ` / ${images.test.count} test` : ''} images`;

@@ -294,6 +294,8 @@ describe('more that failed silently', () => {
     const r = runCli(['--threads', '1', 'train', '--data-path', data, '--resume', dir, '--epochs', '2', '--log-interval', '0']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/config\.json differed from the checkpoint's settings.*lr 0\.5 there, 0\.1 in the checkpoint.*rewritten/);
+    // --epochs 2 extends the run: that is not an edit of the file, and the checkpoint has 1.
+    expect(r.stderr).not.toMatch(/epochs 1 there/);
     expect(JSON.parse(readFileSync(path, 'utf8')).lr).toBe(0.1);
     // The cosine schedule ends at exactly 0, printed as 0 (not 0.00).
     expect(r.stdout).toMatch(/^epoch 2\/2 .* lr 0 {2}best/m);

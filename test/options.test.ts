@@ -1,7 +1,8 @@
 // The run options' table is the one declaration of every option: these tests check what is
 // derived from it (defaults, the one validation and its messages, the command line's flags,
 // the resume rules) and the one reader of a checkpoint's metadata.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -95,7 +96,16 @@ describe('the run options table', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(planRun({ resume: dir }).dataPath).toBe(data);
     expect(planRun({ resume: dir, dataPath: '/moved/here' }).dataPath).toBe('/moved/here');
-  }, 60_000);
+    // Other images there (the first pixel of each changed): a warning that names both fingerprints, and the run goes on.
+    const changed = mkdtempSync(join(tmpdir(), 'resume-changed-'));
+    for (const f of readdirSync(data)) copyFileSync(join(data, f), join(changed, f));
+    const images = gunzipSync(readFileSync(join(data, 'train-images-idx3-ubyte.gz')));
+    for (let at = 16; at < images.length; at += 28 * 28) images[at] ^= 0xff; // after the 16-byte header, image by image
+    writeFileSync(join(changed, 'train-images-idx3-ubyte.gz'), gzipSync(images));
+    const resumed = runCli(['train', '--resume', dir, '--data-path', changed, '--epochs', '2']);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toMatch(/^warning: .*was made on dataset 'fashion-mnist' \(fingerprint \w+\); this run's data has fingerprint \w+$/m);
+  }, 90_000);
 
   it('leaves rho to the dataset: a rho too small for 28-pixel images may suit 32-pixel ones, and both rho and resolution are refused at once', () => {
     expect(planRun({ data: 'cifar10', rho: 0.25 }).config.rho).toBe(0.25); // round(0.25 x 32) = 8 pixels
