@@ -15,6 +15,8 @@ import { loadIdxDataset, type ImageDataset } from '../src/train/datasets.js';
 import { TRAIN_DEFAULTS } from '../src/train/options.js';
 import { Trainer } from '../src/train/trainer.js';
 import { resolve } from 'node:path';
+import { createModel } from '../src/nn/mobilenet.js';
+import { softmaxCrossEntropy } from '../src/ops/loss.js';
 
 afterAll(() => setThreads(1));
 
@@ -100,6 +102,38 @@ describe('threads', () => {
     };
     expect(await run(2)).toBe(await run(1));
   });
+
+  // A race between threads shows only when they are preempted at the wrong moment: the suite runs
+  // a few steps, a person runs thousands (MOBILENET_SOAK_STEPS=5000, with other work on the cores).
+  const soakSteps = Number(process.env.MOBILENET_SOAK_STEPS ?? 6);
+  it('a training step gives the same gradients on 2 threads as on 1, step after step (soak)', () => {
+    const steps = soakSteps;
+    // The full-set recipe's model (stem stride 1: planes from 28x28 down to 4x4), on a batch of 16.
+    const model = createModel('shallow', { alpha: 0.35, stemStride: 1, numClasses: 10, inChannels: 1, seed: 3 });
+    const rng = new Rng(5);
+    const x = randn([16, 1, 28, 28], rng);
+    const labels = Array.from({ length: 16 }, (_, i) => i % 10);
+    const params = model.parameters();
+    const gradients = (): string =>
+      reuseBuffers(() => {
+        for (const p of params) p.grad = null;
+        const loss = softmaxCrossEntropy(model.forward(x), labels, { labelSmoothing: 0.1 });
+        loss.backward();
+        const h = createHash('sha256');
+        h.update(String(loss.item()));
+        for (const p of params) h.update(new Uint8Array(p.grad!.data.buffer, p.grad!.data.byteOffset, p.grad!.data.byteLength));
+        for (const p of params) p.grad = null;
+        return h.digest('hex');
+      });
+    setThreads(1);
+    const reference = gradients();
+    setThreads(2);
+    const before = kernelJobsOnThreads();
+    const differing: number[] = [];
+    for (let step = 0; step < steps; step++) if (gradients() !== reference) differing.push(step);
+    expect(kernelJobsOnThreads() - before).toBeGreaterThan(steps * 10);
+    expect(differing).toEqual([]);
+  }, 60_000 + soakSteps * 1000);
 
   it('the workers\' program compiles: a prelude that several kernels share is shipped once', () => {
     // The depthwise kernels share one prelude; twice, its const would be declared twice.
