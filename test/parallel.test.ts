@@ -103,8 +103,9 @@ describe('threads', () => {
     expect(await run(2)).toBe(await run(1));
   });
 
-  // A race between threads shows only when they are preempted at the wrong moment: the suite runs
-  // a few steps, a person runs thousands (MOBILENET_SOAK_STEPS=5000, with other work on the cores).
+  // A fault that depends on timing (a race between the threads, say) shows only when a thread is
+  // preempted at the wrong moment: the suite runs a few steps, a person runs thousands
+  // (MOBILENET_SOAK_STEPS=5000, with other work on the cores).
   const soakSteps = Number(process.env.MOBILENET_SOAK_STEPS ?? 6);
   it('a training step gives the same gradients on 2 threads as on 1, step after step (soak)', () => {
     const steps = soakSteps;
