@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { gemm, type GemmArgs } from '../src/ops/gemm.js';
-import { declareKernel, getThreads, kernelJobsOnThreads, runKernel, setThreads, workerSource } from '../src/ops/parallel.js';
+import { declareKernel, getThreads, kernelJobsOnThreads, poolControlForTests, runKernel, setThreads, workerSource } from '../src/ops/parallel.js';
 import { batchNorm2d } from '../src/ops/batchnorm.js';
 import { depthwiseConv2d } from '../src/ops/depthwise.js';
 import { conv2d } from '../src/ops/conv2d.js';
@@ -252,6 +252,46 @@ describe('threads', () => {
     runKernel(late, {}, { x, y }, 1000, 1 << 20);
     expect(kernelJobsOnThreads()).toBe(before + 1);
     expect(Array.from(y)).toEqual(Array.from(x, (v) => 2 * v));
+    setThreads(1);
+  });
+
+  it('a worker woken without a new job does not run one (the caller preempted between publishing a job and notifying)', async () => {
+    setThreads(1);
+    const addOne = declareKernel({
+      name: 'addOneChunks',
+      ints: [],
+      floats: [],
+      reads: ['x'],
+      writes: ['y'],
+      large: [],
+      splits: 'elements',
+      chunksPerThread: 4,
+      minWork: 0,
+      slice: function addOneChunks(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
+        for (let i = lo; i < hi; i++) b.y[i] = b.x[i] + 1;
+      },
+      deps: [],
+    });
+    setThreads(2);
+    const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+    const x = Float32Array.from({ length: 4096 }, (_, i) => i), y = new Float32Array(4096);
+    runKernel(addOne, {}, { x, y }, 4096, 1 << 20);
+    const { control, at } = poolControlForTests()!;
+    expect(Atomics.load(control, at.DONE)).toBe(1);
+    // The worker finishes its spinning and sleeps; then the notify of the job it already did
+    // arrives late, as when the caller is preempted between GENERATION + 1 and Atomics.notify.
+    await sleep(100);
+    expect(Atomics.notify(control, at.GENERATION)).toBe(1); // it was asleep, and is woken
+    await sleep(100);
+    // Woken without a new generation, the worker must not take chunks or count a job done: a
+    // second count would be taken for the next job's, which would return with chunks not computed.
+    expect(Atomics.load(control, at.DONE)).toBe(1);
+    for (let job = 0; job < 200; job++) {
+      x[job] = -job;
+      runKernel(addOne, {}, { x, y }, 4096, 1 << 20);
+      expect(y[job]).toBe(1 - job);
+    }
+    expect(Array.from(y.subarray(200, 210))).toEqual(Array.from({ length: 10 }, (_, i) => 201 + i));
     setThreads(1);
   });
 

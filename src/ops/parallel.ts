@@ -207,9 +207,15 @@ async function workerMain(slices: ((p: Record<string, number>, b: Record<string,
   Atomics.add(ctl, at.READY, 1);
   Atomics.notify(ctl, at.READY);
   for (;;) {
-    // GENERATION: check it spinChecks times, then sleep until it changes.
+    // GENERATION: check it spinChecks times, then sleep until it changes. Waking up is not a new
+    // job: the caller publishes a job (GENERATION + 1) and then notifies, and when it is preempted
+    // between the two, this thread can see the job, do all of it, and be asleep again before that
+    // notify arrives. Taking that wake-up as a job would run the old job's kernel on chunks of the
+    // next job's counter and count it done: the next job returns with chunks never computed (the
+    // cause of the rare NaN losses and gradient differences under load). So sleep again until
+    // GENERATION really moves.
     for (let i = 0; i < spinChecks && Atomics.load(ctl, at.GENERATION) === seen; i++);
-    Atomics.wait(ctl, at.GENERATION, seen);
+    while (Atomics.load(ctl, at.GENERATION) === seen) Atomics.wait(ctl, at.GENERATION, seen);
     seen = Atomics.load(ctl, at.GENERATION);
     // New shared memory arrives as messages before the job that needs it (MESSAGES counts them,
     // one message to each worker per count).
@@ -274,7 +280,8 @@ class ThreadPool {
   private readonly control = new SharedArrayBuffer(CONTROL_INTS * 4);
   private readonly params = new SharedArrayBuffer((MAX_INTS + MAX_BUFFERS) * 4 + MAX_FLOATS * 8);
   private readonly errorText = new SharedArrayBuffer(ERROR_BYTES);
-  private readonly ctl = new Int32Array(this.control);
+  /** The control block (GENERATION, DONE, ...), as an Int32Array for Atomics. */
+  readonly ctl = new Int32Array(this.control);
   readonly ints = new Int32Array(this.params, 0, MAX_INTS);
   readonly ids = new Int32Array(this.params, MAX_INTS * 4, MAX_BUFFERS);
   readonly floats = new Float64Array(this.params, (MAX_INTS + MAX_BUFFERS) * 4, MAX_FLOATS);
@@ -449,6 +456,14 @@ export async function startThreads(n: number): Promise<void> {
 /** The number of threads the kernels use now. */
 export function getThreads(): number {
   return pool?.threads ?? 1;
+}
+
+/**
+ * The pool's shared control block and its indices by name, or null without threads. For tests
+ * only (they play the calling thread's part in the protocol); not exported by the package.
+ */
+export function poolControlForTests(): { control: Int32Array; at: typeof CONTROL } | null {
+  return pool === null ? null : { control: pool.ctl, at: CONTROL };
 }
 
 /** How many kernel jobs have run split over threads (tests check that threading happens). */
