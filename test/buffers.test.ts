@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createModel, type ImageClassifier } from '../src/nn/mobilenet.js';
 import { softmaxCrossEntropy } from '../src/ops/loss.js';
 import { add } from '../src/ops/elementwise.js';
-import { alloc, cacheBytes, emptyCache, isCached, release, reuseBuffers } from '../src/tensor/buffers.js';
+import { alloc, arenaMemory, arenaOffset, cacheBytes, emptyCache, isCached, release, reuseBuffers } from '../src/tensor/buffers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { noGrad } from '../src/tensor/autograd.js';
 import { rand, Tensor } from '../src/tensor/tensor.js';
@@ -92,6 +92,47 @@ describe('buffer reuse', () => {
       y.backward(new Tensor(Float32Array.from([1, 1, 1]), [3]));
       expect(Array.from(x.grad!.data)).toEqual([6, 6, 6]);
     });
+  });
+
+  it('the arena: buffers in one shared WebAssembly memory, 64-byte aligned and apart, kept through its growth, zeroed when reused after emptyCache', () => {
+    const arena = arenaMemory();
+    expect(arena, 'this Node has shared WebAssembly memory').not.toBeNull();
+    emptyCache();
+    reuseBuffers(() => {
+      const first = alloc(3), second = alloc(5);
+      first.set([1, 2, 3]);
+      second.fill(7);
+      for (const b of [first, second]) {
+        expect(arenaOffset(b) % 16, 'float offset of a 64-byte boundary').toBe(0);
+        expect(isCached(b)).toBe(true);
+        expect(b.buffer).toBeInstanceOf(SharedArrayBuffer);
+      }
+      expect(arenaOffset(second) - arenaOffset(first)).toBe(16); // 12 bytes rounded up to 64
+      expect(arenaOffset(first.subarray(1)), 'a view the cache did not hand out').toBe(-1);
+      const pages = arena!.buffer.byteLength / 65536;
+      const big = alloc(arena!.buffer.byteLength / 4); // more than the arena has: it grows
+      expect(arena!.buffer.byteLength / 65536).toBeGreaterThan(pages);
+      big.fill(9);
+      expect(Array.from(first)).toEqual([1, 2, 3]);
+      expect(Array.from(new Float32Array(arena!.buffer, second.byteOffset, 5))).toEqual([7, 7, 7, 7, 7]);
+    });
+    emptyCache(); // nothing in use: the arena is handed out again from its start
+    expect(cacheBytes()).toBe(0);
+    reuseBuffers(() => {
+      const again = alloc(65536);
+      expect(arenaOffset(again)).toBe(0);
+      expect(again.every((v) => v === 0), 'reused memory is zeroed').toBe(true);
+    });
+    // Inside a scope, emptyCache keeps the arena's free buffers (the arena cannot shrink) and the ones in use.
+    reuseBuffers(() => {
+      const held = alloc(100);
+      held.fill(3);
+      emptyCache();
+      const next = alloc(100);
+      expect(arenaOffset(next)).not.toBe(arenaOffset(held));
+      expect(held.every((v) => v === 3)).toBe(true);
+    });
+    emptyCache();
   });
 
   it('inference without a graph frees each activation once the next layer has read it: same logits, about half the memory (free lists are per exact size, so only same-size layers share)', () => {

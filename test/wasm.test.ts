@@ -11,6 +11,8 @@ import sharp from 'sharp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
 import { gemm, KERNELS, useGemmKernel, type GemmArgs, type GemmBatch } from '../src/ops/gemm.js';
+import { batchNormApply, batchNormBackward, batchNormTrainForward, batchNormWasmForTests } from '../src/ops/batchnorm.js';
+import { alloc, arenaOffset, reuseBuffers } from '../src/tensor/buffers.js';
 import { Rng } from '../src/tensor/rng.js';
 import { randn } from '../src/tensor/tensor.js';
 import { emitModule, hasWasmSimd, i, I32, signedLeb, unsignedLeb } from '../src/wasm/emit.js';
@@ -122,6 +124,56 @@ describe.skipIf(KERNELS !== 'wasm')('depthwise 3x3: the WebAssembly kernels give
       expect(Buffer.from(js.dxBoth.buffer).equals(Buffer.from(js.dx.buffer)), 'dx of the joint pass').toBe(true);
       expect(Buffer.from(js.dwBoth.buffer).equals(Buffer.from(js.dw.buffer)), 'dw of the joint pass').toBe(true);
     });
+  }
+});
+
+describe.skipIf(KERNELS !== 'wasm')('BatchNorm: the WebAssembly passes give the TypeScript loops\' bits', () => {
+  const rng = new Rng(9);
+  // Planes of 1 to 197 values (a multiple of 4, a pair left, a single one left), 1 to 3 images.
+  const cases: [number, number, number][] = [[1, 2, 1], [2, 3, 2], [3, 2, 3], [1, 3, 4], [2, 2, 5], [1, 1, 7], [2, 3, 9], [3, 2, 49], [2, 2, 196], [1, 3, 197]];
+  // Values around the clamps: exact 0 and -0, 6, and the rest normal with a spread that saturates ReLU6.
+  const values = (n: number) => Float32Array.from({ length: n }, (_, k) => (k % 11 === 0 ? 0 : k % 13 === 0 ? -0 : k % 17 === 0 ? 6 : 4 * rng.normal()));
+  const bits = (a: Float32Array | Float64Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  for (const [N, C, HW] of cases) {
+    for (const high of [0, Infinity, 6]) {
+      it(`x=${N}x${C}x${HW} ${high === 0 ? 'no activation' : high === 6 ? 'ReLU6' : 'ReLU'}: statistics, apply, and backward with and without dx, training and eval`, () => {
+        const wasm = batchNormWasmForTests()!;
+        expect(wasm).not.toBeNull();
+        reuseBuffers(() => {
+          const n = N * C * HW;
+          // Tensors in the arena, as inside a training step.
+          const [x, dy] = [alloc(n), alloc(n)];
+          x.set(values(n));
+          dy.set(values(n));
+          expect(arenaOffset(x)).toBeGreaterThanOrEqual(0);
+          const gamma = Float32Array.from({ length: C }, () => 1 + rng.normal() / 4), beta = Float32Array.from({ length: C }, () => rng.normal() / 4);
+          const run = (kind: typeof wasm | null) => {
+            const y = alloc(n), stats = new Float64Array(2 * C), coef = new Float64Array(2 * C), yEval = alloc(n);
+            batchNormTrainForward(x, y, N, C, HW, gamma, beta, 1e-5, high, stats, coef, 0, C, kind);
+            batchNormApply(x, yEval, N, C, HW, coef, high, 0, C, kind);
+            // Scale 1 and shift 0: the inputs' exact 0, -0 and 6 reach the clamps as they are.
+            const yExact = alloc(n);
+            batchNormApply(x, yExact, N, C, HW, Float64Array.from({ length: 2 * C }, (_, k) => (k % 2 === 0 ? 1 : 0)), high, 0, C, kind);
+            // (mean, invStd, gamma) per channel, as batchNorm2d's backward has them.
+            const backCoef = Float64Array.from({ length: 3 * C }, (_, k) => [stats[2 * Math.floor(k / 3)], 1 / Math.sqrt(stats[2 * Math.floor(k / 3) + 1] + 1e-5), gamma[Math.floor(k / 3)]][k % 3]);
+            const out: (Float32Array | Float64Array)[] = [y.slice(), yEval.slice(), yExact.slice(), stats, coef];
+            for (const training of [true, false]) {
+              const dx = alloc(n, false), sums = new Float64Array(2 * C), sumsOnly = new Float64Array(2 * C);
+              dx.fill(NaN);
+              batchNormBackward(dy, x, y, dx, N, C, HW, backCoef, sums, high, training, 0, C, kind);
+              batchNormBackward(dy, x, y, null, N, C, HW, backCoef, sumsOnly, high, training, 0, C, kind);
+              out.push(dx.slice(), sums, sumsOnly);
+            }
+            return out;
+          };
+          const js = run(null), simd = run(wasm);
+          js.forEach((a, k) => {
+            expect(a.some(Number.isNaN), `output ${k} has no NaN`).toBe(false);
+            expect(bits(simd[k]).equals(bits(a)), `output ${k}`).toBe(true);
+          });
+        });
+      });
+    }
   }
 });
 

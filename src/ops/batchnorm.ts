@@ -8,9 +8,11 @@
 //   xhat = (x - mean) * invStd,  invStd = 1 / sqrt(var + eps);   y = gamma xhat + beta
 // Saved for backward: the input x, mean and invStd per channel (xhat is recomputed: M floats saved).
 
-import { alloc } from '../tensor/buffers.js';
+import { alloc, ARENA_MAX_PAGES, arenaMemory, arenaOffset } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
-import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
+import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel, type ThreadContext } from './parallel.js';
+import { emitModule, F64, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
+import { KERNELS } from './gemm.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -47,11 +49,12 @@ export interface BatchNormOptions {
  * sums (even and odd positions): a single running sum makes every addition wait for the one
  * before it, and two halve that wait.
  */
-export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number): void {
+export function batchNormStats(x: Float32Array, N: number, C: number, HW: number, stats: Float64Array, c0: number, c1: number, wasm: BatchNormWasm | null = null): void {
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
     let sumEven = 0, sumOdd = 0, squaresEven = 0, squaresOdd = 0;
-    for (let n = 0; n < N; n++) {
+    if (wasm !== null) [sumEven, sumOdd, squaresEven, squaresOdd] = wasm.stats(x.byteOffset, N, C, HW, c);
+    else for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW, pairsEnd = start + (HW & ~1);
       let i = start;
       for (; i < pairsEnd; i += 2) {
@@ -78,7 +81,7 @@ export function batchNormStats(x: Float32Array, N: number, C: number, HW: number
  * y = scale_c x + shift_c (coef[2c] = scale, coef[2c + 1] = shift), then the fused activation:
  * high = 0 none, Infinity ReLU, 6 ReLU6 (clamp to [0, high]; NaN passes through).
  */
-export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: number, HW: number, coef: Float64Array, high: number, c0: number, c1: number): void {
+export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: number, HW: number, coef: Float64Array, high: number, c0: number, c1: number, wasm: BatchNormWasm | null = null): void {
   // The clamp's upper bound as a float64. V8 keeps a small integer such as 6 as an integer and
   // would multiply it by the 0-or-1 below in integers, with a branch on a zero product (for the
   // sign of zero) that mispredicts wherever values at or above 6 are common: the ReLU6 loop ran
@@ -88,6 +91,10 @@ export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: n
   const top = high + 0.5 - 0.5;
   for (let c = c0; c < c1; c++) {
     const scale = coef[2 * c], shift = coef[2 * c + 1];
+    if (wasm !== null) {
+      wasm.apply[high === 0 ? 0 : high === Infinity ? 1 : 2](x.byteOffset, y.byteOffset, N, C, HW, c, scale, shift, top);
+      continue;
+    }
     for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW;
       if (high === 0) {
@@ -128,12 +135,17 @@ export function batchNormApply(x: Float32Array, y: Float32Array, N: number, C: n
  * computing the mask again (20% faster at V2's shapes). g is dy times 0 or 1, a float32 value, so
  * keeping it in float32 loses nothing.
  */
-export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array | null, N: number, C: number, HW: number, coef: Float64Array, sums: Float64Array, high: number, training: boolean, c0: number, c1: number): void {
+export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float32Array, dx: Float32Array | null, N: number, C: number, HW: number, coef: Float64Array, sums: Float64Array, high: number, training: boolean, c0: number, c1: number, wasm: BatchNormWasm | null = null): void {
   const M = N * HW;
   for (let c = c0; c < c1; c++) {
     const m = coef[3 * c], is = coef[3 * c + 1];
     let sumGEven = 0, sumGOdd = 0, sumGXEven = 0, sumGXOdd = 0;
-    for (let n = 0; n < N; n++) {
+    if (wasm !== null) {
+      [sumGEven, sumGOdd, sumGXEven, sumGXOdd] =
+        high === 0 ? wasm.gradientSums(dyIn.byteOffset, x.byteOffset, N, C, HW, c, high)
+        : dx === null ? wasm.gradientSumsMasked(dyIn.byteOffset, x.byteOffset, y.byteOffset, N, C, HW, c, high)
+        : wasm.gradientSumsMaskedKept(dyIn.byteOffset, x.byteOffset, y.byteOffset, dx.byteOffset, N, C, HW, c, high);
+    } else for (let n = 0; n < N; n++) {
       const start = (n * C + c) * HW, end = start + HW, pairsEnd = start + (HW & ~1);
       let i = start;
       if (high === 0) {
@@ -189,6 +201,13 @@ export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float3
     if (dx === null) continue;
     const a = coef[3 * c + 2] * is;
     const b = -a * is * (sumGXhat / M), k = -a * (sumG / M) - b * m;
+    if (wasm !== null) {
+      // g is dy, or (with an activation) the masked gradient the first pass kept in dx.
+      const g = high !== 0 ? dx.byteOffset : dyIn.byteOffset;
+      if (training) wasm.inputGradient(g, x.byteOffset, dx.byteOffset, N, C, HW, c, a, b, k);
+      else wasm.inputGradientEval(g, dx.byteOffset, N, C, HW, c, a, b, k);
+      continue;
+    }
     // g is dy, or (with an activation) the masked gradient the first pass kept in dx: read from
     // dx itself, which the loop also writes, rather than through a variable that may be either
     // array (V8 then checks and loads one array per step instead of two: 9% faster).
@@ -208,26 +227,216 @@ export function batchNormBackward(dyIn: Float32Array, x: Float32Array, y: Float3
  * instead of two (statistics, then apply) saves a dispatch to the threads per layer, and a
  * channel's values are still in cache when they are read the second time.
  */
-export function batchNormTrainForward(x: Float32Array, y: Float32Array, N: number, C: number, HW: number, gamma: Float32Array, beta: Float32Array, eps: number, high: number, stats: Float64Array, coef: Float64Array, c0: number, c1: number): void {
+export function batchNormTrainForward(x: Float32Array, y: Float32Array, N: number, C: number, HW: number, gamma: Float32Array, beta: Float32Array, eps: number, high: number, stats: Float64Array, coef: Float64Array, c0: number, c1: number, wasm: BatchNormWasm | null = null): void {
   for (let c = c0; c < c1; c++) {
-    batchNormStats(x, N, C, HW, stats, c, c + 1);
+    batchNormStats(x, N, C, HW, stats, c, c + 1, wasm);
     const scale = gamma[c] * (1 / Math.sqrt(stats[2 * c + 1] + eps));
     coef[2 * c] = scale;
     coef[2 * c + 1] = beta[c] - stats[2 * c] * scale;
-    batchNormApply(x, y, N, C, HW, coef, high, c, c + 1);
+    batchNormApply(x, y, N, C, HW, coef, high, c, c + 1, wasm);
   }
 }
 
-// On every thread: the passes as declared kernels, each split by channels (parallel.ts).
-type BatchNormSizes = Record<'N' | 'C' | 'HW', number>;
+// ---------------------------------------------------------------------------------------------
+// The same passes in WebAssembly SIMD, on tensors in the buffer cache's arena (read and written
+// where they are, by address: src/tensor/buffers.ts). The two float64 lanes of a vector are the
+// kernels' two partial sums (a plane's even and odd positions), and every product, sum and
+// mask is the same float64 operation on the same values in the same order, so both give the
+// same bits. A call does one channel; the per-channel arithmetic stays in TypeScript.
+// ---------------------------------------------------------------------------------------------
 
-function batchNormTrainForwardSlice(p: BatchNormSizes & Record<'eps' | 'high', number>, b: Record<'x' | 'gamma' | 'beta' | 'stats' | 'coef' | 'y', Float32Array | Float64Array>, lo: number, hi: number): void {
-  batchNormTrainForward(b.x as Float32Array, b.y as Float32Array, p.N, p.C, p.HW, b.gamma as Float32Array, b.beta as Float32Array, p.eps, p.high, b.stats as Float64Array, b.coef as Float64Array, lo, hi);
+/**
+ * What a BatchNorm WebAssembly function does with one f64x2 of each input (two neighbouring
+ * values of a plane, as float64): it leaves the outputs' f64x2 in `outs` and may add into the
+ * accumulators `acc`. `scalars` are the splatted float parameters, `zero` and `one` constants,
+ * `tmp` two spare locals.
+ */
+type LaneBody = (ins: number[], outs: number[], l: { acc: number[]; scalars: number[]; zero: number; one: number; tmp: number[] }) => number[];
+
+/**
+ * A function over one channel's planes, for n < N the plane of HW floats at (n C + c) HW of
+ * every pointer: four values at a time (two f64x2, values 0-1 then 2-3), then a pair, then a last
+ * one in lane 0 (lane 1 zero, which adds +0 to a sum: a sum from +0 is never -0, so that changes
+ * nothing). Parameters: the inputs' and outputs' addresses (bytes), N, C, HW, c, then the float64
+ * scalars; results: each accumulator's two lanes.
+ */
+function channelPassWasm(name: string, inputs: number, outputs: number, scalars: number, accumulators: number, body: LaneBody): WasmFunction {
+  // Parameter indices: the pointers, then N, C, HW and c, then the scalars.
+  const [N, C, HW, c] = [0, 1, 2, 3].map((k) => inputs + outputs + k);
+  const firstScalar = c + 1;
+  let next = firstScalar + scalars;
+  const local = () => next++;
+  const [n, p, end4, end] = [local(), local(), local(), local()];
+  const i32Locals = 4;
+  const v = local(), zero = local(), one = local();
+  const ins = Array.from({ length: inputs }, local), insHigh = Array.from({ length: inputs }, local);
+  const outs = Array.from({ length: outputs }, local), outsHigh = Array.from({ length: outputs }, local);
+  const acc = Array.from({ length: accumulators }, local), splats = Array.from({ length: scalars }, local), tmp = [local(), local()];
+  const l = { acc, scalars: splats, zero, one, tmp };
+  const address = (pointer: number) => [...i.localGet(pointer), ...i.localGet(p), ...i.i32Add];
+  const code: number[] = [];
+  code.push(...i.v128Zero, ...i.localSet(zero), ...i.f64Const(1), ...i.f64x2Splat, ...i.localSet(one));
+  for (const a of acc) code.push(...i.v128Zero, ...i.localSet(a));
+  for (let k = 0; k < scalars; k++) code.push(...i.localGet(firstScalar + k), ...i.f64x2Splat, ...i.localSet(splats[k]));
+  code.push(...i.i32Const(0), ...i.localSet(n), ...i.block, ...i.loop, ...i.localGet(n), ...i.localGet(N), ...i.i32GeS, ...i.brIf(1));
+  // p = ((n C + c) HW) * 4; end4 = p + (HW - HW % 4) * 4; end = p + HW * 4
+  code.push(...i.localGet(n), ...i.localGet(C), ...i.i32Mul, ...i.localGet(c), ...i.i32Add, ...i.localGet(HW), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.localSet(p));
+  code.push(...i.localGet(p), ...i.localGet(HW), ...i.i32Const(-4), ...i.i32And, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(end4));
+  code.push(...i.localGet(p), ...i.localGet(HW), ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(end));
+  // Four at a time.
+  code.push(...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(end4), ...i.i32GeS, ...i.brIf(1));
+  for (let k = 0; k < inputs; k++) {
+    code.push(...address(k), ...i.v128Load(0), ...i.localTee(v), ...i.f64x2PromoteLowF32x4, ...i.localSet(ins[k]));
+    code.push(...i.localGet(v), ...i.localGet(v), ...i.i8x16Shuffle(floatLanes([2, 3, 2, 3])), ...i.f64x2PromoteLowF32x4, ...i.localSet(insHigh[k]));
+  }
+  code.push(...body(ins, outs, l), ...body(insHigh, outsHigh, l));
+  for (let k = 0; k < outputs; k++) {
+    code.push(...address(inputs + k), ...i.localGet(outs[k]), ...i.f32x4DemoteF64x2Zero, ...i.localGet(outsHigh[k]), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(floatLanes([0, 1, 4, 5])), ...i.v128Store(0));
+  }
+  code.push(...i.localGet(p), ...i.i32Const(16), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  // A pair (end - p >= 8), then a last value (end - p >= 4).
+  for (const [bytes, load, store] of [[8, i.v128Load64Zero, i.v128Store64Lane0], [4, i.v128Load32Zero, i.v128Store32Lane0]] as const) {
+    code.push(...i.localGet(end), ...i.localGet(p), ...i.i32Sub, ...i.i32Const(bytes), ...i.i32GeS, ...i.if);
+    for (let k = 0; k < inputs; k++) code.push(...address(k), ...load(0), ...i.f64x2PromoteLowF32x4, ...i.localSet(ins[k]));
+    code.push(...body(ins, outs, l));
+    for (let k = 0; k < outputs; k++) code.push(...address(inputs + k), ...i.localGet(outs[k]), ...i.f32x4DemoteF64x2Zero, ...store(0));
+    code.push(...i.localGet(p), ...i.i32Const(bytes), ...i.i32Add, ...i.localSet(p), ...i.end);
+  }
+  code.push(...i.localGet(n), ...i.i32Const(1), ...i.i32Add, ...i.localSet(n), ...i.br(0), ...i.end, ...i.end);
+  for (const a of acc) code.push(...i.localGet(a), ...i.f64x2ExtractLane(0), ...i.localGet(a), ...i.f64x2ExtractLane(1));
+  const params = [...new Array(firstScalar).fill(I32), ...new Array(scalars).fill(F64)];
+  return { name, params, results: new Array(2 * accumulators).fill(F64), locals: [...new Array(i32Locals).fill(I32), ...new Array(next - firstScalar - scalars - i32Locals).fill(V128)], body: code };
+}
+
+/** Floats j of two v128 (a, b) as the byte lanes of an i8x16.shuffle. */
+function floatLanes(js: number[]): number[] {
+  return js.flatMap((j) => [4 * j, 4 * j + 1, 4 * j + 2, 4 * j + 3]);
+}
+
+/** acc += value (an f64x2 local). */
+const accumulate = (acc: number, value: number[]) => [...i.localGet(acc), ...value, ...i.f64x2Add, ...i.localSet(acc)];
+/** 1 where a comparison's lane is true, else 0, as float64: the mask (all ones or zeros) and 1.0. */
+const asOneOrZero = (comparison: number[], one: number) => [...comparison, ...i.localGet(one), ...i.v128And];
+
+/** batchNormStats' loop: sum x and sum x^2 in two lanes. (x) -> acc (sum, squares). */
+const statsLanes: LaneBody = ([x], _outs, { acc: [sum, squares] }) => [
+  ...accumulate(sum, i.localGet(x)),
+  ...accumulate(squares, [...i.localGet(x), ...i.localGet(x), ...i.f64x2Mul]),
+];
+
+/** batchNormApply's loop: v = x scale + shift, then no activation, ReLU or ReLU6 (scalars: scale, shift, top). */
+function applyLanes(activation: 'none' | 'relu' | 'relu6'): LaneBody {
+  return ([x], [y], { scalars: [scale, shift, top], zero, one }) => {
+    const v = [...i.localGet(x), ...i.localGet(scale), ...i.f64x2Mul, ...i.localGet(shift), ...i.f64x2Add];
+    if (activation === 'none') return [...v, ...i.localSet(y)];
+    // y = v * +(v > 0) + 0   or   v * (+(v > 0) & +(v < top)) + top * +(v >= top), as in batchNormApply
+    const code = [...v, ...i.localSet(y)];
+    const positive = asOneOrZero([...i.localGet(y), ...i.localGet(zero), ...i.f64x2Gt], one);
+    if (activation === 'relu') return [...code, ...i.localGet(y), ...positive, ...i.f64x2Mul, ...i.localGet(zero), ...i.f64x2Add, ...i.localSet(y)];
+    const belowTop = [...i.localGet(y), ...i.localGet(zero), ...i.f64x2Gt, ...i.localGet(y), ...i.localGet(top), ...i.f64x2Lt, ...i.v128And, ...i.localGet(one), ...i.v128And];
+    const atTop = asOneOrZero([...i.localGet(y), ...i.localGet(top), ...i.f64x2Ge], one);
+    return [...code, ...i.localGet(y), ...belowTop, ...i.f64x2Mul, ...i.localGet(top), ...atTop, ...i.f64x2Mul, ...i.f64x2Add, ...i.localSet(y)];
+  };
+}
+
+/**
+ * batchNormBackward's first pass: g = dy, or with an activation g = dy * +(0 < y < high) + 0
+ * (kept in dx when `keep`); acc (sum g, sum g x). Inputs (dy, x) or (dy, x, y); scalar high.
+ */
+function gradientSumLanes(masked: boolean, keep: boolean): LaneBody {
+  return ([dy, x, y], outs, { acc: [sumG, sumGX], scalars: [high], zero, one, tmp: [g] }) => {
+    const code: number[] = [];
+    if (!masked) code.push(...i.localGet(dy), ...i.localSet(g));
+    else {
+      const mask = [...i.localGet(y), ...i.localGet(zero), ...i.f64x2Gt, ...i.localGet(y), ...i.localGet(high), ...i.f64x2Lt, ...i.v128And, ...i.localGet(one), ...i.v128And];
+      code.push(...i.localGet(dy), ...mask, ...i.f64x2Mul, ...i.localGet(zero), ...i.f64x2Add, ...i.localSet(g));
+      if (keep) code.push(...i.localGet(g), ...i.localSet(outs[0]));
+    }
+    return [...code, ...accumulate(sumG, i.localGet(g)), ...accumulate(sumGX, [...i.localGet(g), ...i.localGet(x), ...i.f64x2Mul])];
+  };
+}
+
+/** batchNormBackward's second pass: dx = a g + b x + k (training) or dx = a g (eval). Inputs (g, x) or (g); scalars a, b, k. */
+function inputGradientLanes(training: boolean): LaneBody {
+  return ([g, x], [dx], { scalars: [a, b, k] }) => {
+    if (!training) return [...i.localGet(a), ...i.localGet(g), ...i.f64x2Mul, ...i.localSet(dx)];
+    return [...i.localGet(a), ...i.localGet(g), ...i.f64x2Mul, ...i.localGet(b), ...i.localGet(x), ...i.f64x2Mul, ...i.f64x2Add, ...i.localGet(k), ...i.f64x2Add, ...i.localSet(dx)];
+  };
+}
+
+/** The BatchNorm module's bytes, emitted once at start-up (null with the TypeScript kernels or without an arena). */
+const BATCHNORM_WASM = KERNELS === 'wasm' && arenaMemory() !== null ? emitModule({
+  memoryPages: 0,
+  maxPages: ARENA_MAX_PAGES,
+  importsSharedMemory: true,
+  functions: [
+    channelPassWasm('stats', 1, 0, 0, 2, statsLanes),
+    channelPassWasm('applyNone', 1, 1, 3, 0, applyLanes('none')),
+    channelPassWasm('applyRelu', 1, 1, 3, 0, applyLanes('relu')),
+    channelPassWasm('applyRelu6', 1, 1, 3, 0, applyLanes('relu6')),
+    channelPassWasm('gradientSums', 2, 0, 1, 2, gradientSumLanes(false, false)),
+    channelPassWasm('gradientSumsMasked', 3, 0, 1, 2, gradientSumLanes(true, false)),
+    channelPassWasm('gradientSumsMaskedKept', 3, 1, 1, 2, gradientSumLanes(true, true)),
+    channelPassWasm('inputGradient', 2, 1, 3, 0, inputGradientLanes(true)),
+    channelPassWasm('inputGradientEval', 1, 1, 3, 0, inputGradientLanes(false)),
+  ],
+}) : null;
+
+type ChannelSums = (...args: number[]) => number[];
+type ChannelPass = (...args: number[]) => void;
+/** A thread's instance of the BatchNorm module, on its arena. */
+export interface BatchNormWasm {
+  stats: ChannelSums;
+  apply: ChannelPass[]; // by activation: none, ReLU, ReLU6
+  gradientSums: ChannelSums;
+  gradientSumsMasked: ChannelSums;
+  gradientSumsMaskedKept: ChannelSums;
+  inputGradient: ChannelPass;
+  inputGradientEval: ChannelPass;
+}
+
+/** This thread's instance of the module (made on first use, kept in the thread's cache), or null to run the TypeScript loops. */
+function batchNormWasmOf(thread: ThreadContext, bytes: Uint8Array<ArrayBuffer> | null): BatchNormWasm | null {
+  if (bytes === null || thread.arena === null) return null;
+  if (thread.cache.batchNorm === undefined) {
+    const e = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: thread.arena } }).exports as Record<string, (...args: number[]) => never>;
+    thread.cache.batchNorm = { stats: e.stats, apply: [e.applyNone, e.applyRelu, e.applyRelu6], gradientSums: e.gradientSums, gradientSumsMasked: e.gradientSumsMasked, gradientSumsMaskedKept: e.gradientSumsMaskedKept, inputGradient: e.inputGradient, inputGradientEval: e.inputGradientEval };
+  }
+  return thread.cache.batchNorm as BatchNormWasm;
+}
+
+// On every thread: the passes as declared kernels, each split by channels (parallel.ts).
+// The workers get the module's bytes, and make their instance on their arena at first use.
+const BATCHNORM_PRELUDE = `const BATCHNORM_WASM = ${BATCHNORM_WASM === null ? 'null' : `new Uint8Array([${BATCHNORM_WASM.join(',')}])`};`;
+/** Whether the calling thread asks for the WebAssembly passes (tests switch with useBatchNormKernel). */
+let batchNormInWasm = BATCHNORM_WASM !== null;
+
+/** Run BatchNorm's passes with the given kind (see useGemmKernel): 'wasm' where its module is loaded, 'js' always. */
+export function useBatchNormKernel(kind: 'wasm' | 'js'): void {
+  if (kind === 'wasm' && BATCHNORM_WASM === null) throw new RangeError('useBatchNormKernel: the WebAssembly kernels are not loaded (MOBILENET_KERNELS=js, no WebAssembly SIMD, or no shared memory)');
+  batchNormInWasm = kind === 'wasm';
+}
+
+/** The calling thread's instance of the BatchNorm module, or null: for tests, which call the passes with it and without. */
+export function batchNormWasmForTests(): BatchNormWasm | null {
+  return batchNormWasmOf(testThread, BATCHNORM_WASM);
+}
+const testThread: ThreadContext = { arena: arenaMemory(), cache: {} };
+
+/** 1 when the WebAssembly passes can run on these buffers (every float32 one in the arena), else 0. */
+function inArena(...buffers: Float32Array[]): number {
+  return batchNormInWasm && buffers.every((b) => arenaOffset(b) >= 0) ? 1 : 0;
+}
+
+type BatchNormSizes = Record<'N' | 'C' | 'HW' | 'inArena', number>;
+
+function batchNormTrainForwardSlice(p: BatchNormSizes & Record<'eps' | 'high', number>, b: Record<'x' | 'gamma' | 'beta' | 'stats' | 'coef' | 'y', Float32Array | Float64Array>, lo: number, hi: number, thread: ThreadContext): void {
+  batchNormTrainForward(b.x as Float32Array, b.y as Float32Array, p.N, p.C, p.HW, b.gamma as Float32Array, b.beta as Float32Array, p.eps, p.high, b.stats as Float64Array, b.coef as Float64Array, lo, hi, p.inArena === 1 ? batchNormWasmOf(thread, BATCHNORM_WASM) : null);
 }
 
 const BATCHNORM_TRAIN_FORWARD = declareKernel({
   name: 'batchNormTrainForward',
-  ints: ['N', 'C', 'HW'],
+  ints: ['N', 'C', 'HW', 'inArena'],
   floats: ['eps', 'high'],
   reads: ['x', 'gamma', 'beta'],
   writes: ['stats', 'coef', 'y'],
@@ -236,16 +445,17 @@ const BATCHNORM_TRAIN_FORWARD = declareKernel({
   chunksPerThread: 4,
   minWork: PARALLEL_MIN_ELEMENTS,
   slice: batchNormTrainForwardSlice,
-  deps: [batchNormTrainForward, batchNormStats, batchNormApply],
+  deps: [batchNormTrainForward, batchNormStats, batchNormApply, batchNormWasmOf],
+  prelude: BATCHNORM_PRELUDE,
 });
 
-function batchNormApplySlice(p: BatchNormSizes & Record<'high', number>, b: Record<'x' | 'coef' | 'y', Float32Array | Float64Array>, lo: number, hi: number): void {
-  batchNormApply(b.x as Float32Array, b.y as Float32Array, p.N, p.C, p.HW, b.coef as Float64Array, p.high, lo, hi);
+function batchNormApplySlice(p: BatchNormSizes & Record<'high', number>, b: Record<'x' | 'coef' | 'y', Float32Array | Float64Array>, lo: number, hi: number, thread: ThreadContext): void {
+  batchNormApply(b.x as Float32Array, b.y as Float32Array, p.N, p.C, p.HW, b.coef as Float64Array, p.high, lo, hi, p.inArena === 1 ? batchNormWasmOf(thread, BATCHNORM_WASM) : null);
 }
 
 const BATCHNORM_APPLY = declareKernel({
   name: 'batchNormApply',
-  ints: ['N', 'C', 'HW'],
+  ints: ['N', 'C', 'HW', 'inArena'],
   floats: ['high'],
   reads: ['x', 'coef'],
   writes: ['y'],
@@ -254,16 +464,17 @@ const BATCHNORM_APPLY = declareKernel({
   chunksPerThread: 4,
   minWork: PARALLEL_MIN_ELEMENTS,
   slice: batchNormApplySlice,
-  deps: [batchNormApply],
+  deps: [batchNormApply, batchNormWasmOf],
+  prelude: BATCHNORM_PRELUDE,
 });
 
-function batchNormBackwardSlice(p: BatchNormSizes & Record<'training' | 'hasDx' | 'high', number>, b: Record<'dy' | 'x' | 'y' | 'coef' | 'dx' | 'sums', Float32Array | Float64Array>, lo: number, hi: number): void {
-  batchNormBackward(b.dy as Float32Array, b.x as Float32Array, b.y as Float32Array, p.hasDx === 1 ? (b.dx as Float32Array) : null, p.N, p.C, p.HW, b.coef as Float64Array, b.sums as Float64Array, p.high, p.training === 1, lo, hi);
+function batchNormBackwardSlice(p: BatchNormSizes & Record<'training' | 'hasDx' | 'high', number>, b: Record<'dy' | 'x' | 'y' | 'coef' | 'dx' | 'sums', Float32Array | Float64Array>, lo: number, hi: number, thread: ThreadContext): void {
+  batchNormBackward(b.dy as Float32Array, b.x as Float32Array, b.y as Float32Array, p.hasDx === 1 ? (b.dx as Float32Array) : null, p.N, p.C, p.HW, b.coef as Float64Array, b.sums as Float64Array, p.high, p.training === 1, lo, hi, p.inArena === 1 ? batchNormWasmOf(thread, BATCHNORM_WASM) : null);
 }
 
 const BATCHNORM_BACKWARD = declareKernel({
   name: 'batchNormBackward',
-  ints: ['N', 'C', 'HW', 'training', 'hasDx'],
+  ints: ['N', 'C', 'HW', 'inArena', 'training', 'hasDx'],
   floats: ['high'],
   reads: ['dy', 'x', 'y', 'coef'],
   writes: ['dx', 'sums'],
@@ -272,7 +483,8 @@ const BATCHNORM_BACKWARD = declareKernel({
   chunksPerThread: 4,
   minWork: PARALLEL_MIN_ELEMENTS,
   slice: batchNormBackwardSlice,
-  deps: [batchNormBackward],
+  deps: [batchNormBackward, batchNormWasmOf],
+  prelude: BATCHNORM_PRELUDE,
 });
 
 /** Stands in for dx when no input gradient is wanted (the kernel is told by hasDx = 0). */
@@ -394,7 +606,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
   if (training) {
     // The batch's statistics, coefficients and y in one job; the running statistics here.
     const stats = new Float64Array(2 * C);
-    runKernel(BATCHNORM_TRAIN_FORWARD, { N, C, HW, eps, high }, { x: call.x, gamma: gamma.data, beta: beta.data, stats, coef, y: call.y }, C, x.numel);
+    runKernel(BATCHNORM_TRAIN_FORWARD, { N, C, HW, inArena: inArena(call.x, call.y), eps, high }, { x: call.x, gamma: gamma.data, beta: beta.data, stats, coef, y: call.y }, C, x.numel);
     for (let c = 0; c < C; c++) {
       const m = stats[2 * c], variance = stats[2 * c + 1];
       mean[c] = m;
@@ -410,7 +622,7 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
       coef[2 * c] = scale;
       coef[2 * c + 1] = beta.data[c] - mean[c] * scale;
     }
-    runKernel(BATCHNORM_APPLY, { N, C, HW, high }, { x: call.x, coef, y: call.y }, C, x.numel);
+    runKernel(BATCHNORM_APPLY, { N, C, HW, inArena: inArena(call.x, call.y), high }, { x: call.x, coef, y: call.y }, C, x.numel);
   }
   const y = call.y;
   const op = activation === undefined ? 'batchNorm2d' : `batchNorm2d+${activation}`;
@@ -428,7 +640,8 @@ export function batchNorm2d(x: Tensor, gamma: Tensor, beta: Tensor, runningMean:
       const sums = new Float64Array(2 * C);
       const dx = needs[0] ? alloc(s.call.x.length, false) : null;
       const call = s.call;
-      runKernel(BATCHNORM_BACKWARD, { N: call.N, C: call.C, HW: call.HW, high: call.high, training: call.training ? 1 : 0, hasDx: dx === null ? 0 : 1 }, { dy: dyIn, x: call.x, y: call.y, coef: backCoef, dx: dx ?? NO_INPUT_GRADIENT, sums }, call.C, call.x.length);
+      const wasmOn = dx === null ? inArena(dyIn, call.x, call.y) : inArena(dyIn, call.x, call.y, dx);
+      runKernel(BATCHNORM_BACKWARD, { N: call.N, C: call.C, HW: call.HW, inArena: wasmOn, high: call.high, training: call.training ? 1 : 0, hasDx: dx === null ? 0 : 1 }, { dy: dyIn, x: call.x, y: call.y, coef: backCoef, dx: dx ?? NO_INPUT_GRADIENT, sums }, call.C, call.x.length);
       const dgamma = alloc(C), dbeta = alloc(C);
       for (let c = 0; c < C; c++) {
         dbeta[c] = sums[2 * c];

@@ -12,8 +12,10 @@
 // whole range: one code path.
 //
 // Shared memory: the calling thread and the workers share the buffer cache's buffers
-// (src/tensor/buffers.ts: every buffer an op takes inside `reuseBuffers` is a SharedArrayBuffer),
-// which each worker learns about once and then reads and writes in place. A buffer that lives
+// (src/tensor/buffers.ts: every buffer an op takes inside `reuseBuffers` is shared memory). Those
+// in the cache's arena (one shared WebAssembly.Memory, which every worker holds from its start)
+// are passed as their offset and length in it; the others, a SharedArrayBuffer each, are passed
+// by an id that each worker learns once (in a message), and then read and written in place. A buffer that lives
 // elsewhere (a weight, a small per-channel array) is copied into a staging buffer of the
 // kernel's own, and copied back if the kernel writes it. A job is published in a shared control
 // block, the workers are woken with Atomics.notify, and the caller waits with Atomics.wait: no
@@ -33,10 +35,20 @@
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { isCached, onCacheDrop } from '../tensor/buffers.js';
+import { arenaMemory, arenaOffset, isCached, onCacheDrop } from '../tensor/buffers.js';
 
 /** A buffer a kernel reads or writes. */
 export type KernelBuffer = Float32Array | Float64Array;
+
+/**
+ * What a slice function knows of the thread it runs on: the buffer cache's arena (the shared
+ * WebAssembly.Memory its WebAssembly kernels import, or null), and a place for what the thread
+ * makes once (such as its instance of a kernel module: `cache.name ??= ...`).
+ */
+export interface ThreadContext {
+  arena: WebAssembly.Memory | null;
+  cache: Record<string, unknown>;
+}
 
 /**
  * A kernel as it is declared: the names of its integer parameters (`ints`), float parameters
@@ -65,7 +77,7 @@ export interface KernelDeclaration<I extends string, F extends string, B extends
   /** Below this much work (the caller's measure) the job stays on the calling thread. */
   minWork: number;
   /** The work for [lo, hi) of the range. Shipped to the workers as source text. */
-  slice: (p: Record<I | F, number>, b: Record<B, KernelBuffer>, lo: number, hi: number) => void;
+  slice: (p: Record<I | F, number>, b: Record<B, KernelBuffer>, lo: number, hi: number, thread: ThreadContext) => void;
   /** Functions `slice` calls (shipped with it). */
   deps: readonly ((...args: never[]) => unknown)[];
   /** Source text the workers need before the functions (module-level constants, scratch). */
@@ -159,11 +171,31 @@ function bufferNames(k: KernelDeclaration<string, string, string>): string[] {
  */
 function decoderSource(k: KernelDeclaration<string, string, string>): string {
   const fields = [...k.ints.map((n, i) => `${n}: ints[${i}]`), ...k.floats.map((n, i) => `${n}: floats[${i}]`)];
-  const buffers = bufferNames(k).map((n, i) => `${n}: bufs[ids[${i}]]`);
-  return `{ params: (ints, floats) => ({ ${fields.join(', ')} }), buffers: (bufs, ids) => ({ ${buffers.join(', ')} }) }`;
+  // ids[i] < 0: the buffer is floats [offsets[i], + lengths[i]) of the arena.
+  const buffers = bufferNames(k).map((n, i) => `${n}: ids[${i}] < 0 ? arena(offsets[${i}], lengths[${i}]) : bufs[ids[${i}]]`);
+  return `{ params: (ints, floats) => ({ ${fields.join(', ')} }), buffers: (bufs, ids, offsets, lengths, arena) => ({ ${buffers.join(', ')} }) }`;
 }
 
-type Decoder = { params: (ints: Int32Array, floats: Float64Array) => Record<string, number>; buffers: (bufs: (KernelBuffer | undefined)[], ids: Int32Array) => Record<string, KernelBuffer> };
+/** A thread's view of the arena's floats [offset, offset + length). */
+type ArenaSlice = (offset: number, length: number) => Float32Array;
+
+type Decoder = {
+  params: (ints: Int32Array, floats: Float64Array) => Record<string, number>;
+  buffers: (bufs: (KernelBuffer | undefined)[], ids: Int32Array, offsets: Int32Array, lengths: Int32Array, arena: ArenaSlice) => Record<string, KernelBuffer>;
+};
+
+/**
+ * The arena's floats [offset, offset + length) as a view, for a thread holding the arena (or
+ * null). A view of the whole arena is kept and made again when the arena has grown past it (a
+ * shared memory's buffer never detaches: it is a longer one after growing).
+ */
+function arenaSlicer(memory: WebAssembly.Memory | null): ArenaSlice {
+  let all = memory === null ? new Float32Array(0) : new Float32Array(memory.buffer);
+  return (offset, length) => {
+    if (offset + length > all.length) all = new Float32Array(memory!.buffer);
+    return all.subarray(offset, offset + length);
+  };
+}
 
 function makeDecoder(k: AnyKernel): Decoder {
   return new Function(`return ${decoderSource(k)};`)() as Decoder;
@@ -177,7 +209,7 @@ function makeDecoder(k: AnyKernel): Decoder {
  * new buffers are announced, returns to its event loop until their messages have arrived (a
  * Web Worker has no synchronous read of its port). The jobs themselves run the same way.
  */
-async function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number, at: typeof CONTROL): Promise<void> {
+async function workerMain(slices: ((p: Record<string, number>, b: Record<string, KernelBuffer>, lo: number, hi: number, thread: ThreadContext) => void)[], decoders: Decoder[], layout: { ints: number; floats: number; ids: number }, spinChecks: number, at: typeof CONTROL, makeArenaSlicer: typeof arenaSlicer): Promise<void> {
   type BufferMessage = { forget?: number; id: number; buffer: ArrayBufferLike; f64: boolean };
   // (Not `require`: a bundler rewrites that name, and this function ships as its source text.)
   const inNode = typeof process === 'object' && typeof process.versions?.node === 'string';
@@ -185,7 +217,7 @@ async function workerMain(slices: ((p: Record<string, number>, b: Record<string,
   const inbox: BufferMessage[] = [];
   let wake: (() => void) | null = null;
   const scope = globalThis as unknown as { onmessage: ((e: { data: unknown }) => void) | null };
-  const data = (inNode ? threads!.workerData : await new Promise<unknown>((done) => (scope.onmessage = (e) => done(e.data)))) as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer };
+  const data = (inNode ? threads!.workerData : await new Promise<unknown>((done) => (scope.onmessage = (e) => done(e.data)))) as { control: SharedArrayBuffer; params: SharedArrayBuffer; errorText: SharedArrayBuffer; arena: WebAssembly.Memory | null };
   if (!inNode) {
     scope.onmessage = (e) => {
       inbox.push(e.data as BufferMessage);
@@ -197,7 +229,11 @@ async function workerMain(slices: ((p: Record<string, number>, b: Record<string,
   const ctl = new Int32Array(control);
   const ints = new Int32Array(params, 0, layout.ints);
   const ids = new Int32Array(params, layout.ints * 4, layout.ids);
-  const floats = new Float64Array(params, (layout.ints + layout.ids) * 4, layout.floats);
+  const offsets = new Int32Array(params, (layout.ints + layout.ids) * 4, layout.ids);
+  const lengths = new Int32Array(params, (layout.ints + 2 * layout.ids) * 4, layout.ids);
+  const floats = new Float64Array(params, (layout.ints + 3 * layout.ids) * 4, layout.floats);
+  const arena = makeArenaSlicer(data.arena);
+  const thread: ThreadContext = { arena: data.arena, cache: {} };
   const bufs: (KernelBuffer | undefined)[] = [];
   const learn = (msg: BufferMessage) => {
     if (msg.forget !== undefined) bufs[msg.forget] = undefined;
@@ -233,10 +269,10 @@ async function workerMain(slices: ((p: Record<string, number>, b: Record<string,
     if (kernel < 0) break;
     try {
       const p = decoders[kernel].params(ints, floats);
-      const b = decoders[kernel].buffers(bufs, ids);
+      const b = decoders[kernel].buffers(bufs, ids, offsets, lengths, arena);
       const chunks = Atomics.load(ctl, at.CHUNKS), total = Atomics.load(ctl, at.TOTAL);
       for (let c = Atomics.add(ctl, at.NEXT_CHUNK, 1); c < chunks; c = Atomics.add(ctl, at.NEXT_CHUNK, 1)) {
-        slices[kernel](p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks));
+        slices[kernel](p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks), thread);
       }
     } catch (e) {
       // Report (once) instead of dying: the caller is waiting for this thread to count done.
@@ -272,19 +308,25 @@ export function workerSource(): string {
     ...new Set(kernels.flatMap((k) => (k.prelude ? [k.prelude] : []))),
     ...[...shipped].map((f) => f.toString()),
     workerMain.toString(),
-    `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)}, ${SPIN_CHECKS}, ${JSON.stringify(CONTROL)});`,
+    arenaSlicer.toString(),
+    `workerMain([${kernels.map((k) => k.slice.name).join(', ')}], [${kernels.map(decoderSource).join(', ')}], ${JSON.stringify(LAYOUT)}, ${SPIN_CHECKS}, ${JSON.stringify(CONTROL)}, arenaSlicer);`,
   ].join('\n');
 }
 
 class ThreadPool {
   private readonly control = new SharedArrayBuffer(CONTROL_INTS * 4);
-  private readonly params = new SharedArrayBuffer((MAX_INTS + MAX_BUFFERS) * 4 + MAX_FLOATS * 8);
+  // The parameters: ints, buffer ids, arena offsets, arena lengths, then floats (8-byte aligned: MAX_INTS + 3 MAX_BUFFERS is even).
+  private readonly params = new SharedArrayBuffer((MAX_INTS + 3 * MAX_BUFFERS) * 4 + MAX_FLOATS * 8);
   private readonly errorText = new SharedArrayBuffer(ERROR_BYTES);
   /** The control block (GENERATION, DONE, ...), as an Int32Array for Atomics. */
   readonly ctl = new Int32Array(this.control);
   readonly ints = new Int32Array(this.params, 0, MAX_INTS);
   readonly ids = new Int32Array(this.params, MAX_INTS * 4, MAX_BUFFERS);
-  readonly floats = new Float64Array(this.params, (MAX_INTS + MAX_BUFFERS) * 4, MAX_FLOATS);
+  readonly offsets = new Int32Array(this.params, (MAX_INTS + MAX_BUFFERS) * 4, MAX_BUFFERS);
+  readonly lengths = new Int32Array(this.params, (MAX_INTS + 2 * MAX_BUFFERS) * 4, MAX_BUFFERS);
+  readonly floats = new Float64Array(this.params, (MAX_INTS + 3 * MAX_BUFFERS) * 4, MAX_FLOATS);
+  /** This thread's view of the arena. */
+  readonly arena = arenaSlicer(arenaMemory());
   private readonly workers: PoolWorker[] = [];
   /** Buffers the workers know, by id (the same ids on every thread). */
   readonly bufs: (KernelBuffer | undefined)[] = [];
@@ -306,7 +348,7 @@ class ThreadPool {
     } catch (e) {
       throw new Error(`threads: the worker threads' program does not compile: ${(e as Error).message}`);
     }
-    const shared = { control: this.control, params: this.params, errorText: this.errorText };
+    const shared = { control: this.control, params: this.params, errorText: this.errorText, arena: arenaMemory() };
     const url = IN_NODE ? '' : URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
     for (let i = 1; i < threads; i++) {
       if (IN_NODE) {
@@ -394,9 +436,9 @@ class ThreadPool {
     let failure: unknown = null;
     try {
       const p = decoder.params(this.ints, this.floats);
-      const b = decoder.buffers(this.bufs, this.ids);
+      const b = decoder.buffers(this.bufs, this.ids, this.offsets, this.lengths, this.arena);
       for (let c = Atomics.add(this.ctl, NEXT_CHUNK, 1); c < chunks; c = Atomics.add(this.ctl, NEXT_CHUNK, 1)) {
-        kernel.slice(p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks));
+        kernel.slice(p, b, Math.floor((total * c) / chunks), Math.floor((total * (c + 1)) / chunks), callingThread);
       }
     } catch (e) {
       failure = e;
@@ -420,6 +462,9 @@ class ThreadPool {
     Atomics.notify(this.ctl, GENERATION);
   }
 }
+
+/** The calling thread's context (each worker has its own). */
+const callingThread: ThreadContext = { arena: arenaMemory(), cache: {} };
 
 let pool: ThreadPool | null = null;
 let jobsOnThreads = 0;
@@ -476,9 +521,9 @@ export function defaultThreads(): number {
   return IN_NODE ? availableParallelism() : Math.max(1, (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency ?? 1);
 }
 
-/** Whether a buffer can be handed to the workers as it is: a whole SharedArrayBuffer of the cache. */
+/** Whether a buffer can be handed to the workers as it is: one the cache handed out (in its arena, or a whole SharedArrayBuffer), or a whole SharedArrayBuffer of float64. */
 function usableInPlace(buffer: KernelBuffer): boolean {
-  return buffer instanceof Float32Array ? isCached(buffer) && buffer.byteOffset === 0 : buffer.buffer instanceof SharedArrayBuffer && buffer.byteOffset === 0 && buffer.byteLength === buffer.buffer.byteLength;
+  return buffer instanceof Float32Array ? isCached(buffer) : buffer.buffer instanceof SharedArrayBuffer && buffer.byteOffset === 0 && buffer.byteLength === buffer.buffer.byteLength;
 }
 
 /**
@@ -492,7 +537,7 @@ export function runKernel<I extends string, F extends string, B extends string>(
   const k = kernel as unknown as AnyKernel;
   const threaded = pool !== null && work >= k.minWork && k.index < pool.kernelCount && total > 1 && k.large.every((name) => usableInPlace((buffers as Record<string, KernelBuffer>)[name]));
   if (!threaded) {
-    kernel.slice(params, buffers, 0, total);
+    kernel.slice(params, buffers, 0, total, callingThread);
     return;
   }
   const p = pool!;
@@ -508,6 +553,13 @@ export function runKernel<I extends string, F extends string, B extends string>(
   const copiedOut: [KernelBuffer, KernelBuffer][] = [];
   bufferNames(k).forEach((name, i) => {
     const buffer = (buffers as Record<string, KernelBuffer>)[name];
+    const offset = buffer instanceof Float32Array ? arenaOffset(buffer) : -1;
+    if (offset >= 0) {
+      p.ids[i] = -1;
+      p.offsets[i] = offset;
+      p.lengths[i] = buffer.length;
+      return;
+    }
     if (usableInPlace(buffer)) {
       p.ids[i] = p.idOf(buffer);
       return;

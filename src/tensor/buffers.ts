@@ -12,8 +12,14 @@
 // after it: their memory is handed to the next step. Leaf gradients (`.grad`) made inside count
 // too, so a training step puts zeroGrad, forward, backward and the optimizer step in one scope.
 //
-// Cached buffers live on SharedArrayBuffers, so that the worker threads of parallel.ts can work
-// on them in place (no copy in and out); outside a scope, `alloc` is a plain `new Float32Array`.
+// Cached buffers live in shared memory, so that the worker threads of parallel.ts can work on
+// them in place (no copy in and out); outside a scope, `alloc` is a plain `new Float32Array`.
+// Where the engine has shared WebAssembly memory, that is one arena, a WebAssembly.Memory that
+// the WebAssembly kernels of every thread import: they read and write the tensors where they
+// are, by address. The arena only grows (a WebAssembly memory cannot shrink); its buffers are
+// handed out from free lists and, for new lengths, from its end, 64-byte aligned (a cache line:
+// two threads writing neighbouring buffers never share one). Past its maximum, and where there
+// is no shared WebAssembly memory, each buffer is a SharedArrayBuffer of its own.
 
 /**
  * Shared memory where the JavaScript engine has it; a browser page that is not cross-origin
@@ -21,10 +27,69 @@
  */
 const SharedMemory: new (bytes: number) => ArrayBufferLike = typeof SharedArrayBuffer === 'function' ? SharedArrayBuffer : ArrayBuffer;
 
+/** The arena's largest size, in 64 KiB pages: 2 GiB, so that every address fits a WebAssembly i32 as a positive number. */
+export const ARENA_MAX_PAGES = 32768;
+const PAGE_BYTES = 65536;
+/** Alignment of the arena's buffers, in bytes. */
+const ARENA_ALIGN = 64;
+
+/** The arena, or null where shared WebAssembly memory cannot be made (no SharedArrayBuffer: a page that is not cross-origin isolated). */
+const arena: WebAssembly.Memory | null = makeArena();
+/** The arena's first free byte, and the highest byte ever handed out (below it, memory may hold old values). */
+let arenaEnd = 0;
+let arenaDirtyEnd = 0;
+/** Arena buffers handed out and not dropped (emptyCache resets the arena when this is 0). */
+let arenaBuffersLive = 0;
+
+function makeArena(): WebAssembly.Memory | null {
+  if (typeof SharedArrayBuffer !== 'function' || typeof WebAssembly !== 'object') return null;
+  try {
+    return new WebAssembly.Memory({ initial: 0, maximum: ARENA_MAX_PAGES, shared: true });
+  } catch {
+    return null;
+  }
+}
+
+/** A new buffer of `length` floats from the arena's end, or null when the arena is missing or full. */
+function arenaAlloc(length: number): Float32Array | null {
+  if (arena === null) return null;
+  const start = arenaEnd, end = start + Math.ceil((length * 4) / ARENA_ALIGN) * ARENA_ALIGN;
+  if (end > ARENA_MAX_PAGES * PAGE_BYTES) return null;
+  const have = arena.buffer.byteLength;
+  if (end > have) {
+    // Grow by at least a quarter, so that a growing working set costs few grow calls.
+    const pages = Math.min(ARENA_MAX_PAGES, Math.max(Math.ceil(end / PAGE_BYTES), Math.ceil((have * 1.25) / PAGE_BYTES)));
+    try {
+      arena.grow(pages - have / PAGE_BYTES);
+    } catch {
+      return null; // the system would not give the memory: a buffer of its own instead
+    }
+  }
+  arenaEnd = end;
+  const buffer = new Float32Array(arena.buffer, start, length);
+  if (start < arenaDirtyEnd) buffer.fill(0); // grown memory is zero; reused memory after a reset is not
+  arenaDirtyEnd = Math.max(arenaDirtyEnd, end);
+  arenaViews.add(buffer);
+  arenaBuffersLive++;
+  return buffer;
+}
+
+/** The arena (a shared WebAssembly.Memory the kernels import), or null. */
+export function arenaMemory(): WebAssembly.Memory | null {
+  return arena;
+}
+
+/** Where a buffer starts in the arena, in floats, if it is one the cache made there (exactly that view); else -1. */
+export function arenaOffset(buffer: Float32Array): number {
+  return arenaViews.has(buffer) ? buffer.byteOffset / 4 : -1;
+}
+
 /** Free buffers by exact length. */
 const freeLists = new Map<number, Float32Array[]>();
-/** Every buffer this cache made (in use or free), so that `isCached` can tell them apart. */
+/** Every buffer of its own this cache made (in use or free), so that `isCached` can tell them apart. */
 const cached = new WeakSet<ArrayBufferLike>();
+/** Every buffer this cache made in the arena (the views themselves). */
+const arenaViews = new WeakSet<Float32Array>();
 /** Buffers taken in each open scope (innermost last). */
 const scopes: Set<Float32Array>[] = [];
 /** Called with every buffer the cache drops (emptyCache), so worker threads can forget it. */
@@ -40,8 +105,12 @@ export function alloc(length: number, zero = true): Float32Array {
   if (scope === undefined) return new Float32Array(length);
   let buffer = freeLists.get(length)?.pop();
   if (buffer === undefined) {
-    buffer = new Float32Array(new SharedMemory(length * 4));
-    cached.add(buffer.buffer);
+    const fromArena = arenaAlloc(length);
+    if (fromArena !== null) buffer = fromArena;
+    else {
+      buffer = new Float32Array(new SharedMemory(length * 4));
+      cached.add(buffer.buffer);
+    }
     cachedBytes += length * 4;
   } else if (zero) {
     buffer.fill(0);
@@ -55,9 +124,9 @@ export function inReuseScope(): boolean {
   return scopes.length > 0;
 }
 
-/** True for a buffer made by this cache (shared memory the worker threads may use in place). */
+/** True for a buffer made by this cache (shared memory the worker threads may use in place), the very view it handed out. */
 export function isCached(buffer: Float32Array): boolean {
-  return cached.has(buffer.buffer) && buffer.byteOffset === 0 && buffer.length * 4 === buffer.buffer.byteLength;
+  return arenaViews.has(buffer) || (cached.has(buffer.buffer) && buffer.byteOffset === 0 && buffer.length * 4 === buffer.buffer.byteLength);
 }
 
 /**
@@ -97,15 +166,28 @@ export function cacheBytes(): number {
   return cachedBytes;
 }
 
-/** Give the free buffers back (buffers in use by an open scope stay). */
+/**
+ * Give the free buffers back (buffers in use by an open scope stay). Buffers of their own go to
+ * the garbage collector. The arena cannot shrink: when none of its buffers is in use it is
+ * emptied, to be handed out again from its start; else its free buffers stay on their lists.
+ */
 export function emptyCache(): void {
-  for (const list of freeLists.values()) {
+  const arenaInUse = arenaBuffersLive - [...freeLists.values()].reduce((n, list) => n + list.filter((b) => arenaViews.has(b)).length, 0) > 0;
+  for (const [length, list] of freeLists) {
+    const kept = list.filter((buffer) => arenaViews.has(buffer) && arenaInUse);
     for (const buffer of list) {
+      if (kept.includes(buffer)) continue;
       cachedBytes -= buffer.length * 4;
+      if (arenaViews.has(buffer)) {
+        arenaViews.delete(buffer);
+        arenaBuffersLive--;
+      }
       for (const listener of dropListeners) listener(buffer);
     }
+    if (kept.length > 0) freeLists.set(length, kept);
+    else freeLists.delete(length);
   }
-  freeLists.clear();
+  if (arenaBuffersLive === 0) arenaEnd = 0;
 }
 
 /** parallel.ts registers here to learn which cached buffers are gone. */

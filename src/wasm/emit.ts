@@ -82,12 +82,16 @@ export const i = {
   localSet: (index: number) => [0x21, ...unsignedLeb(index)],
   localTee: (index: number) => [0x22, ...unsignedLeb(index)],
   // Scalar memory (offsets in bytes; the alignment hint is the natural one).
+  i32Load: (offset = 0) => [0x28, ...memarg(2, offset)],
+  i32Store: (offset = 0) => [0x36, ...memarg(2, offset)],
   f32Load: (offset = 0) => [0x2a, ...memarg(2, offset)],
   f64Load: (offset = 0) => [0x2b, ...memarg(3, offset)],
   f32Store: (offset = 0) => [0x38, ...memarg(2, offset)],
   f64Store: (offset = 0) => [0x39, ...memarg(3, offset)],
   // Constants and integer arithmetic.
   i32Const: (value: number) => [0x41, ...signedLeb(value)],
+  /** A float64 constant (its eight bytes, little-endian). */
+  f64Const: (value: number) => [0x44, ...new Uint8Array(Float64Array.of(value).buffer)],
   i32Eqz: [0x45],
   i32Eq: [0x46],
   i32Ne: [0x47],
@@ -98,9 +102,11 @@ export const i = {
   i32Add: [0x6a],
   i32Sub: [0x6b],
   i32Mul: [0x6c],
+  i32And: [0x71],
   i32Shl: [0x74],
   // Scalar float arithmetic.
   f64Add: [0xa0],
+  f64Sub: [0xa1],
   f64Mul: [0xa2],
   f64PromoteF32: [0xbb],
   f32DemoteF64: [0xb6],
@@ -125,7 +131,23 @@ export const i = {
   /** A vector of bytes picked from two: byte k of the result is byte lanes[k] of (a, b), 0-31. */
   i8x16Shuffle: (lanes: number[]) => [...simd(0x0d), ...lanes],
   f64x2Add: simd(0xf0),
+  f64x2Sub: simd(0xf1),
   f64x2Mul: simd(0xf2),
+  /** Lane-wise comparisons of two f64x2: all ones where true, all zeros where false (NaN: false). */
+  f64x2Lt: simd(0x49),
+  f64x2Gt: simd(0x4a),
+  f64x2Ge: simd(0x4c),
+  v128And: simd(0x4e),
+  /** Lane k (0 or 1) of a f64x2, as a f64. */
+  f64x2ExtractLane: (lane: number) => [...simd(0x21), lane],
+  /** Two floats (8 bytes) into lanes 0 and 1, lanes 2 and 3 zero. */
+  v128Load64Zero: (offset = 0) => [...simd(0x5d), ...memarg(3, offset)],
+  /** Store lanes 0-1 as floats (the low 8 bytes of the vector). */
+  v128Store64Lane0: (offset = 0) => [...simd(0x5b), ...memarg(3, offset), 0],
+  /** One float into lane 0, lanes 1-3 zero. */
+  v128Load32Zero: (offset = 0) => [...simd(0x5c), ...memarg(2, offset)],
+  /** Store lane 0 as a float. */
+  v128Store32Lane0: (offset = 0) => [...simd(0x5a), ...memarg(2, offset), 0],
 };
 
 /** One function of a module: its signature, extra locals and body (without the final `end`). */
@@ -138,12 +160,17 @@ export interface WasmFunction {
   body: number[];
 }
 
-/** A module of exported functions over one memory of its own, exported as `memory`. */
+/**
+ * A module of exported functions over one memory: of its own, exported as `memory`, or
+ * (`importsSharedMemory`) a shared one the instance is given as `env.memory`.
+ */
 export interface WasmModule {
-  /** 64 KiB pages. */
+  /** 64 KiB pages (the least the memory has). */
   memoryPages: number;
   /** Pages the memory may grow to (`memory.grow` from JavaScript); without it, it never grows (and views of it stay valid). */
   maxPages?: number;
+  /** Import a shared memory of memoryPages to maxPages instead of declaring one (the buffer cache's arena). */
+  importsSharedMemory?: boolean;
   functions: WasmFunction[];
 }
 
@@ -166,10 +193,12 @@ export function emitModule(m: WasmModule): Uint8Array<ArrayBuffer> {
     0x00, 0x61, 0x73, 0x6d, // "\0asm"
     0x01, 0x00, 0x00, 0x00, // version 1
     ...section(1, vector(types)),
+    // Imports: env.memory, kind 2 (a memory), flags 3 = minimum and maximum given, shared.
+    ...(m.importsSharedMemory ? section(2, vector([[...name('env'), ...name('memory'), 0x02, 0x03, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]])) : []),
     ...section(3, vector(m.functions.map((_, k) => unsignedLeb(k)))),
     // Memory: flags 1 = minimum and maximum given.
-    ...section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]])),
-    ...section(7, vector([[...name('memory'), 0x02, 0x00], ...m.functions.map((f, k) => [...name(f.name), 0x00, ...unsignedLeb(k)])])),
+    ...(m.importsSharedMemory ? [] : section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]]))),
+    ...section(7, vector([...(m.importsSharedMemory ? [] : [[...name('memory'), 0x02, 0x00]]), ...m.functions.map((f, k) => [...name(f.name), 0x00, ...unsignedLeb(k)])])),
     ...section(10, vector(m.functions.map((f) => sized([...localRuns(f.locals), ...f.body, ...i.end])))),
   ];
   return Uint8Array.from(bytes);
