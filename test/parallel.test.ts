@@ -31,6 +31,11 @@ function onThreads(threads: number, body: () => Float32Array[]): { out: Buffer[]
   return { out, jobs: kernelJobsOnThreads() - before };
 }
 
+/** A test kernel y[i] = f(x[i]) over elements, named after its slice function, always split over the threads. */
+function declareElementwise(slice: (p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) => void) {
+  return declareKernel({ name: slice.name, ints: [], floats: [], reads: ['x'], writes: ['y'], large: [], splits: 'elements', chunksPerThread: 4, minWork: 0, slice, deps: [] });
+}
+
 /** A copy of t's values in the buffer cache's shared memory (as an activation inside a model is), as a leaf that requires grad. */
 function sharedLeaf(t: Tensor): Tensor {
   const data = alloc(t.numel);
@@ -232,20 +237,8 @@ describe('threads', () => {
 
   it('a kernel declared after setThreads runs on the threads too (the pool is restarted with it)', () => {
     setThreads(2);
-    const late = declareKernel({
-      name: 'doubleLate',
-      ints: [],
-      floats: [],
-      reads: ['x'],
-      writes: ['y'],
-      large: [],
-      splits: 'elements',
-      chunksPerThread: 4,
-      minWork: 0,
-      slice: function doubleLate(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
-        for (let i = lo; i < hi; i++) b.y[i] = 2 * b.x[i];
-      },
-      deps: [],
+    const late = declareElementwise(function doubleLate(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
+      for (let i = lo; i < hi; i++) b.y[i] = 2 * b.x[i];
     });
     const x = Float32Array.from({ length: 1000 }, (_, i) => i), y = new Float32Array(1000);
     const before = kernelJobsOnThreads();
@@ -257,20 +250,8 @@ describe('threads', () => {
 
   it('a worker woken without a new job does not run one (the caller preempted between publishing a job and notifying)', async () => {
     setThreads(1);
-    const addOne = declareKernel({
-      name: 'addOneChunks',
-      ints: [],
-      floats: [],
-      reads: ['x'],
-      writes: ['y'],
-      large: [],
-      splits: 'elements',
-      chunksPerThread: 4,
-      minWork: 0,
-      slice: function addOneChunks(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
-        for (let i = lo; i < hi; i++) b.y[i] = b.x[i] + 1;
-      },
-      deps: [],
+    const addOne = declareElementwise(function addOneChunks(_p: Record<never, number>, b: Record<'x' | 'y', Float32Array | Float64Array>, lo: number, hi: number) {
+      for (let i = lo; i < hi; i++) b.y[i] = b.x[i] + 1;
     });
     setThreads(2);
     const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
