@@ -521,5 +521,8 @@ describe('started as `npm run` starts it', () => {
     };
     const baseline = invalidations([...loaderFlags, empty]);
     expect(invalidations([...loaderFlags, entry, '--threads', '2', 'summary', '--alpha', '0.25'])).toBe(baseline);
+    // A step at 224x224, whose 112x112 depthwise planes grow the depthwise module's memory (a
+    // shared memory, which growing does not detach).
+    expect(invalidations([...loaderFlags, join(ROOT, 'bench', 'profile.ts'), 'v1', '0.25', '1', '224', '10', '1', '1', '1'])).toBe(baseline);
   });
 });

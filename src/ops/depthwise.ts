@@ -305,7 +305,7 @@ const PLANE_COPY_MIN = 64;
 const DEPTHWISE_SLACK = 32;
 
 /** The WebAssembly module of the 3x3 kernels (correlations and filter gradients, stride 1 and 2), emitted once at start-up; its memory grows as planes need. */
-const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm()] }) : null;
+const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, sharedMemory: typeof SharedArrayBuffer === 'function', functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm()] }) : null;
 
 type Correlate3x3Kernel = (src: number, rowLength: number, w: number, dst: number, outH: number, outW: number) => void;
 type FilterGrad3x3Kernel = (x: number, rowLength: number, dy: number, dyRow: number, outH: number, pairs: number, sums: number) => void;
@@ -347,9 +347,11 @@ function inWasm(t: TapLayout): boolean {
 }
 
 /**
- * `floats` zeroed floats of the module's memory from float `base`, growing it if needed. Growing
- * detaches the views made before, so a call that needs two scratches takes the one further from
- * 0 first (see depthwiseBackward).
+ * `floats` zeroed floats of the module's memory from float `base`, growing it if needed. Views
+ * made before a growth do not cover the new pages (a non-shared memory, where SharedArrayBuffer
+ * is missing, even detaches them), so a call that needs two scratches takes the one further from
+ * 0 first (see depthwiseBackward). The memory is shared where it can be, so that growing it
+ * detaches no buffer.
  */
 function wasmFloats(base: number, floats: number): Float32Array {
   const memory = correlateScratch.memory!;

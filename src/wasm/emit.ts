@@ -171,6 +171,12 @@ export interface WasmModule {
   maxPages?: number;
   /** Import a shared memory of memoryPages to maxPages instead of declaring one (the buffer cache's arena). */
   importsSharedMemory?: boolean;
+  /**
+   * Declare the module's own memory shared: growing it then never detaches its buffer (a new,
+   * longer one appears), and a detached ArrayBuffer would slow every typed-array loop of the
+   * thread (V8's detaching protector, docs/performance.md).
+   */
+  sharedMemory?: boolean;
   functions: WasmFunction[];
 }
 
@@ -197,7 +203,8 @@ export function emitModule(m: WasmModule): Uint8Array<ArrayBuffer> {
     ...(m.importsSharedMemory ? section(2, vector([[...name('env'), ...name('memory'), 0x02, 0x03, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]])) : []),
     ...section(3, vector(m.functions.map((_, k) => unsignedLeb(k)))),
     // Memory: flags 1 = minimum and maximum given.
-    ...(m.importsSharedMemory ? [] : section(5, vector([[0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]]))),
+    // (flags 3: and shared)
+    ...(m.importsSharedMemory ? [] : section(5, vector([[m.sharedMemory ? 0x03 : 0x01, ...unsignedLeb(m.memoryPages), ...unsignedLeb(m.maxPages ?? m.memoryPages)]]))),
     ...section(7, vector([...(m.importsSharedMemory ? [] : [[...name('memory'), 0x02, 0x00]]), ...m.functions.map((f, k) => [...name(f.name), 0x00, ...unsignedLeb(k)])])),
     ...section(10, vector(m.functions.map((f) => sized([...localRuns(f.locals), ...f.body, ...i.end])))),
   ];
