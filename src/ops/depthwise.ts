@@ -419,22 +419,29 @@ function filterScratch(t: TapLayout, base = 0): FilterScratch | null {
 }
 
 /**
- * The inH x inW plane at src[srcBase] into the inside of a zero-bordered plane (its frame is left
- * as it is: zero). With the row copy (`padded` then lies in the module's memory, which also holds
- * `staging`, a float offset within padded's buffer view), a large plane is copied in as one block
- * and spread into rows there; else float by float.
+ * The rows x cols plane at src[srcBase] into dst from float dstAt, its rows dstRow floats apart
+ * (what lies between them is left as it is). With the row copy (`dst` then is a view of the
+ * module's memory from its start, which also holds room for a plane at float `staging`), a large
+ * plane is copied in as one block, straight to its place when its rows are contiguous there, else
+ * to `staging` and spread into rows; otherwise float by float.
  */
-function copyIntoPadding(src: Float32Array, srcBase: number, t: TapLayout, padded: Float32Array, copyRows: CopyRowsKernel | null = null, staging = 0): void {
-  const { inH, inW, paddedW, padTop, padLeft } = t;
-  if (copyRows !== null && inH * inW >= PLANE_COPY_MIN) {
-    padded.set(src.subarray(srcBase, srcBase + inH * inW), staging);
-    copyRows(padded.byteOffset + staging * 4, inW, padded.byteOffset + (padTop * paddedW + padLeft) * 4, paddedW, inH, inW);
+function copyPlane(src: Float32Array, srcBase: number, rows: number, cols: number, dst: Float32Array, dstAt: number, dstRow: number, copyRows: CopyRowsKernel | null, staging: number): void {
+  if (copyRows !== null && rows * cols >= PLANE_COPY_MIN) {
+    const block = src.subarray(srcBase, srcBase + rows * cols);
+    if (dstRow === cols) return dst.set(block, dstAt);
+    dst.set(block, staging);
+    copyRows(dst.byteOffset + staging * 4, cols, dst.byteOffset + dstAt * 4, dstRow, rows, cols);
     return;
   }
-  for (let y = 0; y < inH; y++) {
-    const from = srcBase + y * inW, to = (y + padTop) * paddedW + padLeft;
-    for (let x = 0; x < inW; x++) padded[to + x] = src[from + x];
+  for (let y = 0; y < rows; y++) {
+    const from = srcBase + y * cols, to = dstAt + y * dstRow;
+    for (let x = 0; x < cols; x++) dst[to + x] = src[from + x];
   }
+}
+
+/** The inH x inW plane at src[srcBase] into the inside of a zero-bordered plane (its frame is left as it is: zero); copyRows and staging as in copyPlane. */
+function copyIntoPadding(src: Float32Array, srcBase: number, t: TapLayout, padded: Float32Array, copyRows: CopyRowsKernel | null = null, staging = 0): void {
+  copyPlane(src, srcBase, t.inH, t.inW, padded, t.padTop * t.paddedW + t.padLeft, t.paddedW, copyRows, staging);
 }
 
 /**
@@ -605,17 +612,9 @@ function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBas
   const { paddedW, padTop, padLeft, outH, outW } = t;
   const { padded, dyPlane, dyRow, sums, memory, copyRows, staging } = scratch;
   copyIntoPadding(x, xBase, t, memory ?? padded, copyRows, staging);
-  // dy's plane into rows of dyRow floats: one block when they are its own rows, else spread as x's.
-  if (copyRows !== null && outH * outW >= PLANE_COPY_MIN && dyRow === outW) dyPlane.set(dy.subarray(dyBase, dyBase + outH * outW));
-  else if (copyRows !== null && memory !== null && outH * outW >= PLANE_COPY_MIN) {
-    memory.set(dy.subarray(dyBase, dyBase + outH * outW), staging);
-    copyRows(memory.byteOffset + staging * 4, outW, dyPlane.byteOffset, dyRow, outH, outW);
-  } else {
-    for (let oy = 0; oy < outH; oy++) {
-      const from = dyBase + oy * outW, to = oy * dyRow;
-      for (let c = 0; c < outW; c++) dyPlane[to + c] = dy[from + c];
-    }
-  }
+  // dy's plane into rows of dyRow floats (dyPlane starts after the padded plane in the module's memory).
+  if (memory === null) copyPlane(dy, dyBase, outH, outW, dyPlane, 0, dyRow, null, 0);
+  else copyPlane(dy, dyBase, outH, outW, memory, (dyPlane.byteOffset - memory.byteOffset) / 4, dyRow, copyRows, staging);
   const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
   if (scratch.kernel === null) filterGrad3x3(padded, origin, paddedW, t.stride, dyPlane, 0, dyRow, outH, dyRow / 2, sums);
   else scratch.kernel(padded.byteOffset + origin * 4, paddedW, dyPlane.byteOffset, dyRow, outH, dyRow / 2, sums.byteOffset);
@@ -724,7 +723,7 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, filterScratchLayout, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, copyPlane, filterScratchLayout, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
