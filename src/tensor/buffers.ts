@@ -174,9 +174,10 @@ export function cacheBytes(): number {
 export function emptyCache(): void {
   const arenaInUse = arenaBuffersLive - [...freeLists.values()].reduce((n, list) => n + list.filter((b) => arenaViews.has(b)).length, 0) > 0;
   for (const [length, list] of freeLists) {
-    const kept = list.filter((buffer) => arenaViews.has(buffer) && arenaInUse);
+    const keep = (buffer: Float32Array) => arenaInUse && arenaViews.has(buffer);
+    const kept = list.filter(keep);
     for (const buffer of list) {
-      if (kept.includes(buffer)) continue;
+      if (keep(buffer)) continue;
       cachedBytes -= buffer.length * 4;
       if (arenaViews.has(buffer)) {
         arenaViews.delete(buffer);
