@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import sharp from 'sharp';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
+import { correlate3x3, depthwise3x3Wasm, depthwiseBackward, depthwiseBackwardFilter, depthwiseBackwardInput, depthwiseForward, depthwiseGeometry, useDepthwiseKernel } from '../src/ops/depthwise.js';
 import { gemm, KERNELS, useGemmKernel, type GemmArgs, type GemmBatch } from '../src/ops/gemm.js';
 import { batchNormApply, batchNormBackward, batchNormTrainForward, batchNormWasmForTests } from '../src/ops/batchnorm.js';
 import { alloc, arenaOffset, reuseBuffers } from '../src/tensor/buffers.js';
@@ -102,7 +102,29 @@ describe.skipIf(KERNELS !== 'wasm')('depthwise 3x3: the WebAssembly kernels give
   const rng = new Rng(6);
   // Planes of 1x1 to 57x57 (widths that are and are not multiples of 4), stride 1 and 2,
   // padding 0 to 2 (the first output's taps outside, inside, or the plane skipped by a stride).
-  const cases: [number, number, number, number, number, number][] = [[2, 3, 1, 1, 1, 1], [1, 2, 2, 3, 1, 1], [2, 5, 7, 7, 1, 1], [2, 4, 8, 8, 2, 1], [1, 3, 9, 13, 2, 1], [1, 2, 16, 16, 1, 0], [1, 2, 11, 6, 2, 2], [1, 3, 57, 57, 2, 1], [1, 2, 33, 35, 1, 1]];
+  // The last three take several groups of planes through the module's memory (the last group
+  // ragged), with even and odd output widths.
+  const cases: [number, number, number, number, number, number][] = [[2, 3, 1, 1, 1, 1], [1, 2, 2, 3, 1, 1], [2, 5, 7, 7, 1, 1], [2, 4, 8, 8, 2, 1], [1, 3, 9, 13, 2, 1], [1, 2, 16, 16, 1, 0], [1, 2, 11, 6, 2, 2], [1, 3, 57, 57, 2, 1], [1, 2, 33, 35, 1, 1],
+    [2, 70, 20, 20, 1, 1], [2, 70, 21, 21, 2, 1], [3, 50, 19, 19, 1, 1]];
+  it('the 3x3 kernel writes each output row\'s floats and nothing past them, for every width', () => {
+    for (const stride of [1, 2] as const) {
+      const kernel = new WebAssembly.Instance(new WebAssembly.Module(emitModule({ memoryPages: 1, functions: [depthwise3x3Wasm(stride)] }))).exports;
+      const run = kernel[`depthwise3x3s${stride}`] as (src: number, rowLength: number, w: number, dst: number, outH: number, outW: number) => void;
+      const memory = new Float32Array((kernel.memory as WebAssembly.Memory).buffer);
+      for (let outW = 1; outW <= 9; outW++) {
+        const outH = 3, rowLength = outW * stride + 8, src = 0, w = 512, dst = 1024;
+        memory.fill(0);
+        for (let k = 0; k < 3 * stride * rowLength + 8 * rowLength; k++) memory[src + k] = rng.normal();
+        for (let k = 0; k < 9; k++) memory[w + k] = rng.normal();
+        memory.fill(-7, dst, dst + 64); // a sentinel, and every float after the output must keep it
+        run(src * 4, rowLength, w * 4, dst * 4, outH, outW);
+        const twin = new Float32Array(outH * outW);
+        correlate3x3(memory, src, rowLength, stride, memory, w, twin, 0, outH, outW);
+        expect(Array.from(memory.subarray(dst, dst + outH * outW)), `stride ${stride} width ${outW}`).toEqual(Array.from(twin));
+        expect(Array.from(memory.subarray(dst + outH * outW, dst + 64)).every((v) => v === -7), `stride ${stride} width ${outW}: written past the output`).toBe(true);
+      }
+    }
+  });
   for (const [N, C, H, W, stride, padding] of cases) {
     it(`x=${N}x${C}x${H}x${W} s${stride} p${padding}: forward, input and filter gradients`, () => {
       const x = randn([N, C, H, W], rng), w = randn([C, 1, 3, 3], rng);

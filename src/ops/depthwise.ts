@@ -213,9 +213,9 @@ function advanceRows(rows: number[], bytes: number): number[] {
  * products and sums in the same order, lane by lane, then narrowed to float32 (rounded to
  * nearest, as a Float32Array store rounds). Parameters (i32, addresses in bytes):
  * src (the origin), rowLength (floats), w (nine floats), dst, outH, outW. Each output row is
- * written in whole vectors of four, so up to three floats past its end are written (and later
- * overwritten by the next row) and read past each input row: the scratch leaves room (see
- * DEPTHWISE_SLACK).
+ * computed in whole vectors of four, so up to three pixels past its end are computed from
+ * floats read past each input row (the scratch leaves room: DEPTHWISE_SLACK), but only the row's
+ * own floats are stored.
  *   w_k = splat(w[k])
  *   for oy < outH: rows r0, r1, r2 = src + (oy*stride + 0, 1, 2) * rowLength
  *     for ox = 0, 4, .. < outW:
@@ -227,6 +227,7 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
   const [oy, ox, r0, r1, r2, out, rowBytes] = [6, 7, 8, 9, 10, 11, 12];
   const weight = (k: number) => 13 + k;
   const [accLow, accHigh, v, wide] = [22, 23, 24, 25];
+  const rem = 26;
   const body: number[] = [];
   // w_k as float64 in both lanes.
   for (let k = 0; k < 9; k++) body.push(...i.localGet(w), ...i.v128Load32Splat(4 * k), ...i.f64x2PromoteLowF32x4, ...i.localSet(weight(k)));
@@ -256,14 +257,23 @@ export function depthwise3x3Wasm(stride: 1 | 2): WasmFunction {
       }
     }
   }
-  // Narrow both halves to float32 and join them: floats 0-1 of each.
-  body.push(...i.localGet(out), ...i.localGet(accLow), ...i.f32x4DemoteF64x2Zero, ...i.localGet(accHigh), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(shuffleFloats([0, 1, 4, 5])), ...i.v128Store(0));
+  // Narrow both halves to float32 and join them (floats 0-1 of each) into v.
+  body.push(...i.localGet(accLow), ...i.f32x4DemoteF64x2Zero, ...i.localGet(accHigh), ...i.f32x4DemoteF64x2Zero, ...i.i8x16Shuffle(shuffleFloats([0, 1, 4, 5])), ...i.localSet(v));
+  // Store the four floats, or at a row's end (rem = outW - ox < 4) only its last rem floats: two
+  // (lanes 0-1) and then one, so nothing past the row is written and dst may be a tensor's plane.
+  body.push(...i.localGet(outW), ...i.localGet(ox), ...i.i32Sub, ...i.localSet(rem));
+  body.push(...i.localGet(rem), ...i.i32Const(4), ...i.i32GeS, ...i.if, ...i.localGet(out), ...i.localGet(v), ...i.v128Store(0), ...i.else);
+  body.push(...i.localGet(rem), ...i.i32Const(2), ...i.i32And, ...i.if);
+  body.push(...i.localGet(out), ...i.localGet(v), ...i.v128Store64Lane0(0), ...i.localGet(out), ...i.i32Const(8), ...i.i32Add, ...i.localSet(out));
+  body.push(...i.localGet(v), ...i.localGet(v), ...i.i8x16Shuffle(shuffleFloats([2, 3, 2, 3])), ...i.localSet(v), ...i.end);
+  body.push(...i.localGet(rem), ...i.i32Const(1), ...i.i32And, ...i.if, ...i.localGet(out), ...i.localGet(v), ...i.v128Store32Lane0(0), ...i.end);
+  body.push(...i.end);
   // out += 16; r_k += 16 * stride; ox += 4
   body.push(...i.localGet(out), ...i.i32Const(16), ...i.i32Add, ...i.localSet(out));
   body.push(...advanceRows([r0, r1, r2], 16 * stride));
   body.push(...i.localGet(ox), ...i.i32Const(4), ...i.i32Add, ...i.localSet(ox), ...i.br(0), ...i.end, ...i.end);
   body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
-  return { name: `depthwise3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(13).fill(V128)], body };
+  return { name: `depthwise3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(13).fill(V128), I32], body };
 }
 
 /**
@@ -295,40 +305,135 @@ export function copyRowsWasm(): WasmFunction {
 }
 
 /**
- * Planes of at least this many floats go into and out of the module's memory as one block
- * (TypedArray.set, a memory copy) instead of a loop over their floats: measured on 28x28 and
- * 14x14 planes 3.5-7x faster; at 7x7 the two are even, and below the set's fixed cost wins.
+ * A run of planes through one 3x3 correlation (the forward pass, or the stride-1 input gradient),
+ * in one call: for each plane, copyRows puts it inside the zero-bordered plane, then the 3x3
+ * kernel (depthwise3x3Wasm) writes its output plane. Planes lie one after another at src and
+ * dst; plane p uses the nine weights of channel (channel + p) mod C of the C channels' weights.
+ * Parameters (i32, addresses and offsets in bytes): src, dst, weights, planes, channel, C, then
+ * the layout: inH, inW, padded, paddedW, interior (where the plane's first float goes, from
+ * padded), origin (the first output's window, from padded), outH, outW. `copyRows` and `kernel`
+ * are the module's function indices of copyRowsWasm and depthwise3x3Wasm(stride).
+ *   w = weights + channel * 36
+ *   for p < planes:
+ *     copyRows(src, inW, padded + interior, paddedW, inH, inW)
+ *     kernel(padded + origin, paddedW, w, dst, outH, outW)
+ *     src += inH*inW*4; dst += outH*outW*4; w += 36, back to weights after the last channel
  */
-const PLANE_COPY_MIN = 64;
+export function correlatePlanesWasm(stride: 1 | 2, copyRows: number, kernel: number): WasmFunction {
+  const [src, dst, weights, planes, channel, C, inH, inW, padded, paddedW, interior, origin, outH, outW] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+  const [p, inBytes, outBytes, w, weightsEnd] = [14, 15, 16, 17, 18];
+  const body: number[] = [];
+  body.push(...planeBytes(inH, inW, inBytes), ...planeBytes(outH, outW, outBytes));
+  body.push(...channelPointer(weights, channel, C, 36, w, weightsEnd));
+  body.push(...i.i32Const(0), ...i.localSet(p), ...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(planes), ...i.i32GeS, ...i.brIf(1));
+  body.push(...[src, inW].flatMap((k) => i.localGet(k)), ...i.localGet(padded), ...i.localGet(interior), ...i.i32Add, ...[paddedW, inH, inW].flatMap((k) => i.localGet(k)), ...i.call(copyRows));
+  body.push(...i.localGet(padded), ...i.localGet(origin), ...i.i32Add, ...[paddedW, w, dst, outH, outW].flatMap((k) => i.localGet(k)), ...i.call(kernel));
+  body.push(...addLocal(src, inBytes), ...addLocal(dst, outBytes), ...nextChannel(weights, w, weightsEnd, 36));
+  body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  return { name: `correlatePlanes${stride}`, params: new Array(14).fill(I32), results: [], locals: new Array(5).fill(I32), body };
+}
 
-/** Floats of room after the scratch's planes for depthwise3x3Wasm's whole-vector reads and writes past a row's end. */
+/**
+ * A run of planes' filter-gradient sums, in one call: for each plane, copyRows puts x's plane
+ * inside the zero-bordered plane, and dy's plane into rows of dyRow floats at dyScratch when its
+ * width is odd (dyRow = width + 1; the scratch's extra column stays zero) or is read where it is;
+ * filterGrad3x3Wasm writes the two lanes of the nine sums, and channel c's nine float64 taps get
+ *   taps[c*9 + k] += sums[2k] + sums[2k + 1]
+ * as filterGradPlane adds them. Planes lie one after another at x and dy, plane p of channel
+ * (channel + p) mod C. Parameters (i32, bytes): x, dy, planes, channel, C, taps, the layout
+ * (inH, inW, padded, paddedW, interior, origin, outH, outW as in correlatePlanesWasm), dyScratch,
+ * dyRow, pairs (dyRow / 2), sums (18 float64).
+ */
+export function filterGradPlanesWasm(stride: 1 | 2, copyRows: number, kernel: number): WasmFunction {
+  const [x, dy, planes, channel, C, taps, inH, inW, padded, paddedW, interior, origin, outH, outW, dyScratch, dyRow, pairs, sums] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17];
+  const [p, inBytes, outBytes, tap, tapsEnd, dyPlane] = [18, 19, 20, 21, 22, 23];
+  const body: number[] = [];
+  body.push(...planeBytes(inH, inW, inBytes), ...planeBytes(outH, outW, outBytes));
+  body.push(...channelPointer(taps, channel, C, 72, tap, tapsEnd));
+  body.push(...i.i32Const(0), ...i.localSet(p), ...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(planes), ...i.i32GeS, ...i.brIf(1));
+  body.push(...[x, inW].flatMap((k) => i.localGet(k)), ...i.localGet(padded), ...i.localGet(interior), ...i.i32Add, ...[paddedW, inH, inW].flatMap((k) => i.localGet(k)), ...i.call(copyRows));
+  // dyPlane = dy, or dy's rows copied to dyScratch when they are not dyRow floats long.
+  body.push(...i.localGet(dy), ...i.localSet(dyPlane));
+  body.push(...i.localGet(dyRow), ...i.localGet(outW), ...i.i32Ne, ...i.if);
+  body.push(...[dy, outW, dyScratch, dyRow, outH, outW].flatMap((k) => i.localGet(k)), ...i.call(copyRows), ...i.localGet(dyScratch), ...i.localSet(dyPlane), ...i.end);
+  body.push(...i.localGet(padded), ...i.localGet(origin), ...i.i32Add, ...[paddedW, dyPlane, dyRow, outH, pairs, sums].flatMap((k) => i.localGet(k)), ...i.call(kernel));
+  // tap[k] += sums[2k] + sums[2k + 1], in float64
+  for (let k = 0; k < 9; k++) {
+    body.push(...i.localGet(tap), ...i.localGet(tap), ...i.f64Load(8 * k), ...i.localGet(sums), ...i.f64Load(16 * k), ...i.localGet(sums), ...i.f64Load(16 * k + 8), ...i.f64Add, ...i.f64Add, ...i.f64Store(8 * k));
+  }
+  body.push(...addLocal(x, inBytes), ...addLocal(dy, outBytes), ...nextChannel(taps, tap, tapsEnd, 72));
+  body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  return { name: `filterGradPlanes${stride}`, params: new Array(18).fill(I32), results: [], locals: new Array(6).fill(I32), body };
+}
+
+/** bytes = rows * cols * 4 (locals). */
+function planeBytes(rows: number, cols: number, bytes: number): number[] {
+  return [...i.localGet(rows), ...i.localGet(cols), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.localSet(bytes)];
+}
+
+/** pointer = base + channel * stride; end = base + C * stride: a channel's entry of a per-channel table, and the table's end (locals). */
+function channelPointer(base: number, channel: number, C: number, stride: number, pointer: number, end: number): number[] {
+  return [
+    ...i.localGet(base), ...i.localGet(channel), ...i.i32Const(stride), ...i.i32Mul, ...i.i32Add, ...i.localSet(pointer),
+    ...i.localGet(base), ...i.localGet(C), ...i.i32Const(stride), ...i.i32Mul, ...i.i32Add, ...i.localSet(end),
+  ];
+}
+
+/** pointer += stride, back to base past the table's end: the next plane's channel. */
+function nextChannel(base: number, pointer: number, end: number, stride: number): number[] {
+  return [...advanceRows([pointer], stride), ...i.localGet(pointer), ...i.localGet(end), ...i.i32Eq, ...i.if, ...i.localGet(base), ...i.localSet(pointer), ...i.end];
+}
+
+/** local += the local `amount`. */
+function addLocal(local: number, amount: number): number[] {
+  return [...i.localGet(local), ...i.localGet(amount), ...i.i32Add, ...i.localSet(local)];
+}
+
+/** Floats of room after a zero-bordered plane for depthwise3x3Wasm's whole-vector reads past a row's end. */
 const DEPTHWISE_SLACK = 32;
 
-/** The WebAssembly module of the 3x3 kernels (correlations and filter gradients, stride 1 and 2), emitted once at start-up; its memory grows as planes need. */
-const DEPTHWISE_WASM = KERNELS === 'wasm' ? emitModule({ memoryPages: 1, maxPages: 16384, sharedMemory: typeof SharedArrayBuffer === 'function', functions: [depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm()] }) : null;
+/**
+ * The WebAssembly path copies planes into the module's memory and out again in groups of at
+ * most this many floats (128 KiB), so that a group is still in the core's cache when the kernels
+ * read it, and the memory stays small whatever the tensor's size.
+ */
+const PLANE_GROUP_FLOATS = 32768;
 
-type Correlate3x3Kernel = (src: number, rowLength: number, w: number, dst: number, outH: number, outW: number) => void;
-type FilterGrad3x3Kernel = (x: number, rowLength: number, dy: number, dyRow: number, outH: number, pairs: number, sums: number) => void;
-type CopyRowsKernel = (src: number, srcRow: number, dst: number, dstRow: number, rows: number, cols: number) => void;
+// The module's functions, in order (a batched function calls its kernels by their index).
+const [CORRELATE_S1, CORRELATE_S2, FILTER_GRAD_S1, FILTER_GRAD_S2, COPY_ROWS] = [0, 1, 2, 3, 4];
+
+/** The WebAssembly module of the 3x3 kernels (correlations and filter gradients, stride 1 and 2, and their runs over planes), emitted once at start-up; its memory grows as planes need. */
+const DEPTHWISE_WASM = KERNELS === 'wasm'
+  ? emitModule({
+    memoryPages: 1, maxPages: 16384, sharedMemory: typeof SharedArrayBuffer === 'function',
+    functions: [
+      depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm(),
+      correlatePlanesWasm(1, COPY_ROWS, CORRELATE_S1), correlatePlanesWasm(2, COPY_ROWS, CORRELATE_S2),
+      filterGradPlanesWasm(1, COPY_ROWS, FILTER_GRAD_S1), filterGradPlanesWasm(2, COPY_ROWS, FILTER_GRAD_S2),
+    ],
+  })
+  : null;
+
+/** correlatePlanesWasm and filterGradPlanesWasm as JavaScript sees them (their parameters in its order). */
+type PlanesKernel = (...args: number[]) => void;
 
 /**
  * This thread's instance of DEPTHWISE_WASM (or nothing without the WebAssembly kernels): its
- * memory, where the planes of a 3x3 kernel are put, and its kernels by stride. Self-contained:
+ * memory, where groups of planes are put, and its runs over planes by stride. Self-contained:
  * the workers make their own from the same bytes.
  */
-export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; kernels: Correlate3x3Kernel[]; filterKernels: FilterGrad3x3Kernel[]; copyRows: CopyRowsKernel | null } {
-  if (wasmBytes === null) return { memory: null, kernels: [], filterKernels: [], copyRows: null };
+export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; correlatePlanes: PlanesKernel[]; filterGradPlanes: PlanesKernel[] } {
+  if (wasmBytes === null) return { memory: null, correlatePlanes: [], filterGradPlanes: [] };
   const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
-  const kernels = [exports.depthwise3x3s1, exports.depthwise3x3s2] as Correlate3x3Kernel[];
-  const filterKernels = [exports.filterGrad3x3s1, exports.filterGrad3x3s2] as FilterGrad3x3Kernel[];
-  const copyRows = exports.copyRows as CopyRowsKernel;
-  // Past Node's baseline compiler (see createGemmScratch): planes of zeros, in the first page.
+  const correlatePlanes = [exports.correlatePlanes1, exports.correlatePlanes2] as PlanesKernel[];
+  const filterGradPlanes = [exports.filterGradPlanes1, exports.filterGradPlanes2] as PlanesKernel[];
+  // Past Node's baseline compiler (see createGemmScratch), with every kernel they call: two 6x6
+  // planes of zeros inside a bordered plane 10 floats wide, dy of an odd width, in the first page.
   for (let k = 0; k < 200; k++) {
-    for (const kernel of kernels) kernel(0, 24, 0, 16384, 8, 8);
-    for (const kernel of filterKernels) kernel(0, 24, 16384, 8, 8, 4, 32768);
-    copyRows(0, 14, 16384, 16, 14, 14);
+    for (const run of correlatePlanes) run(0, 16384, 32768, 2, 0, 2, 6, 6, 40960, 10, 44, 0, 6, 6);
+    for (const run of filterGradPlanes) run(0, 16384, 2, 0, 2, 49152, 6, 6, 40960, 10, 44, 0, 6, 5, 53248, 6, 3, 57344);
   }
-  return { memory: exports.memory as WebAssembly.Memory, kernels, filterKernels, copyRows };
+  return { memory: exports.memory as WebAssembly.Memory, correlatePlanes, filterGradPlanes };
 }
 
 const correlateScratch = createCorrelateScratch(DEPTHWISE_WASM);
@@ -341,130 +446,152 @@ export function useDepthwiseKernel(kind: 'wasm' | 'js'): void {
   correlateInWasm = kind === 'wasm';
 }
 
-/** Whether a 3x3 kernel of this layout runs in WebAssembly (which has strides 1 and 2). */
+/** Whether a layout runs in WebAssembly: a 3x3 filter (paddedH > 0) of stride 1 or 2. Others go pixel by pixel. */
 function inWasm(t: TapLayout): boolean {
-  return correlateInWasm && (t.stride === 1 || t.stride === 2);
+  return correlateInWasm && t.paddedH > 0 && (t.stride === 1 || t.stride === 2);
 }
 
 /**
- * `floats` zeroed floats of the module's memory from float `base`, growing it if needed. Views
- * made before a growth do not cover the new pages (a non-shared memory, where SharedArrayBuffer
- * is missing, even detaches them), so a call that needs two scratches takes the one further from
- * 0 first (see depthwiseBackward). The memory is shared where it can be, so that growing it
- * detaches no buffer.
+ * The module's memory from its start as `floats` floats, growing it if needed, the first
+ * `zeroed` of them set to 0. The memory is shared where it can be, so that growing it detaches
+ * no buffer; views made before a growth do not cover the new pages, so a call makes its view once,
+ * after asking for all it needs.
  */
-function wasmFloats(base: number, floats: number): Float32Array {
+function wasmFloats(floats: number, zeroed: number): Float32Array {
   const memory = correlateScratch.memory!;
-  const pagesNeeded = Math.ceil(((base + floats) * 4) / 65536) - memory.buffer.byteLength / 65536;
+  const pagesNeeded = Math.ceil((floats * 4) / 65536) - memory.buffer.byteLength / 65536;
   if (pagesNeeded > 0) memory.grow(pagesNeeded);
-  return new Float32Array(memory.buffer, base * 4, floats).fill(0);
+  return new Float32Array(memory.buffer, 0, floats).fill(0, 0, zeroed);
 }
 
-/** The zero-bordered plane of a 3x3 correlation (its frame zero), and with WebAssembly the output plane and weights: one per call, reused for its planes. */
-interface PlaneScratch {
-  padded: Float32Array;
-  /** The scratch in the module's memory (float offsets within `memory`): the output plane, the weights, and room for a plane copied in as one block. */
-  wasm: { memory: Float32Array; out: number; weights: number; staging: number; kernel: Correlate3x3Kernel | null; copyRows: CopyRowsKernel } | null;
-}
-
-/** The scratch correlatePlane needs for this layout (from float `base` of the module's memory), or null (filters other than 3x3). */
-function planeScratch(t: TapLayout, base = 0): PlaneScratch | null {
-  if (t.paddedH === 0) return null;
-  const paddedLength = t.paddedH * t.paddedW + DEPTHWISE_SLACK;
-  if (!inWasm(t)) return { padded: new Float32Array(paddedLength), wasm: null };
-  // In the module's memory: the padded plane, the output plane, the weights, then the input plane as it is.
-  const out = paddedLength, weights = out + t.outH * t.outW + DEPTHWISE_SLACK, staging = weights + 16, floats = staging + t.inH * t.inW;
-  const view = wasmFloats(base, floats);
-  return { padded: view.subarray(0, paddedLength), wasm: { memory: view, out, weights, staging, kernel: correlateScratch.kernels[t.stride - 1], copyRows: correlateScratch.copyRows! } };
-}
-
-/**
- * The scratch of a 3x3 filter gradient: the zero-bordered x plane, dy's plane with rows of an
- * even length (a zero column after an odd width), the two lanes of the nine sums, and the
- * WebAssembly kernel or null.
- */
-interface FilterScratch {
-  padded: Float32Array;
-  dyPlane: Float32Array;
-  dyRow: number;
-  sums: Float64Array;
-  kernel: FilterGrad3x3Kernel | null;
-  /** With WebAssembly: the whole scratch (padded starts it), where a plane copied in as one block goes at float `staging`, and the row copy. */
-  memory: Float32Array | null;
-  staging: number;
-  copyRows: CopyRowsKernel | null;
-}
-
-/** Where a FilterScratch's staging plane starts (floats from its start), its float64 sums, and the floats it takes in all. */
-function filterScratchLayout(t: TapLayout): { staging: number; sums: number; floats: number } {
-  const dyStart = t.paddedH * t.paddedW + DEPTHWISE_SLACK, dyRow = t.outW + (t.outW & 1);
-  const staging = Math.ceil((dyStart + t.outH * dyRow) / 4) * 4;
-  const sums = staging + Math.ceil(Math.max(t.inH * t.inW, t.outH * t.outW) / 4) * 4;
-  return { staging, sums, floats: sums + 36 };
-}
-
-/** The floats of the module's memory a FilterScratch of this layout takes. */
-function filterScratchFloats(t: TapLayout): number {
-  return filterScratchLayout(t).floats;
-}
-
-/** The scratch filterGradPlane needs for this layout (from float `base`, a multiple of 4), or null (filters other than 3x3). */
-function filterScratch(t: TapLayout, base = 0): FilterScratch | null {
-  if (t.paddedH === 0) return null;
-  const paddedLength = t.paddedH * t.paddedW + DEPTHWISE_SLACK, dyRow = t.outW + (t.outW & 1), dyLength = t.outH * dyRow;
-  if (!inWasm(t)) return { padded: new Float32Array(paddedLength), dyPlane: new Float32Array(dyLength), dyRow, sums: new Float64Array(18), kernel: null, memory: null, staging: 0, copyRows: null };
-  const layout = filterScratchLayout(t), view = wasmFloats(base, layout.floats);
-  const sums = new Float64Array(view.buffer, view.byteOffset + layout.sums * 4, 18);
-  return { padded: view.subarray(0, paddedLength), dyPlane: view.subarray(paddedLength, paddedLength + dyLength), dyRow, sums, kernel: correlateScratch.filterKernels[t.stride - 1], memory: view, staging: layout.staging, copyRows: correlateScratch.copyRows };
-}
-
-/**
- * The rows x cols plane at src[srcBase] into dst from float dstAt, its rows dstRow floats apart
- * (what lies between them is left as it is). With the row copy (`dst` then is a view of the
- * module's memory from its start, which also holds room for a plane at float `staging`), a large
- * plane is copied in as one block, straight to its place when its rows are contiguous there, else
- * to `staging` and spread into rows; otherwise float by float.
- */
-function copyPlane(src: Float32Array, srcBase: number, rows: number, cols: number, dst: Float32Array, dstAt: number, dstRow: number, copyRows: CopyRowsKernel | null, staging: number): void {
-  if (copyRows !== null && rows * cols >= PLANE_COPY_MIN) {
-    const block = src.subarray(srcBase, srcBase + rows * cols);
-    if (dstRow === cols) return dst.set(block, dstAt);
-    dst.set(block, staging);
-    copyRows(dst.byteOffset + staging * 4, cols, dst.byteOffset + dstAt * 4, dstRow, rows, cols);
-    return;
+/** Consecutive sections of the given lengths (floats), each from a multiple of 4 floats (16 bytes: vectors, float64): their offsets, then where the last ends. */
+function sections(lengths: number[]): number[] {
+  const offsets: number[] = [];
+  let at = 0;
+  for (const length of lengths) {
+    offsets.push(at);
+    at += Math.ceil(length / 4) * 4;
   }
+  offsets.push(at);
+  return offsets;
+}
+
+/** How many planes of `floats` floats each (what a plane copies in and out) make a group, at most `most`. */
+function planesPerGroup(floats: number, most: number): number {
+  return Math.max(1, Math.min(most, Math.floor(PLANE_GROUP_FLOATS / floats)));
+}
+
+/** The floats of a layout's zero-bordered plane and the room after it. */
+function paddedFloats(t: TapLayout): number {
+  return t.paddedH * t.paddedW + DEPTHWISE_SLACK;
+}
+
+/**
+ * A layout as the runs over planes take it: inH, inW, the zero-bordered plane (at float `padded`,
+ * as bytes), paddedW, the bytes from it to the plane's first float and to the first output's
+ * window, outH, outW.
+ */
+function layoutArguments(t: TapLayout, padded: number): number[] {
+  const interior = t.padTop * t.paddedW + t.padLeft, origin = (t.offsetY + t.padTop) * t.paddedW + t.offsetX + t.padLeft;
+  return [t.inH, t.inW, padded * 4, t.paddedW, interior * 4, origin * 4, t.outH, t.outW];
+}
+
+/**
+ * Planes [plane0, plane1) of a 3x3 correlation in WebAssembly: dst's from src's, plane p with
+ * the nine weights at w[(p mod C) * 9]. Each group of planes goes into the module's memory as one
+ * block, through correlatePlanesWasm, and out as one block: the same kernels as correlatePlane's
+ * TypeScript, so the same bits.
+ */
+function correlatePlanesInWasm(src: Float32Array, w: Float32Array, C: number, t: TapLayout, dst: Float32Array, plane0: number, plane1: number): void {
+  const inPlane = t.inH * t.inW, outPlane = t.outH * t.outW;
+  const group = planesPerGroup(inPlane + outPlane, plane1 - plane0);
+  const [padded, weights, inBlock, outBlock, floats] = sections([paddedFloats(t), C * 9, group * inPlane, group * outPlane]);
+  const memory = wasmFloats(floats, weights); // the bordered plane's frame and slack zero
+  memory.set(w.subarray(0, C * 9), weights);
+  const run = correlateScratch.correlatePlanes[t.stride - 1], layout = layoutArguments(t, padded);
+  for (let p = plane0; p < plane1; p += group) {
+    const count = Math.min(group, plane1 - p);
+    memory.set(src.subarray(p * inPlane, (p + count) * inPlane), inBlock);
+    run(inBlock * 4, outBlock * 4, weights * 4, count, p % C, C, ...layout);
+    dst.set(memory.subarray(outBlock, outBlock + count * outPlane), p * outPlane);
+  }
+}
+
+/** Every channel's 3x3 filter flipped, w[c, 2 - ky, 2 - kx]: the weights of the stride-1 input gradient's correlation. */
+function flippedFilters(weight: Float32Array, C: number): Float32Array {
+  const flipped = new Float32Array(C * 9);
+  for (let c = 0; c < C; c++) for (let k = 0; k < 9; k++) flipped[c * 9 + k] = weight[c * 9 + 8 - k];
+  return flipped;
+}
+
+/**
+ * Channels [c0, c1) of the filter gradient in WebAssembly, and with dx (and the weight) the
+ * input gradient of the same planes. Image by image, a group of channels' planes of x and of dy
+ * goes into the module's memory as two blocks; a stride-1 input gradient runs through
+ * correlatePlanesWasm from the dy block (a stride-2 one scatters in TypeScript), and
+ * filterGradPlanesWasm adds each plane's sums to its channel's float64 taps, over the images in
+ * order as depthwiseBackwardFilter does; dweight gets the taps, rounded, at the end.
+ */
+function backwardInWasm(dy: Float32Array, x: Float32Array, weight: Float32Array | null, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array, c0: number, c1: number): void {
+  const { N, Cin: C, H, W, Hout, Wout, stride } = g;
+  const filterLayout = forwardLayout(g);
+  const inputLayout = dx !== null && stride === 1 ? inputGradLayout(g) : null;
+  const inPlane = H * W, outPlane = Hout * Wout, dyRow = Wout + (Wout & 1);
+  const group = planesPerGroup(2 * inPlane + outPlane, c1 - c0);
+  const [padded, dyScratch, taps, sums, inputPadded, weights, xBlock, dyBlock, dxBlock, floats] = sections([
+    paddedFloats(filterLayout), Hout * dyRow, 2 * C * 9, 36,
+    inputLayout === null ? 0 : paddedFloats(inputLayout), inputLayout === null ? 0 : C * 9,
+    group * inPlane, group * outPlane, inputLayout === null ? 0 : group * inPlane,
+  ]);
+  const memory = wasmFloats(floats, weights); // bordered planes, dy's even rows and the taps zero
+  if (inputLayout !== null) memory.set(flippedFilters(weight!, C), weights);
+  const filterGrad = correlateScratch.filterGradPlanes[stride - 1], filterArguments = layoutArguments(filterLayout, padded);
+  const correlate = correlateScratch.correlatePlanes[0], inputArguments = inputLayout === null ? [] : layoutArguments(inputLayout, inputPadded);
+  const flipped = new Float32Array(9); // inputGradPlane's scratch (unused by its scatter)
+  for (let n = 0; n < N; n++) {
+    for (let c = c0; c < c1; c += group) {
+      const count = Math.min(group, c1 - c), plane = n * C + c;
+      memory.set(x.subarray(plane * inPlane, (plane + count) * inPlane), xBlock);
+      memory.set(dy.subarray(plane * outPlane, (plane + count) * outPlane), dyBlock);
+      if (inputLayout !== null) {
+        correlate(dyBlock * 4, dxBlock * 4, weights * 4, count, c, C, ...inputArguments);
+        dx!.set(memory.subarray(dxBlock, dxBlock + count * inPlane), plane * inPlane);
+      } else if (dx !== null) {
+        for (let q = plane; q < plane + count; q++) inputGradPlane(dy, weight!, g, filterLayout, flipped, null, dx, q);
+      }
+      filterGrad(xBlock * 4, dyBlock * 4, count, c, C, taps * 4, ...filterArguments, dyScratch * 4, dyRow, dyRow / 2, sums * 4);
+    }
+  }
+  dweight.set(new Float64Array(memory.buffer, (taps + 2 * c0 * 9) * 4, (c1 - c0) * 9), c0 * 9);
+}
+
+/** The zero-bordered plane of a 3x3 correlation in TypeScript (its frame zero), one per call and reused for its planes, or null (other filters). */
+function planeScratch(t: TapLayout): Float32Array | null {
+  return t.paddedH === 0 ? null : new Float32Array(paddedFloats(t));
+}
+
+/** The rows x cols plane at src[srcBase] into dst from float dstAt, its rows dstRow floats apart (what lies between them is left as it is). */
+function copyPlane(src: Float32Array, srcBase: number, rows: number, cols: number, dst: Float32Array, dstAt: number, dstRow: number): void {
   for (let y = 0; y < rows; y++) {
     const from = srcBase + y * cols, to = dstAt + y * dstRow;
     for (let x = 0; x < cols; x++) dst[to + x] = src[from + x];
   }
 }
 
-/** The inH x inW plane at src[srcBase] into the inside of a zero-bordered plane (its frame is left as it is: zero); copyRows and staging as in copyPlane. */
-function copyIntoPadding(src: Float32Array, srcBase: number, t: TapLayout, padded: Float32Array, copyRows: CopyRowsKernel | null = null, staging = 0): void {
-  copyPlane(src, srcBase, t.inH, t.inW, padded, t.padTop * t.paddedW + t.padLeft, t.paddedW, copyRows, staging);
+/** The inH x inW plane at src[srcBase] into the inside of a zero-bordered plane (its frame is left as it is: zero). */
+function copyIntoPadding(src: Float32Array, srcBase: number, t: TapLayout, padded: Float32Array): void {
+  copyPlane(src, srcBase, t.inH, t.inW, padded, t.padTop * t.paddedW + t.padLeft, t.paddedW);
 }
 
 /**
- * One plane's 3x3 correlation through zero padding: the plane is copied into the scratch's
- * padded plane (whose frame stays zero: only the inside is written), then every output pixel has
- * its nine taps inside. A tap outside the plane adds w * 0, which leaves a sum's value as it was.
+ * One plane's 3x3 correlation through zero padding: the plane is copied into the padded plane
+ * (whose frame stays zero: only the inside is written), then every output pixel has its nine taps
+ * inside. A tap outside the plane adds w * 0, which leaves a sum's value as it was.
  */
-function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, scratch: PlaneScratch, dst: Float32Array, dstBase: number): void {
-  const { paddedW, padTop, padLeft, outH, outW } = t;
-  const padded = scratch.padded;
-  const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
-  const wasm = scratch.wasm;
-  if (wasm === null) {
-    copyIntoPadding(src, srcBase, t, padded);
-    return correlate3x3(padded, origin, paddedW, t.stride, w, wBase, dst, dstBase, outH, outW);
-  }
-  copyIntoPadding(src, srcBase, t, wasm.memory, wasm.copyRows, wasm.staging);
-  for (let k = 0; k < 9; k++) wasm.memory[wasm.weights + k] = w[wBase + k];
-  const at = wasm.memory.byteOffset;
-  wasm.kernel!(at + origin * 4, paddedW, at + wasm.weights * 4, at + wasm.out * 4, outH, outW);
-  const memory = wasm.memory, out = wasm.out, n = outH * outW;
-  if (n >= PLANE_COPY_MIN) dst.set(memory.subarray(out, out + n), dstBase);
-  else for (let k = 0; k < n; k++) dst[dstBase + k] = memory[out + k];
+function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, padded: Float32Array, dst: Float32Array, dstBase: number): void {
+  const origin = (t.offsetY + t.padTop) * t.paddedW + t.offsetX + t.padLeft;
+  copyIntoPadding(src, srcBase, t, padded);
+  correlate3x3(padded, origin, t.paddedW, t.stride, w, wBase, dst, dstBase, t.outH, t.outW);
 }
 
 /**
@@ -472,8 +599,8 @@ function correlate3x3Padded(src: Float32Array, srcBase: number, w: Float32Array,
  * (zero outside src). The forward pass is this with offset -padding; the stride-1 input gradient
  * is this over dy with the filter flipped and offset padding - (k - 1).
  */
-function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, scratch: PlaneScratch | null, dst: Float32Array, dstBase: number): void {
-  if (scratch !== null) return correlate3x3Padded(src, srcBase, w, wBase, t, scratch, dst, dstBase);
+function correlatePlane(src: Float32Array, srcBase: number, w: Float32Array, wBase: number, t: TapLayout, padded: Float32Array | null, dst: Float32Array, dstBase: number): void {
+  if (padded !== null) return correlate3x3Padded(src, srcBase, w, wBase, t, padded, dst, dstBase);
   correlateBorder(src, srcBase, w, wBase, t, dst, dstBase);
 }
 
@@ -602,22 +729,33 @@ export function filterGrad3x3Wasm(stride: 1 | 2): WasmFunction {
   return { name: `filterGrad3x3s${stride}`, params: [I32, I32, I32, I32, I32, I32, I32], results: [], locals: [I32, I32, I32, I32, I32, I32, I32, ...new Array(11).fill(V128)], body };
 }
 
+/** The scratch of a 3x3 filter gradient in TypeScript: the zero-bordered x plane, dy's plane with rows of an even length (a zero column after an odd width), the two lanes of the nine sums. */
+interface FilterScratch {
+  padded: Float32Array;
+  dyPlane: Float32Array;
+  dyRow: number;
+  sums: Float64Array;
+}
+
+/** The scratch filterGradPlane needs for this layout, or null (filters other than 3x3). */
+function filterScratch(t: TapLayout): FilterScratch | null {
+  if (t.paddedH === 0) return null;
+  const dyRow = t.outW + (t.outW & 1);
+  return { padded: new Float32Array(paddedFloats(t)), dyPlane: new Float32Array(t.outH * dyRow), dyRow, sums: new Float64Array(18) };
+}
+
 /**
  * One plane's contribution to the filter gradient: taps[tapBase + ky*kW + kx] += sum_{oy,ox} dy[oy, ox] * x[oy*s + offsetY + ky, ox*s + offsetX + kx].
- * A 3x3 filter copies the x plane into its scratch's zero-bordered plane and dy's plane beside
- * it, then adds the nine sums of filterGrad3x3 (or its WebAssembly twin); other filters go tap by tap.
+ * A 3x3 filter copies the x plane into its scratch's zero-bordered plane and dy's plane into
+ * rows of an even length, then adds the nine sums of filterGrad3x3; other filters go tap by tap.
  */
 function filterGradPlane(dy: Float32Array, dyBase: number, x: Float32Array, xBase: number, t: TapLayout, scratch: FilterScratch | null, taps: Float64Array, tapBase: number): void {
   if (scratch === null) return filterGradBorder(dy, dyBase, x, xBase, t, taps, tapBase);
-  const { paddedW, padTop, padLeft, outH, outW } = t;
-  const { padded, dyPlane, dyRow, sums, memory, copyRows, staging } = scratch;
-  copyIntoPadding(x, xBase, t, memory ?? padded, copyRows, staging);
-  // dy's plane into rows of dyRow floats (dyPlane starts after the padded plane in the module's memory).
-  if (memory === null) copyPlane(dy, dyBase, outH, outW, dyPlane, 0, dyRow, null, 0);
-  else copyPlane(dy, dyBase, outH, outW, memory, (dyPlane.byteOffset - memory.byteOffset) / 4, dyRow, copyRows, staging);
-  const origin = (t.offsetY + padTop) * paddedW + t.offsetX + padLeft;
-  if (scratch.kernel === null) filterGrad3x3(padded, origin, paddedW, t.stride, dyPlane, 0, dyRow, outH, dyRow / 2, sums);
-  else scratch.kernel(padded.byteOffset + origin * 4, paddedW, dyPlane.byteOffset, dyRow, outH, dyRow / 2, sums.byteOffset);
+  const { padded, dyPlane, dyRow, sums } = scratch;
+  copyIntoPadding(x, xBase, t, padded);
+  copyPlane(dy, dyBase, t.outH, t.outW, dyPlane, 0, dyRow);
+  const origin = (t.offsetY + t.padTop) * t.paddedW + t.offsetX + t.padLeft;
+  filterGrad3x3(padded, origin, t.paddedW, t.stride, dyPlane, 0, dyRow, t.outH, dyRow / 2, sums);
   for (let k = 0; k < 9; k++) taps[tapBase + k] += sums[2 * k] + sums[2 * k + 1];
 }
 
@@ -631,6 +769,7 @@ function forwardLayout(g: ConvGeometry): TapLayout {
 export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvGeometry, y: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const { Cin: C, H, W, kH, kW, Hout, Wout } = g;
   const layout = forwardLayout(g);
+  if (inWasm(layout)) return correlatePlanesInWasm(x, weight, C, layout, y, plane0, plane1);
   const scratch = planeScratch(layout);
   for (let plane = plane0; plane < plane1; plane++) {
     correlatePlane(x, plane * H * W, weight, (plane % C) * kH * kW, layout, scratch, y, plane * Hout * Wout);
@@ -645,6 +784,7 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
  */
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const layout = inputGradLayout(g);
+  if (g.stride === 1 && inWasm(layout)) return correlatePlanesInWasm(dy, flippedFilters(weight, g.Cin), g.Cin, layout, dx, plane0, plane1);
   const flipped = new Float32Array(g.kH * g.kW);
   const scratch = g.stride === 1 ? planeScratch(layout) : null;
   for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, scratch, dx, plane);
@@ -657,7 +797,7 @@ function inputGradLayout(g: ConvGeometry): TapLayout {
 }
 
 /** One plane (image x channel) of the input gradient; `flipped` is scratch for the flipped filter. */
-function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry, layout: TapLayout, flipped: Float32Array, scratch: PlaneScratch | null, dx: Float32Array, plane: number): void {
+function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry, layout: TapLayout, flipped: Float32Array, scratch: Float32Array | null, dx: Float32Array, plane: number): void {
   const { Cin: C, H, W, kH, kW, stride, Hout, Wout } = g;
   const taps = kH * kW;
   const wBase = (plane % C) * taps;
@@ -679,6 +819,7 @@ function inputGradPlane(dy: Float32Array, weight: Float32Array, g: ConvGeometry,
 export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: ConvGeometry, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
   const { N, Cin: C, H, W, kH, kW, Hout, Wout } = g;
   const layout = forwardLayout(g);
+  if (inWasm(layout)) return backwardInWasm(dy, x, null, g, null, dweight, c0, c1);
   const scratch = filterScratch(layout);
   const taps = new Float64Array(kH * kW);
   for (let c = c0; c < c1; c++) {
@@ -698,11 +839,10 @@ export function depthwiseBackwardFilter(dy: Float32Array, x: Float32Array, g: Co
 export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, dweight: Float32Array, c0 = 0, c1 = g.Cin): void {
   const { N, Cin: C, H, W, kH, kW, stride, Hout, Wout } = g;
   const filterLayout = forwardLayout(g);
+  if (inWasm(filterLayout)) return backwardInWasm(dy, x, weight, g, dx, dweight, c0, c1);
   const inputLayout = stride === 1 ? inputGradLayout(g) : filterLayout; // a strided input gradient scatters through the forward's layout
   const flipped = new Float32Array(kH * kW);
-  // Both scratches in the module's memory, the input gradient's after the filter gradient's
-  // (made first, as it may grow the memory: see wasmFloats).
-  const inputScratch = stride === 1 ? planeScratch(inputLayout, filterScratchFloats(filterLayout)) : null; // a scatter with stride 2
+  const inputScratch = stride === 1 ? planeScratch(inputLayout) : null; // a scatter with stride 2
   const scratch = filterScratch(filterLayout);
   const taps = new Float64Array((c1 - c0) * kH * kW); // channel c's sums at (c - c0) * kH * kW
   for (let n = 0; n < N; n++) {
@@ -723,7 +863,11 @@ export function depthwiseBackward(dy: Float32Array, x: Float32Array, weight: Flo
 // On every thread: the three directions, and both gradients together, as declared kernels (parallel.ts).
 type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | 'padding' | 'Hout' | 'Wout', number>;
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
-const DEPTHWISE_DEPS = [validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, planeScratch, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder, scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, inWasm, wasmFloats, copyPlane, filterScratchLayout, filterScratchFloats, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane];
+const DEPTHWISE_DEPS = [
+  validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, inWasm, wasmFloats, sections, planesPerGroup, paddedFloats, layoutArguments,
+  correlatePlanesInWasm, flippedFilters, backwardInWasm, planeScratch, copyPlane, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder,
+  scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane,
+];
 
 /** The geometry object the loops take, from a kernel's parameters. */
 function depthwiseGeometryOf(p: DepthwiseParams): ConvGeometry {
@@ -753,7 +897,7 @@ function depthwiseBackwardSlice(p: DepthwiseParams, b: Record<'dy' | 'x' | 'weig
 // The workers instantiate the same WebAssembly bytes (or none, as this thread).
 const DEPTHWISE_PRELUDE = [
   `const DEPTHWISE_SLACK = ${DEPTHWISE_SLACK};`,
-  `const PLANE_COPY_MIN = ${PLANE_COPY_MIN};`,
+  `const PLANE_GROUP_FLOATS = ${PLANE_GROUP_FLOATS};`,
   `const correlateScratch = createCorrelateScratch(${DEPTHWISE_WASM === null ? 'null' : `new Uint8Array([${DEPTHWISE_WASM.join(',')}])`});`,
   'const correlateInWasm = correlateScratch.memory !== null;',
 ].join('\n');

@@ -75,6 +75,8 @@ export const i = {
   br: (depth: number) => [0x0c, ...unsignedLeb(depth)],
   brIf: (depth: number) => [0x0d, ...unsignedLeb(depth)],
   return: [0x0f],
+  /** Call function `index` of the module (its position in the module's list): its parameters are the values on the stack. */
+  call: (index: number) => [0x10, ...unsignedLeb(index)],
   /** (a, b, condition) -> condition !== 0 ? a : b. */
   select: [0x1b],
   // Locals.
