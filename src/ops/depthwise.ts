@@ -16,7 +16,7 @@ import { recordOp } from '../tensor/autograd.js';
 import { formatShape, ShapeError } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import { addBiasPerChannel, biasGradPerChannel, convGeometry, type ConvGeometry } from './conv2d.js';
-import { emitModule, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
+import { emitModule, F64, i, I32, V128, type WasmFunction } from '../wasm/emit.js';
 import { KERNELS } from './gemm.js';
 import { declareKernel, PARALLEL_MIN_ELEMENTS, runKernel } from './parallel.js';
 
@@ -366,6 +366,74 @@ export function filterGradPlanesWasm(stride: 1 | 2, copyRows: number, kernel: nu
   return { name: `filterGradPlanes${stride}`, params: new Array(18).fill(I32), results: [], locals: new Array(6).fill(I32), body };
 }
 
+/**
+ * scatter3x3InteriorRow's loop in WebAssembly, stride 2, into a zero-bordered plane where every
+ * tap is inside: the dy pixels [ox0, ox1) of a row each add their nine terms,
+ *   dst[ox*2 + ky*rowBytes/4 + kx] += w[ky, kx] * dy[ox]
+ * each product and sum in float64 and the sum rounded to float32 as it is stored, as a
+ * Float32Array's `+=` does. Parameters (i32, bytes): dy (the row), ox0, ox1, dst (the tap (0, 0)
+ * of pixel 0), rowBytes, w (nine floats).
+ */
+export function scatterRowWasm(): WasmFunction {
+  const [dy, ox0, ox1, dst, rowBytes, w] = [0, 1, 2, 3, 4, 5];
+  const [ox, r0, r1, r2, g] = [6, 7, 8, 9, 10];
+  const weight = (k: number) => 11 + k;
+  const body: number[] = [];
+  for (let k = 0; k < 9; k++) body.push(...i.localGet(w), ...i.f32Load(4 * k), ...i.f64PromoteF32, ...i.localSet(weight(k)));
+  body.push(...i.localGet(ox0), ...i.localSet(ox), ...i.block, ...i.loop, ...i.localGet(ox), ...i.localGet(ox1), ...i.i32GeS, ...i.brIf(1));
+  // g = dy[ox]; r0 = dst + ox * 8 (two floats a pixel); r1, r2 the rows below
+  body.push(...i.localGet(dy), ...i.localGet(ox), ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.f32Load(0), ...i.f64PromoteF32, ...i.localSet(g));
+  body.push(...i.localGet(dst), ...i.localGet(ox), ...i.i32Const(3), ...i.i32Shl, ...i.i32Add, ...i.localSet(r0));
+  body.push(...i.localGet(r0), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r1), ...i.localGet(r1), ...i.localGet(rowBytes), ...i.i32Add, ...i.localSet(r2));
+  for (let ky = 0; ky < 3; ky++) {
+    const row = [r0, r1, r2][ky];
+    for (let kx = 0; kx < 3; kx++) {
+      body.push(...i.localGet(row), ...i.localGet(row), ...i.f32Load(4 * kx), ...i.f64PromoteF32, ...i.localGet(weight(3 * ky + kx)), ...i.localGet(g), ...i.f64Mul, ...i.f64Add, ...i.f32DemoteF64, ...i.f32Store(4 * kx));
+    }
+  }
+  body.push(...i.localGet(ox), ...i.i32Const(1), ...i.i32Add, ...i.localSet(ox), ...i.br(0), ...i.end, ...i.end);
+  return { name: 'scatterRow', params: new Array(6).fill(I32), results: [], locals: [I32, I32, I32, I32, F64, ...new Array(9).fill(F64)], body };
+}
+
+/**
+ * A run of planes of the stride-2 input gradient (scatterPlane) in one call: for each plane, the
+ * zero-bordered plane is zeroed, each dy row scatters its interior pixels [xLo, xHi), then its
+ * others ([0, xLo), then [xHi, outW)), or all of them in a row outside [yLo, yHi): the order in
+ * which scatterPlane adds each dx element's terms, so the same bits (taps that fall outside dx
+ * land in the border, which is not copied out). Then copyRows takes the inside out to dx.
+ * Planes lie one after another at dy and dx, plane p with channel (channel + p) mod C's nine
+ * weights. Parameters (i32, bytes): dy, dx, weights, planes, channel, C, then outH, outW, yLo,
+ * yHi, xLo, xHi, padded, paddedW, paddedBytes (a multiple of 16), origin (from padded: tap (0, 0)
+ * of dy's pixel (0, 0)), interior (from padded: dx's first float), inH, inW.
+ */
+export function scatterPlanesWasm(copyRows: number, scatterRow: number): WasmFunction {
+  const [dy, dx, weights, planes, channel, C, outH, outW, yLo, yHi, xLo, xHi, padded, paddedW, paddedBytes, origin, interior, inH, inW] = Array.from({ length: 19 }, (_, k) => k);
+  const [p, oy, w, weightsEnd, rowBytes, dyRow, dstRow, zero, inBytes, outBytes] = Array.from({ length: 10 }, (_, k) => 19 + k);
+  const scatter = (from: number[], to: number[]) => [...i.localGet(dyRow), ...from, ...to, ...i.localGet(dstRow), ...i.localGet(rowBytes), ...i.localGet(w), ...i.call(scatterRow)];
+  const body: number[] = [];
+  body.push(...planeBytes(inH, inW, inBytes), ...planeBytes(outH, outW, outBytes));
+  body.push(...i.localGet(paddedW), ...i.i32Const(2), ...i.i32Shl, ...i.localSet(rowBytes));
+  body.push(...channelPointer(weights, channel, C, 36, w, weightsEnd));
+  body.push(...i.i32Const(0), ...i.localSet(p), ...i.block, ...i.loop, ...i.localGet(p), ...i.localGet(planes), ...i.i32GeS, ...i.brIf(1));
+  // The bordered plane all zero: for zero = padded, + 16, .. < padded + paddedBytes
+  body.push(...i.localGet(padded), ...i.localSet(zero), ...i.block, ...i.loop, ...i.localGet(zero), ...i.localGet(padded), ...i.localGet(paddedBytes), ...i.i32Add, ...i.i32GeS, ...i.brIf(1));
+  body.push(...i.localGet(zero), ...i.v128Zero, ...i.v128Store(0), ...advanceRows([zero], 16), ...i.br(0), ...i.end, ...i.end);
+  // Row by row: dyRow = dy + oy*outW*4; dstRow = padded + origin + oy*2*rowBytes
+  body.push(...i.i32Const(0), ...i.localSet(oy), ...i.block, ...i.loop, ...i.localGet(oy), ...i.localGet(outH), ...i.i32GeS, ...i.brIf(1));
+  body.push(...i.localGet(dy), ...i.localGet(oy), ...i.localGet(outW), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.i32Add, ...i.localSet(dyRow));
+  body.push(...i.localGet(padded), ...i.localGet(origin), ...i.i32Add, ...i.localGet(oy), ...i.i32Const(1), ...i.i32Shl, ...i.localGet(rowBytes), ...i.i32Mul, ...i.i32Add, ...i.localSet(dstRow));
+  // yLo <= oy < yHi: the interior, then the rest of the row; else the whole row.
+  body.push(...i.localGet(oy), ...i.localGet(yLo), ...i.i32GeS, ...i.localGet(oy), ...i.localGet(yHi), ...i.i32LtS, ...i.i32And, ...i.if);
+  body.push(...scatter(i.localGet(xLo), i.localGet(xHi)), ...scatter(i.i32Const(0), i.localGet(xLo)), ...scatter(i.localGet(xHi), i.localGet(outW)));
+  body.push(...i.else, ...scatter(i.i32Const(0), i.localGet(outW)), ...i.end);
+  body.push(...i.localGet(oy), ...i.i32Const(1), ...i.i32Add, ...i.localSet(oy), ...i.br(0), ...i.end, ...i.end);
+  // dx's plane out of the bordered one.
+  body.push(...i.localGet(padded), ...i.localGet(interior), ...i.i32Add, ...i.localGet(paddedW), ...[dx, inW, inH, inW].flatMap((k) => i.localGet(k)), ...i.call(copyRows));
+  body.push(...addLocal(dy, outBytes), ...addLocal(dx, inBytes), ...nextChannel(weights, w, weightsEnd, 36));
+  body.push(...i.localGet(p), ...i.i32Const(1), ...i.i32Add, ...i.localSet(p), ...i.br(0), ...i.end, ...i.end);
+  return { name: 'scatterPlanes', params: new Array(19).fill(I32), results: [], locals: new Array(10).fill(I32), body };
+}
+
 /** bytes = rows * cols * 4 (locals). */
 function planeBytes(rows: number, cols: number, bytes: number): number[] {
   return [...i.localGet(rows), ...i.localGet(cols), ...i.i32Mul, ...i.i32Const(2), ...i.i32Shl, ...i.localSet(bytes)];
@@ -400,15 +468,15 @@ const DEPTHWISE_SLACK = 32;
 const PLANE_GROUP_FLOATS = 32768;
 
 // The module's functions, in order (a batched function calls its kernels by their index).
-const [CORRELATE_S1, CORRELATE_S2, FILTER_GRAD_S1, FILTER_GRAD_S2, COPY_ROWS] = [0, 1, 2, 3, 4];
+const [CORRELATE_S1, CORRELATE_S2, FILTER_GRAD_S1, FILTER_GRAD_S2, COPY_ROWS, SCATTER_ROW] = [0, 1, 2, 3, 4, 5];
 
 /** The WebAssembly module of the 3x3 kernels (correlations and filter gradients, stride 1 and 2, and their runs over planes), emitted once at start-up; its memory grows as planes need. */
 const DEPTHWISE_WASM = KERNELS === 'wasm'
   ? emitModule({
     memoryPages: 1, maxPages: 16384, sharedMemory: typeof SharedArrayBuffer === 'function',
     functions: [
-      depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm(),
-      correlatePlanesWasm(1, COPY_ROWS, CORRELATE_S1), correlatePlanesWasm(2, COPY_ROWS, CORRELATE_S2),
+      depthwise3x3Wasm(1), depthwise3x3Wasm(2), filterGrad3x3Wasm(1), filterGrad3x3Wasm(2), copyRowsWasm(), scatterRowWasm(),
+      scatterPlanesWasm(COPY_ROWS, SCATTER_ROW), correlatePlanesWasm(1, COPY_ROWS, CORRELATE_S1), correlatePlanesWasm(2, COPY_ROWS, CORRELATE_S2),
       filterGradPlanesWasm(1, COPY_ROWS, FILTER_GRAD_S1), filterGradPlanesWasm(2, COPY_ROWS, FILTER_GRAD_S2),
     ],
   })
@@ -422,18 +490,20 @@ type PlanesKernel = (...args: number[]) => void;
  * memory, where groups of planes are put, and its runs over planes by stride. Self-contained:
  * the workers make their own from the same bytes.
  */
-export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; correlatePlanes: PlanesKernel[]; filterGradPlanes: PlanesKernel[] } {
-  if (wasmBytes === null) return { memory: null, correlatePlanes: [], filterGradPlanes: [] };
+export function createCorrelateScratch(wasmBytes: Uint8Array<ArrayBuffer> | null): { memory: WebAssembly.Memory | null; correlatePlanes: PlanesKernel[]; filterGradPlanes: PlanesKernel[]; scatterPlanes: PlanesKernel | null } {
+  if (wasmBytes === null) return { memory: null, correlatePlanes: [], filterGradPlanes: [], scatterPlanes: null };
   const exports = new WebAssembly.Instance(new WebAssembly.Module(wasmBytes)).exports;
   const correlatePlanes = [exports.correlatePlanes1, exports.correlatePlanes2] as PlanesKernel[];
   const filterGradPlanes = [exports.filterGradPlanes1, exports.filterGradPlanes2] as PlanesKernel[];
+  const scatterPlanes = exports.scatterPlanes as PlanesKernel;
   // Past Node's baseline compiler (see createGemmScratch), with every kernel they call: two 6x6
   // planes of zeros inside a bordered plane 10 floats wide, dy of an odd width, in the first page.
   for (let k = 0; k < 200; k++) {
     for (const run of correlatePlanes) run(0, 16384, 32768, 2, 0, 2, 6, 6, 40960, 10, 44, 0, 6, 6);
     for (const run of filterGradPlanes) run(0, 16384, 2, 0, 2, 49152, 6, 6, 40960, 10, 44, 0, 6, 5, 53248, 6, 3, 57344);
+    scatterPlanes(0, 16384, 32768, 2, 0, 2, 3, 3, 1, 3, 1, 3, 40960, 10, 400, 0, 44, 6, 6);
   }
-  return { memory: exports.memory as WebAssembly.Memory, correlatePlanes, filterGradPlanes };
+  return { memory: exports.memory as WebAssembly.Memory, correlatePlanes, filterGradPlanes, scatterPlanes };
 }
 
 const correlateScratch = createCorrelateScratch(DEPTHWISE_WASM);
@@ -503,17 +573,38 @@ function layoutArguments(t: TapLayout, padded: number): number[] {
  * TypeScript, so the same bits.
  */
 function correlatePlanesInWasm(src: Float32Array, w: Float32Array, C: number, t: TapLayout, dst: Float32Array, plane0: number, plane1: number): void {
-  const inPlane = t.inH * t.inW, outPlane = t.outH * t.outW;
-  const group = planesPerGroup(inPlane + outPlane, plane1 - plane0);
-  const [padded, weights, inBlock, outBlock, floats] = sections([paddedFloats(t), C * 9, group * inPlane, group * outPlane]);
+  const run = correlateScratch.correlatePlanes[t.stride - 1];
+  planesInWasm(src, t.inH * t.inW, w, C, paddedFloats(t), (padded) => layoutArguments(t, padded), run, dst, t.outH * t.outW, plane0, plane1);
+}
+
+/** Planes [plane0, plane1) of the stride-2 input gradient in WebAssembly (scatterPlanesWasm: scatterPlane's order of additions, so its bits), dx's from dy's. */
+function scatterPlanesInWasm(dy: Float32Array, weight: Float32Array, C: number, t: TapLayout, dx: Float32Array, plane0: number, plane1: number): void {
+  planesInWasm(dy, t.outH * t.outW, weight, C, paddedFloats(t), (padded) => scatterArguments(t, padded), correlateScratch.scatterPlanes!, dx, t.inH * t.inW, plane0, plane1);
+}
+
+/** A stride-2 layout as scatterPlanesWasm takes it (after its pointers and channels), with its bordered plane at float `padded`. */
+function scatterArguments(t: TapLayout, padded: number): number[] {
+  const interior = t.padTop * t.paddedW + t.padLeft, origin = (t.offsetY + t.padTop) * t.paddedW + t.offsetX + t.padLeft;
+  return [t.outH, t.outW, t.yLo, t.yHi, t.xLo, t.xHi, padded * 4, t.paddedW, Math.ceil((t.paddedH * t.paddedW) / 4) * 16, origin * 4, interior * 4, t.inH, t.inW];
+}
+
+/**
+ * Planes [plane0, plane1) of dst (dstPlane floats each) from src's (srcPlane floats each) by
+ * one of the runs over planes, `run(src, dst, weights, planes, channel, C, ...layout)`: the C
+ * channels' nine weights w, a bordered plane of `bordered` floats (its frame zero) and the layout's
+ * arguments for it, then groups of planes copied in as one block and out as one block.
+ */
+function planesInWasm(src: Float32Array, srcPlane: number, w: Float32Array, C: number, bordered: number, layout: (padded: number) => number[], run: PlanesKernel, dst: Float32Array, dstPlane: number, plane0: number, plane1: number): void {
+  const group = planesPerGroup(srcPlane + dstPlane, plane1 - plane0);
+  const [padded, weights, inBlock, outBlock, floats] = sections([bordered, C * 9, group * srcPlane, group * dstPlane]);
   const memory = wasmFloats(floats, weights); // the bordered plane's frame and slack zero
   memory.set(w.subarray(0, C * 9), weights);
-  const run = correlateScratch.correlatePlanes[t.stride - 1], layout = layoutArguments(t, padded);
+  const runArguments = layout(padded);
   for (let p = plane0; p < plane1; p += group) {
     const count = Math.min(group, plane1 - p);
-    memory.set(src.subarray(p * inPlane, (p + count) * inPlane), inBlock);
-    run(inBlock * 4, outBlock * 4, weights * 4, count, p % C, C, ...layout);
-    dst.set(memory.subarray(outBlock, outBlock + count * outPlane), p * outPlane);
+    memory.set(src.subarray(p * srcPlane, (p + count) * srcPlane), inBlock);
+    run(inBlock * 4, outBlock * 4, weights * 4, count, p % C, C, ...runArguments);
+    dst.set(memory.subarray(outBlock, outBlock + count * dstPlane), p * dstPlane);
   }
 }
 
@@ -527,15 +618,16 @@ function flippedFilters(weight: Float32Array, C: number): Float32Array {
 /**
  * Channels [c0, c1) of the filter gradient in WebAssembly, and with dx (and the weight) the
  * input gradient of the same planes. Image by image, a group of channels' planes of x and of dy
- * goes into the module's memory as two blocks; a stride-1 input gradient runs through
- * correlatePlanesWasm from the dy block (a stride-2 one scatters in TypeScript), and
+ * goes into the module's memory as two blocks; the input gradient runs from the dy block
+ * through correlatePlanesWasm (stride 1) or scatterPlanesWasm (stride 2), and
  * filterGradPlanesWasm adds each plane's sums to its channel's float64 taps, over the images in
  * order as depthwiseBackwardFilter does; dweight gets the taps, rounded, at the end.
  */
 function backwardInWasm(dy: Float32Array, x: Float32Array, weight: Float32Array | null, g: ConvGeometry, dx: Float32Array | null, dweight: Float32Array, c0: number, c1: number): void {
   const { N, Cin: C, H, W, Hout, Wout, stride } = g;
   const filterLayout = forwardLayout(g);
-  const inputLayout = dx !== null && stride === 1 ? inputGradLayout(g) : null;
+  // The input gradient: a correlation with the flipped filters (stride 1) or the forward's scatter (stride 2).
+  const inputLayout = dx === null ? null : stride === 1 ? inputGradLayout(g) : filterLayout;
   const inPlane = H * W, outPlane = Hout * Wout, dyRow = Wout + (Wout & 1);
   const group = planesPerGroup(2 * inPlane + outPlane, c1 - c0);
   const [padded, dyScratch, taps, sums, inputPadded, weights, xBlock, dyBlock, dxBlock, floats] = sections([
@@ -544,20 +636,21 @@ function backwardInWasm(dy: Float32Array, x: Float32Array, weight: Float32Array 
     group * inPlane, group * outPlane, inputLayout === null ? 0 : group * inPlane,
   ]);
   const memory = wasmFloats(floats, weights); // bordered planes, dy's even rows and the taps zero
-  if (inputLayout !== null) memory.set(flippedFilters(weight!, C), weights);
   const filterGrad = correlateScratch.filterGradPlanes[stride - 1], filterArguments = layoutArguments(filterLayout, padded);
-  const correlate = correlateScratch.correlatePlanes[0], inputArguments = inputLayout === null ? [] : layoutArguments(inputLayout, inputPadded);
-  const flipped = new Float32Array(9); // inputGradPlane's scratch (unused by its scatter)
+  let inputGrad: PlanesKernel | null = null, inputArguments: number[] = [];
+  if (inputLayout !== null) {
+    memory.set(stride === 1 ? flippedFilters(weight!, C) : weight!.subarray(0, C * 9), weights);
+    inputGrad = stride === 1 ? correlateScratch.correlatePlanes[0] : correlateScratch.scatterPlanes;
+    inputArguments = stride === 1 ? layoutArguments(inputLayout, inputPadded) : scatterArguments(inputLayout, inputPadded);
+  }
   for (let n = 0; n < N; n++) {
     for (let c = c0; c < c1; c += group) {
       const count = Math.min(group, c1 - c), plane = n * C + c;
       memory.set(x.subarray(plane * inPlane, (plane + count) * inPlane), xBlock);
       memory.set(dy.subarray(plane * outPlane, (plane + count) * outPlane), dyBlock);
-      if (inputLayout !== null) {
-        correlate(dyBlock * 4, dxBlock * 4, weights * 4, count, c, C, ...inputArguments);
+      if (inputGrad !== null) {
+        inputGrad(dyBlock * 4, dxBlock * 4, weights * 4, count, c, C, ...inputArguments);
         dx!.set(memory.subarray(dxBlock, dxBlock + count * inPlane), plane * inPlane);
-      } else if (dx !== null) {
-        for (let q = plane; q < plane + count; q++) inputGradPlane(dy, weight!, g, filterLayout, flipped, null, dx, q);
       }
       filterGrad(xBlock * 4, dyBlock * 4, count, c, C, taps * 4, ...filterArguments, dyScratch * 4, dyRow, dyRow / 2, sums * 4);
     }
@@ -784,7 +877,10 @@ export function depthwiseForward(x: Float32Array, weight: Float32Array, g: ConvG
  */
 export function depthwiseBackwardInput(dy: Float32Array, weight: Float32Array, g: ConvGeometry, dx: Float32Array, plane0 = 0, plane1 = g.N * g.Cin): void {
   const layout = inputGradLayout(g);
-  if (g.stride === 1 && inWasm(layout)) return correlatePlanesInWasm(dy, flippedFilters(weight, g.Cin), g.Cin, layout, dx, plane0, plane1);
+  if (inWasm(layout)) {
+    if (g.stride === 1) return correlatePlanesInWasm(dy, flippedFilters(weight, g.Cin), g.Cin, layout, dx, plane0, plane1);
+    return scatterPlanesInWasm(dy, weight, g.Cin, layout, dx, plane0, plane1);
+  }
   const flipped = new Float32Array(g.kH * g.kW);
   const scratch = g.stride === 1 ? planeScratch(layout) : null;
   for (let plane = plane0; plane < plane1; plane++) inputGradPlane(dy, weight, g, layout, flipped, scratch, dx, plane);
@@ -865,7 +961,7 @@ type DepthwiseParams = Record<'N' | 'C' | 'H' | 'W' | 'kH' | 'kW' | 'stride' | '
 const DEPTHWISE_INTS = ['N', 'C', 'H', 'W', 'kH', 'kW', 'stride', 'padding', 'Hout', 'Wout'] as const;
 const DEPTHWISE_DEPS = [
   validOutputs, tapLayout, correlateBorder, correlate3x3, createCorrelateScratch, inWasm, wasmFloats, sections, planesPerGroup, paddedFloats, layoutArguments,
-  correlatePlanesInWasm, flippedFilters, backwardInWasm, planeScratch, copyPlane, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder,
+  correlatePlanesInWasm, scatterPlanesInWasm, scatterArguments, planesInWasm, flippedFilters, backwardInWasm, planeScratch, copyPlane, copyIntoPadding, correlate3x3Padded, correlatePlane, scatterBorder,
   scatter3x3InteriorRow, scatterPlane, filterGradBorder, filterGrad3x3, filterScratch, filterGradPlane, forwardLayout, inputGradLayout, inputGradPlane,
 ];
 
