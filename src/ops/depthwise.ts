@@ -7,9 +7,11 @@
 // im2col would cost more than the arithmetic. A 3x3 filter (MobileNet's) works on a copy of each
 // plane inside a zero border, where every output pixel has all nine taps: the forward pass, the
 // stride-1 input gradient (a correlation of dy with the flipped filter) and the filter gradient
-// are then straight loops with no edge cases, in WebAssembly SIMD with a TypeScript twin of the
-// same bits. The stride-2 input gradient scatters through the forward's loops, and other
-// filter sizes go pixel by pixel over their valid taps.
+// are then straight loops with no edge cases. The stride-2 input gradient scatters through the
+// forward's loops, and other filter sizes go pixel by pixel over their valid taps. The 3x3
+// kernels (all four: correlation, filter gradient, scatter, row copies) also exist in
+// WebAssembly, SIMD where it pays, each with its TypeScript twin of the same bits; there they run
+// over a group of planes per call, copied into the module's memory as one block.
 
 import { alloc } from '../tensor/buffers.js';
 import { recordOp } from '../tensor/autograd.js';
